@@ -1,0 +1,142 @@
+// Package config is lmbridge's typed configuration. Each package takes only its own section; cmd/lmbridge loads the
+// file and hands the sections out. The file is only ever read, never rewritten: tokens live in the registration.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/lmbridge/lmbridge"
+)
+
+// ExampleDomain is the homeserver domain of the example config; -g refuses to run while the config still holds it.
+const ExampleDomain = "example.com"
+
+var (
+	// ErrExampleDomain means the operator has not edited homeserver.domain yet.
+	ErrExampleDomain = errors.New("homeserver.domain still holds the example value " + ExampleDomain)
+	// ErrInvalid wraps every validation failure, so callers can tell a bad config from an unreadable one.
+	ErrInvalid = errors.New("invalid config")
+)
+
+// Config is the whole of config.yaml.
+type Config struct {
+	Homeserver Homeserver `yaml:"homeserver"`
+	AppService AppService `yaml:"appservice"`
+	Database   Database   `yaml:"database"`
+	LM         LM         `yaml:"lm"`
+	Bridge     Bridge     `yaml:"bridge"`
+	Logging    Logging    `yaml:"logging"`
+}
+
+// Homeserver says where the Matrix homeserver is.
+type Homeserver struct {
+	Address string `yaml:"address"`
+	Domain  string `yaml:"domain"`
+}
+
+// AppService is the application-service side: our listener and the identities we register.
+type AppService struct {
+	Address          string `yaml:"address"`
+	Hostname         string `yaml:"hostname"`
+	Port             uint16 `yaml:"port"`
+	ID               string `yaml:"id"`
+	Bot              Bot    `yaml:"bot"`
+	UsernameTemplate string `yaml:"username_template"`
+	MaxBodyBytes     int64  `yaml:"max_body_bytes"`
+}
+
+// Bot is the bridge's own Matrix user.
+type Bot struct {
+	Username    string `yaml:"username"`
+	Displayname string `yaml:"displayname"`
+	Avatar      string `yaml:"avatar"`
+}
+
+// Database is passed to go.mau.fi/util/dbutil.
+type Database struct {
+	Type         string `yaml:"type"`
+	URI          string `yaml:"uri"`
+	MaxOpenConns int    `yaml:"max_open_conns"`
+	MaxIdleConns int    `yaml:"max_idle_conns"`
+}
+
+// LM is lmbridge as a Linearized Matrix server.
+type LM struct {
+	ServerName      string `yaml:"server_name"`
+	Listen          string `yaml:"listen"`
+	TLSCert         string `yaml:"tls_cert"`
+	TLSKey          string `yaml:"tls_key"`
+	AllowPlainHTTP  bool   `yaml:"allow_plain_http"`
+	AllowHTTPPeers  bool   `yaml:"allow_http_peers"`
+	SigningKeyPath  string `yaml:"signing_key_path"`
+	RoomVersion     string `yaml:"room_version"`
+	MaxRequestBytes int64  `yaml:"max_request_bytes"`
+}
+
+// Bridge is the linking of rooms.
+type Bridge struct {
+	CommandPrefix string            `yaml:"command_prefix"`
+	Permissions   map[string]string `yaml:"permissions"`
+	Provisioning  Provisioning      `yaml:"provisioning"`
+}
+
+// Provisioning is the HTTP API for linking rooms from other tools.
+type Provisioning struct {
+	SharedSecret string `yaml:"shared_secret"`
+}
+
+// Logging configures zerolog.
+type Logging struct {
+	MinLevel string `yaml:"min_level"`
+	Format   string `yaml:"format"`
+}
+
+// Load reads path over the defaults of the embedded example config.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read config: %w", err)
+	}
+	return Parse(data)
+}
+
+// Parse reads a config document over the defaults of the embedded example config.
+func Parse(data []byte) (*Config, error) {
+	var cfg Config
+	if err := yaml.Unmarshal([]byte(lmbridge.ExampleConfig), &cfg); err != nil {
+		return nil, fmt.Errorf("failed to parse embedded example config: %w", err)
+	}
+	// The example's permissions are illustrations, not defaults to merge into the user's map.
+	cfg.Bridge.Permissions = nil
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// Validate checks what can be checked without touching the network.
+func (c *Config) Validate() error {
+	var problems []error
+	need := func(ok bool, key string) {
+		if !ok {
+			problems = append(problems, fmt.Errorf("%s must be set", key))
+		}
+	}
+	need(c.Homeserver.Address != "", "homeserver.address")
+	need(c.Homeserver.Domain != "", "homeserver.domain")
+	need(c.AppService.ID != "", "appservice.id")
+	need(c.AppService.Bot.Username != "", "appservice.bot.username")
+	need(c.Database.URI != "", "database.uri")
+	need(c.LM.ServerName != "", "lm.server_name")
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(problems...))
+	}
+	return nil
+}
