@@ -1,0 +1,389 @@
+package canonicaljson
+
+import (
+	"slices"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Parse decodes raw as a single JSON value under canonical JSON's restrictions: integers only and within
+// ±(2^53−1), valid UTF-8 (including no unpaired surrogate escapes), no duplicate keys. Insignificant whitespace is
+// allowed; anything after the value other than whitespace is an error.
+func Parse(raw []byte) (Value, error) {
+	p := parser{data: raw}
+	p.skipSpace()
+	var v Value
+	if err := p.value(&v, 0); err != nil {
+		return Value{}, err
+	}
+	p.skipSpace()
+	if p.pos != len(p.data) {
+		return Value{}, p.fail(ErrInvalidJSON, "unexpected data after the top-level value")
+	}
+	return v, nil
+}
+
+// Canonicalize re-encodes raw JSON in canonical form. It rejects what Parse rejects.
+func Canonicalize(raw []byte) ([]byte, error) {
+	v, err := Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	return v.Bytes(), nil
+}
+
+// AppendCanonical appends the canonical form of raw to dst.
+func AppendCanonical(dst, raw []byte) ([]byte, error) {
+	v, err := Parse(raw)
+	if err != nil {
+		return dst, err
+	}
+	return v.AppendTo(dst), nil
+}
+
+type parser struct {
+	data []byte
+	pos  int
+}
+
+func (p *parser) fail(err error, detail string) error {
+	return &SyntaxError{Offset: p.pos, Err: err, Detail: detail}
+}
+
+func (p *parser) skipSpace() {
+	for p.pos < len(p.data) {
+		switch p.data[p.pos] {
+		case ' ', '\t', '\n', '\r':
+			p.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (p *parser) value(v *Value, depth int) error {
+	if depth > maxDepth {
+		return p.fail(ErrTooDeep, "")
+	}
+	if p.pos >= len(p.data) {
+		return p.fail(ErrInvalidJSON, "unexpected end of input")
+	}
+	switch c := p.data[p.pos]; c {
+	case '{':
+		return p.object(v, depth)
+	case '[':
+		return p.array(v, depth)
+	case '"':
+		s, err := p.string()
+		if err != nil {
+			return err
+		}
+		v.Kind, v.Str = String, s
+		return nil
+	case 't':
+		return p.literal(v, "true", Bool, true)
+	case 'f':
+		return p.literal(v, "false", Bool, false)
+	case 'n':
+		return p.literal(v, "null", Null, false)
+	default:
+		if c == '-' || (c >= '0' && c <= '9') {
+			return p.number(v)
+		}
+		return p.fail(ErrInvalidJSON, "unexpected character "+quoteByte(c))
+	}
+}
+
+func quoteByte(c byte) string {
+	if c >= 0x20 && c < 0x7f {
+		return "'" + string(rune(c)) + "'"
+	}
+	return "0x" + string(hexDigits[c>>4]) + string(hexDigits[c&0xf])
+}
+
+func (p *parser) literal(v *Value, lit string, kind Kind, b bool) error {
+	if len(p.data)-p.pos < len(lit) || string(p.data[p.pos:p.pos+len(lit)]) != lit {
+		return p.fail(ErrInvalidJSON, "invalid literal")
+	}
+	p.pos += len(lit)
+	v.Kind, v.Bool = kind, b
+	return nil
+}
+
+func (p *parser) number(v *Value) error {
+	start := p.pos
+	neg := false
+	if p.data[p.pos] == '-' {
+		neg = true
+		p.pos++
+	}
+	if p.pos >= len(p.data) || p.data[p.pos] < '0' || p.data[p.pos] > '9' {
+		return p.fail(ErrInvalidJSON, "invalid number")
+	}
+	var n int64
+	tooBig := false
+	if p.data[p.pos] == '0' {
+		p.pos++
+	} else {
+		for p.pos < len(p.data) && p.data[p.pos] >= '0' && p.data[p.pos] <= '9' {
+			if !tooBig {
+				n = n*10 + int64(p.data[p.pos]-'0')
+				if n > MaxSafeInteger {
+					tooBig = true
+				}
+			}
+			p.pos++
+		}
+	}
+	if p.pos < len(p.data) {
+		switch p.data[p.pos] {
+		case '.', 'e', 'E':
+			p.pos = start
+			return p.fail(ErrFloat, "")
+		case '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			return p.fail(ErrInvalidJSON, "leading zero in a number")
+		}
+	}
+	if tooBig {
+		p.pos = start
+		return p.fail(ErrIntegerRange, "")
+	}
+	if neg {
+		n = -n
+	}
+	v.Kind, v.Int = Integer, n
+	return nil
+}
+
+func (p *parser) array(v *Value, depth int) error {
+	p.pos++ // '['
+	v.Kind = Array
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == ']' {
+		p.pos++
+		v.Items = []Value{}
+		return nil
+	}
+	items := make([]Value, 0, 4)
+	for {
+		p.skipSpace()
+		items = append(items, Value{})
+		if err := p.value(&items[len(items)-1], depth+1); err != nil {
+			return err
+		}
+		p.skipSpace()
+		if p.pos >= len(p.data) {
+			return p.fail(ErrInvalidJSON, "unterminated array")
+		}
+		switch p.data[p.pos] {
+		case ',':
+			p.pos++
+		case ']':
+			p.pos++
+			v.Items = items
+			return nil
+		default:
+			return p.fail(ErrInvalidJSON, "expected ',' or ']' in an array")
+		}
+	}
+}
+
+func (p *parser) object(v *Value, depth int) error {
+	p.pos++ // '{'
+	v.Kind = Object
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == '}' {
+		p.pos++
+		v.Members = []Member{}
+		return nil
+	}
+	start := p.pos
+	members := make([]Member, 0, 8)
+	sorted := true
+	for {
+		p.skipSpace()
+		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
+			return p.fail(ErrInvalidJSON, "expected a string key in an object")
+		}
+		key, err := p.string()
+		if err != nil {
+			return err
+		}
+		p.skipSpace()
+		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
+			return p.fail(ErrInvalidJSON, "expected ':' after an object key")
+		}
+		p.pos++
+		p.skipSpace()
+		if n := len(members); n > 0 && members[n-1].Key >= key {
+			sorted = false
+		}
+		members = append(members, Member{Key: key})
+		if err := p.value(&members[len(members)-1].Value, depth+1); err != nil {
+			return err
+		}
+		p.skipSpace()
+		if p.pos >= len(p.data) {
+			return p.fail(ErrInvalidJSON, "unterminated object")
+		}
+		if p.data[p.pos] == ',' {
+			p.pos++
+			continue
+		}
+		if p.data[p.pos] != '}' {
+			return p.fail(ErrInvalidJSON, "expected ',' or '}' in an object")
+		}
+		p.pos++
+		break
+	}
+	if !sorted {
+		// Go compares strings byte-wise, and UTF-8 byte order is code point order: exactly Matrix's key order.
+		slices.SortStableFunc(members, func(a, b Member) int { return strings.Compare(a.Key, b.Key) })
+		for i := 1; i < len(members); i++ {
+			if members[i-1].Key == members[i].Key {
+				p.pos = start
+				return p.fail(ErrDuplicateKey, "key "+quoteKey(members[i].Key))
+			}
+		}
+	}
+	v.Members = members
+	return nil
+}
+
+func quoteKey(k string) string {
+	if len(k) > 64 {
+		k = k[:64] + "…"
+	}
+	return string(AppendString(nil, strings.ToValidUTF8(k, "\uFFFD")))
+}
+
+// string parses a JSON string starting at the opening quote.
+func (p *parser) string() (string, error) {
+	p.pos++ // opening quote
+	start := p.pos
+	// Fast path: no escapes; validate UTF-8 in place and copy once.
+	ascii := true
+	for p.pos < len(p.data) {
+		c := p.data[p.pos]
+		if c == '"' {
+			raw := p.data[start:p.pos]
+			if !ascii && !utf8.Valid(raw) {
+				return "", p.fail(ErrInvalidUTF8, "")
+			}
+			p.pos++
+			return string(raw), nil
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 {
+			return "", p.fail(ErrInvalidJSON, "unescaped control character in a string")
+		}
+		if c >= utf8.RuneSelf {
+			ascii = false
+		}
+		p.pos++
+	}
+	if p.pos >= len(p.data) {
+		return "", p.fail(ErrInvalidJSON, "unterminated string")
+	}
+	if !ascii && !utf8.Valid(p.data[start:p.pos]) {
+		return "", p.fail(ErrInvalidUTF8, "")
+	}
+	buf := make([]byte, 0, p.pos-start+16)
+	buf = append(buf, p.data[start:p.pos]...)
+	for p.pos < len(p.data) {
+		c := p.data[p.pos]
+		switch {
+		case c == '"':
+			p.pos++
+			return string(buf), nil
+		case c < 0x20:
+			return "", p.fail(ErrInvalidJSON, "unescaped control character in a string")
+		case c == '\\':
+			var err error
+			if buf, err = p.escape(buf); err != nil {
+				return "", err
+			}
+		case c < utf8.RuneSelf:
+			buf = append(buf, c)
+			p.pos++
+		default:
+			r, size := utf8.DecodeRune(p.data[p.pos:])
+			if r == utf8.RuneError && size <= 1 {
+				return "", p.fail(ErrInvalidUTF8, "")
+			}
+			buf = append(buf, p.data[p.pos:p.pos+size]...)
+			p.pos += size
+		}
+	}
+	return "", p.fail(ErrInvalidJSON, "unterminated string")
+}
+
+func (p *parser) escape(buf []byte) ([]byte, error) {
+	if p.pos+1 >= len(p.data) {
+		return buf, p.fail(ErrInvalidJSON, "unterminated escape")
+	}
+	c := p.data[p.pos+1]
+	p.pos += 2
+	switch c {
+	case '"', '\\', '/':
+		return append(buf, c), nil
+	case 'b':
+		return append(buf, '\b'), nil
+	case 'f':
+		return append(buf, '\f'), nil
+	case 'n':
+		return append(buf, '\n'), nil
+	case 'r':
+		return append(buf, '\r'), nil
+	case 't':
+		return append(buf, '\t'), nil
+	case 'u':
+		r, ok := p.hex4()
+		if !ok {
+			return buf, p.fail(ErrInvalidJSON, "invalid \\u escape")
+		}
+		if utf16.IsSurrogate(r) {
+			if r >= 0xDC00 || p.pos+1 >= len(p.data) || p.data[p.pos] != '\\' || p.data[p.pos+1] != 'u' {
+				return buf, p.fail(ErrInvalidUTF8, "unpaired surrogate escape")
+			}
+			p.pos += 2
+			r2, ok := p.hex4()
+			if !ok {
+				return buf, p.fail(ErrInvalidJSON, "invalid \\u escape")
+			}
+			r = utf16.DecodeRune(r, r2)
+			if r == utf8.RuneError {
+				return buf, p.fail(ErrInvalidUTF8, "unpaired surrogate escape")
+			}
+		}
+		return utf8.AppendRune(buf, r), nil
+	default:
+		p.pos -= 2
+		return buf, p.fail(ErrInvalidJSON, "invalid escape character")
+	}
+}
+
+func (p *parser) hex4() (rune, bool) {
+	if len(p.data)-p.pos < 4 {
+		return 0, false
+	}
+	var r rune
+	for i := 0; i < 4; i++ {
+		c := p.data[p.pos+i]
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	p.pos += 4
+	return r, true
+}
