@@ -3,8 +3,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"gopkg.in/yaml.v3"
@@ -46,6 +48,7 @@ type AppService struct {
 	ID               string `yaml:"id"`
 	Bot              Bot    `yaml:"bot"`
 	UsernameTemplate string `yaml:"username_template"`
+	AliasTemplate    string `yaml:"alias_template"`
 	MaxBodyBytes     int64  `yaml:"max_body_bytes"`
 }
 
@@ -95,48 +98,54 @@ type Logging struct {
 	Format   string `yaml:"format"`
 }
 
-// Load reads path over the defaults of the embedded example config.
+// Load reads path over the defaults of the embedded example config. A missing file comes back as an error that
+// wraps fs.ErrNotExist, so the caller can tell the operator how to create one.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read config: %w", err)
 	}
-	return Parse(data)
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
 }
 
-// Parse reads a config document over the defaults of the embedded example config.
+// Parse reads a config document over the defaults of the embedded example config and validates the result.
+// Unknown keys are errors: a misspelt key silently falling back to its default is worse than a refusal to start.
 func Parse(data []byte) (*Config, error) {
-	var cfg Config
-	if err := yaml.Unmarshal([]byte(lmbridge.ExampleConfig), &cfg); err != nil {
-		return nil, fmt.Errorf("failed to parse embedded example config: %w", err)
+	cfg, err := Example()
+	if err != nil {
+		return nil, err
 	}
 	// The example's permissions are illustrations, not defaults to merge into the user's map.
 	cfg.Bridge.Permissions = nil
-	if err := yaml.Unmarshal(data, &cfg); err != nil {
+	if err := decodeStrict(data, cfg); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	return cfg, nil
+}
+
+// Example is the embedded example config, parsed but not validated against the example domain.
+func Example() (*Config, error) {
+	var cfg Config
+	if err := decodeStrict([]byte(lmbridge.ExampleConfig), &cfg); err != nil {
+		return nil, fmt.Errorf("failed to parse embedded example config: %w", err)
+	}
 	return &cfg, nil
 }
 
-// Validate checks what can be checked without touching the network.
-func (c *Config) Validate() error {
-	var problems []error
-	need := func(ok bool, key string) {
-		if !ok {
-			problems = append(problems, fmt.Errorf("%s must be set", key))
-		}
+func decodeStrict(data []byte, into *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err := dec.Decode(into)
+	if errors.Is(err, io.EOF) {
+		// An empty file means "all defaults", which then fail validation on the example domain, not here.
+		return nil
 	}
-	need(c.Homeserver.Address != "", "homeserver.address")
-	need(c.Homeserver.Domain != "", "homeserver.domain")
-	need(c.AppService.ID != "", "appservice.id")
-	need(c.AppService.Bot.Username != "", "appservice.bot.username")
-	need(c.Database.URI != "", "database.uri")
-	need(c.LM.ServerName != "", "lm.server_name")
-	if len(problems) > 0 {
-		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(problems...))
-	}
-	return nil
+	return err
 }
