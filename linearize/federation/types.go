@@ -76,6 +76,8 @@ type Error struct {
 	Status  int    `json:"-"`
 	ErrCode string `json:"errcode"`
 	Message string `json:"error,omitempty"`
+	// RetryAfterMS goes with 429 M_LIMIT_EXCEEDED.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 func (e *Error) Error() string {

@@ -1,0 +1,46 @@
+package federation
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/rs/zerolog"
+)
+
+// Error codes beyond the draft's list (§12.2) that Matrix uses for bad query parameters.
+const (
+	ErrCodeMissingParam = "M_MISSING_PARAM"
+	ErrCodeInvalidParam = "M_INVALID_PARAM"
+)
+
+// WriteJSON writes body as a JSON answer with the given status.
+func WriteJSON(w http.ResponseWriter, status int, body any) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		status = http.StatusInternalServerError
+		data = []byte(`{"errcode":"M_UNKNOWN","error":"Failed to encode the answer"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(status)
+	_, _ = w.Write(data)
+}
+
+// writeError writes err as a Matrix error: an *Error as itself, anything else as a 500 M_UNKNOWN whose details stay in
+// our log, never in the answer.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var fedErr *Error
+	if errors.As(err, &fedErr) {
+		status := fedErr.Status
+		if status < 400 || status > 599 {
+			status = http.StatusInternalServerError
+		}
+		WriteJSON(w, status, fedErr)
+		return
+	}
+	zerolog.Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).
+		Msg("Failed to handle federation request")
+	WriteJSON(w, http.StatusInternalServerError, &Error{ErrCode: ErrCodeUnknown, Message: "Internal server error"})
+}

@@ -1,0 +1,188 @@
+package federation
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"maunium.net/go/mautrix/crypto/canonicaljson"
+)
+
+// XMatrixAuth is one X-Matrix Authorization header.
+type XMatrixAuth struct {
+	Origin      string
+	Destination string
+	KeyID       string
+	Signature   string
+}
+
+// String formats the header as Matrix and eigen send it, with "sig".
+func (a XMatrixAuth) String() string {
+	return `X-Matrix origin=` + strconv.Quote(a.Origin) + `,destination=` + strconv.Quote(a.Destination) +
+		`,key=` + strconv.Quote(a.KeyID) + `,sig=` + strconv.Quote(a.Signature)
+}
+
+var ErrMalformedXMatrix = errors.New("malformed X-Matrix header")
+
+// ParseXMatrixAuth parses an Authorization header of the X-Matrix scheme. Parameter values may be quoted or bare;
+// the signature is read from "sig" or from "signature" (the draft's prose), and unknown parameters are ignored.
+func ParseXMatrixAuth(header string) (XMatrixAuth, error) {
+	var auth XMatrixAuth
+	scheme, params, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "X-Matrix") {
+		return auth, fmt.Errorf("%w: scheme is not X-Matrix", ErrMalformedXMatrix)
+	}
+	rest := strings.TrimSpace(params)
+	for rest != "" {
+		name, after, ok := strings.Cut(rest, "=")
+		if !ok {
+			return auth, fmt.Errorf("%w: parameter without value", ErrMalformedXMatrix)
+		}
+		name = strings.ToLower(strings.TrimSpace(name))
+		after = strings.TrimLeft(after, " \t")
+		var value string
+		if strings.HasPrefix(after, `"`) {
+			var b strings.Builder
+			i := 1
+			for ; i < len(after) && after[i] != '"'; i++ {
+				if after[i] == '\\' && i+1 < len(after) {
+					i++
+				}
+				b.WriteByte(after[i])
+			}
+			if i >= len(after) {
+				return auth, fmt.Errorf("%w: unterminated quoted value", ErrMalformedXMatrix)
+			}
+			value, rest = b.String(), after[i+1:]
+		} else {
+			value, rest, _ = strings.Cut(after, ",")
+			value = strings.TrimSpace(value)
+			rest = "," + rest
+		}
+		rest = strings.TrimSpace(rest)
+		if rest != "" {
+			if rest[0] != ',' {
+				return auth, fmt.Errorf("%w: expected a comma after %s", ErrMalformedXMatrix, name)
+			}
+			rest = strings.TrimSpace(rest[1:])
+		}
+		switch name {
+		case "origin":
+			auth.Origin = value
+		case "destination":
+			auth.Destination = value
+		case "key":
+			auth.KeyID = value
+		case "sig", "signature":
+			auth.Signature = value
+		}
+	}
+	if auth.Origin == "" || auth.KeyID == "" || auth.Signature == "" {
+		return auth, fmt.Errorf("%w: origin, key and sig are required", ErrMalformedXMatrix)
+	}
+	return auth, nil
+}
+
+type signableRequest struct {
+	Method      string          `json:"method"`
+	URI         string          `json:"uri"`
+	Origin      string          `json:"origin"`
+	Destination string          `json:"destination"`
+	Content     json.RawMessage `json:"content,omitempty"`
+}
+
+func (r *signableRequest) canonical() ([]byte, error) {
+	msg, err := canonicaljson.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("failed to canonicalise request for signing: %w", err)
+	}
+	return msg, nil
+}
+
+// SignRequest returns the X-Matrix Authorization header for a request. uri is the path with its query as sent on the
+// wire; content is the JSON body, nil for a bodiless request (content is then left out, as Matrix and eigen do).
+func SignRequest(key *SigningKey, origin, destination, method, uri string, content []byte) (string, error) {
+	msg, err := (&signableRequest{Method: method, URI: uri, Origin: origin, Destination: destination, Content: content}).canonical()
+	if err != nil {
+		return "", err
+	}
+	return XMatrixAuth{
+		Origin:      origin,
+		Destination: destination,
+		KeyID:       string(key.ID),
+		Signature:   base64.RawStdEncoding.EncodeToString(key.SignCanonicalJSON(msg)),
+	}.String(), nil
+}
+
+func forbidden(format string, args ...any) *Error {
+	return Errorf(http.StatusUnauthorized, ErrCodeForbidden, format, args...)
+}
+
+// VerifyRequest checks the X-Matrix headers of a request addressed to us (ourName) and returns the origin. Every
+// header must verify with a current verify key of the origin, there must be at least one, and all must name the same
+// origin and our name as destination. content is the body (nil when there is none); a bodiless request verifies with
+// content left out or with content {}, the draft's form. uris are the request target as received, then any other
+// spelling of it worth trying (the first that verifies wins). Failures are 401 M_FORBIDDEN *Errors.
+func VerifyRequest(ctx context.Context, keys KeyLookup, ourName, method string, uris []string, headers []string, content []byte) (string, error) {
+	if len(headers) == 0 {
+		return "", forbidden("Missing X-Matrix Authorization header")
+	}
+	auths := make([]XMatrixAuth, len(headers))
+	for i, header := range headers {
+		auth, err := ParseXMatrixAuth(header)
+		if err != nil {
+			return "", forbidden("Bad Authorization header: %s", err.Error())
+		}
+		if auth.Destination != ourName {
+			return "", forbidden("X-Matrix destination %q is not this server (%s)", auth.Destination, ourName)
+		}
+		if auth.Origin != auths[0].Origin && i > 0 {
+			return "", forbidden("X-Matrix headers name different origins")
+		}
+		auths[i] = auth
+	}
+	origin := auths[0].Origin
+	var contents [][]byte
+	if content == nil {
+		contents = [][]byte{nil, []byte("{}")}
+	} else {
+		contents = [][]byte{content}
+	}
+	var messages [][]byte
+	for _, uri := range uris {
+		for _, c := range contents {
+			msg, err := (&signableRequest{Method: method, URI: uri, Origin: origin, Destination: ourName, Content: c}).canonical()
+			if err != nil {
+				return "", Errorf(http.StatusBadRequest, ErrCodeBadJSON, "Request body cannot be canonicalised")
+			}
+			messages = append(messages, msg)
+		}
+	}
+	for _, auth := range auths {
+		sig, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(auth.Signature, "="))
+		if err != nil || len(sig) != ed25519.SignatureSize {
+			return "", forbidden("X-Matrix signature is not an unpadded base64 ed25519 signature")
+		}
+		pub, err := keys.VerifyKey(ctx, origin, auth.KeyID)
+		if err != nil {
+			return "", forbidden("Cannot find key %s of %s", auth.KeyID, origin)
+		}
+		verified := false
+		for _, msg := range messages {
+			if ed25519.Verify(pub, msg, sig) {
+				verified = true
+				break
+			}
+		}
+		if !verified {
+			return "", forbidden("X-Matrix signature by %s of %s does not verify", auth.KeyID, origin)
+		}
+	}
+	return origin, nil
+}
