@@ -1,0 +1,311 @@
+// Package appservice is lmbridge's side facing the homeserver: the application-service HTTP listener with a durable
+// transaction inbox, per-room ordered delivery of the stored events, ping, user and alias queries, health endpoints,
+// and intents for the bot and the ghosts. It builds on mautrix-go's appservice package for intents and the client,
+// but not for intake: mautrix answers a transaction before handling it, while ours answers only once the transaction
+// is committed to the database.
+package appservice
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"text/template"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix"
+	mautrixappservice "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/sqlstatestore"
+
+	"github.com/lmbridge/lmbridge/appservice/upgrades"
+	"github.com/lmbridge/lmbridge/config"
+)
+
+// VersionTable is the version table of the appservice package's own tables.
+const VersionTable = "appservice_version"
+
+var (
+	// ErrNoRegistration means New was called without a registration.
+	ErrNoRegistration = errors.New("no registration")
+	// ErrNotGhost means a user ID is outside the ghost namespace of the registration.
+	ErrNotGhost = errors.New("user is not in the ghost namespace")
+	// ErrAlreadyStarted means Start was called twice.
+	ErrAlreadyStarted = errors.New("appservice already started")
+)
+
+// Params is what New needs.
+type Params struct {
+	Homeserver   config.Homeserver
+	AppService   config.AppService
+	Registration *mautrixappservice.Registration
+	// DB is the shared database; the package keeps its tables under appservice_version and mautrix's state store
+	// under mx_version.
+	DB *dbutil.Database
+}
+
+// AppService is lmbridge's application service.
+type AppService struct {
+	// AS is mautrix's application service, used for its intents and clients. Its own HTTP router is not served.
+	AS *mautrixappservice.AppService
+
+	reg          *mautrixappservice.Registration
+	cfg          config.AppService
+	db           *dbutil.Database
+	stateStore   *sqlstatestore.SQLStateStore
+	inbox        *inbox
+	dispatcher   *dispatcher
+	maxBodyBytes int64
+
+	botUserID     id.UserID
+	ghostTemplate *template.Template
+	userRegexes   []*regexp.Regexp
+	aliasRegexes  []*regexp.Regexp
+	queryHandler  atomic.Pointer[QueryHandler]
+
+	ctx      context.Context
+	server   *http.Server
+	listener net.Listener
+	live     atomic.Bool
+	ready    atomic.Bool
+}
+
+// New builds the application service. It does not touch the network or the database yet.
+func New(p Params) (*AppService, error) {
+	if p.Registration == nil {
+		return nil, ErrNoRegistration
+	}
+	tmpl, err := template.New("username").Parse(p.AppService.UsernameTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse appservice.username_template: %w", err)
+	}
+	userRegexes, err := compileNamespaces(p.Registration.Namespaces.UserIDs)
+	if err != nil {
+		return nil, fmt.Errorf("failed to compile user namespaces: %w", err)
+	}
+	aliasRegexes, err := compileNamespaces(p.Registration.Namespaces.RoomAliases)
+	if err != nil {
+		return nil, fmt.Errorf("failed to compile alias namespaces: %w", err)
+	}
+	stateStore := sqlstatestore.NewSQLStateStore(p.DB, dbutil.NoopLogger, true)
+	mas, err := mautrixappservice.CreateFull(mautrixappservice.CreateOpts{
+		Registration:     p.Registration,
+		HomeserverDomain: p.Homeserver.Domain,
+		HomeserverURL:    p.Homeserver.Address,
+		HostConfig:       mautrixappservice.HostConfig{Hostname: p.AppService.Hostname, Port: p.AppService.Port},
+		StateStore:       stateStore,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create mautrix appservice: %w", err)
+	}
+	maxBody := p.AppService.MaxBodyBytes
+	if maxBody <= 0 {
+		maxBody = 16 << 20
+	}
+	as := &AppService{
+		AS:            mas,
+		reg:           p.Registration,
+		cfg:           p.AppService,
+		db:            p.DB.Child(VersionTable, upgrades.Table, nil),
+		stateStore:    stateStore,
+		maxBodyBytes:  maxBody,
+		botUserID:     id.NewUserID(p.AppService.Bot.Username, p.Homeserver.Domain),
+		ghostTemplate: tmpl,
+		userRegexes:   userRegexes,
+		aliasRegexes:  aliasRegexes,
+		ctx:           context.Background(),
+	}
+	as.inbox = &inbox{db: as.db}
+	as.dispatcher = &dispatcher{as: as, workers: make(map[id.RoomID]chan struct{})}
+	as.live.Store(true)
+	return as, nil
+}
+
+func compileNamespaces(list mautrixappservice.NamespaceList) ([]*regexp.Regexp, error) {
+	out := make([]*regexp.Regexp, 0, len(list))
+	for _, ns := range list {
+		re, err := regexp.Compile(ns.Regex)
+		if err != nil {
+			return nil, fmt.Errorf("failed to compile %q: %w", ns.Regex, err)
+		}
+		out = append(out, re)
+	}
+	return out, nil
+}
+
+// Upgrade brings the package's tables and mautrix's state store tables to the current schema.
+func (as *AppService) Upgrade(ctx context.Context) error {
+	if err := as.db.Upgrade(ctx); err != nil {
+		return fmt.Errorf("failed to upgrade appservice tables: %w", err)
+	}
+	if err := as.stateStore.Upgrade(ctx); err != nil {
+		return fmt.Errorf("failed to upgrade state store tables: %w", err)
+	}
+	return nil
+}
+
+// Router is the HTTP handler of the listener, exposed so tests and other packages (the bridge's provisioning API)
+// can mount beside it.
+func (as *AppService) Router() *http.ServeMux {
+	if as.server != nil {
+		if mux, ok := as.server.Handler.(*http.ServeMux); ok {
+			return mux
+		}
+	}
+	return nil
+}
+
+func (as *AppService) newRouter() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", as.putTransaction)
+	mux.HandleFunc("GET /_matrix/app/v1/users/{userID}", as.getUser)
+	mux.HandleFunc("GET /_matrix/app/v1/rooms/{roomAlias}", as.getRoomAlias)
+	mux.HandleFunc("POST /_matrix/app/v1/ping", as.postPing)
+	mux.HandleFunc("GET /_matrix/mau/live", as.getLive)
+	mux.HandleFunc("GET /_matrix/mau/ready", as.getReady)
+	// Legacy paths from before the v1 prefix, which the spec lets homeservers fall back to.
+	mux.HandleFunc("PUT /transactions/{txnID}", as.putTransaction)
+	mux.HandleFunc("GET /users/{userID}", as.getUser)
+	mux.HandleFunc("GET /rooms/{roomAlias}", as.getRoomAlias)
+	mux.HandleFunc("/_matrix/app/", as.unrecognized)
+	return mux
+}
+
+// Start opens the listener and starts delivering stored events to handler, beginning with whatever an earlier run
+// left unhandled. It returns once the listener is bound; serving stops when ctx is cancelled or Stop is called.
+func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
+	if as.server != nil {
+		return ErrAlreadyStarted
+	}
+	as.ctx = ctx
+	as.AS.Log = *zerolog.Ctx(ctx)
+	as.dispatcher.handler = handler
+	as.dispatcher.lock.Lock()
+	as.dispatcher.ctx = ctx
+	as.dispatcher.lock.Unlock()
+
+	rooms, err := as.inbox.pendingRooms(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to read rooms with pending events: %w", err)
+	}
+	for _, roomID := range rooms {
+		as.dispatcher.notify(roomID)
+	}
+	if len(rooms) > 0 {
+		zerolog.Ctx(ctx).Info().Int("rooms", len(rooms)).Msg("Resuming events left unhandled by the last run")
+	}
+
+	addr := net.JoinHostPort(as.cfg.Hostname, strconv.Itoa(int(as.cfg.Port)))
+	listener, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("failed to listen on %s: %w", addr, err)
+	}
+	as.listener = listener
+	as.server = &http.Server{
+		Handler:           as.newRouter(),
+		ReadHeaderTimeout: 30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	go func() {
+		zerolog.Ctx(ctx).Info().Str("address", listener.Addr().String()).Msg("Application service listener started")
+		if err := as.server.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			zerolog.Ctx(ctx).Err(err).Msg("Application service listener failed")
+		}
+	}()
+	return nil
+}
+
+// Addr is the bound listener address, useful when the configured port was 0.
+func (as *AppService) Addr() net.Addr {
+	if as.listener == nil {
+		return nil
+	}
+	return as.listener.Addr()
+}
+
+// Stop closes the listener, waiting a little for requests in flight so that a transaction being committed is
+// either answered or not acknowledged at all, then waits for the room workers (whose ctx the caller cancels).
+func (as *AppService) Stop() {
+	as.ready.Store(false)
+	if as.server != nil {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = as.server.Shutdown(shutdownCtx)
+	}
+	as.dispatcher.wg.Wait()
+}
+
+// Enqueue stores events that reached lmbridge other than by a transaction (catch-up through /messages) in the inbox,
+// skipping those already there, and hands them to the room workers. source is recorded in place of a txn ID.
+func (as *AppService) Enqueue(ctx context.Context, source string, events []*event.Event) (int, error) {
+	stored := make([]storedEvent, 0, len(events))
+	for _, evt := range events {
+		raw, err := json.Marshal(evt)
+		if err != nil {
+			return 0, fmt.Errorf("failed to marshal event %s: %w", evt.ID, err)
+		}
+		stored = append(stored, storedEvent{eventID: evt.ID, roomID: evt.RoomID, raw: raw})
+	}
+	rooms, n, err := as.inbox.enqueue(ctx, source, stored)
+	if err != nil {
+		return 0, fmt.Errorf("failed to enqueue events: %w", err)
+	}
+	for _, roomID := range rooms {
+		as.dispatcher.notify(roomID)
+	}
+	return n, nil
+}
+
+// BotUserID is the bridge bot's user ID.
+func (as *AppService) BotUserID() id.UserID { return as.botUserID }
+
+// HomeserverDomain is the homeserver's server name.
+func (as *AppService) HomeserverDomain() string { return as.AS.HomeserverDomain }
+
+// GhostUserID is the ghost for name (an encoded LM user ID, e.g. "bob=remote.example"), per the username template.
+func (as *AppService) GhostUserID(name string) (id.UserID, error) {
+	var sb strings.Builder
+	if err := as.ghostTemplate.Execute(&sb, name); err != nil {
+		return "", fmt.Errorf("failed to render username template: %w", err)
+	}
+	userID := id.NewUserID(sb.String(), as.AS.HomeserverDomain)
+	if !as.IsGhost(userID) {
+		return "", fmt.Errorf("%w: %s", ErrNotGhost, userID)
+	}
+	return userID, nil
+}
+
+// IsGhost reports whether userID is in the registration's user namespace and is not the bot.
+func (as *AppService) IsGhost(userID id.UserID) bool {
+	return userID != as.botUserID && as.inUserNamespace(userID)
+}
+
+func (as *AppService) inUserNamespace(userID id.UserID) bool {
+	for _, re := range as.userRegexes {
+		if re.MatchString(string(userID)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (as *AppService) inAliasNamespace(alias id.RoomAlias) bool {
+	for _, re := range as.aliasRegexes {
+		if re.MatchString(string(alias)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Client is the bot's plain client-server client.
+func (as *AppService) Client() *mautrix.Client { return as.Bot().Client }
