@@ -25,7 +25,9 @@ type EventHandler interface {
 type EventHandlerFunc func(ctx context.Context, evt *event.Event) error
 
 // HandleEvent calls fn.
-func (fn EventHandlerFunc) HandleEvent(ctx context.Context, evt *event.Event) error { return fn(ctx, evt) }
+func (fn EventHandlerFunc) HandleEvent(ctx context.Context, evt *event.Event) error {
+	return fn(ctx, evt)
+}
 
 const (
 	// dispatchBatch is how many pending events a room worker reads at once.
