@@ -1,0 +1,180 @@
+package tesths
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// errPortInUse marks a start-up that failed because another process took the port first.
+var errPortInUse = errors.New("port already in use")
+
+// logTailBytes is how much of a server's log a start-up error carries.
+const logTailBytes = 4096
+
+// process is a homeserver child process with its output going to a log file.
+type process struct {
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{} // closed when the process has exited
+	waitErr error
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// startProcess starts cmd in its own process group with stdout and stderr appended to logPath. The process gets
+// SIGKILL when the test binary (or demo) dies without stopping it, so a crash or a test timeout does not leak servers.
+func startProcess(cmd *exec.Cmd, logPath string) (*process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open server log: %w", err)
+	}
+	defer logFile.Close()
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err = cmd.Start(); err != nil {
+		return nil, fmt.Errorf("failed to start %s: %w", cmd.Path, err)
+	}
+	p := &process{cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM to the server and waits up to grace for it to exit, then kills its whole process group.
+func (p *process) stop(grace time.Duration) error {
+	p.stopOnce.Do(func() {
+		pid := p.cmd.Process.Pid
+		if !p.exited() {
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+				p.stopErr = fmt.Errorf("failed to send SIGTERM to homeserver (pid %d): %w", pid, err)
+			}
+		}
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+			p.stopErr = fmt.Errorf("homeserver (pid %d) ignored SIGTERM for %s and was killed", pid, grace)
+		}
+		// Also reaps anything the server forked, which shares its process group.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-p.done
+	})
+	return p.stopErr
+}
+
+// waitReady polls /_matrix/client/versions until it answers 200, the process exits or ctx ends.
+func (p *process) waitReady(ctx context.Context, baseURL string) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	ticker := time.NewTicker(50 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/_matrix/client/versions", nil)
+		if err != nil {
+			return fmt.Errorf("failed to build readiness request: %w", err)
+		}
+		if resp, err := client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.done:
+			return p.startErr(fmt.Errorf("%w (%v)", ErrExited, p.waitErr))
+		case <-ctx.Done():
+			return p.startErr(fmt.Errorf("homeserver did not answer %s/_matrix/client/versions: %w", baseURL, ctx.Err()))
+		case <-ticker.C:
+		}
+	}
+}
+
+// startErr wraps a start-up failure with the tail of the server's log, which is where the reason is.
+func (p *process) startErr(err error) error {
+	tail := logTail(p.logPath, logTailBytes)
+	if strings.Contains(tail, "address already in use") {
+		err = fmt.Errorf("%w: %w", errPortInUse, err)
+	}
+	return fmt.Errorf("%w; last lines of %s:\n%s", err, p.logPath, tail)
+}
+
+// logTail returns up to n bytes from the end of the file at path, starting at a line boundary.
+func logTail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	offset := max(info.Size()-n, 0)
+	buf := make([]byte, info.Size()-offset)
+	if _, err = f.ReadAt(buf, offset); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Sprintf("(failed to read log: %v)", err)
+	}
+	if offset > 0 {
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			buf = buf[i+1:]
+		}
+	}
+	return string(buf)
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("failed to find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func pickPort(port int) (int, error) {
+	if port != 0 {
+		return port, nil
+	}
+	return FreePort()
+}
+
+func loopbackURL(port int) string {
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// limitedBuffer keeps the first 64 KiB written to it, enough for a set-up command's error output.
+type limitedBuffer struct {
+	bytes.Buffer
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 64<<10 - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
