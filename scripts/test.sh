@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# test.sh is lmbridge's test command: it installs the real homeservers the end-to-end tests need (Dendrite and
+# Synapse, see install-homeservers.sh), then checks formatting, runs go vet and staticcheck, and runs every test
+# with both homeservers required. Every step runs even when an earlier one failed; the summary lists them all, and the
+# exit status is non-zero if any failed.
+#
+# Usage: scripts/test.sh [go test arguments]   (default: ./...)
+# Environment: LMBRIDGE_CACHE (install location), LMBRIDGE_TEST_REQUIRE_HOMESERVERS (default 1; 0 skips tests whose
+# homeserver is missing), LMBRIDGE_SKIP_SYNAPSE=1 (do not install Synapse, e.g. without root).
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH=/usr/local/go/bin:$PATH
+
+started=$(date +%s)
+summary=()
+failed=0
+
+step() {
+	local name=$1 t0 rc
+	shift
+	printf '\n==> %s\n' "$name"
+	t0=$(date +%s)
+	"$@"
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		summary+=("ok    $name ($(($(date +%s) - t0))s)")
+	else
+		summary+=("FAIL  $name ($(($(date +%s) - t0))s, exit $rc)")
+		failed=1
+	fi
+	return $rc
+}
+
+print_summary() {
+	printf '\n==> summary (%ss in all)\n' "$(($(date +%s) - started))"
+	printf '  %s\n' "${summary[@]}"
+}
+
+install_homeservers() {
+	local exports
+	exports=$(scripts/install-homeservers.sh) || return
+	eval "$exports"
+	printf '%s\n' "$exports"
+}
+
+check_gofmt() {
+	local files unformatted
+	files=$(git ls-files -co --exclude-standard -- '*.go' 2>/dev/null) ||
+		files=$(find . -name '*.go' -not -path './.git/*' -not -path './.cache/*')
+	[ -n "$files" ] || return 0
+	# shellcheck disable=SC2086 # the file list is split on purpose; Go file names here have no spaces
+	unformatted=$(gofmt -l $files) || return
+	if [ -n "$unformatted" ]; then
+		echo "these files are not gofmt-formatted (run gofmt -w on them):"
+		printf '  %s\n' $unformatted
+		return 1
+	fi
+}
+
+go version
+if ! step "install homeservers" install_homeservers; then
+	print_summary
+	echo "the homeservers could not be installed; not running the tests" >&2
+	exit 1
+fi
+export LMBRIDGE_TEST_REQUIRE_HOMESERVERS=${LMBRIDGE_TEST_REQUIRE_HOMESERVERS:-1}
+
+step "gofmt" check_gofmt
+step "go vet ./..." go vet ./...
+step "staticcheck ./..." go tool staticcheck ./...
+if [ $# -eq 0 ]; then
+	set -- ./...
+fi
+step "go test -count=1 -timeout 60m $*" go test -count=1 -timeout 60m "$@"
+
+print_summary
+exit $failed
