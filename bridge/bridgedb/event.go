@@ -1,0 +1,110 @@
+package bridgedb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
+)
+
+const (
+	eventColumns        = `dag_room_id, dag_event_id, lm_room_id, lm_event_id, lpdu_id, origin, created_at`
+	getEventByDAGQuery  = `SELECT ` + eventColumns + ` FROM bridge_event WHERE dag_event_id=$1`
+	getEventByLMQuery   = `SELECT ` + eventColumns + ` FROM bridge_event WHERE lm_event_id=$1`
+	getEventByLPDUQuery = `SELECT ` + eventColumns + ` FROM bridge_event WHERE lpdu_id=$1`
+	insertEventQuery    = `INSERT INTO bridge_event (` + eventColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	confirmLPDUQuery    = `UPDATE bridge_event SET lm_event_id=$2 WHERE lpdu_id=$1 AND lm_event_id IS NULL`
+)
+
+// Origin is the side an event was first sent on.
+type Origin string
+
+const (
+	// OriginDAG is the homeserver's room.
+	OriginDAG Origin = "dag"
+	// OriginLM is the LM room.
+	OriginLM Origin = "lm"
+)
+
+// EventMapping is one event seen on both sides. LMEventID is empty while an LPDU waits for the hub's echo.
+type EventMapping struct {
+	DAGRoomID  id.RoomID
+	DAGEventID id.EventID
+	LMRoomID   string
+	LMEventID  string
+	LPDUID     string
+	Origin     Origin
+	CreatedAt  time.Time
+}
+
+func scanEvent(row dbutil.Scannable) (*EventMapping, error) {
+	var m EventMapping
+	var dagEventID, lmEventID, lpduID sql.NullString
+	var createdAt int64
+	if err := row.Scan(&m.DAGRoomID, &dagEventID, &m.LMRoomID, &lmEventID, &lpduID, &m.Origin, &createdAt); err != nil {
+		return nil, err
+	}
+	m.DAGEventID, m.LMEventID, m.LPDUID = id.EventID(dagEventID.String), lmEventID.String, lpduID.String
+	m.CreatedAt = time.UnixMilli(createdAt)
+	return &m, nil
+}
+
+func nullable(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}
+
+func (db *Database) getEvent(ctx context.Context, query, arg string) (*EventMapping, error) {
+	m, err := scanEvent(db.QueryRow(ctx, query, arg))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to get event mapping: %w", err)
+	}
+	return m, nil
+}
+
+// GetEventByDAG returns the mapping of a DAG event, or nil.
+func (db *Database) GetEventByDAG(ctx context.Context, eventID id.EventID) (*EventMapping, error) {
+	return db.getEvent(ctx, getEventByDAGQuery, string(eventID))
+}
+
+// GetEventByLM returns the mapping of an LM event, or nil.
+func (db *Database) GetEventByLM(ctx context.Context, eventID string) (*EventMapping, error) {
+	return db.getEvent(ctx, getEventByLMQuery, eventID)
+}
+
+// GetEventByLPDU returns the mapping of an LPDU we sent, or nil.
+func (db *Database) GetEventByLPDU(ctx context.Context, lpduID string) (*EventMapping, error) {
+	return db.getEvent(ctx, getEventByLPDUQuery, lpduID)
+}
+
+// InsertEvent stores a mapping. Both IDs are unique: a second mapping for either is an error.
+func (db *Database) InsertEvent(ctx context.Context, m *EventMapping) error {
+	if m.DAGEventID == "" && m.LMEventID == "" {
+		return errors.New("failed to insert event mapping: neither side has an event ID")
+	}
+	_, err := db.Exec(ctx, insertEventQuery, m.DAGRoomID, nullable(string(m.DAGEventID)), m.LMRoomID,
+		nullable(m.LMEventID), nullable(m.LPDUID), m.Origin, m.CreatedAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("failed to insert event mapping: %w", err)
+	}
+	return nil
+}
+
+// ConfirmLPDU fills in the LM event ID of an LPDU once the hub's PDU for it arrived. It says whether the LPDU was
+// ours and still waiting.
+func (db *Database) ConfirmLPDU(ctx context.Context, lpduID, lmEventID string) (bool, error) {
+	res, err := db.Exec(ctx, confirmLPDUQuery, lpduID, lmEventID)
+	if err != nil {
+		return false, fmt.Errorf("failed to confirm LPDU: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("failed to count confirmed LPDUs: %w", err)
+	}
+	return n > 0, nil
+}

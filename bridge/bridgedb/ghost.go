@@ -1,0 +1,39 @@
+package bridgedb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+const (
+	getGhostQuery = `SELECT displayname, avatar_url FROM bridge_ghost WHERE lm_user_id=$1`
+	putGhostQuery = `INSERT INTO bridge_ghost (lm_user_id, displayname, avatar_url) VALUES ($1, $2, $3) ON CONFLICT (lm_user_id) DO UPDATE SET displayname=excluded.displayname, avatar_url=excluded.avatar_url`
+)
+
+// GhostProfile is the profile last pushed to a ghost.
+type GhostProfile struct {
+	Displayname string
+	AvatarURL   string
+}
+
+// GetGhostProfile returns the profile last set on the ghost of an LM user, or nil if none was set.
+func (db *Database) GetGhostProfile(ctx context.Context, lmUserID string) (*GhostProfile, error) {
+	var p GhostProfile
+	err := db.QueryRow(ctx, getGhostQuery, lmUserID).Scan(&p.Displayname, &p.AvatarURL)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to get ghost profile: %w", err)
+	}
+	return &p, nil
+}
+
+// PutGhostProfile records the profile set on a ghost.
+func (db *Database) PutGhostProfile(ctx context.Context, lmUserID string, p GhostProfile) error {
+	if _, err := db.Exec(ctx, putGhostQuery, lmUserID, p.Displayname, p.AvatarURL); err != nil {
+		return fmt.Errorf("failed to store ghost profile: %w", err)
+	}
+	return nil
+}
