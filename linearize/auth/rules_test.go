@@ -86,7 +86,11 @@ func baseRoom(t *testing.T) *State {
 
 func TestCheckRules(t *testing.T) {
 	withPrev := func(ev *pdu.PDU, prev ...string) *pdu.PDU { ev.PrevEvents = prev; return ev }
-	withAuth := func(ev *pdu.PDU, auth ...string) *pdu.PDU { ev.AuthEvents = auth; ev.PrevEvents = []string{"$x"}; return ev }
+	withAuth := func(ev *pdu.PDU, auth ...string) *pdu.PDU {
+		ev.AuthEvents = auth
+		ev.PrevEvents = []string{"$x"}
+		return ev
+	}
 	otherRoom := message(bob)
 	otherRoom.RoomID = "!other:hub.example"
 	noStateKeyMember := mk(bob, TypeMember, nil, `{"membership":"join"}`)
@@ -95,8 +99,8 @@ func TestCheckRules(t *testing.T) {
 
 	cases := []struct {
 		name  string
-		fresh bool         // start from an empty room instead of baseRoom
-		setup []*pdu.PDU   // forced into the state first
+		fresh bool       // start from an empty room instead of baseRoom
+		setup []*pdu.PDU // forced into the state first
 		event *pdu.PDU
 		rule  string // "" = allowed
 	}{
@@ -236,28 +240,28 @@ func TestCheckRules(t *testing.T) {
 			event: powerLevels(mod, `{"users":{"@alice:hub.example":100,"@mod:hub.example":50,"@mod2:hub.example":50,"@bob:p.example":10},"events":{"m.room.power_levels":50,"m.room.name":75,"m.room.topic":40}}`)},
 		{name: "pl: add events entry above own level",
 			event: powerLevels(mod, `{"users":{"@alice:hub.example":100,"@mod:hub.example":50,"@mod2:hub.example":50,"@bob:p.example":10},"events":{"m.room.power_levels":50,"m.room.name":75,"m.room.topic":60}}`),
-			rule: "9.6"},
+			rule:  "9.6"},
 		{name: "pl: remove events entry above own level",
 			event: powerLevels(mod, `{"users":{"@alice:hub.example":100,"@mod:hub.example":50,"@mod2:hub.example":50,"@bob:p.example":10},"events":{"m.room.power_levels":50}}`),
-			rule: "9.6"},
+			rule:  "9.6"},
 		{name: "pl: raise user within own level",
 			event: powerLevels(mod, `{"users":{"@alice:hub.example":100,"@mod:hub.example":50,"@mod2:hub.example":50,"@bob:p.example":40},"events":{"m.room.power_levels":50,"m.room.name":75}}`)},
 		{name: "pl: raise user above own level",
 			event: powerLevels(mod, `{"users":{"@alice:hub.example":100,"@mod:hub.example":50,"@mod2:hub.example":50,"@bob:p.example":60},"events":{"m.room.power_levels":50,"m.room.name":75}}`),
-			rule: "9.7"},
+			rule:  "9.7"},
 		{name: "pl: raise own level",
 			event: powerLevels(mod, `{"users":{"@alice:hub.example":100,"@mod:hub.example":60,"@mod2:hub.example":50,"@bob:p.example":10},"events":{"m.room.power_levels":50,"m.room.name":75}}`),
-			rule: "9.7"},
+			rule:  "9.7"},
 		{name: "pl: lower own level",
 			event: powerLevels(mod, `{"users":{"@alice:hub.example":100,"@mod:hub.example":0,"@mod2:hub.example":50,"@bob:p.example":10},"events":{"m.room.power_levels":50,"m.room.name":75}}`)},
 		{name: "pl: demote a user below",
 			event: powerLevels(mod, `{"users":{"@alice:hub.example":100,"@mod:hub.example":50,"@mod2:hub.example":50},"events":{"m.room.power_levels":50,"m.room.name":75}}`)},
 		{name: "pl: demote a user at the same level (9.8 >=)",
 			event: powerLevels(mod, `{"users":{"@alice:hub.example":100,"@mod:hub.example":50,"@mod2:hub.example":0,"@bob:p.example":10},"events":{"m.room.power_levels":50,"m.room.name":75}}`),
-			rule: "9.8"},
+			rule:  "9.8"},
 		{name: "pl: remove a user above",
 			event: powerLevels(mod, `{"users":{"@mod:hub.example":50,"@mod2:hub.example":50,"@bob:p.example":10},"events":{"m.room.power_levels":50,"m.room.name":75}}`),
-			rule: "9.8"},
+			rule:  "9.8"},
 		{name: "pl: below the level to send power levels", event: powerLevels(bob, basePL), rule: "7"},
 	}
 	for _, c := range cases {

@@ -45,20 +45,20 @@ type vectorFile struct {
 		} `json:"cases"`
 	} `json:"matrix_spec_signing"`
 	LMMessage struct {
-		RoomVersion         string          `json:"room_version"`
-		Participant         vectorKey       `json:"participant"`
-		Hub                 vectorKey       `json:"hub"`
-		LPDUUnsigned        json.RawMessage `json:"lpdu_unsigned"`
-		LPDUHashInput       string          `json:"lpdu_hash_input"`
-		HashesLPDUSHA256    string          `json:"hashes_lpdu_sha256"`
-		LPDUSigningInput    string          `json:"lpdu_signing_input"`
-		ParticipantSig      string          `json:"participant_signature"`
-		LPDUID              string          `json:"lpdu_id"`
-		HubAdds             struct{ AuthEvents, PrevEvents []string }
-		HubAddsRaw          json.RawMessage `json:"hub_adds"`
-		PDUHashesSHA256     string          `json:"pdu_hashes_sha256"`
-		HubSignature        string          `json:"hub_signature"`
-		EventID             string          `json:"event_id"`
+		RoomVersion      string          `json:"room_version"`
+		Participant      vectorKey       `json:"participant"`
+		Hub              vectorKey       `json:"hub"`
+		LPDUUnsigned     json.RawMessage `json:"lpdu_unsigned"`
+		LPDUHashInput    string          `json:"lpdu_hash_input"`
+		HashesLPDUSHA256 string          `json:"hashes_lpdu_sha256"`
+		LPDUSigningInput string          `json:"lpdu_signing_input"`
+		ParticipantSig   string          `json:"participant_signature"`
+		LPDUID           string          `json:"lpdu_id"`
+		HubAdds          struct{ AuthEvents, PrevEvents []string }
+		HubAddsRaw       json.RawMessage `json:"hub_adds"`
+		PDUHashesSHA256  string          `json:"pdu_hashes_sha256"`
+		HubSignature     string          `json:"hub_signature"`
+		EventID          string          `json:"event_id"`
 	} `json:"lm_message"`
 }
 
