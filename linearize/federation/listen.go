@@ -1,0 +1,94 @@
+package federation
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lmbridge/lmbridge/config"
+)
+
+var ErrNoTLS = errors.New("federation listener has no TLS certificate and plain HTTP is not allowed")
+
+const shutdownTimeout = 10 * time.Second
+
+// ListenAndServe binds cfg.Listen and serves handler until ctx is cancelled (see Serve).
+func ListenAndServe(ctx context.Context, cfg config.LM, handler http.Handler) error {
+	if err := checkListenConfig(cfg); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("failed to listen on %s: %w", cfg.Listen, err)
+	}
+	return Serve(ctx, ln, cfg, handler)
+}
+
+func checkListenConfig(cfg config.LM) error {
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return errors.New("lm.tls_cert and lm.tls_key must be set together")
+	} else if cfg.TLSCert == "" && !cfg.AllowPlainHTTP {
+		return ErrNoTLS
+	}
+	return nil
+}
+
+// Serve serves handler on ln: TLS (1.3, HTTP/2) with cfg.TLSCert and cfg.TLSKey, or plain HTTP only when
+// cfg.AllowPlainHTTP. It returns once ctx is cancelled and in-flight requests have finished (for at most 10 s), or
+// when serving fails. The listener is closed on return. Request contexts carry ctx's values (the logger).
+func Serve(ctx context.Context, ln net.Listener, cfg config.LM, handler http.Handler) error {
+	if err := checkListenConfig(cfg); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("failed to load federation TLS certificate: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS13,
+			NextProtos:   []string{"h2", "http/1.1"},
+		}
+	}
+	log := zerolog.Ctx(ctx)
+	serveErr := make(chan error, 1)
+	go func() {
+		if srv.TLSConfig != nil {
+			serveErr <- srv.ServeTLS(ln, "", "")
+		} else {
+			serveErr <- srv.Serve(ln)
+		}
+	}()
+	log.Info().Str("address", ln.Addr().String()).Bool("tls", srv.TLSConfig != nil).Msg("Federation listener started")
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("federation listener failed: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("failed to shut down federation listener: %w", err)
+	}
+	log.Info().Msg("Federation listener stopped")
+	return nil
+}
