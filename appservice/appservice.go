@@ -249,7 +249,10 @@ func (as *AppService) Stop() {
 func (as *AppService) Enqueue(ctx context.Context, source string, events []*event.Event) (int, error) {
 	stored := make([]storedEvent, 0, len(events))
 	for _, evt := range events {
-		raw, err := json.Marshal(evt)
+		cp := *evt
+		// Stored as the homeserver sent it, not as mautrix would re-encode the parsed content.
+		cp.Content = event.Content{VeryRaw: evt.Content.VeryRaw}
+		raw, err := json.Marshal(&cp)
 		if err != nil {
 			return 0, fmt.Errorf("failed to marshal event %s: %w", evt.ID, err)
 		}

@@ -1,0 +1,88 @@
+package dagview
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// catchUpPage is the /messages page size used when catching up.
+const catchUpPage = 100
+
+// CatchUp fetches the events of a room that came after its cursor (the last event in the stream) through /context and
+// /messages, and queues those the view does not have through the appservice inbox, so they reach the listener in
+// order like pushed events. It returns how many new events it queued. Call it when a gap is suspected; CatchUpAll
+// runs it for every room at start-up.
+func (v *View) CatchUp(ctx context.Context, roomID id.RoomID) (int, error) {
+	room, err := v.Room(ctx, roomID)
+	if err != nil {
+		return 0, err
+	} else if room == nil || room.LastEventID == "" {
+		return 0, nil
+	}
+	client := v.as.Bot().Client
+	// /context gives a pagination token right after our last event, which /messages then walks forward from.
+	around, err := client.Context(ctx, roomID, room.LastEventID, nil, 1)
+	if err != nil {
+		return 0, fmt.Errorf("failed to get context of %s in %s: %w", room.LastEventID, roomID, err)
+	}
+	var missed []*event.Event
+	missed = append(missed, around.EventsAfter...)
+	from := around.End
+	for from != "" {
+		page, err := client.Messages(ctx, roomID, from, "", mautrix.DirectionForward, nil, catchUpPage)
+		if err != nil {
+			return 0, fmt.Errorf("failed to get /messages of %s: %w", roomID, err)
+		}
+		missed = append(missed, page.Chunk...)
+		if len(page.Chunk) == 0 || page.End == "" || page.End == from {
+			break
+		}
+		from = page.End
+	}
+	for _, evt := range missed {
+		if evt.RoomID == "" {
+			evt.RoomID = roomID
+		}
+	}
+	if len(missed) == 0 {
+		return 0, nil
+	}
+	n, err := v.as.Enqueue(ctx, "catchup", missed)
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		zerolog.Ctx(ctx).Info().Stringer("room_id", roomID).Int("events", n).Msg("Caught up on missed events")
+	}
+	return n, nil
+}
+
+// CatchUpAll runs CatchUp for every room the bot is joined to; a room that fails is logged and skipped.
+func (v *View) CatchUpAll(ctx context.Context) error {
+	rooms, err := v.Rooms(ctx)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, room := range rooms {
+		if !room.BotJoined {
+			continue
+		}
+		n, err := v.CatchUp(ctx, room.ID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			zerolog.Ctx(ctx).Warn().Err(err).Stringer("room_id", room.ID).Msg("Failed to catch up room")
+			continue
+		}
+		total += n
+	}
+	zerolog.Ctx(ctx).Info().Int("rooms", len(rooms)).Int("missed_events", total).Msg("Catch-up finished")
+	return nil
+}
