@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/random"
@@ -170,12 +171,12 @@ func CheckRegistration(ctx context.Context, cfg *config.Config, reg *mautrixapps
 	differs("id", reg.ID, want.ID)
 	differs("sender_localpart", reg.SenderLocalpart, want.SenderLocalpart)
 	if !slices.Equal(reg.Namespaces.UserIDs, want.Namespaces.UserIDs) {
-		diffs = append(diffs, fmt.Errorf("namespaces.users is %v but the config gives %v",
-			reg.Namespaces.UserIDs, want.Namespaces.UserIDs))
+		diffs = append(diffs, fmt.Errorf("namespaces.users is %s but the config gives %s",
+			formatNamespaces(reg.Namespaces.UserIDs), formatNamespaces(want.Namespaces.UserIDs)))
 	}
 	if !slices.Equal(reg.Namespaces.RoomAliases, want.Namespaces.RoomAliases) {
-		diffs = append(diffs, fmt.Errorf("namespaces.aliases is %v but the config gives %v",
-			reg.Namespaces.RoomAliases, want.Namespaces.RoomAliases))
+		diffs = append(diffs, fmt.Errorf("namespaces.aliases is %s but the config gives %s",
+			formatNamespaces(reg.Namespaces.RoomAliases), formatNamespaces(want.Namespaces.RoomAliases)))
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("%w: %w", ErrRegistrationStale, errors.Join(diffs...))
@@ -187,4 +188,15 @@ func CheckRegistration(ctx context.Context, cfg *config.Config, reg *mautrixapps
 			Msg("Registration url differs from appservice.address; the homeserver pushes to the registration's url")
 	}
 	return nil
+}
+
+func formatNamespaces(list mautrixappservice.NamespaceList) string {
+	parts := make([]string, len(list))
+	for i, ns := range list {
+		parts[i] = ns.Regex
+		if !ns.Exclusive {
+			parts[i] += " (not exclusive)"
+		}
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
