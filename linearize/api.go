@@ -1,0 +1,218 @@
+package linearize
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lmbridge/lmbridge/linearize/auth"
+	"github.com/lmbridge/lmbridge/linearize/pdu"
+)
+
+// ErrForbidden wraps every refusal by the auth rules; the wrapped *auth error names the rule.
+var ErrForbidden = errors.New("refused by the room's auth rules")
+
+// ErrNotOurUser means the engine was asked to act for a user of another server.
+var ErrNotOurUser = errors.New("user does not belong to this server")
+
+// InitialState is a state event CreateRoom sends after the room's base events; it may replace power levels, join
+// rules or history visibility, and add name, topic and the like.
+type InitialState struct {
+	Type     string
+	StateKey string
+	Content  any
+}
+
+// CreateRoom creates an LM room with us as hub (§11: the hub is the create sender's server), as eigen does: create,
+// the creator's join, power levels (creator 100, invite 50), join rules "invite", history visibility "shared", then
+// the initial state (which may replace any of those). It returns the room ID.
+func (e *Engine) CreateRoom(ctx context.Context, creator string, initial []InitialState) (string, error) {
+	if pdu.ServerName(creator) != e.serverName {
+		return "", fmt.Errorf("%w: %s", ErrNotOurUser, creator)
+	}
+	var local [18]byte
+	if _, err := rand.Read(local[:]); err != nil {
+		return "", fmt.Errorf("failed to make room ID: %w", err)
+	}
+	roomID := "!" + base64.RawURLEncoding.EncodeToString(local[:]) + ":" + e.serverName
+	base := []InitialState{
+		{Type: "m.room.create", Content: map[string]any{"room_version": e.cfg.RoomVersion}},
+		{Type: "m.room.member", StateKey: creator, Content: map[string]any{"membership": "join"}},
+		{Type: "m.room.power_levels", Content: map[string]any{
+			"ban": 50, "kick": 50, "invite": 50, "redact": 50, "events_default": 0, "state_default": 50,
+			"users_default": 0, "users": map[string]any{creator: 100},
+			"events": map[string]any{
+				"m.room.power_levels": 100, "m.room.history_visibility": 100, "m.room.encryption": 100,
+				"m.room.server_acl": 100, "m.room.tombstone": 100,
+			},
+		}},
+		{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "invite"}},
+		{Type: "m.room.history_visibility", Content: map[string]any{"history_visibility": "shared"}},
+	}
+	override := make(map[auth.Key]InitialState)
+	var extra []InitialState
+	for _, st := range initial {
+		k := auth.Key{Type: st.Type, StateKey: st.StateKey}
+		if k.Type == "m.room.power_levels" || k.Type == "m.room.join_rules" || k.Type == "m.room.history_visibility" {
+			override[k] = st
+		} else if k.Type != "m.room.create" {
+			extra = append(extra, st)
+		}
+	}
+	for i, st := range base {
+		if o, ok := override[auth.Key{Type: st.Type, StateKey: st.StateKey}]; ok {
+			base[i] = o
+		}
+	}
+
+	e.writeLock.Lock()
+	defer e.writeLock.Unlock()
+	info := &RoomInfo{RoomID: roomID, RoomVersion: e.cfg.RoomVersion, HubServer: e.serverName, Role: RoleHub, status: statusActive}
+	rs := newRoomState(info)
+	var items []appendItem
+	ts := e.now().UnixMilli()
+	for _, st := range append(base, extra...) {
+		p := &pdu.PDU{RoomID: roomID, Type: st.Type, StateKey: pdu.StringPtr(st.StateKey), Sender: creator, OriginServerTS: ts}
+		if err := p.SetContent(st.Content); err != nil {
+			return "", fmt.Errorf("failed to encode %s content: %w", st.Type, err)
+		}
+		it, err := e.buildLocal(p, rs)
+		if err != nil {
+			return "", fmt.Errorf("failed to make %s event: %w", st.Type, err)
+		}
+		if err = rs.apply(it.p, it.eventID, rs.headIdx+1); err != nil {
+			return "", err
+		}
+		items = append(items, *it)
+	}
+	e.rooms[roomID] = newRoomState(info)
+	err := e.commitBatch(ctx, batch{items: items, pre: func(ctx context.Context) error {
+		return e.store.putRoom(ctx, info, ts)
+	}})
+	if err != nil {
+		delete(e.rooms, roomID)
+		return "", fmt.Errorf("failed to create room: %w", err)
+	}
+	return roomID, nil
+}
+
+// buildLocal completes a hub-local event (no hub_server, no LPDU) against rs and auth-checks it.
+func (e *Engine) buildLocal(p *pdu.PDU, rs *roomState) (*appendItem, error) {
+	p.AuthEvents = selectAuthEvents(p, rs)
+	if err := checkAuth(p, rs); err != nil {
+		return nil, err
+	}
+	if _, err := p.Complete(p.AuthEvents, rs.headID(), e.serverName, string(e.key.ID), e.key.Priv); err != nil {
+		return nil, err
+	}
+	return e.makeItem(rs.info.RoomID, p)
+}
+
+// signAsHub adds the content hash and our signature to a PDU whose auth and prev events are set.
+func (e *Engine) signAsHub(p *pdu.PDU) error {
+	prev := ""
+	if len(p.PrevEvents) > 0 {
+		prev = p.PrevEvents[0]
+	}
+	_, err := p.Complete(p.AuthEvents, prev, e.serverName, string(e.key.ID), e.key.Priv)
+	return err
+}
+
+// SendEvent sends an event as one of our users. In a room we are hub of, it is a hub-local PDU, auth-checked (a
+// refusal wraps ErrForbidden and names the rule), appended and fanned out; the event ID is returned. In a room another
+// hub owns, it is an LPDU queued for the hub: the returned ID is the LPDU ID, which the echo's Event.LPDUID carries,
+// and a refusal by the hub reaches Listener.OnLPDUFailed. ts is origin_server_ts (zero means now).
+func (e *Engine) SendEvent(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time) (string, error) {
+	if pdu.ServerName(sender) != e.serverName {
+		return "", fmt.Errorf("%w: %s", ErrNotOurUser, sender)
+	}
+	if ts.IsZero() {
+		ts = e.now()
+	}
+	p := &pdu.PDU{RoomID: roomID, Type: evtType, StateKey: stateKey, Sender: sender, OriginServerTS: ts.UnixMilli()}
+	if err := p.SetContent(content); err != nil {
+		return "", fmt.Errorf("failed to encode content: %w", err)
+	}
+	e.writeLock.Lock()
+	defer e.writeLock.Unlock()
+	rs, err := e.loadRoom(ctx, roomID)
+	if err != nil {
+		return "", err
+	} else if rs == nil {
+		return "", fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
+	}
+	if rs.info.Role == RoleHub {
+		it, err := e.buildLocal(p, rs.clone())
+		if err != nil {
+			return "", err
+		}
+		if err = e.commitBatch(ctx, batch{items: []appendItem{*it}}); err != nil {
+			return "", fmt.Errorf("failed to append event: %w", err)
+		}
+		return it.eventID, nil
+	}
+	lpduID, raw, err := e.makeLPDU(p, rs.info.HubServer)
+	if err != nil {
+		return "", err
+	}
+	err = e.commitBatch(ctx, batch{
+		extra: []outboxWrite{{destination: rs.info.HubServer, roomID: roomID, eventID: lpduID, lpdu: raw}},
+		pre: func(ctx context.Context) error {
+			return e.store.addPendingLPDU(ctx, lpduID, roomID, e.now().UnixMilli())
+		},
+	})
+	if err != nil {
+		return "", fmt.Errorf("failed to queue LPDU: %w", err)
+	}
+	return lpduID, nil
+}
+
+// makeLPDU fills hub_server, hashes.lpdu and our signature, and returns the LPDU ID and wire form.
+func (e *Engine) makeLPDU(p *pdu.PDU, hub string) (string, json.RawMessage, error) {
+	p.HubServer = hub
+	p.AuthEvents, p.PrevEvents = nil, nil
+	p.Hashes = pdu.Hashes{}
+	p.Signatures = nil
+	if err := p.FillLPDUHash(); err != nil {
+		return "", nil, fmt.Errorf("failed to hash LPDU: %w", err)
+	}
+	if err := p.SignLPDU(e.serverName, string(e.key.ID), e.key.Priv); err != nil {
+		return "", nil, err
+	}
+	id, err := p.EventID()
+	if err != nil {
+		return "", nil, fmt.Errorf("failed to compute LPDU ID: %w", err)
+	}
+	raw, err := p.Canonical()
+	if err != nil {
+		return "", nil, fmt.Errorf("failed to encode LPDU: %w", err)
+	}
+	return id, raw, nil
+}
+
+func memberContent(membership, reason string) map[string]any {
+	c := map[string]any{"membership": membership}
+	if reason != "" {
+		c["reason"] = reason
+	}
+	return c
+}
+
+// Kick removes target from the room as sender.
+func (e *Engine) Kick(ctx context.Context, roomID, sender, target, reason string) (string, error) {
+	return e.SendEvent(ctx, roomID, sender, "m.room.member", pdu.StringPtr(target), memberContent("leave", reason), time.Time{})
+}
+
+// Ban bans target from the room as sender.
+func (e *Engine) Ban(ctx context.Context, roomID, sender, target, reason string) (string, error) {
+	return e.SendEvent(ctx, roomID, sender, "m.room.member", pdu.StringPtr(target), memberContent("ban", reason), time.Time{})
+}
+
+// Unban lifts a ban (a leave sent by someone else).
+func (e *Engine) Unban(ctx context.Context, roomID, sender, target string) (string, error) {
+	return e.SendEvent(ctx, roomID, sender, "m.room.member", pdu.StringPtr(target), memberContent("leave", ""), time.Time{})
+}

@@ -1,0 +1,190 @@
+// Package linearize is lmbridge as a Linearized Matrix server: the room engine that is hub for the rooms it creates and
+// participant in rooms other hubs own. It keeps each room's log in the database (append-only, with the state before
+// every event), fans accepted events out through a persisted outbox, and tells a Listener (the bridge) about every
+// appended event, received invites and refused LPDUs.
+//
+// The event model, hashes, signatures and auth rules are in linearize/pdu and linearize/auth; the HTTP transport is
+// linearize/federation. This package joins them into rooms.
+package linearize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+
+	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/pdu"
+)
+
+// DefaultRoomVersion is the room version of rooms we create when the config names none.
+const DefaultRoomVersion = "org.matrix.i-d.ralston-mimi-linearized-matrix.02"
+
+// Options are the parts of an Engine that tests (and an embedding program) may supply instead of the defaults.
+type Options struct {
+	// SigningKey is our ed25519 key; by default it is loaded from (or generated at) cfg.SigningKeyPath.
+	SigningKey *federation.SigningKey
+	// Remote sends requests to other LM servers; by default a federation client signing as us.
+	Remote Remote
+	// Keys finds other servers' verify keys; by default a federation key ring fetching from the servers themselves.
+	Keys pdu.KeyLookup
+	// Now is the clock used for origin_server_ts; time.Now by default.
+	Now func() time.Time
+}
+
+// Engine is one LM server: hub of the rooms it creates, participant in the others.
+type Engine struct {
+	cfg        config.LM
+	serverName string
+	db         *dbutil.Database
+	store      *store
+	key        *federation.SigningKey
+	keys       pdu.KeyLookup
+	remote     Remote
+	now        func() time.Time
+	listeners  []namedListener
+
+	// writeLock makes the engine the single writer of every room's log.
+	writeLock sync.Mutex
+	// rooms caches each room's head and current state; only read or changed under writeLock.
+	rooms map[string]*roomState
+	// outboxSeq is the last seq given to an outbox row; only changed under writeLock.
+	outboxSeq int64
+
+	txnLock  sync.Mutex
+	inflight map[string]*inflightTxn
+
+	outbox       *outbox
+	dispatchWake chan struct{}
+	dispatchDone chan struct{}
+	cancel       context.CancelFunc
+	http         *httpServer
+}
+
+var (
+	// ErrNotStarted is returned by calls that need Start first.
+	ErrNotStarted = errors.New("engine not started")
+	// ErrUnknownRoom means the engine knows nothing about the room.
+	ErrUnknownRoom = errors.New("unknown room")
+	// ErrNotJoined means none of our users is joined to the room, so we cannot send into it.
+	ErrNotJoined = errors.New("no user of ours is joined to the room")
+)
+
+// New opens the engine's tables (upgrading them) and loads or generates the signing key. It does not listen yet.
+func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) (*Engine, error) {
+	if cfg.ServerName == "" {
+		return nil, fmt.Errorf("lm.server_name must be set")
+	}
+	if cfg.RoomVersion == "" {
+		cfg.RoomVersion = DefaultRoomVersion
+	}
+	child := db.Child("linearize_version", upgradeTable, nil)
+	if err := child.Upgrade(ctx); err != nil {
+		return nil, fmt.Errorf("failed to upgrade linearize tables: %w", err)
+	}
+	e := &Engine{
+		cfg:          cfg,
+		serverName:   cfg.ServerName,
+		db:           child,
+		store:        &store{db: child},
+		key:          opts.SigningKey,
+		keys:         opts.Keys,
+		remote:       opts.Remote,
+		now:          opts.Now,
+		rooms:        make(map[string]*roomState),
+		inflight:     make(map[string]*inflightTxn),
+		dispatchWake: make(chan struct{}, 1),
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.key == nil {
+		if cfg.SigningKeyPath == "" {
+			return nil, fmt.Errorf("lm.signing_key_path must be set")
+		}
+		key, err := federation.LoadOrGenerateSigningKey(cfg.SigningKeyPath)
+		if err != nil {
+			return nil, fmt.Errorf("failed to load signing key: %w", err)
+		}
+		e.key = key
+	}
+	if err := e.setupTransport(ctx); err != nil {
+		return nil, err
+	}
+	seq, err := e.store.maxOutboxSeq(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.outboxSeq = seq
+	e.outbox = newOutbox(e)
+	return e, nil
+}
+
+// ServerName is our LM server name.
+func (e *Engine) ServerName() string {
+	return e.serverName
+}
+
+// AddListener registers a listener under a stable name (its delivery cursors are stored under that name). Call it
+// before Start.
+func (e *Engine) AddListener(name string, l Listener) {
+	e.listeners = append(e.listeners, namedListener{name: name, l: l})
+}
+
+// Start resumes the outbox and listener delivery and starts the federation listener.
+func (e *Engine) Start(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	if err := e.outbox.start(runCtx); err != nil {
+		cancel()
+		return err
+	}
+	e.dispatchDone = make(chan struct{})
+	go e.dispatchLoop(runCtx)
+	if err := e.startHTTP(runCtx); err != nil {
+		cancel()
+		e.outbox.stop()
+		<-e.dispatchDone
+		return err
+	}
+	zerolog.Ctx(ctx).Info().Str("server_name", e.serverName).Msg("LM engine started")
+	return nil
+}
+
+// Stop stops listening, waits for in-flight sends and delivery to end, and leaves what is unsent in the outbox.
+func (e *Engine) Stop(ctx context.Context) error {
+	if e.cancel == nil {
+		return nil
+	}
+	err := e.stopHTTP(ctx)
+	e.cancel()
+	e.outbox.stop()
+	<-e.dispatchDone
+	e.cancel = nil
+	return err
+}
+
+// Room returns what the engine knows about a room, or nil.
+func (e *Engine) Room(ctx context.Context, roomID string) (*RoomInfo, error) {
+	return e.store.getRoom(ctx, roomID)
+}
+
+// CurrentState returns a room's current state entries.
+func (e *Engine) CurrentState(ctx context.Context, roomID string) ([]StateEntry, error) {
+	return e.store.currentState(ctx, roomID)
+}
+
+// GetEventByID returns a stored event (log or outlier), or nil.
+func (e *Engine) GetEventByID(ctx context.Context, eventID string) (*StoredEvent, error) {
+	return e.store.getEvent(ctx, eventID)
+}
+
+// Events returns up to limit events of a room's log after index after, oldest first.
+func (e *Engine) Events(ctx context.Context, roomID string, after int64, limit int) ([]*StoredEvent, error) {
+	return e.store.eventsAfter(ctx, roomID, after, limit)
+}

@@ -1,0 +1,286 @@
+package linearize
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	_ "go.mau.fi/util/dbutil/litestream"
+
+	mautrixfed "maunium.net/go/mautrix/federation"
+
+	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/pdu"
+)
+
+// recorder is a Listener that keeps what it was told.
+type recorder struct {
+	lock    sync.Mutex
+	events  map[string][]*Event
+	invites []*Invite
+	failed  map[string]string
+	changed chan struct{}
+}
+
+func newRecorder() *recorder {
+	return &recorder{events: make(map[string][]*Event), failed: make(map[string]string), changed: make(chan struct{}, 1)}
+}
+
+func (r *recorder) notify() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) OnEvent(_ context.Context, evt *Event) error {
+	r.lock.Lock()
+	r.events[evt.RoomID] = append(r.events[evt.RoomID], evt)
+	r.lock.Unlock()
+	r.notify()
+	return nil
+}
+
+func (r *recorder) OnInvite(_ context.Context, inv *Invite) error {
+	r.lock.Lock()
+	r.invites = append(r.invites, inv)
+	r.lock.Unlock()
+	r.notify()
+	return nil
+}
+
+func (r *recorder) OnLPDUFailed(_ context.Context, _, lpduID, reason string) {
+	r.lock.Lock()
+	r.failed[lpduID] = reason
+	r.lock.Unlock()
+	r.notify()
+}
+
+func (r *recorder) roomEvents(roomID string) []*Event {
+	r.lock.Lock()
+	defer r.lock.Unlock()
+	return slices.Clone(r.events[roomID])
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for !cond() {
+		select {
+		case <-r.changed:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// node is one engine under test with its database path, key and recorder.
+type node struct {
+	name   string
+	dbPath string
+	key    *federation.SigningKey
+	eng    *Engine
+	rec    *recorder
+	db     *dbutil.Database
+}
+
+func testContext(t *testing.T) context.Context {
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	return log.WithContext(context.Background())
+}
+
+func openTestDB(t *testing.T, path string) *dbutil.Database {
+	t.Helper()
+	db, err := dbutil.NewWithDialect("file:"+path+"?_txlock=immediate", "sqlite3-fk-wal")
+	if err != nil {
+		t.Fatalf("failed to open database: %v", err)
+	}
+	return db
+}
+
+// keysOf is a KeyLookup over the nodes' keys.
+type keyTable struct {
+	lock sync.RWMutex
+	keys map[string]map[string]ed25519.PublicKey
+}
+
+func (k *keyTable) add(server string, key *federation.SigningKey) {
+	k.lock.Lock()
+	defer k.lock.Unlock()
+	if k.keys == nil {
+		k.keys = make(map[string]map[string]ed25519.PublicKey)
+	}
+	k.keys[server] = map[string]ed25519.PublicKey{string(key.ID): key.Priv.Public().(ed25519.PublicKey)}
+}
+
+func (k *keyTable) VerifyKey(_ context.Context, server, keyID string) (ed25519.PublicKey, error) {
+	k.lock.RLock()
+	defer k.lock.RUnlock()
+	if key, ok := k.keys[server][keyID]; ok {
+		return key, nil
+	}
+	return nil, fmt.Errorf("no key %s for %s", keyID, server)
+}
+
+// directNet routes Remote calls straight to the other engines' Handler methods, through a JSON round trip. It tests
+// room logic without the transport; the HTTP tests use the real one.
+type directNet struct {
+	lock  sync.RWMutex
+	nodes map[string]*Engine
+	down  map[string]bool
+	keys  keyTable
+}
+
+type directRemote struct {
+	net    *directNet
+	origin string
+}
+
+func (n *directNet) target(dest string) (federation.Handler, error) {
+	n.lock.RLock()
+	defer n.lock.RUnlock()
+	if n.down[dest] || n.nodes[dest] == nil {
+		return nil, fmt.Errorf("connection refused by %s", dest)
+	}
+	return n.nodes[dest], nil
+}
+
+func roundTrip[T any](v any, err error) (T, error) {
+	var out T
+	if err != nil {
+		return out, err
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return out, err
+	}
+	err = json.Unmarshal(raw, &out)
+	return out, err
+}
+
+func (d directRemote) SendTransaction(ctx context.Context, dest, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
+	h, err := d.net.target(dest)
+	if err != nil {
+		return nil, err
+	}
+	return roundTrip[*federation.SendResponse](h.Send(ctx, d.origin, txnID, txn))
+}
+
+func (d directRemote) Invite(ctx context.Context, dest, txnID string, req *federation.InviteRequest) (*federation.InviteResponse, error) {
+	h, err := d.net.target(dest)
+	if err != nil {
+		return nil, err
+	}
+	return roundTrip[*federation.InviteResponse](h.Invite(ctx, d.origin, txnID, req))
+}
+
+func (d directRemote) MakeMembership(ctx context.Context, dest, membership, roomID, userID string, versions []string) (*federation.MakeMembershipResponse, error) {
+	h, err := d.net.target(dest)
+	if err != nil {
+		return nil, err
+	}
+	return roundTrip[*federation.MakeMembershipResponse](h.MakeMembership(ctx, d.origin, membership, roomID, userID, versions))
+}
+
+func (d directRemote) SendMembership(ctx context.Context, dest, membership, txnID string, event json.RawMessage) (json.RawMessage, error) {
+	h, err := d.net.target(dest)
+	if err != nil {
+		return nil, err
+	}
+	return roundTrip[json.RawMessage](h.SendMembership(ctx, d.origin, membership, txnID, event))
+}
+
+func (d directRemote) Backfill(ctx context.Context, dest, roomID string, from []string, limit int) (*federation.BackfillResponse, error) {
+	h, err := d.net.target(dest)
+	if err != nil {
+		return nil, err
+	}
+	return roundTrip[*federation.BackfillResponse](h.Backfill(ctx, d.origin, roomID, from, limit))
+}
+
+func (n *directNet) newNode(t *testing.T, name string) *node {
+	t.Helper()
+	nd := &node{name: name, dbPath: filepath.Join(t.TempDir(), "lm.db"), key: mautrixfed.GenerateSigningKey()}
+	n.keys.add(name, nd.key)
+	n.start(t, nd)
+	return nd
+}
+
+// start opens (or reopens) a node's database and starts its engine with a fresh recorder.
+func (n *directNet) start(t *testing.T, nd *node) {
+	t.Helper()
+	ctx := testContext(t)
+	nd.db = openTestDB(t, nd.dbPath)
+	eng, err := New(ctx, config.LM{ServerName: nd.name}, nd.db, Options{
+		SigningKey: nd.key, Keys: &n.keys, Remote: directRemote{net: n, origin: nd.name},
+	})
+	if err != nil {
+		t.Fatalf("failed to create engine %s: %v", nd.name, err)
+	}
+	nd.rec = newRecorder()
+	eng.AddListener("test", nd.rec)
+	if err = eng.Start(ctx); err != nil {
+		t.Fatalf("failed to start engine %s: %v", nd.name, err)
+	}
+	nd.eng = eng
+	n.lock.Lock()
+	if n.nodes == nil {
+		n.nodes = make(map[string]*Engine)
+		n.down = make(map[string]bool)
+	}
+	n.nodes[nd.name] = eng
+	n.down[nd.name] = false
+	n.lock.Unlock()
+	t.Cleanup(func() { n.stop(t, nd) })
+}
+
+func (n *directNet) stop(t *testing.T, nd *node) {
+	if nd.eng == nil {
+		return
+	}
+	n.lock.Lock()
+	n.down[nd.name] = true
+	n.lock.Unlock()
+	if err := nd.eng.Stop(context.Background()); err != nil {
+		t.Errorf("failed to stop %s: %v", nd.name, err)
+	}
+	_ = nd.db.Close()
+	nd.eng = nil
+}
+
+// must returns v, failing the test (by panic, which the test runner reports with the stack) on err.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func text(body string) map[string]any {
+	return map[string]any{"msgtype": "m.text", "body": body}
+}
+
+func bodyOf(evt *Event) string {
+	var c struct {
+		Body string `json:"body"`
+	}
+	_ = json.Unmarshal(evt.Content, &c)
+	return c.Body
+}
+
+func userAt(local, server string) string {
+	return "@" + local + ":" + server
+}
+
+var _ = pdu.ServerName

@@ -1,0 +1,177 @@
+package linearize
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Listener receives what happens in LM rooms. The bridge implements it.
+//
+// Delivery is at least once: OnEvent is called for every event appended to a room's log (our own and remote ones),
+// per room in log order, and the listener's cursor is only advanced after OnEvent returns nil, so a crash or an error
+// re-delivers the event later. Deduplicate by event ID.
+type Listener interface {
+	// OnEvent is called for each appended event. Returning an error stops delivery for that room and retries it.
+	OnEvent(ctx context.Context, evt *Event) error
+	// OnInvite is called for each invite one of our users received from another server (at least once).
+	OnInvite(ctx context.Context, inv *Invite) error
+	// OnLPDUFailed is called when a hub refused an LPDU we sent (its failed_pdus entry), so the sender can be told.
+	OnLPDUFailed(ctx context.Context, roomID, lpduID, reason string)
+}
+
+// Event is one event of a room's log as delivered to a Listener.
+type Event struct {
+	RoomID  string
+	Index   int64
+	EventID string
+	// LPDUID is set when the event came through the hub as an LPDU: for our own LPDUs it matches the ID SendEvent
+	// returned.
+	LPDUID   string
+	Type     string
+	StateKey *string
+	Sender   string
+	// OriginServerTS is in milliseconds.
+	OriginServerTS int64
+	Content        json.RawMessage
+	// PDU is the event as the hub signed it.
+	PDU json.RawMessage
+}
+
+// Invite is an invite for one of our users into a room that another server hosts.
+type Invite struct {
+	RoomID      string
+	EventID     string
+	Target      string
+	Sender      string
+	HubServer   string
+	RoomVersion string
+	// Event is the invite PDU, countersigned by us.
+	Event         json.RawMessage
+	StrippedState []json.RawMessage
+}
+
+type namedListener struct {
+	name string
+	l    Listener
+}
+
+// dispatchLoop delivers log events and invites to every listener, woken after each append and every few seconds to
+// retry a listener that failed.
+func (e *Engine) dispatchLoop(ctx context.Context) {
+	defer close(e.dispatchDone)
+	log := zerolog.Ctx(ctx)
+	ticker := time.NewTicker(2 * time.Second)
+	defer ticker.Stop()
+	for {
+		for _, nl := range e.listeners {
+			if err := e.dispatchInvites(ctx, nl); err != nil && ctx.Err() == nil {
+				log.Warn().Err(err).Str("listener", nl.name).Msg("Failed to deliver invites")
+			}
+			rooms, err := e.store.listRooms(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Warn().Err(err).Msg("Failed to list rooms for delivery")
+				}
+				break
+			}
+			for _, room := range rooms {
+				if err := e.dispatchRoom(ctx, nl, room.RoomID); err != nil && ctx.Err() == nil {
+					log.Warn().Err(err).Str("listener", nl.name).Str("room_id", room.RoomID).
+						Msg("Listener failed, will retry")
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.dispatchWake:
+		case <-ticker.C:
+		}
+	}
+}
+
+func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID string) error {
+	cur, err := e.store.cursor(ctx, nl.name, roomID)
+	if err != nil {
+		return err
+	}
+	for {
+		evs, err := e.store.eventsAfter(ctx, roomID, cur, 200)
+		if err != nil || len(evs) == 0 {
+			return err
+		}
+		for _, ev := range evs {
+			out, err := toListenerEvent(ev)
+			if err != nil {
+				zerolog.Ctx(ctx).Err(err).Str("event_id", ev.EventID).Msg("Stored event is unreadable, skipping it")
+			} else if err = nl.l.OnEvent(ctx, out); err != nil {
+				return err
+			}
+			cur = ev.Index
+			if err = e.store.setCursor(ctx, nl.name, roomID, cur); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (e *Engine) dispatchInvites(ctx context.Context, nl namedListener) error {
+	invites, err := e.store.undeliveredInvites(ctx, nl.name)
+	if err != nil {
+		return err
+	}
+	for _, inv := range invites {
+		if err = fillInvite(inv); err != nil {
+			zerolog.Ctx(ctx).Err(err).Str("event_id", inv.EventID).Msg("Stored invite is unreadable")
+		} else if err = nl.l.OnInvite(ctx, inv); err != nil {
+			return err
+		}
+		if err = e.store.markInviteDelivered(ctx, nl.name, inv.EventID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Engine) wakeDispatch() {
+	select {
+	case e.dispatchWake <- struct{}{}:
+	default:
+	}
+}
+
+// eventFields is the part of an LM event the listener and the engine's bookkeeping read.
+type eventFields struct {
+	RoomID         string          `json:"room_id"`
+	Type           string          `json:"type"`
+	StateKey       *string         `json:"state_key"`
+	Sender         string          `json:"sender"`
+	OriginServerTS int64           `json:"origin_server_ts"`
+	Content        json.RawMessage `json:"content"`
+	HubServer      string          `json:"hub_server"`
+}
+
+func toListenerEvent(ev *StoredEvent) (*Event, error) {
+	var f eventFields
+	if err := json.Unmarshal(ev.PDU, &f); err != nil {
+		return nil, err
+	}
+	return &Event{
+		RoomID: ev.RoomID, Index: ev.Index, EventID: ev.EventID, LPDUID: ev.LPDUID,
+		Type: f.Type, StateKey: f.StateKey, Sender: f.Sender, OriginServerTS: f.OriginServerTS, Content: f.Content,
+		PDU: ev.PDU,
+	}, nil
+}
+
+func fillInvite(inv *Invite) error {
+	var f eventFields
+	if err := json.Unmarshal(inv.Event, &f); err != nil {
+		return err
+	}
+	inv.Sender = f.Sender
+	inv.HubServer = f.HubServer
+	return nil
+}

@@ -1,0 +1,402 @@
+package linearize
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lmbridge/lmbridge/linearize/auth"
+	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/pdu"
+)
+
+// ErrBadRemoteAnswer means another server answered with something we cannot accept.
+var ErrBadRemoteAnswer = errors.New("bad answer from remote server")
+
+func supportedVersions() []string {
+	var out []string
+	for _, rv := range pdu.RoomVersions() {
+		out = append(out, rv.ID)
+	}
+	return out
+}
+
+// InviteUser invites target into a room as sender. When target's server already has a user joined (or is us), the
+// invite goes through the log like any event; otherwise the target's server countersigns it over /invite first (as
+// hub directly, as participant through the hub). It returns the event ID (as participant sending through /send: the
+// LPDU ID).
+func (e *Engine) InviteUser(ctx context.Context, roomID, sender, target string) (string, error) {
+	if pdu.ServerName(sender) != e.serverName {
+		return "", fmt.Errorf("%w: %s", ErrNotOurUser, sender)
+	}
+	targetServer := pdu.ServerName(target)
+	e.writeLock.Lock()
+	rs, err := e.loadRoom(ctx, roomID)
+	var inRoom bool
+	var hub string
+	if rs != nil {
+		inRoom = targetServer == e.serverName || targetServer == rs.info.HubServer || rs.isJoined(targetServer)
+		hub = rs.info.HubServer
+	}
+	e.writeLock.Unlock()
+	if err != nil {
+		return "", err
+	} else if rs == nil {
+		return "", fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
+	}
+	content := map[string]any{"membership": auth.MembershipInvite}
+	if inRoom {
+		return e.SendEvent(ctx, roomID, sender, auth.TypeMember, pdu.StringPtr(target), content, time.Time{})
+	}
+	p := &pdu.PDU{RoomID: roomID, Type: auth.TypeMember, StateKey: pdu.StringPtr(target), Sender: sender, OriginServerTS: e.now().UnixMilli()}
+	if err = p.SetContent(content); err != nil {
+		return "", err
+	}
+	if rs.info.Role == RoleHub {
+		ev, err := e.inviteRemote(ctx, roomID, p, "")
+		if err != nil {
+			return "", err
+		}
+		return ev.EventID, nil
+	}
+	lpduID, raw, err := e.makeLPDU(p, hub)
+	if err != nil {
+		return "", err
+	}
+	resp, err := e.remote.Invite(ctx, hub, lpduID, &federation.InviteRequest{Event: raw, RoomVersion: rs.info.RoomVersion})
+	if err != nil {
+		return "", fmt.Errorf("failed to invite through hub %s: %w", hub, err)
+	}
+	signed := resp.PDU
+	if len(signed) == 0 {
+		signed = resp.Event
+	}
+	done, err := parseEvent(signed)
+	if err != nil {
+		return "", fmt.Errorf("%w: invite answer: %w", ErrBadRemoteAnswer, err)
+	}
+	// The echo through /send is what enters our log; the ID lets the caller match it.
+	return eventID(done)
+}
+
+// Join joins userID (ours) to a room that hub owns: make_join, our signed LPDU to send_join, and the returned event,
+// state and auth chain verified and stored. The room then follows the hub's log from the join on. It returns the
+// join's event ID.
+func (e *Engine) Join(ctx context.Context, roomID, userID, hub string) (string, error) {
+	return e.joinOrKnock(ctx, roomID, userID, hub, auth.MembershipJoin)
+}
+
+// Knock knocks on a room that hub owns as userID; the room's stripped state is returned. The hub's answer to the
+// knock (an invite) arrives over /invite.
+func (e *Engine) Knock(ctx context.Context, roomID, userID, hub string) ([]json.RawMessage, error) {
+	if pdu.ServerName(userID) != e.serverName {
+		return nil, fmt.Errorf("%w: %s", ErrNotOurUser, userID)
+	}
+	raw, lpdu, _, err := e.makeAndSend(ctx, roomID, userID, hub, auth.MembershipKnock)
+	if err != nil {
+		return nil, err
+	}
+	_ = lpdu
+	var resp federation.SendKnockResponse
+	if err = json.Unmarshal(raw, &resp); err != nil {
+		return nil, fmt.Errorf("%w: send_knock: %w", ErrBadRemoteAnswer, err)
+	}
+	if resp.StrippedState == nil {
+		resp.StrippedState = resp.KnockRoomState
+	}
+	return resp.StrippedState, nil
+}
+
+// makeAndSend runs make_<membership> and send_<membership> against hub and returns the raw answer, the LPDU sent and
+// the room version.
+func (e *Engine) makeAndSend(ctx context.Context, roomID, userID, hub, membership string) (json.RawMessage, *pdu.PDU, string, error) {
+	var versions []string
+	if membership != auth.MembershipLeave {
+		versions = supportedVersions()
+	}
+	made, err := e.remote.MakeMembership(ctx, hub, membership, roomID, userID, versions)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("failed to make_%s: %w", membership, err)
+	}
+	tmpl, err := pdu.ParseTemplate(made.Event)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("%w: make_%s template: %w", ErrBadRemoteAnswer, membership, err)
+	}
+	if tmpl.RoomID != roomID || tmpl.Type != auth.TypeMember || tmpl.StateKeyValue() != userID || tmpl.Sender != userID ||
+		membershipOf(tmpl) != membership {
+		return nil, nil, "", fmt.Errorf("%w: make_%s template is not %s's %s", ErrBadRemoteAnswer, membership, userID, membership)
+	}
+	version := made.RoomVersion
+	if version == "" {
+		version = DefaultRoomVersion
+	}
+	if _, err = pdu.LookupRoomVersion(version); err != nil {
+		return nil, nil, "", fmt.Errorf("%w: %w", ErrBadRemoteAnswer, err)
+	}
+	// Only the fields the draft lets the hub choose are kept; the rest is ours (§12.7.1).
+	p := &pdu.PDU{
+		RoomID: roomID, Type: auth.TypeMember, StateKey: pdu.StringPtr(userID), Sender: userID,
+		OriginServerTS: e.now().UnixMilli(), Content: tmpl.Content,
+	}
+	lpduID, raw, err := e.makeLPDU(p, hub)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	answer, err := e.remote.SendMembership(ctx, hub, membership, lpduID, raw)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("failed to send_%s: %w", membership, err)
+	}
+	return answer, p, version, nil
+}
+
+func (e *Engine) joinOrKnock(ctx context.Context, roomID, userID, hub, membership string) (string, error) {
+	if pdu.ServerName(userID) != e.serverName {
+		return "", fmt.Errorf("%w: %s", ErrNotOurUser, userID)
+	}
+	existing, err := e.store.getRoom(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	if existing != nil && existing.Role == RoleHub {
+		return e.SendEvent(ctx, roomID, userID, auth.TypeMember, pdu.StringPtr(userID),
+			map[string]any{"membership": membership}, time.Time{})
+	}
+	// Mark the room as joining first: fan-out of our own join can reach us before send_join answers, and must be
+	// retried by the hub rather than dropped.
+	joining := &RoomInfo{RoomID: roomID, RoomVersion: DefaultRoomVersion, HubServer: hub, Role: RoleParticipant, status: statusJoining}
+	if existing != nil {
+		joining.RoomVersion = existing.RoomVersion
+	}
+	if existing == nil || existing.status != statusActive {
+		if err = e.store.putRoom(ctx, joining, e.now().UnixMilli()); err != nil {
+			return "", err
+		}
+	} else if err = e.store.setRoomStatus(ctx, roomID, statusJoining); err != nil {
+		return "", err
+	}
+	restore := func() {
+		if existing != nil && existing.status == statusActive {
+			_ = e.store.setRoomStatus(context.WithoutCancel(ctx), roomID, statusActive)
+		} else {
+			_, _ = e.db.Exec(context.WithoutCancel(ctx), `DELETE FROM lm_room WHERE room_id=$1 AND status=$2`, roomID, statusJoining)
+		}
+	}
+	raw, lpdu, version, err := e.makeAndSend(ctx, roomID, userID, hub, membership)
+	if err != nil {
+		restore()
+		return "", err
+	}
+	joining.RoomVersion = version
+	id, err := e.storeJoin(ctx, joining, lpdu, raw)
+	if err != nil {
+		restore()
+		return "", err
+	}
+	return id, nil
+}
+
+// storeJoin verifies a send_join answer and makes the room ours to follow: the state and auth chain become outliers
+// and the current state, and the join is the first event of our log after whatever we held before.
+func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, raw json.RawMessage) (string, error) {
+	var resp federation.SendJoinResponse
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return "", fmt.Errorf("%w: send_join: %w", ErrBadRemoteAnswer, err)
+	}
+	join, err := parseEvent(resp.Event)
+	if err != nil {
+		return "", fmt.Errorf("%w: send_join event: %w", ErrBadRemoteAnswer, err)
+	}
+	wantLPDU, err := eventID(lpdu)
+	if err != nil {
+		return "", err
+	}
+	if got, err := lpduIDOf(join); err != nil || got != wantLPDU {
+		return "", fmt.Errorf("%w: send_join returned an event that is not our LPDU", ErrBadRemoteAnswer)
+	}
+	if join.HubServer != room.HubServer {
+		return "", fmt.Errorf("%w: the join names hub %s, not %s", ErrBadRemoteAnswer, join.HubServer, room.HubServer)
+	}
+	if _, err = verifyPDU(ctx, &join, e.keys); err != nil {
+		return "", fmt.Errorf("%w: send_join event: %w", ErrBadRemoteAnswer, err)
+	}
+	joinID, err := eventID(join)
+	if err != nil {
+		return "", err
+	}
+	type known struct {
+		id  string
+		p   *pdu.PDU
+		raw json.RawMessage
+	}
+	verify := func(list []json.RawMessage, what string) ([]known, error) {
+		out := make([]known, 0, len(list))
+		for _, r := range list {
+			p, err := parseEvent(r)
+			if err != nil {
+				return nil, fmt.Errorf("%w: send_join %s: %w", ErrBadRemoteAnswer, what, err)
+			}
+			if p.RoomID != room.RoomID {
+				return nil, fmt.Errorf("%w: send_join %s holds an event of %s", ErrBadRemoteAnswer, what, p.RoomID)
+			}
+			if _, err = verifyPDU(ctx, &p, e.keys); err != nil {
+				return nil, fmt.Errorf("%w: send_join %s: %w", ErrBadRemoteAnswer, what, err)
+			}
+			id, err := eventID(p)
+			if err != nil {
+				return nil, err
+			}
+			canon, err := p.Canonical()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, known{id: id, p: p, raw: canon})
+		}
+		return out, nil
+	}
+	state, err := verify(resp.State, "state")
+	if err != nil {
+		return "", err
+	}
+	chain, err := verify(resp.AuthChain, "auth_chain")
+	if err != nil {
+		return "", err
+	}
+	// The state before the join: the last event per (type, state_key) in the order given (eigen sends its whole
+	// timeline here, oldest first).
+	current := make(map[auth.Key]known)
+	var order []auth.Key
+	for _, k := range state {
+		if k.p.StateKey == nil {
+			continue
+		}
+		key := auth.Key{Type: k.p.Type, StateKey: *k.p.StateKey}
+		if _, ok := current[key]; !ok {
+			order = append(order, key)
+		}
+		current[key] = k
+	}
+	if _, ok := current[auth.Key{Type: auth.TypeCreate}]; !ok {
+		return "", fmt.Errorf("%w: send_join state has no m.room.create", ErrBadRemoteAnswer)
+	}
+	slices.SortStableFunc(order, func(a, b auth.Key) int { return stateOrder(a.Type) - stateOrder(b.Type) })
+	rs := newRoomState(room)
+	for _, key := range order {
+		k := current[key]
+		if err = rs.apply(k.p, k.id, 0); err != nil {
+			return "", fmt.Errorf("%w: send_join state: %w", ErrBadRemoteAnswer, err)
+		}
+	}
+	if err = checkAuth(join, rs); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("event_id", joinID).Msg("Hub accepted a join that fails our auth check")
+	}
+	joinRaw, err := join.Canonical()
+	if err != nil {
+		return "", err
+	}
+
+	e.writeLock.Lock()
+	defer e.writeLock.Unlock()
+	delete(e.rooms, room.RoomID)
+	prior, err := e.loadRoom(ctx, room.RoomID)
+	if err != nil {
+		return "", err
+	}
+	delete(e.rooms, room.RoomID)
+	room.status = statusActive
+	base := newRoomState(room)
+	base.headIdx = prior.headIdx
+	base.st = rs.st
+	base.joined = rs.joined
+	e.rooms[room.RoomID] = base
+	err = e.commitBatch(ctx, batch{
+		items: []appendItem{{roomID: room.RoomID, p: join, raw: joinRaw, eventID: joinID, lpduID: wantLPDU}},
+		pre: func(ctx context.Context) error {
+			for _, list := range [][]known{state, chain} {
+				for _, k := range list {
+					if err := e.store.insertOutlier(ctx, room.RoomID, k.id, k.raw); err != nil {
+						return err
+					}
+				}
+			}
+			for _, key := range order {
+				k := current[key]
+				if err := e.store.setState(ctx, room.RoomID, key.Type, key.StateKey, k.id, membershipOf(k.p)); err != nil {
+					return err
+				}
+			}
+			return e.store.putRoom(ctx, room, e.now().UnixMilli())
+		},
+	})
+	if err != nil {
+		delete(e.rooms, room.RoomID)
+		return "", fmt.Errorf("failed to store join: %w", err)
+	}
+	return joinID, nil
+}
+
+// Leave makes userID (ours) leave a room: through the log when we follow the room or host it, or through
+// make_leave/send_leave at the hub when the user was only invited (rejecting the invite).
+func (e *Engine) Leave(ctx context.Context, roomID, userID string) (string, error) {
+	if pdu.ServerName(userID) != e.serverName {
+		return "", fmt.Errorf("%w: %s", ErrNotOurUser, userID)
+	}
+	room, err := e.store.getRoom(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	if room != nil && room.status == statusActive {
+		e.writeLock.Lock()
+		rs, err := e.loadRoom(ctx, roomID)
+		var member string
+		if rs != nil {
+			member = rs.membership(userID)
+		}
+		e.writeLock.Unlock()
+		if err != nil {
+			return "", err
+		}
+		if room.Role == RoleHub || rs.isJoined(e.serverName) && member != "" {
+			return e.SendEvent(ctx, roomID, userID, auth.TypeMember, pdu.StringPtr(userID),
+				map[string]any{"membership": auth.MembershipLeave}, time.Time{})
+		}
+	}
+	hub, err := e.inviteHub(ctx, roomID, userID)
+	if err != nil {
+		return "", err
+	}
+	raw, lpdu, _, err := e.makeAndSend(ctx, roomID, userID, hub, auth.MembershipLeave)
+	if err != nil {
+		return "", err
+	}
+	_ = raw
+	return eventID(lpdu)
+}
+
+const inviteHubQuery = `SELECT pdu FROM lm_invite WHERE room_id=$1 AND target=$2 ORDER BY received_at DESC LIMIT 1`
+
+// inviteHub finds the hub of a room we were only invited to: the invite's hub_server, else its sender's server.
+func (e *Engine) inviteHub(ctx context.Context, roomID, userID string) (string, error) {
+	room, err := e.store.getRoom(ctx, roomID)
+	if err != nil {
+		return "", err
+	} else if room != nil {
+		return room.HubServer, nil
+	}
+	var raw string
+	if err = e.db.QueryRow(ctx, inviteHubQuery, roomID, userID).Scan(&raw); err != nil {
+		return "", fmt.Errorf("%w %s: no invite for %s either", ErrUnknownRoom, roomID, userID)
+	}
+	var f eventFields
+	if err = json.Unmarshal([]byte(raw), &f); err != nil {
+		return "", err
+	}
+	if f.HubServer != "" {
+		return f.HubServer, nil
+	}
+	return pdu.ServerName(f.Sender), nil
+}

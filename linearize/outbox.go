@@ -1,0 +1,206 @@
+package linearize
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lmbridge/lmbridge/linearize/federation"
+)
+
+// maxPDUsPerTxn is the draft's cap on PDUs in one /send transaction (§12.5.1).
+const maxPDUsPerTxn = 50
+
+const (
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 5 * time.Minute
+)
+
+// outbox sends queued PDUs (as hub) and LPDUs (as participant) to each destination in seq order, one transaction in
+// flight per destination. Everything it sends was written to lm_outbox in the same database transaction as the log
+// row, so a restart resumes where it stopped; the in-flight transaction's last seq is persisted first, so a retry
+// reuses its txnId and the receiver's deduplication applies.
+type outbox struct {
+	e       *Engine
+	lock    sync.Mutex
+	workers map[string]chan struct{}
+	wg      sync.WaitGroup
+	ctx     context.Context
+}
+
+func newOutbox(e *Engine) *outbox {
+	return &outbox{e: e, workers: make(map[string]chan struct{})}
+}
+
+func (o *outbox) start(ctx context.Context) error {
+	o.ctx = ctx
+	dests, err := o.e.store.outboxDestinations(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range dests {
+		o.wake(d)
+	}
+	return nil
+}
+
+func (o *outbox) stop() {
+	o.wg.Wait()
+}
+
+// wake starts the worker of a destination, or tells the running one that there is more to send.
+func (o *outbox) wake(destination string) {
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	if o.ctx == nil {
+		return
+	}
+	ch, ok := o.workers[destination]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		o.workers[destination] = ch
+		o.wg.Add(1)
+		go o.run(destination, ch)
+	}
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (o *outbox) run(destination string, wake chan struct{}) {
+	defer o.wg.Done()
+	ctx := o.ctx
+	log := zerolog.Ctx(ctx).With().Str("destination", destination).Logger()
+	ctx = log.WithContext(ctx)
+	for {
+		wait, err := o.sendOnce(ctx, destination)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			log.Warn().Err(err).Dur("retry_in", wait).Msg("Failed to send transaction")
+		}
+		if wait == 0 {
+			continue
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-wake:
+			// New rows do not cut a backoff short: only the timer ends it.
+			if err == nil {
+				timer.Stop()
+				continue
+			}
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-timer.C:
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+// idleWait is how long an idle worker sleeps when nothing wakes it; rows written by another process are picked up
+// then.
+const idleWait = 30 * time.Second
+
+// sendOnce sends one transaction to destination. It returns how long to wait before the next attempt (0 for at once).
+func (o *outbox) sendOnce(ctx context.Context, destination string) (time.Duration, error) {
+	st := o.e.store
+	ds, err := st.getDest(ctx, destination)
+	if err != nil {
+		return minBackoff, err
+	}
+	if now := time.Now().UnixMilli(); ds.nextAttempt > now {
+		return time.Duration(ds.nextAttempt-now) * time.Millisecond, nil
+	}
+	maxSeq := ds.txnLastSeq
+	resuming := maxSeq > 0
+	if !resuming {
+		maxSeq = 1<<62 - 1
+	}
+	items, err := st.outboxBatch(ctx, destination, maxSeq, maxPDUsPerTxn)
+	if err != nil {
+		return minBackoff, err
+	}
+	if len(items) == 0 {
+		if resuming {
+			ds.txnLastSeq = 0
+			if err = st.putDest(ctx, destination, ds, ""); err != nil {
+				return minBackoff, err
+			}
+			return 0, nil
+		}
+		return idleWait, nil
+	}
+	last := items[len(items)-1].seq
+	if !resuming {
+		ds.txnLastSeq = last
+		if err = st.putDest(ctx, destination, ds, ""); err != nil {
+			return minBackoff, err
+		}
+	}
+	txnID := strconv.FormatInt(items[0].seq, 10) + "-" + strconv.FormatInt(last, 10)
+	txn := &federation.Transaction{PDUs: make([]json.RawMessage, 0, len(items))}
+	for _, it := range items {
+		txn.PDUs = append(txn.PDUs, it.body)
+	}
+	resp, sendErr := o.e.remote.SendTransaction(ctx, destination, txnID, txn)
+	if sendErr != nil {
+		ds.retryCount++
+		backoff := minBackoff << min(ds.retryCount-1, 20)
+		backoff = min(backoff, maxBackoff)
+		ds.nextAttempt = time.Now().Add(backoff).UnixMilli()
+		if err = st.putDest(ctx, destination, ds, sendErr.Error()); err != nil {
+			return backoff, err
+		}
+		return backoff, fmt.Errorf("failed to send transaction %s: %w", txnID, sendErr)
+	}
+	err = o.e.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := st.deleteOutbox(ctx, destination, last); err != nil {
+			return err
+		}
+		return st.putDest(ctx, destination, destState{}, "")
+	})
+	if err != nil {
+		return minBackoff, err
+	}
+	o.e.handleSendResponse(ctx, destination, items, resp)
+	return 0, nil
+}
+
+// handleSendResponse reports the hub's failed_pdus for our LPDUs to the listeners.
+func (e *Engine) handleSendResponse(ctx context.Context, destination string, items []outboxItem, resp *federation.SendResponse) {
+	if resp == nil || len(resp.FailedPDUs) == 0 {
+		return
+	}
+	log := zerolog.Ctx(ctx)
+	for _, it := range items {
+		failed, ok := resp.FailedPDUs[it.eventID]
+		if !ok {
+			continue
+		}
+		log.Warn().Str("event_id", it.eventID).Str("room_id", it.roomID).Str("error", failed.Error).
+			Msg("Remote server refused an event")
+		if !it.isLPDU {
+			continue
+		}
+		if _, err := e.store.removePendingLPDU(ctx, it.eventID); err != nil {
+			log.Err(err).Msg("Failed to forget refused LPDU")
+		}
+		for _, nl := range e.listeners {
+			nl.l.OnLPDUFailed(ctx, it.roomID, it.eventID, failed.Error)
+		}
+	}
+}

@@ -1,0 +1,201 @@
+package linearize
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+
+	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/pdu"
+)
+
+// maxBackfill caps one backfill answer.
+const maxBackfill = 100
+
+// hubRoom returns a room we are the hub of, or the federation error the draft gives: 404 M_NOT_FOUND for an unknown
+// room, 400 M_WRONG_SERVER when another server is its hub.
+func (e *Engine) hubRoom(ctx context.Context, roomID string) (*RoomInfo, error) {
+	room, err := e.store.getRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	} else if room == nil {
+		return nil, federation.Errorf(http.StatusNotFound, federation.ErrCodeNotFound, "unknown room %s", roomID)
+	} else if room.Role != RoleHub {
+		return nil, federation.Errorf(http.StatusBadRequest, federation.ErrCodeWrongServer,
+			"%s is not the hub of %s, %s is", e.serverName, roomID, room.HubServer)
+	}
+	return room, nil
+}
+
+// mayRead reports whether origin may read a room's events: it must have a user with a member event in the room's
+// current state (joined, invited, knocking or departed). The draft leaves history visibility undefined (§3.5.3.5).
+func (e *Engine) mayRead(ctx context.Context, roomID, origin string) (bool, error) {
+	entries, err := e.store.currentState(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	for _, st := range entries {
+		if st.Type == "m.room.member" && pdu.ServerName(st.StateKey) == origin {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func notFound(format string, args ...any) error {
+	return federation.Errorf(http.StatusNotFound, federation.ErrCodeNotFound, format, args...)
+}
+
+// logEvent returns an event of a hub room's log that origin may read.
+func (e *Engine) logEvent(ctx context.Context, origin, roomID, eventID string) (*StoredEvent, error) {
+	if _, err := e.hubRoom(ctx, roomID); err != nil {
+		return nil, err
+	}
+	ev, err := e.store.getEvent(ctx, eventID)
+	if err != nil {
+		return nil, err
+	} else if ev == nil || ev.RoomID != roomID || ev.Index < 1 {
+		return nil, notFound("unknown event %s in %s", eventID, roomID)
+	}
+	if ok, err := e.mayRead(ctx, roomID, origin); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, notFound("unknown event %s in %s", eventID, roomID)
+	}
+	return ev, nil
+}
+
+// GetEvent implements federation.Handler.
+func (e *Engine) GetEvent(ctx context.Context, origin, eventID string) (json.RawMessage, error) {
+	ev, err := e.store.getEvent(ctx, eventID)
+	if err != nil {
+		return nil, err
+	} else if ev == nil {
+		return nil, notFound("unknown event %s", eventID)
+	}
+	ev, err = e.logEvent(ctx, origin, ev.RoomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	return ev.PDU, nil
+}
+
+// State implements federation.Handler: the state before eventID and its auth chain.
+func (e *Engine) State(ctx context.Context, origin, roomID, eventID string) (*federation.StateResponse, error) {
+	ev, err := e.logEvent(ctx, origin, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	state, err := e.store.stateBefore(ctx, roomID, ev.Index)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := e.authChain(ctx, state)
+	if err != nil {
+		return nil, err
+	}
+	resp := &federation.StateResponse{PDUs: make([]json.RawMessage, 0, len(state)), AuthChain: make([]json.RawMessage, 0, len(chain))}
+	for _, s := range state {
+		resp.PDUs = append(resp.PDUs, s.PDU)
+	}
+	for _, c := range chain {
+		resp.AuthChain = append(resp.AuthChain, c.PDU)
+	}
+	return resp, nil
+}
+
+// StateIDs implements federation.Handler.
+func (e *Engine) StateIDs(ctx context.Context, origin, roomID, eventID string) (*federation.StateIDsResponse, error) {
+	ev, err := e.logEvent(ctx, origin, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	state, err := e.store.stateBefore(ctx, roomID, ev.Index)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := e.authChain(ctx, state)
+	if err != nil {
+		return nil, err
+	}
+	resp := &federation.StateIDsResponse{PDUIDs: make([]string, 0, len(state)), AuthChainIDs: make([]string, 0, len(chain))}
+	for _, s := range state {
+		resp.PDUIDs = append(resp.PDUIDs, s.EventID)
+	}
+	for _, c := range chain {
+		resp.AuthChainIDs = append(resp.AuthChainIDs, c.EventID)
+	}
+	return resp, nil
+}
+
+// authChain returns the recursive auth events of evs, oldest first (by log index).
+func (e *Engine) authChain(ctx context.Context, evs []*StoredEvent) ([]*StoredEvent, error) {
+	seen := make(map[string]*StoredEvent)
+	var queue []string
+	push := func(raw json.RawMessage) {
+		var f struct {
+			AuthEvents []string `json:"auth_events"`
+		}
+		_ = json.Unmarshal(raw, &f)
+		for _, id := range f.AuthEvents {
+			if _, ok := seen[id]; !ok {
+				seen[id] = nil
+				queue = append(queue, id)
+			}
+		}
+	}
+	for _, ev := range evs {
+		push(ev.PDU)
+	}
+	for len(queue) > 0 {
+		id := queue[0]
+		queue = queue[1:]
+		ev, err := e.store.getEvent(ctx, id)
+		if err != nil {
+			return nil, err
+		} else if ev == nil {
+			continue
+		}
+		seen[id] = ev
+		push(ev.PDU)
+	}
+	out := make([]*StoredEvent, 0, len(seen))
+	for _, ev := range seen {
+		if ev != nil {
+			out = append(out, ev)
+		}
+	}
+	slices.SortFunc(out, func(a, b *StoredEvent) int { return int(a.Index - b.Index) })
+	return out, nil
+}
+
+// Backfill implements federation.Handler: up to limit events, oldest first, ending with the newest of from.
+func (e *Engine) Backfill(ctx context.Context, origin, roomID string, from []string, limit int) (*federation.BackfillResponse, error) {
+	if _, err := e.hubRoom(ctx, roomID); err != nil {
+		return nil, err
+	}
+	if limit <= 0 || limit > maxBackfill {
+		limit = maxBackfill
+	}
+	var newest int64 = -1
+	for _, id := range from {
+		ev, err := e.logEvent(ctx, origin, roomID, id)
+		if err != nil {
+			return nil, err
+		}
+		newest = max(newest, ev.Index)
+	}
+	if newest < 0 {
+		return nil, federation.Errorf(http.StatusBadRequest, federation.ErrCodeBadJSON, "backfill needs at least one v")
+	}
+	evs, err := e.store.eventsUpTo(ctx, roomID, newest, limit)
+	if err != nil {
+		return nil, err
+	}
+	resp := &federation.BackfillResponse{PDUs: make([]json.RawMessage, 0, len(evs))}
+	for i := len(evs) - 1; i >= 0; i-- {
+		resp.PDUs = append(resp.PDUs, evs[i].PDU)
+	}
+	return resp, nil
+}

@@ -1,0 +1,278 @@
+package linearize
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/rs/zerolog"
+
+	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/pdu"
+)
+
+// inflightTxn is the /send transaction an origin has in flight; a retry of the same txnId waits for it.
+type inflightTxn struct {
+	txnID string
+	done  chan struct{}
+}
+
+var _ federation.Handler = (*Engine)(nil)
+
+// Send implements federation.Handler: /send. As hub it completes, checks and appends the LPDUs of our rooms; as
+// participant it verifies and mirrors the PDUs of the hubs it follows. It answers only after every object has been
+// processed and the result committed, together with the transaction ID so a repeat is answered, not reapplied.
+func (e *Engine) Send(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
+	if len(txn.PDUs) > maxPDUsPerTxn {
+		return nil, federation.Errorf(http.StatusBadRequest, federation.ErrCodeBadJSON,
+			"a transaction holds at most %d PDUs, this one has %d", maxPDUsPerTxn, len(txn.PDUs))
+	}
+	for {
+		e.txnLock.Lock()
+		cur, busy := e.inflight[origin]
+		if !busy {
+			e.inflight[origin] = &inflightTxn{txnID: txnID, done: make(chan struct{})}
+			e.txnLock.Unlock()
+			break
+		}
+		e.txnLock.Unlock()
+		if cur.txnID != txnID {
+			return nil, federation.Errorf(http.StatusBadRequest, federation.ErrCodeBadState,
+				"transaction %s from %s is still being processed", cur.txnID, origin)
+		}
+		select {
+		case <-cur.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	defer func() {
+		e.txnLock.Lock()
+		cur := e.inflight[origin]
+		delete(e.inflight, origin)
+		e.txnLock.Unlock()
+		close(cur.done)
+	}()
+
+	if prev, err := e.store.receivedTxn(ctx, origin, txnID); err != nil {
+		return nil, err
+	} else if prev != nil {
+		var resp federation.SendResponse
+		if err = json.Unmarshal(prev, &resp); err != nil {
+			return nil, fmt.Errorf("failed to decode stored answer to %s: %w", txnID, err)
+		}
+		return &resp, nil
+	}
+	resp, err := e.processTransaction(ctx, origin, txnID, txn)
+	if err != nil {
+		zerolog.Ctx(ctx).Err(err).Str("origin", origin).Str("txn_id", txnID).Msg("Failed to process transaction")
+		return nil, err
+	}
+	return resp, nil
+}
+
+// received is one object of a /send transaction after the checks that need no lock.
+type received struct {
+	raw  json.RawMessage
+	p    *pdu.PDU
+	id   string
+	room *RoomInfo
+	// drop marks an object ignored without a failed_pdus entry (an LPDU sent to a participant, a room we do not follow).
+	drop bool
+	err  error
+}
+
+func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
+	log := zerolog.Ctx(ctx).With().Str("origin", origin).Str("txn_id", txnID).Logger()
+	resp := &federation.SendResponse{FailedPDUs: make(map[string]federation.FailedPDU)}
+	objs := make([]*received, 0, len(txn.PDUs))
+	for _, raw := range txn.PDUs {
+		r := e.precheck(ctx, origin, raw)
+		if r.err != nil && errors.Is(r.err, errRetryLater) {
+			return nil, r.err
+		}
+		objs = append(objs, r)
+	}
+	objs, err := e.fillGaps(ctx, origin, objs)
+	if err != nil {
+		return nil, err
+	}
+
+	e.writeLock.Lock()
+	defer e.writeLock.Unlock()
+	working := make(map[string]*roomState)
+	var items []appendItem
+	var pendingEchoes []string
+	seen := make(map[string]bool)
+	for _, r := range objs {
+		if r.drop {
+			continue
+		}
+		if r.err == nil {
+			rs := working[r.room.RoomID]
+			if rs == nil {
+				cached, err := e.loadRoom(ctx, r.room.RoomID)
+				if err != nil {
+					return nil, err
+				}
+				rs = cached.clone()
+				working[r.room.RoomID] = rs
+			}
+			var it *appendItem
+			if r.room.Role == RoleHub {
+				it, r.err = e.completeLPDU(r.p, rs)
+				if r.err == nil {
+					it.lpduID = r.id
+				}
+			} else {
+				it, r.err = e.acceptFromHub(ctx, r, rs, seen)
+				if it != nil && it.lpduID != "" {
+					pendingEchoes = append(pendingEchoes, it.lpduID)
+				}
+			}
+			if r.err == nil && it != nil {
+				if err := rs.apply(it.p, it.eventID, rs.headIdx+1); err != nil {
+					return nil, err
+				}
+				seen[it.eventID] = true
+				items = append(items, *it)
+			}
+		}
+		if r.err != nil {
+			log.Debug().Err(r.err).Str("id", r.id).Msg("Refused object of transaction")
+			if r.id != "" {
+				resp.FailedPDUs[r.id] = federation.FailedPDU{Error: r.err.Error()}
+			}
+		}
+	}
+	answer, err := json.Marshal(resp)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode answer: %w", err)
+	}
+	if err = e.commitBatch(ctx, batch{items: items, txn: &receivedTxn{origin: origin, txnID: txnID, response: answer}}); err != nil {
+		// The cache may hold state the failed transaction never committed; reload it next time.
+		for roomID := range working {
+			delete(e.rooms, roomID)
+		}
+		return nil, fmt.Errorf("failed to append transaction %s: %w", txnID, err)
+	}
+	for _, id := range pendingEchoes {
+		if _, err := e.store.removePendingLPDU(ctx, id); err != nil {
+			log.Warn().Err(err).Str("lpdu_id", id).Msg("Failed to mark LPDU echoed")
+		}
+	}
+	return resp, nil
+}
+
+// errRetryLater fails a whole transaction with a 5xx so the sender retries it, used while a join is completing.
+var errRetryLater = errors.New("room not ready yet, retry the transaction")
+
+// precheck parses one received object and runs the checks that need neither the room's state nor the write lock:
+// room role, hub_server, signatures and hashes.
+func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessage) *received {
+	r := &received{raw: raw}
+	p, err := parseEvent(raw)
+	if err != nil {
+		// An object we cannot parse has no ID to key an error by; the draft says drop it.
+		r.err = err
+		r.id = bestEffortID(raw)
+		return r
+	}
+	r.p = p
+	r.id, err = eventID(p)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	room, err := e.store.getRoom(ctx, p.RoomID)
+	if err != nil {
+		r.err = fmt.Errorf("%w: %w", errRetryLater, err)
+		return r
+	} else if room == nil {
+		r.err = fmt.Errorf("unknown room %s", p.RoomID)
+		return r
+	}
+	r.room = room
+	switch {
+	case room.Role == RoleHub:
+		if !p.IsLPDU() {
+			r.err = fmt.Errorf("the hub of %s accepts LPDUs from participants, not PDUs", p.RoomID)
+		} else if p.HubServer != e.serverName {
+			r.err = fmt.Errorf("hub_server is %s, but the hub of %s is %s", p.HubServer, p.RoomID, e.serverName)
+		} else if p.SenderServer() != origin {
+			r.err = fmt.Errorf("%s may not send events for %s", origin, p.Sender)
+		} else {
+			r.err = verifyLPDU(ctx, p, e.keys)
+		}
+	case room.HubServer != origin:
+		// Participants accept room events only from the room's hub (§3).
+		r.err = fmt.Errorf("%s is not the hub of %s", origin, p.RoomID)
+	case p.IsLPDU():
+		r.drop = true
+	case room.status == statusJoining:
+		r.err = fmt.Errorf("%w: join of %s in progress", errRetryLater, p.RoomID)
+	default:
+		var redacted bool
+		redacted, r.err = verifyPDU(ctx, &r.p, e.keys)
+		if redacted {
+			zerolog.Ctx(ctx).Warn().Str("event_id", r.id).Msg("Content hash mismatch, keeping the redacted event")
+		}
+	}
+	return r
+}
+
+// completeLPDU makes a PDU of a checked LPDU against the room's state and auth-checks it.
+func (e *Engine) completeLPDU(lpdu *pdu.PDU, rs *roomState) (*appendItem, error) {
+	p := lpdu.Clone()
+	p.AuthEvents = selectAuthEvents(p, rs)
+	p.PrevEvents = []string{rs.headID()}
+	if err := checkAuth(p, rs); err != nil {
+		return nil, err
+	}
+	if err := e.signAsHub(p); err != nil {
+		return nil, err
+	}
+	return e.makeItem(rs.info.RoomID, p)
+}
+
+func (e *Engine) makeItem(roomID string, p *pdu.PDU) (*appendItem, error) {
+	id, err := eventID(p)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := p.Canonical()
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode %s: %w", id, err)
+	}
+	return &appendItem{roomID: roomID, p: p, raw: raw, eventID: id}, nil
+}
+
+// acceptFromHub appends a PDU the hub sent us after the checks that need our mirror's state.
+func (e *Engine) acceptFromHub(ctx context.Context, r *received, rs *roomState, seen map[string]bool) (*appendItem, error) {
+	if seen[r.id] {
+		return nil, nil
+	}
+	known, err := e.store.getEvent(ctx, r.id)
+	if err != nil {
+		return nil, err
+	} else if known != nil && known.Index > 0 {
+		// An echo of an event we already hold (our join from send_join, a retried transaction).
+		return nil, nil
+	}
+	if err := checkAuth(r.p, rs); err != nil {
+		// The hub decides; a participant only warns (§5.1: participants SHOULD check, MAY warn).
+		zerolog.Ctx(ctx).Warn().Err(err).Str("event_id", r.id).Msg("Hub sent an event that fails our auth check")
+	}
+	it := &appendItem{roomID: rs.info.RoomID, p: r.p, raw: r.raw, eventID: r.id}
+	if r.p.HubServer != "" {
+		it.lpduID, _ = lpduIDOf(r.p)
+	}
+	raw, err := r.p.Canonical()
+	if err != nil {
+		return nil, err
+	}
+	it.raw = raw
+	return it, nil
+}

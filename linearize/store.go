@@ -1,0 +1,508 @@
+package linearize
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"go.mau.fi/util/dbutil"
+)
+
+//go:embed upgrades/*.sql
+var upgrades embed.FS
+
+var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(upgrades, "upgrades").Finish()
+
+const (
+	insertRoomQuery = `
+		INSERT INTO lm_room (room_id, room_version, hub_server, role, status, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (room_id) DO UPDATE SET hub_server=excluded.hub_server, role=excluded.role, status=excluded.status
+	`
+	setRoomStatusQuery = `UPDATE lm_room SET status=$2 WHERE room_id=$1`
+	getRoomQuery       = `SELECT room_id, room_version, hub_server, role, status FROM lm_room WHERE room_id=$1`
+	listRoomsQuery     = `SELECT room_id, room_version, hub_server, role, status FROM lm_room`
+	lastEventQuery     = `SELECT idx, event_id FROM lm_event WHERE room_id=$1 ORDER BY idx DESC LIMIT 1`
+	insertEventQuery   = `
+		INSERT INTO lm_event (room_id, idx, event_id, lpdu_id, event_type, state_key, sender, pdu, received_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+	`
+	getEventQuery = `
+		SELECT room_id, idx, event_id, lpdu_id, pdu FROM lm_event WHERE event_id=$1
+		UNION ALL
+		SELECT room_id, -1, event_id, NULL, pdu FROM lm_outlier WHERE event_id=$1
+	`
+	eventsAfterQuery = `
+		SELECT room_id, idx, event_id, lpdu_id, pdu FROM lm_event WHERE room_id=$1 AND idx>$2 ORDER BY idx LIMIT $3
+	`
+	eventsBeforeQuery = `
+		SELECT room_id, idx, event_id, lpdu_id, pdu FROM lm_event WHERE room_id=$1 AND idx<=$2 ORDER BY idx DESC LIMIT $3
+	`
+	// The newest state event per (type, state_key) strictly before idx: the state before that event.
+	stateBeforeQuery = `
+		SELECT e.room_id, e.idx, e.event_id, e.lpdu_id, e.pdu FROM lm_event e
+		WHERE e.room_id=$1 AND e.idx<$2 AND e.state_key IS NOT NULL AND e.idx=(
+			SELECT MAX(s.idx) FROM lm_event s
+			WHERE s.room_id=e.room_id AND s.event_type=e.event_type AND s.state_key=e.state_key AND s.idx<$2
+		)
+		ORDER BY e.idx
+	`
+	insertOutlierQuery = `INSERT INTO lm_outlier (event_id, room_id, pdu) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING`
+	upsertStateQuery   = `
+		INSERT INTO lm_current_state (room_id, event_type, state_key, event_id, membership) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id=excluded.event_id, membership=excluded.membership
+	`
+	currentStateQuery = `
+		SELECT event_type, state_key, event_id, membership FROM lm_current_state WHERE room_id=$1
+	`
+	getReceivedTxnQuery    = `SELECT response FROM lm_received_txn WHERE origin=$1 AND txn_id=$2`
+	insertReceivedTxnQuery = `INSERT INTO lm_received_txn (origin, txn_id, response, received_at) VALUES ($1, $2, $3, $4)`
+	insertOutboxQuery      = `
+		INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES ($1, $2, $3, $4, $5)
+	`
+	maxOutboxSeqQuery  = `SELECT COALESCE(MAX(seq), 0) FROM lm_outbox`
+	outboxDestsQuery   = `SELECT DISTINCT destination FROM lm_outbox`
+	outboxBatchQuery   = `
+		SELECT o.seq, o.room_id, o.event_id, COALESCE(o.lpdu, e.pdu, ''), o.lpdu IS NOT NULL FROM lm_outbox o
+		LEFT JOIN lm_event e ON o.lpdu IS NULL AND e.event_id=o.event_id
+		WHERE o.destination=$1 AND o.seq<=$2 ORDER BY o.seq LIMIT $3
+	`
+	deleteOutboxQuery  = `DELETE FROM lm_outbox WHERE destination=$1 AND seq<=$2`
+	getDestQuery       = `SELECT txn_last_seq, retry_count, next_attempt FROM lm_destination WHERE destination=$1`
+	upsertDestQuery    = `
+		INSERT INTO lm_destination (destination, txn_last_seq, retry_count, next_attempt, last_error) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (destination) DO UPDATE SET txn_last_seq=excluded.txn_last_seq, retry_count=excluded.retry_count,
+			next_attempt=excluded.next_attempt, last_error=excluded.last_error
+	`
+	insertPendingLPDUQuery = `INSERT INTO lm_pending_lpdu (lpdu_id, room_id, sent_at) VALUES ($1, $2, $3) ON CONFLICT (lpdu_id) DO NOTHING`
+	deletePendingLPDUQuery = `DELETE FROM lm_pending_lpdu WHERE lpdu_id=$1`
+	getCursorQuery         = `SELECT idx FROM lm_listener_cursor WHERE listener=$1 AND room_id=$2`
+	setCursorQuery         = `
+		INSERT INTO lm_listener_cursor (listener, room_id, idx) VALUES ($1, $2, $3)
+		ON CONFLICT (listener, room_id) DO UPDATE SET idx=excluded.idx
+	`
+	insertInviteQuery = `
+		INSERT INTO lm_invite (event_id, room_id, target, room_version, pdu, stripped, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (event_id) DO NOTHING
+	`
+	undeliveredInvitesQuery = `
+		SELECT i.event_id, i.room_id, i.target, i.room_version, i.pdu, i.stripped FROM lm_invite i
+		WHERE NOT EXISTS (SELECT 1 FROM lm_invite_delivered d WHERE d.listener=$1 AND d.event_id=i.event_id)
+		ORDER BY i.received_at
+	`
+	markInviteDeliveredQuery = `INSERT INTO lm_invite_delivered (listener, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`
+)
+
+// Room roles and statuses as stored in lm_room.
+const (
+	RoleHub         = "hub"
+	RoleParticipant = "participant"
+
+	statusJoining = "joining"
+	statusActive  = "active"
+)
+
+// RoomInfo is what the engine knows about one LM room.
+type RoomInfo struct {
+	RoomID      string
+	RoomVersion string
+	HubServer   string
+	// Role is RoleHub or RoleParticipant.
+	Role   string
+	status string
+}
+
+// StoredEvent is one row of a room's log (Index ≥ 1) or an outlier known from send_join (Index -1).
+type StoredEvent struct {
+	RoomID  string
+	Index   int64
+	EventID string
+	// LPDUID is the ID of the LPDU this PDU was completed from, when a participant sent it through the hub.
+	LPDUID string
+	PDU    json.RawMessage
+}
+
+// StateEntry is one entry of a room's current state.
+type StateEntry struct {
+	Type       string
+	StateKey   string
+	EventID    string
+	Membership string
+}
+
+type store struct {
+	db *dbutil.Database
+}
+
+func scanRoom(row dbutil.Scannable) (*RoomInfo, error) {
+	var r RoomInfo
+	if err := row.Scan(&r.RoomID, &r.RoomVersion, &r.HubServer, &r.Role, &r.status); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (s *store) getRoom(ctx context.Context, roomID string) (*RoomInfo, error) {
+	r, err := scanRoom(s.db.QueryRow(ctx, getRoomQuery, roomID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to get room %s: %w", roomID, err)
+	}
+	return r, nil
+}
+
+func (s *store) listRooms(ctx context.Context) ([]*RoomInfo, error) {
+	rows, err := s.db.Query(ctx, listRoomsQuery)
+	if err != nil {
+		return nil, fmt.Errorf("failed to list rooms: %w", err)
+	}
+	defer rows.Close()
+	var out []*RoomInfo
+	for rows.Next() {
+		r, err := scanRoom(rows)
+		if err != nil {
+			return nil, fmt.Errorf("failed to scan room: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (s *store) putRoom(ctx context.Context, r *RoomInfo, now int64) error {
+	_, err := s.db.Exec(ctx, insertRoomQuery, r.RoomID, r.RoomVersion, r.HubServer, r.Role, r.status, now)
+	if err != nil {
+		return fmt.Errorf("failed to store room %s: %w", r.RoomID, err)
+	}
+	return nil
+}
+
+func (s *store) setRoomStatus(ctx context.Context, roomID, status string) error {
+	_, err := s.db.Exec(ctx, setRoomStatusQuery, roomID, status)
+	if err != nil {
+		return fmt.Errorf("failed to set status of room %s: %w", roomID, err)
+	}
+	return nil
+}
+
+// lastEvent returns the head of a room's log; idx 0 and "" for an empty log.
+func (s *store) lastEvent(ctx context.Context, roomID string) (int64, string, error) {
+	var idx int64
+	var eventID string
+	err := s.db.QueryRow(ctx, lastEventQuery, roomID).Scan(&idx, &eventID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", nil
+	} else if err != nil {
+		return 0, "", fmt.Errorf("failed to get head of room %s: %w", roomID, err)
+	}
+	return idx, eventID, nil
+}
+
+func nullString(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}
+
+func nullStringPtr(s *string) sql.NullString {
+	if s == nil {
+		return sql.NullString{}
+	}
+	return sql.NullString{String: *s, Valid: true}
+}
+
+func (s *store) insertEvent(ctx context.Context, ev *StoredEvent, eventType string, stateKey *string, sender string, now int64) error {
+	_, err := s.db.Exec(ctx, insertEventQuery, ev.RoomID, ev.Index, ev.EventID, nullString(ev.LPDUID), eventType,
+		nullStringPtr(stateKey), sender, string(ev.PDU), now)
+	if err != nil {
+		return fmt.Errorf("failed to append event %s: %w", ev.EventID, err)
+	}
+	return nil
+}
+
+func (s *store) insertOutlier(ctx context.Context, roomID, eventID string, raw json.RawMessage) error {
+	_, err := s.db.Exec(ctx, insertOutlierQuery, eventID, roomID, string(raw))
+	if err != nil {
+		return fmt.Errorf("failed to store outlier %s: %w", eventID, err)
+	}
+	return nil
+}
+
+func scanEvents(rows dbutil.Rows, err error) ([]*StoredEvent, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*StoredEvent
+	for rows.Next() {
+		var ev StoredEvent
+		var lpduID sql.NullString
+		var raw string
+		if err := rows.Scan(&ev.RoomID, &ev.Index, &ev.EventID, &lpduID, &raw); err != nil {
+			return nil, err
+		}
+		ev.LPDUID = lpduID.String
+		ev.PDU = json.RawMessage(raw)
+		out = append(out, &ev)
+	}
+	return out, rows.Err()
+}
+
+// getEvent returns a logged event or an outlier, or nil when the event is unknown.
+func (s *store) getEvent(ctx context.Context, eventID string) (*StoredEvent, error) {
+	evs, err := scanEvents(s.db.Query(ctx, getEventQuery, eventID))
+	if err != nil {
+		return nil, fmt.Errorf("failed to get event %s: %w", eventID, err)
+	} else if len(evs) == 0 {
+		return nil, nil
+	}
+	return evs[0], nil
+}
+
+func (s *store) eventsAfter(ctx context.Context, roomID string, after int64, limit int) ([]*StoredEvent, error) {
+	evs, err := scanEvents(s.db.Query(ctx, eventsAfterQuery, roomID, after, limit))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read log of %s after %d: %w", roomID, after, err)
+	}
+	return evs, nil
+}
+
+// eventsUpTo returns up to limit events ending with idx, newest first.
+func (s *store) eventsUpTo(ctx context.Context, roomID string, idx int64, limit int) ([]*StoredEvent, error) {
+	evs, err := scanEvents(s.db.Query(ctx, eventsBeforeQuery, roomID, idx, limit))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read log of %s up to %d: %w", roomID, idx, err)
+	}
+	return evs, nil
+}
+
+func (s *store) stateBefore(ctx context.Context, roomID string, idx int64) ([]*StoredEvent, error) {
+	evs, err := scanEvents(s.db.Query(ctx, stateBeforeQuery, roomID, idx))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read state of %s before %d: %w", roomID, idx, err)
+	}
+	return evs, nil
+}
+
+func (s *store) setState(ctx context.Context, roomID, eventType, stateKey, eventID, membership string) error {
+	_, err := s.db.Exec(ctx, upsertStateQuery, roomID, eventType, stateKey, eventID, nullString(membership))
+	if err != nil {
+		return fmt.Errorf("failed to update state of %s: %w", roomID, err)
+	}
+	return nil
+}
+
+func (s *store) currentState(ctx context.Context, roomID string) ([]StateEntry, error) {
+	rows, err := s.db.Query(ctx, currentStateQuery, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read state of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	var out []StateEntry
+	for rows.Next() {
+		var e StateEntry
+		var membership sql.NullString
+		if err := rows.Scan(&e.Type, &e.StateKey, &e.EventID, &membership); err != nil {
+			return nil, fmt.Errorf("failed to scan state of %s: %w", roomID, err)
+		}
+		e.Membership = membership.String
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func (s *store) receivedTxn(ctx context.Context, origin, txnID string) (json.RawMessage, error) {
+	var resp string
+	err := s.db.QueryRow(ctx, getReceivedTxnQuery, origin, txnID).Scan(&resp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to look up transaction %s from %s: %w", txnID, origin, err)
+	}
+	return json.RawMessage(resp), nil
+}
+
+func (s *store) putReceivedTxn(ctx context.Context, origin, txnID string, resp json.RawMessage, now int64) error {
+	_, err := s.db.Exec(ctx, insertReceivedTxnQuery, origin, txnID, string(resp), now)
+	if err != nil {
+		return fmt.Errorf("failed to store transaction %s from %s: %w", txnID, origin, err)
+	}
+	return nil
+}
+
+func (s *store) enqueue(ctx context.Context, destination string, seq int64, roomID, eventID string, lpdu json.RawMessage) error {
+	var lpduCol sql.NullString
+	if lpdu != nil {
+		lpduCol = sql.NullString{String: string(lpdu), Valid: true}
+	}
+	_, err := s.db.Exec(ctx, insertOutboxQuery, destination, seq, roomID, eventID, lpduCol)
+	if err != nil {
+		return fmt.Errorf("failed to queue %s for %s: %w", eventID, destination, err)
+	}
+	return nil
+}
+
+func (s *store) maxOutboxSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.db.QueryRow(ctx, maxOutboxSeqQuery).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("failed to read outbox sequence: %w", err)
+	}
+	return seq, nil
+}
+
+func (s *store) outboxDestinations(ctx context.Context) ([]string, error) {
+	rows, err := s.db.Query(ctx, outboxDestsQuery)
+	if err != nil {
+		return nil, fmt.Errorf("failed to list outbox destinations: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+type outboxItem struct {
+	seq     int64
+	roomID  string
+	eventID string
+	body    json.RawMessage
+	isLPDU  bool
+}
+
+func (s *store) outboxBatch(ctx context.Context, destination string, maxSeq int64, limit int) ([]outboxItem, error) {
+	rows, err := s.db.Query(ctx, outboxBatchQuery, destination, maxSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read outbox of %s: %w", destination, err)
+	}
+	defer rows.Close()
+	var out []outboxItem
+	for rows.Next() {
+		var it outboxItem
+		var body string
+		if err := rows.Scan(&it.seq, &it.roomID, &it.eventID, &body, &it.isLPDU); err != nil {
+			return nil, fmt.Errorf("failed to scan outbox of %s: %w", destination, err)
+		}
+		it.body = json.RawMessage(body)
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+func (s *store) deleteOutbox(ctx context.Context, destination string, upTo int64) error {
+	_, err := s.db.Exec(ctx, deleteOutboxQuery, destination, upTo)
+	if err != nil {
+		return fmt.Errorf("failed to clear outbox of %s: %w", destination, err)
+	}
+	return nil
+}
+
+type destState struct {
+	txnLastSeq  int64
+	retryCount  int
+	nextAttempt int64
+}
+
+func (s *store) getDest(ctx context.Context, destination string) (destState, error) {
+	var d destState
+	err := s.db.QueryRow(ctx, getDestQuery, destination).Scan(&d.txnLastSeq, &d.retryCount, &d.nextAttempt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return destState{}, nil
+	} else if err != nil {
+		return d, fmt.Errorf("failed to read destination %s: %w", destination, err)
+	}
+	return d, nil
+}
+
+func (s *store) putDest(ctx context.Context, destination string, d destState, lastErr string) error {
+	_, err := s.db.Exec(ctx, upsertDestQuery, destination, d.txnLastSeq, d.retryCount, d.nextAttempt, nullString(lastErr))
+	if err != nil {
+		return fmt.Errorf("failed to store destination %s: %w", destination, err)
+	}
+	return nil
+}
+
+func (s *store) addPendingLPDU(ctx context.Context, lpduID, roomID string, now int64) error {
+	_, err := s.db.Exec(ctx, insertPendingLPDUQuery, lpduID, roomID, now)
+	if err != nil {
+		return fmt.Errorf("failed to remember LPDU %s: %w", lpduID, err)
+	}
+	return nil
+}
+
+// removePendingLPDU reports whether the LPDU was still awaited.
+func (s *store) removePendingLPDU(ctx context.Context, lpduID string) (bool, error) {
+	res, err := s.db.Exec(ctx, deletePendingLPDUQuery, lpduID)
+	if err != nil {
+		return false, fmt.Errorf("failed to forget LPDU %s: %w", lpduID, err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
+func (s *store) cursor(ctx context.Context, listener, roomID string) (int64, error) {
+	var idx int64
+	err := s.db.QueryRow(ctx, getCursorQuery, listener, roomID).Scan(&idx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	} else if err != nil {
+		return 0, fmt.Errorf("failed to read cursor of %s in %s: %w", listener, roomID, err)
+	}
+	return idx, nil
+}
+
+func (s *store) setCursor(ctx context.Context, listener, roomID string, idx int64) error {
+	_, err := s.db.Exec(ctx, setCursorQuery, listener, roomID, idx)
+	if err != nil {
+		return fmt.Errorf("failed to store cursor of %s in %s: %w", listener, roomID, err)
+	}
+	return nil
+}
+
+func (s *store) putInvite(ctx context.Context, inv *Invite, now int64) error {
+	stripped, err := json.Marshal(inv.StrippedState)
+	if err != nil {
+		return fmt.Errorf("failed to encode stripped state: %w", err)
+	}
+	_, err = s.db.Exec(ctx, insertInviteQuery, inv.EventID, inv.RoomID, inv.Target, inv.RoomVersion, string(inv.Event),
+		string(stripped), now)
+	if err != nil {
+		return fmt.Errorf("failed to store invite %s: %w", inv.EventID, err)
+	}
+	return nil
+}
+
+func (s *store) undeliveredInvites(ctx context.Context, listener string) ([]*Invite, error) {
+	rows, err := s.db.Query(ctx, undeliveredInvitesQuery, listener)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read invites: %w", err)
+	}
+	defer rows.Close()
+	var out []*Invite
+	for rows.Next() {
+		var inv Invite
+		var raw, stripped string
+		if err := rows.Scan(&inv.EventID, &inv.RoomID, &inv.Target, &inv.RoomVersion, &raw, &stripped); err != nil {
+			return nil, fmt.Errorf("failed to scan invite: %w", err)
+		}
+		inv.Event = json.RawMessage(raw)
+		if err := json.Unmarshal([]byte(stripped), &inv.StrippedState); err != nil {
+			return nil, fmt.Errorf("failed to decode stripped state of %s: %w", inv.EventID, err)
+		}
+		out = append(out, &inv)
+	}
+	return out, rows.Err()
+}
+
+func (s *store) markInviteDelivered(ctx context.Context, listener, eventID string) error {
+	_, err := s.db.Exec(ctx, markInviteDeliveredQuery, listener, eventID)
+	if err != nil {
+		return fmt.Errorf("failed to mark invite %s delivered: %w", eventID, err)
+	}
+	return nil
+}
