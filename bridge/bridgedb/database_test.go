@@ -76,17 +76,16 @@ func TestEventMap(t *testing.T) {
 	ctx := context.Background()
 	db := openTestDB(t)
 	now := time.UnixMilli(time.Now().UnixMilli())
-	m := &EventMapping{DAGRoomID: "!dag:hs", DAGEventID: "$d1", LMRoomID: "!lm:lm", LPDUID: "$lpdu1", Origin: OriginDAG, CreatedAt: now}
-	if err := db.InsertEvent(ctx, m); err != nil {
+	if err := db.InsertLPDU(ctx, "!dag:hs", "$d1", "!lm:lm", "$lpdu1", "@alice:hs", now); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := db.GetEventByLM(ctx, "$l1"); got != nil {
 		t.Fatal("LM event mapped before its echo")
 	}
-	if ok, err := db.ConfirmLPDU(ctx, "$lpdu1", "$l1"); !ok || err != nil {
+	if ok, err := db.ConfirmLPDU(ctx, "!dag:hs", "!lm:lm", "$lpdu1", "$l1", now); !ok || err != nil {
 		t.Fatalf("ConfirmLPDU = %v, %v", ok, err)
 	}
-	if ok, _ := db.ConfirmLPDU(ctx, "$lpdu1", "$l2"); ok {
+	if ok, _ := db.ConfirmLPDU(ctx, "!dag:hs", "!lm:lm", "$lpdu1", "$l2", now); ok {
 		t.Fatal("an LPDU was confirmed twice")
 	}
 	got, err := db.GetEventByLM(ctx, "$l1")
@@ -102,8 +101,18 @@ func TestEventMap(t *testing.T) {
 	if err := db.InsertEvent(ctx, &EventMapping{DAGRoomID: "!dag:hs", LMRoomID: "!lm:lm", Origin: OriginLM, CreatedAt: now}); err == nil {
 		t.Fatal("a mapping without IDs was stored")
 	}
-	if got, _ := db.GetEventByDAG(ctx, "$d1"); got == nil || got.LMEventID != "$l1" {
+	if got, _ := db.GetEventByDAG(ctx, "$d1"); got == nil || got.LMEventID != "$l1" || got.Sender != "@alice:hs" {
 		t.Fatalf("GetEventByDAG = %+v", got)
+	}
+	// The echo first, then the DAG side's record: they meet in one row.
+	if ok, err := db.ConfirmLPDU(ctx, "!dag:hs", "!lm:lm", "$lpdu2", "$l2", now); !ok || err != nil {
+		t.Fatalf("early ConfirmLPDU = %v, %v", ok, err)
+	}
+	if err := db.InsertLPDU(ctx, "!dag:hs", "$d2", "!lm:lm", "$lpdu2", "@alice:hs", now); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.GetEventByLM(ctx, "$l2"); got == nil || got.DAGEventID != "$d2" || got.LPDUID != "$lpdu2" {
+		t.Fatalf("late InsertLPDU left %+v", got)
 	}
 }
 

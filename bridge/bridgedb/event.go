@@ -12,12 +12,17 @@ import (
 )
 
 const (
-	eventColumns        = `dag_room_id, dag_event_id, lm_room_id, lm_event_id, lpdu_id, origin, created_at`
+	eventColumns        = `dag_room_id, dag_event_id, lm_room_id, lm_event_id, lpdu_id, origin, sender, created_at`
 	getEventByDAGQuery  = `SELECT ` + eventColumns + ` FROM bridge_event WHERE dag_event_id=$1`
 	getEventByLMQuery   = `SELECT ` + eventColumns + ` FROM bridge_event WHERE lm_event_id=$1`
 	getEventByLPDUQuery = `SELECT ` + eventColumns + ` FROM bridge_event WHERE lpdu_id=$1`
-	insertEventQuery    = `INSERT INTO bridge_event (` + eventColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7)`
-	confirmLPDUQuery    = `UPDATE bridge_event SET lm_event_id=$2 WHERE lpdu_id=$1 AND lm_event_id IS NULL`
+	insertEventQuery    = `INSERT INTO bridge_event (` + eventColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+	// The hub's echo of an LPDU may come back before the DAG side has stored the LPDU ID (the hub is fast, the
+	// database commit is not), so both writes are upserts on lpdu_id and meet in one row whichever comes first.
+	insertLPDUQuery = `INSERT INTO bridge_event (` + eventColumns + `) VALUES ($1, $2, $3, NULL, $4, 'dag', $5, $6)
+		ON CONFLICT (lpdu_id) DO UPDATE SET dag_event_id=excluded.dag_event_id, sender=excluded.sender`
+	confirmLPDUQuery = `INSERT INTO bridge_event (` + eventColumns + `) VALUES ($1, NULL, $2, $3, $4, 'dag', '', $5)
+		ON CONFLICT (lpdu_id) DO UPDATE SET lm_event_id=excluded.lm_event_id WHERE bridge_event.lm_event_id IS NULL`
 )
 
 // Origin is the side an event was first sent on.
@@ -38,6 +43,7 @@ type EventMapping struct {
 	LMEventID  string
 	LPDUID     string
 	Origin     Origin
+	Sender     string
 	CreatedAt  time.Time
 }
 
@@ -45,7 +51,7 @@ func scanEvent(row dbutil.Scannable) (*EventMapping, error) {
 	var m EventMapping
 	var dagEventID, lmEventID, lpduID sql.NullString
 	var createdAt int64
-	if err := row.Scan(&m.DAGRoomID, &dagEventID, &m.LMRoomID, &lmEventID, &lpduID, &m.Origin, &createdAt); err != nil {
+	if err := row.Scan(&m.DAGRoomID, &dagEventID, &m.LMRoomID, &lmEventID, &lpduID, &m.Origin, &m.Sender, &createdAt); err != nil {
 		return nil, err
 	}
 	m.DAGEventID, m.LMEventID, m.LPDUID = id.EventID(dagEventID.String), lmEventID.String, lpduID.String
@@ -88,17 +94,26 @@ func (db *Database) InsertEvent(ctx context.Context, m *EventMapping) error {
 		return errors.New("failed to insert event mapping: neither side has an event ID")
 	}
 	_, err := db.Exec(ctx, insertEventQuery, m.DAGRoomID, nullable(string(m.DAGEventID)), m.LMRoomID,
-		nullable(m.LMEventID), nullable(m.LPDUID), m.Origin, m.CreatedAt.UnixMilli())
+		nullable(m.LMEventID), nullable(m.LPDUID), m.Origin, m.Sender, m.CreatedAt.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("failed to insert event mapping: %w", err)
 	}
 	return nil
 }
 
-// ConfirmLPDU fills in the LM event ID of an LPDU once the hub's PDU for it arrived. It says whether the LPDU was
-// ours and still waiting.
-func (db *Database) ConfirmLPDU(ctx context.Context, lpduID, lmEventID string) (bool, error) {
-	res, err := db.Exec(ctx, confirmLPDUQuery, lpduID, lmEventID)
+// InsertLPDU records a DAG event sent as an LPDU to another hub; ConfirmLPDU adds the LM event ID when the hub's PDU
+// arrives, in either order.
+func (db *Database) InsertLPDU(ctx context.Context, dagRoomID id.RoomID, dagEventID id.EventID, lmRoomID, lpduID, sender string, at time.Time) error {
+	if _, err := db.Exec(ctx, insertLPDUQuery, dagRoomID, dagEventID, lmRoomID, lpduID, sender, at.UnixMilli()); err != nil {
+		return fmt.Errorf("failed to insert LPDU mapping: %w", err)
+	}
+	return nil
+}
+
+// ConfirmLPDU fills in the LM event ID of one of our LPDUs from the hub's PDU. It says whether the row changed: false
+// for an echo seen before.
+func (db *Database) ConfirmLPDU(ctx context.Context, dagRoomID id.RoomID, lmRoomID, lpduID, lmEventID string, at time.Time) (bool, error) {
+	res, err := db.Exec(ctx, confirmLPDUQuery, dagRoomID, lmRoomID, lmEventID, lpduID, at.UnixMilli())
 	if err != nil {
 		return false, fmt.Errorf("failed to confirm LPDU: %w", err)
 	}

@@ -22,6 +22,8 @@ CREATE TABLE bridge_event (
     lm_event_id  TEXT   UNIQUE,
     lpdu_id      TEXT   UNIQUE,
     origin       TEXT   NOT NULL CHECK (origin IN ('dag', 'lm')),
+    -- Who sent the original, on its own side: the one to tell when the other side refuses it.
+    sender       TEXT   NOT NULL DEFAULT '',
     created_at   BIGINT NOT NULL,
     CHECK (dag_event_id IS NOT NULL OR lm_event_id IS NOT NULL)
 );

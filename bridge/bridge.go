@@ -1,0 +1,154 @@
+// Package bridge links DAG rooms on the homeserver with LM rooms: the links themselves, the ID and user maps, the
+// translation of events both ways, echo suppression, the bot's commands and the provisioning API. It sees the
+// homeserver through MatrixSide and the LM engine through LMSide, and receives both sides' events as a
+// dagview.Listener and a linearize.Listener.
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/bridge/bridgedb"
+	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/dagview"
+	"github.com/lmbridge/lmbridge/linearize"
+)
+
+// MembershipUnban is the membership MatrixSide.SetMembership takes to lift a ban (a leave sent by someone else to a
+// banned user, which the client-server API spells /unban).
+const MembershipUnban event.Membership = "unban"
+
+// MatrixSide is the homeserver as the bridge acts on it: as the bot or as a ghost. MatrixAppService is the real one.
+type MatrixSide interface {
+	// SendMessage sends a message event as sender (joining first), with origin_server_ts ts when not zero and a
+	// transaction ID derived from key, so that a retry of the same logical event is not posted twice.
+	SendMessage(ctx context.Context, roomID id.RoomID, sender id.UserID, evtType event.Type, content any, ts time.Time, key string) (id.EventID, error)
+	// SendState sets a state event as sender, with origin_server_ts ts when not zero.
+	SendState(ctx context.Context, roomID id.RoomID, sender id.UserID, evtType event.Type, stateKey string, content any, ts time.Time) (id.EventID, error)
+	// Redact redacts target as sender, with a transaction ID derived from key.
+	Redact(ctx context.Context, roomID id.RoomID, sender id.UserID, target id.EventID, reason, key string) (id.EventID, error)
+	// SetMembership changes target's membership as sender: join, leave, knock (sender == target), invite, leave
+	// (a kick), ban or MembershipUnban.
+	SetMembership(ctx context.Context, roomID id.RoomID, sender, target id.UserID, membership event.Membership, reason string) error
+	// SetProfile registers user if needed and sets its display name and avatar (empty values left alone).
+	SetProfile(ctx context.Context, user id.UserID, displayname string, avatar id.ContentURI) error
+	// CreateRoom creates a room as creator.
+	CreateRoom(ctx context.Context, creator id.UserID, req *mautrix.ReqCreateRoom) (id.RoomID, error)
+	// StateEvents returns the DAG room's current state as dagview keeps it.
+	StateEvents(ctx context.Context, roomID id.RoomID) ([]*event.Event, error)
+}
+
+// LMSide is the LM engine as the bridge uses it; *linearize.Engine is the real one.
+type LMSide interface {
+	ServerName() string
+	CreateRoom(ctx context.Context, creator string, initial []linearize.InitialState) (string, error)
+	// SendEvent returns the event ID in a room we are hub of, the LPDU ID in a room another hub owns.
+	SendEvent(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time) (string, error)
+	InviteUser(ctx context.Context, roomID, sender, target string) (string, error)
+	Join(ctx context.Context, roomID, userID, hub string) (string, error)
+	Knock(ctx context.Context, roomID, userID, hub string) ([]json.RawMessage, error)
+	Leave(ctx context.Context, roomID, userID string) (string, error)
+	CurrentState(ctx context.Context, roomID string) ([]linearize.StateEntry, error)
+	GetEventByID(ctx context.Context, eventID string) (*linearize.StoredEvent, error)
+}
+
+var (
+	_ LMSide             = (*linearize.Engine)(nil)
+	_ linearize.Listener = (*Bridge)(nil)
+	_ dagview.Listener   = (*Bridge)(nil)
+)
+
+// Params are what New needs.
+type Params struct {
+	Config config.Bridge
+	// DB is the shared database; the bridge keeps its tables under the bridge_version version table.
+	DB     *dbutil.Database
+	Users  *UserMapper
+	Matrix MatrixSide
+	LM     LMSide
+	// Now is the clock for stored timestamps; time.Now by default.
+	Now func() time.Time
+	// Log is for the database's own logging; request handling logs through the logger in ctx.
+	Log zerolog.Logger
+}
+
+// Bridge links DAG rooms and LM rooms.
+type Bridge struct {
+	cfg    config.Bridge
+	db     *bridgedb.Database
+	users  *UserMapper
+	matrix MatrixSide
+	lm     LMSide
+	tr     *translator
+	now    func() time.Time
+	// botLM is the bot's identity on LM: the creator of the LM rooms we host, and the author of notices there.
+	botLM string
+}
+
+// New makes a Bridge; call Upgrade before handing it events.
+func New(p Params) (*Bridge, error) {
+	if p.DB == nil || p.Users == nil || p.Matrix == nil || p.LM == nil {
+		return nil, errors.New("bridge needs a database, a user mapper, a Matrix side and an LM side")
+	}
+	if p.Users.LMServerName != p.LM.ServerName() {
+		return nil, fmt.Errorf("user mapper's LM server %s is not the engine's %s", p.Users.LMServerName, p.LM.ServerName())
+	}
+	botLM, err := p.Users.LMUserOf(p.Users.BotUserID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to map the bot to LM: %w", err)
+	}
+	br := &Bridge{
+		cfg:    p.Config,
+		db:     bridgedb.New(p.DB, dbutil.ZeroLogger(p.Log.With().Str("db_section", "bridge").Logger())),
+		users:  p.Users,
+		matrix: p.Matrix,
+		lm:     p.LM,
+		now:    p.Now,
+		botLM:  botLM,
+	}
+	if br.now == nil {
+		br.now = time.Now
+	}
+	if br.cfg.CommandPrefix == "" {
+		br.cfg.CommandPrefix = "!lm"
+	}
+	br.tr = &translator{users: p.Users, ids: br}
+	return br, nil
+}
+
+// Upgrade brings the bridge's tables to the latest version.
+func (br *Bridge) Upgrade(ctx context.Context) error {
+	return br.db.Upgrade(ctx)
+}
+
+// DB is the bridge's storage, for tests and tools.
+func (br *Bridge) DB() *bridgedb.Database {
+	return br.db
+}
+
+// LMEventOf returns the LM event a DAG event became (or came from), "" if none.
+func (br *Bridge) LMEventOf(ctx context.Context, dagEventID id.EventID) (string, error) {
+	m, err := br.db.GetEventByDAG(ctx, dagEventID)
+	if err != nil || m == nil {
+		return "", err
+	}
+	return m.LMEventID, nil
+}
+
+// DAGEventOf returns the DAG event an LM event became (or came from), "" if none.
+func (br *Bridge) DAGEventOf(ctx context.Context, lmEventID string) (id.EventID, error) {
+	m, err := br.db.GetEventByLM(ctx, lmEventID)
+	if err != nil || m == nil {
+		return "", err
+	}
+	return m.DAGEventID, nil
+}

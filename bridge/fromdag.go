@@ -1,0 +1,251 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/bridge/bridgedb"
+	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/linearize/auth"
+	"github.com/lmbridge/lmbridge/linearize/federation"
+)
+
+// sent is what crossed for one event: the ID on the other side, and whether it is an LPDU ID awaiting the hub's echo.
+type sent struct {
+	lmID   string
+	isLPDU bool
+}
+
+// HandleDAGEvent takes one event of a DAG room, in the room's order (dagview.Listener). An error means the event
+// could not be handled for a reason that may pass (the database, the network) and should be offered again; an event
+// that cannot cross for good is answered with a notice to its sender and counts as handled.
+func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
+	if outcome, err := br.db.Processed(ctx, bridgedb.OriginDAG, string(evt.ID)); err != nil {
+		return err
+	} else if outcome != "" {
+		return nil
+	}
+	link, err := br.db.GetLinkByDAGRoom(ctx, evt.RoomID)
+	if err != nil {
+		return err
+	}
+	out, err := br.handleDAG(ctx, evt, link)
+	outcome := bridgedb.OutcomeBridged
+	switch {
+	case errors.Is(err, errSkip):
+		outcome = bridgedb.OutcomeSkipped
+	case err != nil && isPermanent(err):
+		outcome = bridgedb.OutcomeFailed
+		br.refuseDAG(ctx, evt, link, err)
+	case err != nil:
+		return err
+	}
+	return br.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if out != nil && out.lmID != "" && link != nil {
+			if out.isLPDU {
+				err = br.db.InsertLPDU(ctx, evt.RoomID, evt.ID, link.LMRoomID, out.lmID, string(evt.Sender), br.now())
+			} else {
+				err = br.db.InsertEvent(ctx, &bridgedb.EventMapping{DAGRoomID: evt.RoomID, DAGEventID: evt.ID,
+					LMRoomID: link.LMRoomID, LMEventID: out.lmID, Origin: bridgedb.OriginDAG,
+					Sender: string(evt.Sender), CreatedAt: br.now()})
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return br.db.MarkProcessed(ctx, bridgedb.OriginDAG, string(evt.ID), outcome, br.now())
+	})
+}
+
+func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridgedb.Link) (*sent, error) {
+	if br.users.IsPuppet(evt.Sender) {
+		// Our bot and our ghosts only ever say what the bridge made them say.
+		return nil, errSkip
+	}
+	if body, ok := commandBody(evt); ok {
+		if args, isCmd := br.parseCommand(body); isCmd {
+			br.handleCommand(ctx, evt, link, args)
+			return nil, errSkip
+		}
+	}
+	if link == nil {
+		return nil, errSkip
+	}
+	if link.Status == bridgedb.LinkPendingJoin {
+		return nil, br.handlePortalMember(ctx, evt, link)
+	}
+	isState := evt.StateKey != nil
+	if err := classify(evt.Type.Type, isState); err != nil {
+		return nil, err
+	}
+	if isState && evt.Type == event.StateMember {
+		return br.dagMemberToLM(ctx, evt, link)
+	}
+	sender, err := br.users.LMUserOf(evt.Sender)
+	if err != nil {
+		return nil, err
+	}
+	content, err := parseContent(evt.Content.VeryRaw)
+	if err != nil {
+		return nil, err
+	}
+	if isState {
+		var creators []id.UserID
+		if evt.Type == event.StatePowerLevels {
+			if creators, err = br.dagCreators(ctx, evt.RoomID); err != nil {
+				return nil, err
+			}
+		}
+		if content, err = br.tr.translateState(ctx, toLM, evt.Type.Type, content, creators, nil); err != nil {
+			return nil, err
+		}
+		if evt.Type == event.StatePowerLevels && link.Role == bridgedb.RoleHub {
+			// The bridge stays able to act in the rooms it hosts whatever the DAG room says about its bot.
+			content["users"].(map[string]any)[br.botLM] = creatorLevel
+		}
+	} else {
+		if evt.Type == event.EventRedaction && evt.Redacts != "" {
+			content["redacts"] = string(evt.Redacts)
+		}
+		if content, err = br.tr.translateMessage(ctx, toLM, content); err != nil {
+			return nil, err
+		}
+	}
+	lmID, err := br.lm.SendEvent(ctx, link.LMRoomID, sender, evt.Type.Type, evt.StateKey, content, ts(evt.Timestamp))
+	if err != nil {
+		return nil, fmt.Errorf("failed to send to LM: %w", err)
+	}
+	return &sent{lmID: lmID, isLPDU: link.Role == bridgedb.RoleParticipant}, nil
+}
+
+// dagMemberToLM carries a membership change of a Matrix user (or a change a Matrix user made to a ghost) to LM.
+func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bridgedb.Link) (*sent, error) {
+	target := id.UserID(*evt.StateKey)
+	if target == br.users.BotUserID {
+		return nil, errSkip
+	}
+	content, err := parseContent(evt.Content.VeryRaw)
+	if err != nil {
+		return nil, err
+	}
+	var prev Content
+	if evt.Unsigned.PrevContent != nil {
+		prev, _ = parseContent(evt.Unsigned.PrevContent.VeryRaw)
+	}
+	senderLM, err := br.users.LMUserOf(evt.Sender)
+	if err != nil {
+		return nil, err
+	}
+	targetLM, err := br.users.LMUserOf(target)
+	if err != nil {
+		return nil, err
+	}
+	mc := parseMember(senderLM, targetLM, content, prev)
+	if !isKnownMembership(mc.Membership) {
+		return nil, fmt.Errorf("%w (membership %q)", ErrUnsupportedType, mc.Membership)
+	}
+	room, hub, self := link.LMRoomID, link.HubServer, evt.Sender == target
+	var lmID string
+	switch {
+	case mc.Membership == event.MembershipJoin && self:
+		lmID, err = br.joinLM(ctx, link, targetLM, mc)
+	case mc.Membership == event.MembershipKnock && self && link.Role == bridgedb.RoleParticipant:
+		_, err = br.lm.Knock(ctx, room, targetLM, hub)
+	case mc.Membership == event.MembershipLeave && self && link.Role == bridgedb.RoleParticipant:
+		_, err = br.lm.Leave(ctx, room, targetLM)
+	case mc.Membership == event.MembershipInvite:
+		lmID, err = br.lm.InviteUser(ctx, room, senderLM, targetLM)
+	default:
+		// Kicks, bans, unbans, and leaves and knocks in a room we host are plain member events on LM.
+		lmID, err = br.lm.SendEvent(ctx, room, senderLM, event.StateMember.Type, &targetLM, mc.content(), ts(evt.Timestamp))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to carry %s of %s to LM: %w", mc.Membership, target, err)
+	}
+	if link.Role != bridgedb.RoleHub {
+		// As participant, membership goes through make_/send_ calls or /invite whose answers are not LPDU IDs the
+		// echo could be matched by; nothing refers to member events by ID, so none is recorded.
+		return nil, nil
+	}
+	return &sent{lmID: lmID}, nil
+}
+
+// joinLM joins a Matrix user's LM identity to the LM room: as hub a hub-local join, invited by the bot first when
+// the join rules want an invite; as participant make_join/send_join through the hub. A join over a join is a profile
+// change.
+func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string, mc memberChange) (string, error) {
+	content := mc.content()
+	if link.Role == bridgedb.RoleHub || mc.PrevMembership == event.MembershipJoin {
+		evtID, err := br.lm.SendEvent(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now())
+		if err == nil || link.Role != bridgedb.RoleHub || !isForbidden(err) {
+			return evtID, err
+		}
+		if _, err = br.lm.InviteUser(ctx, link.LMRoomID, br.botLM, userLM); err != nil {
+			return "", fmt.Errorf("failed to invite %s before joining: %w", userLM, err)
+		}
+		return br.lm.SendEvent(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now())
+	}
+	evtID, err := br.lm.Join(ctx, link.LMRoomID, userLM, link.HubServer)
+	if err != nil {
+		return "", err
+	}
+	if mc.Displayname != "" || mc.AvatarURL != "" {
+		// make_join's template carries no profile; a second join sets it.
+		if _, err = br.lm.SendEvent(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now()); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Str("lm_user", userLM).Msg("Failed to set profile on LM after joining")
+		}
+	}
+	return evtID, nil
+}
+
+// dagCreators returns the v12 creators of a DAG room from dagview's state.
+func (br *Bridge) dagCreators(ctx context.Context, roomID id.RoomID) ([]id.UserID, error) {
+	state, err := br.matrix.StateEvents(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read room state: %w", err)
+	}
+	return roomCreators(findState(state, event.StateCreate, "")), nil
+}
+
+func findState(state []*event.Event, evtType event.Type, stateKey string) *event.Event {
+	for _, evt := range state {
+		if evt.Type == evtType && evt.StateKey != nil && *evt.StateKey == stateKey {
+			return evt
+		}
+	}
+	return nil
+}
+
+func isForbidden(err error) bool {
+	return errors.Is(err, linearize.ErrForbidden) || errors.Is(err, auth.ErrForbidden)
+}
+
+// isPermanent says whether an error means the event can never cross (tell the sender) rather than not yet (retry).
+func isPermanent(err error) bool {
+	var fedErr *federation.Error
+	if errors.As(err, &fedErr) {
+		return fedErr.Status >= 400 && fedErr.Status < 500 && fedErr.Status != http.StatusTooManyRequests
+	}
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.Response != nil {
+		code := httpErr.Response.StatusCode
+		return code >= 400 && code < 500 && code != http.StatusTooManyRequests
+	}
+	for _, perm := range []error{ErrUnsupportedType, ErrTooLarge, ErrUnknownTarget, ErrEncrypted, ErrInvalidUserID,
+		ErrUserIDTooLong, ErrNotOurs, linearize.ErrForbidden, auth.ErrForbidden, linearize.ErrUnknownRoom,
+		linearize.ErrNotJoined, linearize.ErrNotOurUser} {
+		if errors.Is(err, perm) {
+			return true
+		}
+	}
+	var syntaxErr *json.SyntaxError
+	return errors.As(err, &syntaxErr)
+}

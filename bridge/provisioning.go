@@ -1,0 +1,203 @@
+package bridge
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/bridge/bridgedb"
+)
+
+// ProvisioningPrefix is where the provisioning API lives on the application-service listener.
+const ProvisioningPrefix = "/_lmbridge/provision/v1"
+
+// maxProvisioningBody caps request bodies; a link request is a few hundred bytes.
+const maxProvisioningBody = 64 * 1024
+
+// provisioningError is a Matrix-style JSON error.
+type provisioningError struct {
+	ErrCode string `json:"errcode"`
+	Error   string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func writeError(w http.ResponseWriter, status int, errcode, msg string) {
+	writeJSON(w, status, provisioningError{ErrCode: errcode, Error: msg})
+}
+
+// LinkRequest is the body of POST /links: without lm_room_id a new LM room is created with us as hub; with it (and
+// hub_server) the DAG room joins that LM room, as user_id.
+type LinkRequest struct {
+	DAGRoomID id.RoomID `json:"dag_room_id"`
+	LMRoomID  string    `json:"lm_room_id,omitempty"`
+	HubServer string    `json:"hub_server,omitempty"`
+	UserID    id.UserID `json:"user_id,omitempty"`
+}
+
+// ProvisioningHandler serves the provisioning API (mount it at ProvisioningPrefix + "/"):
+//
+//	GET    /links               every link
+//	POST   /links               create one (LinkRequest)
+//	GET    /links/{dag_room_id} one link with its members
+//	DELETE /links/{dag_room_id} end one
+//
+// Every request needs Authorization: Bearer <bridge.provisioning.shared_secret>; an empty secret disables the API.
+func (br *Bridge) ProvisioningHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+ProvisioningPrefix+"/links", br.provListLinks)
+	mux.HandleFunc("POST "+ProvisioningPrefix+"/links", br.provCreateLink)
+	mux.HandleFunc("GET "+ProvisioningPrefix+"/links/{roomID}", br.provGetLink)
+	mux.HandleFunc("DELETE "+ProvisioningPrefix+"/links/{roomID}", br.provDeleteLink)
+	mux.HandleFunc(ProvisioningPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request")
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secret := br.cfg.Provisioning.SharedSecret
+		if secret == "" {
+			writeError(w, http.StatusNotFound, "M_UNRECOGNIZED", "The provisioning API is disabled (bridge.provisioning.shared_secret is empty)")
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			writeError(w, http.StatusUnauthorized, "M_MISSING_TOKEN", "Missing Authorization: Bearer <shared secret>")
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(token), []byte(secret)) != 1 {
+			writeError(w, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Wrong provisioning secret")
+			return
+		}
+		// A mux answers a known path with the wrong method with a plain-text 405; ours speaks JSON.
+		if _, pattern := mux.Handler(r); pattern == "" && !strings.HasSuffix(r.URL.Path, "/") && isKnownPath(r.URL.Path) {
+			writeError(w, http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method "+r.Method+" is not allowed here")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func isKnownPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, ProvisioningPrefix+"/links")
+	return ok && (rest == "" || strings.Count(rest, "/") == 1 && len(rest) > 1)
+}
+
+func (br *Bridge) provListLinks(w http.ResponseWriter, r *http.Request) {
+	links, err := br.db.ListLinks(r.Context())
+	if err != nil {
+		br.provInternal(w, r, err)
+		return
+	}
+	if links == nil {
+		links = []*bridgedb.Link{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"links": links})
+}
+
+func (br *Bridge) provGetLink(w http.ResponseWriter, r *http.Request) {
+	roomID := id.RoomID(r.PathValue("roomID"))
+	st, err := br.Status(r.Context(), roomID)
+	if errors.Is(err, ErrNotLinked) {
+		writeError(w, http.StatusNotFound, "M_NOT_FOUND", "Room "+string(roomID)+" is not linked")
+		return
+	} else if err != nil {
+		br.provInternal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (br *Bridge) provCreateLink(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxProvisioningBody+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "M_BAD_JSON", "Failed to read request body")
+		return
+	} else if len(body) > maxProvisioningBody {
+		writeError(w, http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "Request body is larger than 64 KiB")
+		return
+	}
+	if !json.Valid(body) {
+		writeError(w, http.StatusBadRequest, "M_NOT_JSON", "Request body is not JSON")
+		return
+	}
+	var req LinkRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err = dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "M_BAD_JSON", "Request body does not match a link request: "+err.Error())
+		return
+	}
+	if msg := req.validate(); msg != "" {
+		writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", msg)
+		return
+	}
+	var link *bridgedb.Link
+	if req.LMRoomID == "" {
+		by := string(req.UserID)
+		if by == "" {
+			by = "provisioning API"
+		}
+		link, err = br.LinkAsHub(r.Context(), req.DAGRoomID, by)
+	} else {
+		link, err = br.LinkToLM(r.Context(), req.DAGRoomID, req.LMRoomID, req.HubServer, req.UserID)
+	}
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusCreated, link)
+	case errors.Is(err, ErrAlreadyLinked):
+		writeError(w, http.StatusConflict, "M_ROOM_IN_USE", err.Error())
+	case errors.Is(err, ErrEncryptedRoom):
+		writeError(w, http.StatusForbidden, "M_FORBIDDEN", err.Error())
+	case errors.Is(err, ErrInvalidLinkRequest), errors.Is(err, ErrInvalidUserID), errors.Is(err, ErrUserIDTooLong):
+		writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", err.Error())
+	case errors.Is(err, ErrLMJoinFailed):
+		writeError(w, http.StatusBadGateway, "M_UNKNOWN", err.Error())
+	default:
+		br.provInternal(w, r, err)
+	}
+}
+
+func (req *LinkRequest) validate() string {
+	switch {
+	case !strings.HasPrefix(string(req.DAGRoomID), "!") || len(req.DAGRoomID) < 2:
+		return "dag_room_id must be a room ID (!…)"
+	case req.LMRoomID == "" && req.HubServer != "":
+		return "hub_server needs lm_room_id"
+	case req.LMRoomID != "" && (req.HubServer == "" || req.UserID == ""):
+		return "linking to an existing LM room needs hub_server and the user_id of a joined Matrix user who joins it first"
+	case req.LMRoomID != "" && !strings.HasPrefix(req.LMRoomID, "!"):
+		return "lm_room_id must be a room ID (!…)"
+	case req.UserID != "":
+		if _, _, err := splitUserID(string(req.UserID)); err != nil {
+			return "user_id must be a user ID (@localpart:server)"
+		}
+	}
+	return ""
+}
+
+func (br *Bridge) provDeleteLink(w http.ResponseWriter, r *http.Request) {
+	roomID := id.RoomID(r.PathValue("roomID"))
+	link, err := br.Unlink(r.Context(), roomID)
+	if errors.Is(err, ErrNotLinked) {
+		writeError(w, http.StatusNotFound, "M_NOT_FOUND", "Room "+string(roomID)+" is not linked")
+		return
+	} else if err != nil {
+		br.provInternal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, link)
+}
+
+func (br *Bridge) provInternal(w http.ResponseWriter, r *http.Request, err error) {
+	zerolog.Ctx(r.Context()).Err(err).Str("path", r.URL.Path).Msg("Provisioning request failed")
+	writeError(w, http.StatusInternalServerError, "M_UNKNOWN", "Internal error: "+err.Error())
+}
