@@ -1,7 +1,8 @@
 // Package canonicaljson encodes JSON in Matrix canonical form: object keys sorted by Unicode code point, no
 // insignificant whitespace, the shortest escape for every string (only '"', '\\' and control characters are escaped;
 // U+2028/U+2029 and '<', '>', '&' are written as they are), integers only, within ±(2^53−1), valid UTF-8 and no
-// duplicate keys.
+// duplicate keys. A number written with a fraction or exponent is accepted only if its value is a whole number (the
+// specification's own example turns 1e10 into 10000000000); 1.5 is ErrFloat.
 //
 // For every input Linearized Matrix allows (integers only, no floats) the output is byte-identical to RFC 8785 (JCS),
 // which the LM draft names, except for keys that mix characters outside the Basic Multilingual Plane with characters

@@ -106,19 +106,19 @@ func appendAny(dst []byte, v any, depth int) ([]byte, error) {
 		}
 		return append(dst, ']'), nil
 	case map[string]any:
-		return appendMap(dst, x, depth, func(dst []byte, v any) ([]byte, error) { return appendAny(dst, v, depth+1) })
+		return appendMap(dst, x, func(dst []byte, v any) ([]byte, error) { return appendAny(dst, v, depth+1) })
 	case map[string]string:
-		return appendMap(dst, x, depth, func(dst []byte, v string) ([]byte, error) { return appendAny(dst, v, depth+1) })
+		return appendMap(dst, x, func(dst []byte, v string) ([]byte, error) { return appendAny(dst, v, depth+1) })
 	case map[string]json.RawMessage:
-		return appendMap(dst, x, depth, func(dst []byte, v json.RawMessage) ([]byte, error) { return AppendCanonical(dst, v) })
+		return appendMap(dst, x, func(dst []byte, v json.RawMessage) ([]byte, error) { return AppendCanonical(dst, v) })
 	case map[string]map[string]string:
-		return appendMap(dst, x, depth, func(dst []byte, v map[string]string) ([]byte, error) {
+		return appendMap(dst, x, func(dst []byte, v map[string]string) ([]byte, error) {
 			return appendAny(dst, v, depth+1)
 		})
 	case map[string]int64:
-		return appendMap(dst, x, depth, func(dst []byte, v int64) ([]byte, error) { return appendInt(dst, v) })
+		return appendMap(dst, x, func(dst []byte, v int64) ([]byte, error) { return appendInt(dst, v) })
 	case map[string]int:
-		return appendMap(dst, x, depth, func(dst []byte, v int) ([]byte, error) { return appendInt(dst, int64(v)) })
+		return appendMap(dst, x, func(dst []byte, v int) ([]byte, error) { return appendInt(dst, int64(v)) })
 	}
 	raw, err := json.Marshal(v)
 	if err != nil {
@@ -127,7 +127,7 @@ func appendAny(dst []byte, v any, depth int) ([]byte, error) {
 	return AppendCanonical(dst, raw)
 }
 
-func appendMap[V any](dst []byte, m map[string]V, depth int, enc func([]byte, V) ([]byte, error)) ([]byte, error) {
+func appendMap[V any](dst []byte, m map[string]V, enc func([]byte, V) ([]byte, error)) ([]byte, error) {
 	if m == nil {
 		return append(dst, "null"...), nil
 	}
@@ -152,7 +152,6 @@ func appendMap[V any](dst []byte, m map[string]V, depth int, enc func([]byte, V)
 			return dst, err
 		}
 	}
-	_ = depth
 	return append(dst, '}'), nil
 }
 

@@ -140,7 +140,7 @@ func (p *parser) number(v *Value) error {
 		switch p.data[p.pos] {
 		case '.', 'e', 'E':
 			p.pos = start
-			return p.fail(ErrFloat, "")
+			return p.decimal(v)
 		case '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
 			return p.fail(ErrInvalidJSON, "leading zero in a number")
 		}
@@ -152,6 +152,99 @@ func (p *parser) number(v *Value) error {
 	if neg {
 		n = -n
 	}
+	v.Kind, v.Int = Integer, n
+	return nil
+}
+
+// decimal handles a number with a fraction or an exponent. The Matrix specification's own canonical JSON example
+// turns 1e10 into 10000000000 and -0 into 0, so a number whose value is a whole number in range is accepted and
+// written as an integer (RFC 8785 writes the same bytes); any other value is ErrFloat.
+func (p *parser) decimal(v *Value) error {
+	start := p.pos
+	neg := false
+	if p.data[p.pos] == '-' {
+		neg = true
+		p.pos++
+	}
+	// Significant digits of integer and fraction part, and how many of them are after the point.
+	var digits []byte
+	fracDigits := 0
+	for p.pos < len(p.data) && p.data[p.pos] >= '0' && p.data[p.pos] <= '9' {
+		digits = append(digits, p.data[p.pos])
+		p.pos++
+	}
+	if p.pos < len(p.data) && p.data[p.pos] == '.' {
+		p.pos++
+		n := 0
+		for p.pos < len(p.data) && p.data[p.pos] >= '0' && p.data[p.pos] <= '9' {
+			digits = append(digits, p.data[p.pos])
+			p.pos++
+			n++
+		}
+		if n == 0 {
+			return p.fail(ErrInvalidJSON, "no digits after the decimal point")
+		}
+		fracDigits = n
+	}
+	exp := 0
+	if p.pos < len(p.data) && (p.data[p.pos] == 'e' || p.data[p.pos] == 'E') {
+		p.pos++
+		expNeg := false
+		if p.pos < len(p.data) && (p.data[p.pos] == '+' || p.data[p.pos] == '-') {
+			expNeg = p.data[p.pos] == '-'
+			p.pos++
+		}
+		n := 0
+		for p.pos < len(p.data) && p.data[p.pos] >= '0' && p.data[p.pos] <= '9' {
+			if exp < 1_000_000 {
+				exp = exp*10 + int(p.data[p.pos]-'0')
+			}
+			p.pos++
+			n++
+		}
+		if n == 0 {
+			return p.fail(ErrInvalidJSON, "no digits in the exponent")
+		}
+		if expNeg {
+			exp = -exp
+		}
+	}
+	end := p.pos
+	exp -= fracDigits
+	// Normalise: drop leading zeros, and trailing zeros into the exponent.
+	for len(digits) > 0 && digits[0] == '0' {
+		digits = digits[1:]
+	}
+	for len(digits) > 0 && digits[len(digits)-1] == '0' {
+		digits = digits[:len(digits)-1]
+		exp++
+	}
+	p.pos = start
+	if len(digits) == 0 {
+		p.pos = end
+		v.Kind, v.Int = Integer, 0
+		return nil
+	}
+	if exp < 0 {
+		return p.fail(ErrFloat, "")
+	}
+	if len(digits)+exp > 16 {
+		return p.fail(ErrIntegerRange, "")
+	}
+	var n int64
+	for _, d := range digits {
+		n = n*10 + int64(d-'0')
+	}
+	for i := 0; i < exp; i++ {
+		n *= 10
+	}
+	if n > MaxSafeInteger {
+		return p.fail(ErrIntegerRange, "")
+	}
+	if neg {
+		n = -n
+	}
+	p.pos = end
 	v.Kind, v.Int = Integer, n
 	return nil
 }
