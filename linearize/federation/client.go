@@ -186,7 +186,7 @@ func (c *Client) Do(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	var content []byte
 	if req.Body != nil {
-		if content, err = json.Marshal(req.Body); err != nil {
+		if content, err = marshalJSON(req.Body); err != nil {
 			return nil, fmt.Errorf("failed to encode request body: %w", err)
 		}
 	} else if req.Method == http.MethodPut || req.Method == http.MethodPost {

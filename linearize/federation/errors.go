@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -17,7 +18,7 @@ const (
 
 // WriteJSON writes body as a JSON answer with the given status.
 func WriteJSON(w http.ResponseWriter, status int, body any) {
-	data, err := json.Marshal(body)
+	data, err := marshalJSON(body)
 	if err != nil {
 		status = http.StatusInternalServerError
 		data = []byte(`{"errcode":"M_UNKNOWN","error":"Failed to encode the answer"}`)
@@ -43,4 +44,15 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	zerolog.Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).
 		Msg("Failed to handle federation request")
 	WriteJSON(w, http.StatusInternalServerError, &Error{ErrCode: ErrCodeUnknown, Message: "Internal server error"})
+}
+
+// marshalJSON is json.Marshal without HTML escaping, so that events keep the bytes their senders gave them.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -41,7 +41,7 @@ func (h *recordingHandler) Calls() []string {
 	return append([]string(nil), h.calls...)
 }
 
-var testEvent = json.RawMessage(`{"type":"m.room.message","room_id":"!r:hub","sender":"@a:b","content":{"body":"hi é ✓"},"origin_server_ts":5}`)
+var testEvent = json.RawMessage(`{"type":"m.room.message","room_id":"!r:hub","sender":"@a:b","content":{"body":"hi é ✓ <b>&amp; 😀 \\u0041"},"origin_server_ts":5}`)
 
 func (h *recordingHandler) Send(_ context.Context, origin, txnID string, txn *Transaction) (*SendResponse, error) {
 	if err := h.record("send %s %s %d %d", origin, txnID, len(txn.PDUs), len(txn.EDUs)); err != nil {
@@ -134,7 +134,7 @@ type testPeer struct {
 
 const testMaxRequestBytes = 4096
 
-func newTestPeer(t *testing.T) *testPeer {
+func newTestPeer(t testing.TB) *testPeer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

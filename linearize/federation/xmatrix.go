@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -97,12 +98,50 @@ type signableRequest struct {
 	Content     json.RawMessage `json:"content,omitempty"`
 }
 
+// canonical builds the canonical JSON of the request by hand around the canonicalised content, so that a large body
+// goes through canonicalisation once rather than twice (marshal, then sort).
 func (r *signableRequest) canonical() ([]byte, error) {
-	msg, err := canonicaljson.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("failed to canonicalise request for signing: %w", err)
+	var content []byte
+	if r.Content != nil {
+		var err error
+		if content, err = canonicalise(r.Content); err != nil {
+			return nil, fmt.Errorf("failed to canonicalise request content: %w", err)
+		}
 	}
-	return msg, nil
+	return r.canonicalWith(content)
+}
+
+func canonicalise(data []byte) ([]byte, error) {
+	raw := json.RawMessage(bytes.Clone(data))
+	if err := canonicaljson.Canonicalize(&raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+func (r *signableRequest) canonicalWith(canonicalContent []byte) ([]byte, error) {
+	// Keys in code-point order: content, destination, method, origin, uri.
+	var buf bytes.Buffer
+	buf.Grow(len(canonicalContent) + len(r.URI) + 128)
+	buf.WriteByte('{')
+	if canonicalContent != nil {
+		buf.WriteString(`"content":`)
+		buf.Write(canonicalContent)
+		buf.WriteByte(',')
+	}
+	for i, field := range [...][2]string{{"destination", r.Destination}, {"method", r.Method}, {"origin", r.Origin}, {"uri", r.URI}} {
+		value, err := canonicaljson.Marshal(field[1])
+		if err != nil {
+			return nil, fmt.Errorf("failed to canonicalise request %s: %w", field[0], err)
+		}
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.WriteString(`"` + field[0] + `":`)
+		buf.Write(value)
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
 }
 
 // SignRequest returns the X-Matrix Authorization header for a request. uri is the path with its query as sent on the
@@ -154,12 +193,22 @@ func VerifyRequest(ctx context.Context, keys KeyLookup, ourName, method string, 
 	} else {
 		contents = [][]byte{content}
 	}
+	for i, c := range contents {
+		if c == nil {
+			continue
+		}
+		canonical, err := canonicalise(c)
+		if err != nil {
+			return "", Errorf(http.StatusBadRequest, ErrCodeBadJSON, "Request body cannot be canonicalised")
+		}
+		contents[i] = canonical
+	}
 	var messages [][]byte
 	for _, uri := range uris {
 		for _, c := range contents {
-			msg, err := (&signableRequest{Method: method, URI: uri, Origin: origin, Destination: ourName, Content: c}).canonical()
+			msg, err := (&signableRequest{Method: method, URI: uri, Origin: origin, Destination: ourName}).canonicalWith(c)
 			if err != nil {
-				return "", Errorf(http.StatusBadRequest, ErrCodeBadJSON, "Request body cannot be canonicalised")
+				return "", Errorf(http.StatusBadRequest, ErrCodeBadJSON, "Request cannot be canonicalised")
 			}
 			messages = append(messages, msg)
 		}
