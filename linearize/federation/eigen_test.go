@@ -272,6 +272,12 @@ func TestEigenRequestsThroughServer(t *testing.T) {
 			auth, _ := ParseXMatrixAuth(ex.header("Authorization"))
 			if len(calls) != before+1 || !strings.Contains(calls[len(calls)-1], " "+auth.Origin+" ") {
 				t.Errorf("%s #%d: handler calls %q, want one from %s", file, i, calls[before:], auth.Origin)
+			} else if strings.Contains(ex.uri(), "/make_join/") {
+				// Path parameters reach the handler unescaped, and ver as a list.
+				want := regexp.MustCompile(`^make_join \S+ ![^ ]+:127\.0\.0\.1:300\d @\w+:127\.0\.0\.1:300\d \[org\.matrix\.i-d\.ralston-mimi-linearized-matrix\.02\]$`)
+				if !want.MatchString(calls[len(calls)-1]) {
+					t.Errorf("%s #%d: make_join reached the handler as %q", file, i, calls[len(calls)-1])
+				}
 			}
 			replayed++
 		}

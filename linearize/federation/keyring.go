@@ -72,10 +72,29 @@ func (kr *KeyRing) state(serverName string) *serverKeyState {
 	}
 	st, ok := kr.servers[serverName]
 	if !ok {
+		if len(kr.servers) >= maxKeyRingServers {
+			kr.sweep()
+		}
 		st = &serverKeyState{}
 		kr.servers[serverName] = st
 	}
 	return st
+}
+
+// maxKeyRingServers bounds the ring: origins are named by whoever sends us a request, so without a bound anyone
+// could grow it forever with made-up names.
+const maxKeyRingServers = 10000
+
+// sweep forgets servers whose keys have expired and whose backoff is over; kr.lock is held.
+func (kr *KeyRing) sweep() {
+	now := kr.Now()
+	for name, st := range kr.servers {
+		if now.Before(st.expires) || now.Before(st.nextFetch) || !st.fetch.TryLock() {
+			continue
+		}
+		delete(kr.servers, name)
+		st.fetch.Unlock()
+	}
 }
 
 func (kr *KeyRing) cached(st *serverKeyState, keyID string, now time.Time) ed25519.PublicKey {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -112,5 +113,29 @@ func TestKeyRingCapsValidity(t *testing.T) {
 	tampered, _ := json.Marshal(parsed)
 	if err := kr2.AddServerKeys("remote.example", tampered); !errors.Is(err, ErrKeyResponseUnsigned) {
 		t.Fatalf("answer signed by another key: got %v", err)
+	}
+}
+
+func TestKeyRingForgetsDeadServers(t *testing.T) {
+	now := time.UnixMilli(1795292900000)
+	fetcher := &fakeFetcher{answer: func() ([]byte, error) { return nil, errors.New("no such host") }}
+	kr := &KeyRing{Fetcher: fetcher, Now: func() time.Time { return now }}
+	key := federation.GenerateSigningKey()
+	ks := &KeyServer{ServerName: "kept.example", Key: key, Now: kr.Now}
+	body, _ := ks.Response()
+	if err := kr.AddServerKeys("kept.example", body); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxKeyRingServers + 10 {
+		_, _ = kr.VerifyKey(context.Background(), "made-up-"+strconv.Itoa(i)+".example", "ed25519:x")
+		if i == maxKeyRingServers/2 {
+			now = now.Add(MaxKeyFetchBackoff + time.Minute) // the first half's backoff is over
+		}
+	}
+	if n := len(kr.servers); n > maxKeyRingServers {
+		t.Errorf("ring holds %d servers, bound is %d", n, maxKeyRingServers)
+	}
+	if _, err := kr.VerifyKey(context.Background(), "kept.example", string(key.ID)); err != nil {
+		t.Errorf("a server with valid keys was forgotten: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -97,6 +98,9 @@ func (s *Server) handle(method, pattern string, fn route) {
 		}
 		ctx := zerolog.Ctx(r.Context()).With().Str("origin", in.origin).Logger().WithContext(r.Context())
 		resp, err := fn(ctx, in)
+		if err == nil && isNil(resp) {
+			err = fmt.Errorf("handler for %s returned neither an answer nor an error", pattern)
+		}
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -317,4 +321,16 @@ func (s *Server) sendMembership(membership string) route {
 		}
 		return resp, nil
 	}
+}
+
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
 }

@@ -3,12 +3,14 @@ package federation
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -384,5 +386,30 @@ func TestServerRefusesHostileRequests(t *testing.T) {
 	}
 	if calls := b.handler.Calls(); len(calls) != 4 {
 		t.Errorf("handler calls %q, want 4", calls)
+	}
+}
+
+type nilStateHandler struct{ recordingHandler }
+
+func (*nilStateHandler) State(context.Context, string, string, string) (*StateResponse, error) {
+	return nil, nil
+}
+
+func TestServerRefusesEmptyHandlerAnswer(t *testing.T) {
+	key := federation.GenerateSigningKey()
+	keys := staticKeys{"a.example " + string(key.ID): key.Priv.Public().(ed25519.PublicKey)}
+	srv := httptest.NewServer(NewServer("b.example", http.NotFoundHandler(), keys, &nilStateHandler{}, 0))
+	t.Cleanup(srv.Close)
+	uri := "/_matrix/federation/v1/state/%21r%3Ab.example?event_id=%24e"
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+uri, nil)
+	req.Header.Set("Authorization", sign(t, key, "a.example", "b.example", http.MethodGet, uri, nil))
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var fedErr Error
+	if err = json.NewDecoder(resp.Body).Decode(&fedErr); err != nil || resp.StatusCode != 500 || fedErr.ErrCode != ErrCodeUnknown {
+		t.Errorf("nil answer: %d %+v %v", resp.StatusCode, fedErr, err)
 	}
 }
