@@ -276,3 +276,17 @@ func (tb *testBridge) lmEvent(t testing.TB, eventID string) Content {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func mustJSON(v any) []byte {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return data
+}
+
+// noIDs maps no event at all.
+type noIDs struct{}
+
+func (noIDs) LMEventOf(context.Context, id.EventID) (string, error)  { return "", nil }
+func (noIDs) DAGEventOf(context.Context, string) (id.EventID, error) { return "", nil }

@@ -59,7 +59,12 @@ func (br *Bridge) ProvisioningHandler() http.Handler {
 	mux.HandleFunc("POST "+ProvisioningPrefix+"/links", br.provCreateLink)
 	mux.HandleFunc("GET "+ProvisioningPrefix+"/links/{roomID}", br.provGetLink)
 	mux.HandleFunc("DELETE "+ProvisioningPrefix+"/links/{roomID}", br.provDeleteLink)
+	// Anything the routes above do not take: a known path with the wrong method, or an unknown path.
 	mux.HandleFunc(ProvisioningPrefix+"/", func(w http.ResponseWriter, r *http.Request) {
+		if isKnownPath(r.URL.Path) {
+			writeError(w, http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method "+r.Method+" is not allowed here")
+			return
+		}
 		writeError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request")
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -75,11 +80,6 @@ func (br *Bridge) ProvisioningHandler() http.Handler {
 		}
 		if subtle.ConstantTimeCompare([]byte(token), []byte(secret)) != 1 {
 			writeError(w, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Wrong provisioning secret")
-			return
-		}
-		// A mux answers a known path with the wrong method with a plain-text 405; ours speaks JSON.
-		if _, pattern := mux.Handler(r); pattern == "" && !strings.HasSuffix(r.URL.Path, "/") && isKnownPath(r.URL.Path) {
-			writeError(w, http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method "+r.Method+" is not allowed here")
 			return
 		}
 		mux.ServeHTTP(w, r)
