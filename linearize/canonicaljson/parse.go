@@ -3,6 +3,7 @@ package canonicaljson
 import (
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -11,7 +12,9 @@ import (
 // ±(2^53−1), valid UTF-8 (including no unpaired surrogate escapes), no duplicate keys. Insignificant whitespace is
 // allowed; anything after the value other than whitespace is an error.
 func Parse(raw []byte) (Value, error) {
-	p := parser{data: raw}
+	p := parserPool.Get().(*parser)
+	defer p.release()
+	p.data, p.pos = raw, 0
 	p.skipSpace()
 	var v Value
 	if err := p.value(&v, 0); err != nil {
@@ -22,6 +25,19 @@ func Parse(raw []byte) (Value, error) {
 		return Value{}, p.fail(ErrInvalidJSON, "unexpected data after the top-level value")
 	}
 	return v, nil
+}
+
+// parserPool keeps parsers with their scratch stacks, so that parsing an event allocates only its result.
+var parserPool = sync.Pool{New: func() any { return &parser{} }}
+
+func (p *parser) release() {
+	if cap(p.members) > 1024 || cap(p.items) > 1024 {
+		return // don't keep what a hostile input made large
+	}
+	clear(p.members[:cap(p.members)])
+	clear(p.items[:cap(p.items)])
+	p.members, p.items, p.data = p.members[:0], p.items[:0], nil
+	parserPool.Put(p)
 }
 
 // Canonicalize re-encodes raw JSON in canonical form. It rejects what Parse rejects.
@@ -45,6 +61,9 @@ func AppendCanonical(dst, raw []byte) ([]byte, error) {
 type parser struct {
 	data []byte
 	pos  int
+	// Scratch stacks for the members and items of the containers being parsed.
+	members []Member
+	items   []Value
 }
 
 func (p *parser) fail(err error, detail string) error {
@@ -258,13 +277,16 @@ func (p *parser) array(v *Value, depth int) error {
 		v.Items = []Value{}
 		return nil
 	}
-	items := make([]Value, 0, 4)
+	// Items collect on a scratch stack shared by the whole parse and are copied out once, exactly sized.
+	// On an error the whole parse fails and release resets the stacks, so only the success path pops.
+	base := len(p.items)
 	for {
 		p.skipSpace()
-		items = append(items, Value{})
-		if err := p.value(&items[len(items)-1], depth+1); err != nil {
+		var item Value
+		if err := p.value(&item, depth+1); err != nil {
 			return err
 		}
+		p.items = append(p.items, item)
 		p.skipSpace()
 		if p.pos >= len(p.data) {
 			return p.fail(ErrInvalidJSON, "unterminated array")
@@ -274,7 +296,8 @@ func (p *parser) array(v *Value, depth int) error {
 			p.pos++
 		case ']':
 			p.pos++
-			v.Items = items
+			v.Items = append(make([]Value, 0, len(p.items)-base), p.items[base:]...)
+			p.items = p.items[:base]
 			return nil
 		default:
 			return p.fail(ErrInvalidJSON, "expected ',' or ']' in an array")
@@ -292,7 +315,7 @@ func (p *parser) object(v *Value, depth int) error {
 		return nil
 	}
 	start := p.pos
-	members := make([]Member, 0, 8)
+	base := len(p.members)
 	sorted := true
 	for {
 		p.skipSpace()
@@ -309,13 +332,14 @@ func (p *parser) object(v *Value, depth int) error {
 		}
 		p.pos++
 		p.skipSpace()
-		if n := len(members); n > 0 && members[n-1].Key >= key {
+		if n := len(p.members); n > base && p.members[n-1].Key >= key {
 			sorted = false
 		}
-		members = append(members, Member{Key: key})
-		if err := p.value(&members[len(members)-1].Value, depth+1); err != nil {
+		var val Value
+		if err := p.value(&val, depth+1); err != nil {
 			return err
 		}
+		p.members = append(p.members, Member{Key: key, Value: val})
 		p.skipSpace()
 		if p.pos >= len(p.data) {
 			return p.fail(ErrInvalidJSON, "unterminated object")
@@ -330,6 +354,8 @@ func (p *parser) object(v *Value, depth int) error {
 		p.pos++
 		break
 	}
+	members := append(make([]Member, 0, len(p.members)-base), p.members[base:]...)
+	p.members = p.members[:base]
 	if !sorted {
 		// Go compares strings byte-wise, and UTF-8 byte order is code point order: exactly Matrix's key order.
 		slices.SortStableFunc(members, func(a, b Member) int { return strings.Compare(a.Key, b.Key) })
@@ -365,6 +391,9 @@ func (p *parser) string() (string, error) {
 				return "", p.fail(ErrInvalidUTF8, "")
 			}
 			p.pos++
+			if s, ok := commonString(raw); ok {
+				return s, nil
+			}
 			return string(raw), nil
 		}
 		if c == '\\' {
@@ -479,4 +508,60 @@ func (p *parser) hex4() (rune, bool) {
 	}
 	p.pos += 4
 	return r, true
+}
+
+// commonString returns a constant for the keys and values every Matrix event repeats, so that parsing an event does
+// not allocate them again each time. The switch on string(raw) does not allocate.
+func commonString(raw []byte) (string, bool) {
+	switch string(raw) {
+	case "room_id":
+		return "room_id", true
+	case "type":
+		return "type", true
+	case "state_key":
+		return "state_key", true
+	case "sender":
+		return "sender", true
+	case "origin_server_ts":
+		return "origin_server_ts", true
+	case "content":
+		return "content", true
+	case "hub_server":
+		return "hub_server", true
+	case "hashes":
+		return "hashes", true
+	case "sha256":
+		return "sha256", true
+	case "lpdu":
+		return "lpdu", true
+	case "signatures":
+		return "signatures", true
+	case "auth_events":
+		return "auth_events", true
+	case "prev_events":
+		return "prev_events", true
+	case "unsigned":
+		return "unsigned", true
+	case "event_id":
+		return "event_id", true
+	case "ed25519:1":
+		return "ed25519:1", true
+	case "membership":
+		return "membership", true
+	case "join":
+		return "join", true
+	case "msgtype":
+		return "msgtype", true
+	case "m.text":
+		return "m.text", true
+	case "body":
+		return "body", true
+	case "m.room.message":
+		return "m.room.message", true
+	case "m.room.member":
+		return "m.room.member", true
+	case "":
+		return "", true
+	}
+	return "", false
 }

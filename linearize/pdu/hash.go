@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -16,13 +17,37 @@ var (
 
 func validUTF8(s string) bool { return utf8.ValidString(s) }
 
+// scratchPool holds buffers for the canonical forms that are only hashed or signed and then dropped.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+func getScratch() *[]byte { return scratchPool.Get().(*[]byte) }
+
+func putScratch(b *[]byte) {
+	if cap(*b) > 4*MaxEventBytes {
+		return
+	}
+	*b = (*b)[:0]
+	scratchPool.Put(b)
+}
+
+// hashView returns the SHA-256 of one canonical view of p.
+func (p *PDU) hashView(mode encodeMode) ([32]byte, error) {
+	buf := getScratch()
+	defer putScratch(buf)
+	input, err := p.appendCanonical((*buf)[:0], mode)
+	*buf = input
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(input), nil
+}
+
 // ReferenceHash is the SHA-256 of R(event) without signatures (§9.2).
 func (p *PDU) ReferenceHash() ([]byte, error) {
-	input, err := p.appendCanonical(make([]byte, 0, 512), modeReference)
+	sum, err := p.hashView(modeReference)
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(input)
 	return sum[:], nil
 }
 
@@ -38,11 +63,10 @@ func (p *PDU) EventID() (string, error) {
 
 // LPDUID is the ID of the LPDU a PDU was completed from (its EventID on an LPDU).
 func (p *PDU) LPDUID() (string, error) {
-	input, err := p.appendCanonical(make([]byte, 0, 512), modeLPDUReference)
+	sum, err := p.hashView(modeLPDUReference)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(input)
 	return eventIDFromHash(sum[:]), nil
 }
 
@@ -55,11 +79,10 @@ func eventIDFromHash(sum []byte) string {
 
 // ComputeLPDUHash computes hashes.lpdu.sha256: the LPDU view without signatures and hashes (§9.1 step 1.1).
 func (p *PDU) ComputeLPDUHash() (string, error) {
-	input, err := p.appendCanonical(make([]byte, 0, 1024), modeLPDUHash)
+	sum, err := p.hashView(modeLPDUHash)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(input)
 	return b64.EncodeToString(sum[:]), nil
 }
 
@@ -82,11 +105,10 @@ func (p *PDU) ComputeContentHash() (string, error) {
 	if p.Hashes.LPDU != nil {
 		mode = modePDUHash
 	}
-	input, err := p.appendCanonical(make([]byte, 0, 1024), mode)
+	sum, err := p.hashView(mode)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(input)
 	return b64.EncodeToString(sum[:]), nil
 }
 

@@ -15,7 +15,10 @@ func (p *PDU) SignLPDU(serverName, keyID string, key ed25519.PrivateKey) error {
 	if !p.IsLPDU() {
 		return fmt.Errorf("failed to sign LPDU: %w", ErrNotLPDU)
 	}
-	input, err := p.appendCanonical(make([]byte, 0, 512), modeLPDUReference)
+	buf := getScratch()
+	defer putScratch(buf)
+	input, err := p.appendCanonical((*buf)[:0], modeLPDUReference)
+	*buf = input
 	if err != nil {
 		return fmt.Errorf("failed to encode LPDU for signing: %w", err)
 	}
@@ -26,7 +29,10 @@ func (p *PDU) SignLPDU(serverName, keyID string, key ed25519.PrivateKey) error {
 // SignPDU adds a signature over R(PDU) without signatures: the hub's on a completed LPDU, the only one on a hub-local
 // event, or an invitee's countersignature. Fill hashes.sha256 first (FillContentHash).
 func (p *PDU) SignPDU(serverName, keyID string, key ed25519.PrivateKey) error {
-	input, err := p.appendCanonical(make([]byte, 0, 512), modeReference)
+	buf := getScratch()
+	defer putScratch(buf)
+	input, err := p.appendCanonical((*buf)[:0], modeReference)
+	*buf = input
 	if err != nil {
 		return fmt.Errorf("failed to encode PDU for signing: %w", err)
 	}
@@ -70,7 +76,10 @@ func (p *PDU) Complete(authEvents []string, prevEventID, hubServer, keyID string
 		return "", fmt.Errorf("failed to compute content hash: %w", err)
 	}
 	// The hub's signing input is also the reference hash input: encode once, sign and hash the same bytes.
-	input, err := p.appendCanonical(make([]byte, 0, 768), modeReference)
+	buf := getScratch()
+	defer putScratch(buf)
+	input, err := p.appendCanonical((*buf)[:0], modeReference)
+	*buf = input
 	if err != nil {
 		return "", fmt.Errorf("failed to encode PDU for signing: %w", err)
 	}
@@ -88,9 +97,12 @@ func (p *PDU) VerifySignatures(ctx context.Context, keys KeyLookup) error {
 	if sender == "" {
 		return fmt.Errorf("%w: sender %q has no server name", ErrBadSignature, p.Sender)
 	}
-	buf := make([]byte, 0, 1024)
+	scratch := getScratch()
+	defer putScratch(scratch)
+	buf := (*scratch)[:0]
 	if p.HubServer != "" {
 		input, err := p.appendCanonical(buf, modeLPDUReference)
+		*scratch = input
 		if err != nil {
 			return err
 		}
@@ -101,12 +113,14 @@ func (p *PDU) VerifySignatures(ctx context.Context, keys KeyLookup) error {
 			return nil
 		}
 		input, err = p.appendCanonical(input[:0], modeReference)
+		*scratch = input
 		if err != nil {
 			return err
 		}
 		return p.verifyServer(ctx, keys, p.HubServer, input)
 	}
 	input, err := p.appendCanonical(buf, modeReference)
+	*scratch = input
 	if err != nil {
 		return err
 	}
