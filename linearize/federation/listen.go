@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"time"
@@ -69,15 +70,18 @@ func Serve(ctx context.Context, ln net.Listener, cfg config.LM, handler http.Han
 		}
 	}
 	log := zerolog.Ctx(ctx)
+	// net/http's own complaints (TLS handshakes from scanners and the like) go to our log, not to stderr.
+	srv.ErrorLog = stdlog.New(log.With().Str("component", "federation_http").Logger(), "", 0)
+	useTLS := srv.TLSConfig != nil
 	serveErr := make(chan error, 1)
 	go func() {
-		if srv.TLSConfig != nil {
+		if useTLS {
 			serveErr <- srv.ServeTLS(ln, "", "")
 		} else {
 			serveErr <- srv.Serve(ln)
 		}
 	}()
-	log.Info().Str("address", ln.Addr().String()).Bool("tls", srv.TLSConfig != nil).Msg("Federation listener started")
+	log.Info().Str("address", ln.Addr().String()).Bool("tls", useTLS).Msg("Federation listener started")
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("federation listener failed: %w", err)
