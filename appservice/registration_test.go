@@ -196,3 +196,25 @@ func TestCheckRegistration(t *testing.T) {
 		t.Fatalf("err = %v, want ErrRegistrationStale", err)
 	}
 }
+
+// TestRegistrationExampleIsCurrent keeps registration.yaml.example honest: apart from the tokens, it must be what -g
+// writes for the example config with homeserver.domain: hs.example.
+func TestRegistrationExampleIsCurrent(t *testing.T) {
+	example, err := ReadRegistration("../registration.yaml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte("homeserver: {domain: hs.example}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := GenerateRegistration(cfg, example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantYAML, _ := want.YAML()
+	haveYAML, _ := example.YAML()
+	if wantYAML != haveYAML {
+		t.Fatalf("registration.yaml.example is out of date; -g writes:\n%s\nthe example has:\n%s", wantYAML, haveYAML)
+	}
+}
