@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,11 +69,19 @@ func TestServeTLS(t *testing.T) {
 	server := NewServer(name, NewKeyServer(name, key), NewKeyRing(client), handler, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, cfg, server) }()
+	var protoMajor atomic.Int32
+	recordProto := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protoMajor.Store(int32(r.ProtoMajor))
+		server.ServeHTTP(w, r)
+	})
+	go func() { done <- Serve(ctx, ln, cfg, recordProto) }()
 
 	// The server talks to itself over TLS: key fetch, then a signed request verified with the fetched key.
 	if _, err := client.GetEvent(ctx, name, "$ev"); err != nil {
 		t.Fatalf("signed request over TLS: %v", err)
+	}
+	if protoMajor.Load() != 2 {
+		t.Errorf("our client spoke HTTP/%d, want HTTP/2", protoMajor.Load())
 	}
 	// HTTP/2 and TLS 1.3 are negotiated.
 	raw := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
