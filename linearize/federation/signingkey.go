@@ -22,6 +22,9 @@ func LoadOrGenerateSigningKey(path string) (*SigningKey, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return key, err
 	}
+	if err = os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("failed to create signing key directory: %w", err)
+	}
 	key = federation.GenerateSigningKey()
 	err = writeFileAtomic(path, []byte(key.SynapseString()+"\n"), 0o600)
 	if errors.Is(err, fs.ErrExist) {

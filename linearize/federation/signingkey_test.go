@@ -15,7 +15,7 @@ import (
 )
 
 func TestLoadOrGenerateSigningKey(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "lm.signing.key")
+	path := filepath.Join(t.TempDir(), "data", "lm.signing.key")
 	first, err := LoadOrGenerateSigningKey(path)
 	if err != nil {
 		t.Fatalf("generate: %v", err)
