@@ -125,12 +125,15 @@ func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent) bool {
 		}
 		return ctx.Err() == nil
 	}
+	// Bookkeeping after the handler ran must land even when shutdown cancels ctx, or a finished event would be
+	// handled a second time after the restart.
+	markCtx := context.WithoutCancel(ctx)
 	mautrix.UpdateStateStore(ctx, d.as.stateStore, evt)
 	attempts := ie.attempts
 	for {
 		err = d.handler.HandleEvent(log.WithContext(ctx), evt)
 		if err == nil {
-			if err = d.as.inbox.markHandled(ctx, ie.seq); err != nil {
+			if err = d.as.inbox.markHandled(markCtx, ie.seq); err != nil {
 				log.Err(err).Msg("Failed to mark event handled")
 				return ctx.Err() == nil
 			}
@@ -142,14 +145,14 @@ func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent) bool {
 		attempts++
 		if attempts >= maxHandleAttempts {
 			log.Err(err).Int("attempts", attempts).Msg("Giving up on event after repeated handler failures")
-			if err = d.as.inbox.markGivenUp(ctx, ie.seq, err); err != nil {
+			if err = d.as.inbox.markGivenUp(markCtx, ie.seq, err); err != nil {
 				log.Err(err).Msg("Failed to mark event as given up")
 			}
 			return ctx.Err() == nil
 		}
 		delay := min(time.Duration(1<<attempts)*250*time.Millisecond, maxRetryDelay)
 		log.Warn().Err(err).Int("attempts", attempts).Dur("retry_in", delay).Msg("Event handler failed, retrying")
-		if markErr := d.as.inbox.markAttemptFailed(ctx, ie.seq, err); markErr != nil {
+		if markErr := d.as.inbox.markAttemptFailed(markCtx, ie.seq, err); markErr != nil {
 			log.Err(markErr).Msg("Failed to record handler failure")
 		}
 		if !sleepCtx(ctx, delay) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/exhttp"
@@ -28,16 +29,6 @@ type parsedTransaction struct {
 	events    []storedEvent
 	ephemeral int
 	digest    string
-}
-
-// eventFields are the fields every client-format event must carry; pointers tell "missing" from "empty".
-type eventFields struct {
-	EventID        *string          `json:"event_id"`
-	RoomID         *string          `json:"room_id"`
-	Type           *string          `json:"type"`
-	Sender         *string          `json:"sender"`
-	OriginServerTS *json.Number     `json:"origin_server_ts"`
-	Content        *json.RawMessage `json:"content"`
 }
 
 // badJSON is a body that is JSON but not a valid transaction.
@@ -104,44 +95,42 @@ func parseTransaction(body []byte) (*parsedTransaction, error) {
 
 var errNotObject = errors.New("event must be a JSON object")
 
+// requiredStrings are the string fields every client-format event carries.
+var requiredStrings = []string{"event_id", "room_id", "type", "sender"}
+
 func parseEvent(raw json.RawMessage) (*storedEvent, error) {
-	var fields eventFields
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return nil, fmt.Errorf("field %s has the wrong type (%s)", typeErr.Field, typeErr.Value)
-		}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
 		return nil, errNotObject
 	}
-	required := []struct {
-		name  string
-		value *string
-	}{{"event_id", fields.EventID}, {"room_id", fields.RoomID}, {"type", fields.Type}, {"sender", fields.Sender}}
-	for _, field := range required {
-		if field.value == nil {
-			return nil, fmt.Errorf("missing %s", field.name)
-		} else if *field.value == "" {
-			return nil, fmt.Errorf("field %s is empty", field.name)
+	values := make(map[string]string, len(requiredStrings))
+	for _, name := range requiredStrings {
+		value, ok := fields[name]
+		if !ok {
+			return nil, fmt.Errorf("missing %s", name)
 		}
+		var str string
+		if err := json.Unmarshal(value, &str); err != nil {
+			return nil, fmt.Errorf("field %s must be a string", name)
+		} else if str == "" {
+			return nil, fmt.Errorf("field %s is empty", name)
+		}
+		values[name] = str
 	}
-	if fields.OriginServerTS == nil {
+	if ts, ok := fields["origin_server_ts"]; !ok {
 		return nil, errors.New("missing origin_server_ts")
-	} else if _, err := fields.OriginServerTS.Int64(); err != nil {
+	} else if _, err := strconv.ParseInt(string(ts), 10, 64); err != nil {
 		return nil, errors.New("field origin_server_ts must be an integer")
 	}
-	if fields.Content == nil {
+	if content, ok := fields["content"]; !ok {
 		return nil, errors.New("missing content")
-	} else if len(*fields.Content) == 0 || (*fields.Content)[0] != '{' {
+	} else if content[0] != '{' {
 		return nil, errors.New("field content must be an object")
 	}
-	var stateKey struct {
-		StateKey *json.RawMessage `json:"state_key"`
-	}
-	_ = json.Unmarshal(raw, &stateKey)
-	if stateKey.StateKey != nil && (len(*stateKey.StateKey) == 0 || (*stateKey.StateKey)[0] != '"') {
+	if stateKey, ok := fields["state_key"]; ok && stateKey[0] != '"' {
 		return nil, errors.New("field state_key must be a string")
 	}
-	return &storedEvent{eventID: id.EventID(*fields.EventID), roomID: id.RoomID(*fields.RoomID), raw: raw}, nil
+	return &storedEvent{eventID: id.EventID(values["event_id"]), roomID: id.RoomID(values["room_id"]), raw: raw}, nil
 }
 
 // putTransaction is the durable replacement for mautrix's PutTransaction: the 200 goes out only once the transaction
