@@ -298,3 +298,15 @@ func TestCheckRules(t *testing.T) {
 func plWith(props string) string {
 	return "{" + props + basePL[1:]
 }
+
+func TestUnreadableJoinRuleAppliesAndBlocksJoins(t *testing.T) {
+	s := baseRoom(t)
+	ev := state(TypeJoinRules, "", alice, `{"join_rule":5}`)
+	if err := Check(s, ev); err != nil {
+		t.Fatal(err)
+	}
+	forceApply(t, s, ev)
+	if err := Check(s, member(carol, carol, MembershipJoin)); err == nil {
+		t.Fatal("join allowed under an unreadable join rule")
+	}
+}

@@ -30,6 +30,9 @@ const (
 	JoinRuleKnock  = "knock"
 )
 
+// joinRuleUnreadable stands for a join rules event whose join_rule is missing or not a string.
+const joinRuleUnreadable = "(unreadable)"
+
 // DefaultJoinRule applies when the room has no m.room.join_rules event. The draft leaves it as a TODO; room version 11
 // and eigen both use invite.
 const DefaultJoinRule = JoinRuleInvite
@@ -203,9 +206,11 @@ func (s *State) Apply(eventID string, ev *pdu.PDU) error {
 			}
 			s.powerLevels = pl
 		case k == Key{TypeJoinRules, ""}:
+			// The auth rules accept any content here, so an accepted event must apply: a join_rule that is missing
+			// or not a string becomes a rule no join matches, as in Matrix.
 			jr, err := contentString(ev, "join_rule")
-			if err != nil {
-				return fmt.Errorf("failed to read join rule of %s: %w", eventID, err)
+			if err != nil || jr == "" {
+				jr = joinRuleUnreadable
 			}
 			s.joinRule = jr
 		case k == Key{TypeCreate, ""}:
@@ -255,8 +260,8 @@ func contentString(ev *pdu.PDU, key string) (string, error) {
 	prefix := `{"` + key + `":"`
 	if len(c) > len(prefix)+2 && string(c[:len(prefix)]) == prefix {
 		rest := c[len(prefix):]
-		if end := strings.IndexByte(string(rest), '"'); end >= 0 && strings.IndexByte(string(rest[:end]), '\\') < 0 &&
-			(string(rest[end+1:]) == "}" || rest[end+1] == ',') {
+		if end := strings.IndexByte(string(rest), '"'); end >= 0 && end+1 < len(rest) &&
+			strings.IndexByte(string(rest[:end]), '\\') < 0 && (string(rest[end+1:]) == "}" || rest[end+1] == ',') {
 			return string(rest[:end]), nil
 		}
 	}
