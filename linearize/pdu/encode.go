@@ -2,6 +2,7 @@ package pdu
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strconv"
 
@@ -46,6 +47,23 @@ func (p *PDU) Canonical() ([]byte, error) {
 // AppendCanonical appends Canonical's output to dst.
 func (p *PDU) AppendCanonical(dst []byte) ([]byte, error) {
 	return p.appendCanonical(dst, 0)
+}
+
+// CheckSize returns an error wrapping ErrEventTooLarge if the event's canonical JSON, signatures included, is more
+// than MaxEventBytes (§3.5). Parse enforces it on the way in; SignLPDU and Complete on the way out, since translated
+// content and added signatures can push an event over the limit.
+func (p *PDU) CheckSize() error {
+	buf := getScratch()
+	defer putScratch(buf)
+	out, err := p.appendCanonical((*buf)[:0], 0)
+	*buf = out
+	if err != nil {
+		return err
+	}
+	if len(out) > MaxEventBytes {
+		return &FormatError{Reason: fmt.Sprintf("is %d bytes of canonical JSON, more than 65536", len(out)), Err: ErrEventTooLarge}
+	}
+	return nil
 }
 
 // MarshalJSON writes the canonical form, so that a PDU inside a larger response (send_join, /send) is encoded

@@ -139,3 +139,34 @@ func TestContentHashMismatchOnLPDU(t *testing.T) {
 		t.Fatalf("got %v %+v", err, res)
 	}
 }
+
+func TestSizeLimitOnTheWayOut(t *testing.T) {
+	key := testKey("p")
+	big := make([]byte, MaxEventBytes)
+	for i := range big {
+		big[i] = 'a'
+	}
+	p := &PDU{RoomID: "!r:hub", Type: "m.room.message", Sender: "@a:p", HubServer: "hub"}
+	if err := p.SetContent(map[string]string{"body": string(big[:MaxEventBytes-400])}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.FillLPDUHash(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SignLPDU("p", "ed25519:1", key); err != nil {
+		t.Fatalf("an LPDU just under the limit: %v", err)
+	}
+	// The hub's additions push it over.
+	auth := []string{"$" + string(big[:100]), "$" + string(big[:100]), "$" + string(big[:100])}
+	if _, err := p.Complete(auth, "$prev", "hub", "ed25519:1", key); !errors.Is(err, ErrEventTooLarge) {
+		t.Fatalf("oversized completion: %v", err)
+	}
+	q := &PDU{RoomID: "!r:hub", Type: "m.room.message", Sender: "@a:p", HubServer: "hub"}
+	if err := q.SetContent(map[string]string{"body": string(big)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = q.FillLPDUHash()
+	if err := q.SignLPDU("p", "ed25519:1", key); !errors.Is(err, ErrEventTooLarge) {
+		t.Fatalf("oversized LPDU signed: %v", err)
+	}
+}

@@ -23,6 +23,10 @@ func (p *PDU) SignLPDU(serverName, keyID string, key ed25519.PrivateKey) error {
 		return fmt.Errorf("failed to encode LPDU for signing: %w", err)
 	}
 	p.addSignature(serverName, keyID, ed25519.Sign(key, input))
+	if err := p.CheckSize(); err != nil {
+		delete(p.Signatures[serverName], keyID)
+		return fmt.Errorf("failed to sign LPDU: %w", err)
+	}
 	return nil
 }
 
@@ -54,7 +58,8 @@ func (p *PDU) addSignature(serverName, keyID string, sig []byte) {
 
 // Complete turns an LPDU into a PDU as its hub (§5.2.1, §9.1 step 1.2, §6): it sets auth_events, prev_events =
 // [prevEventID] (none when prevEventID is empty, which only m.room.create may be), the content hash and the hub's
-// signature, and returns the new event ID. It also completes a hub-local event (no hub_server, no hashes.lpdu) made
+// signature, and returns the new event ID. An event that ends up larger than MaxEventBytes is an error wrapping
+// ErrEventTooLarge: reject it rather than append it. It also completes a hub-local event (no hub_server, no hashes.lpdu) made
 // by the hub itself, which then carries the hub's signature only. The caller has verified the LPDU and run the auth
 // rules already.
 func (p *PDU) Complete(authEvents []string, prevEventID, hubServer, keyID string, key ed25519.PrivateKey) (string, error) {
@@ -85,6 +90,9 @@ func (p *PDU) Complete(authEvents []string, prevEventID, hubServer, keyID string
 	}
 	p.addSignature(hubServer, keyID, ed25519.Sign(key, input))
 	sum := sha256.Sum256(input)
+	if err := p.CheckSize(); err != nil {
+		return "", fmt.Errorf("failed to complete event: %w", err)
+	}
 	return eventIDFromHash(sum[:]), nil
 }
 
