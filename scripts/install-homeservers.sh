@@ -43,6 +43,8 @@ install_dendrite() {
 	fi
 	log "Dendrite: building v0.15.2 from tools/homeserver into $bin (CGO_ENABLED=0, ~1.5 min on a fresh machine)"
 	mkdir -p "$bin"
+	# `go mod download` is silent, unlike the ~90 "go: downloading" lines the build would print.
+	(cd "$repo/tools/homeserver" && go mod download)
 	(cd "$repo/tools/homeserver" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bin/" \
 		github.com/element-hq/dendrite/cmd/dendrite \
 		github.com/element-hq/dendrite/cmd/generate-keys \

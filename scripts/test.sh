@@ -66,6 +66,8 @@ if ! step "install homeservers" install_homeservers; then
 fi
 export LMBRIDGE_TEST_REQUIRE_HOMESERVERS=${LMBRIDGE_TEST_REQUIRE_HOMESERVERS:-1}
 
+# Silent, so the later steps do not print a "go: downloading" line per module.
+step "go mod download" go mod download
 step "gofmt" check_gofmt
 step "go vet ./..." go vet ./...
 step "staticcheck ./..." go tool staticcheck ./...

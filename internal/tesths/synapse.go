@@ -94,7 +94,9 @@ func startSynapse(ctx context.Context, root, dir string, opts Options) (_ *Homes
 	// data is hostData as Synapse sees it from inside the chroot.
 	data := filepath.Join(synapseDataParent, filepath.Base(hostData))
 	synapseArgs := func(args ...string) []string {
-		return append([]string{root, "env", "LC_ALL=C.UTF-8", "python3", "-m", "synapse.app.homeserver"}, args...)
+		// env -i: the host's Python settings (PYTHONPATH, PYTHONDONTWRITEBYTECODE, ...) are not for the chroot's Python.
+		return append([]string{root, "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LC_ALL=C.UTF-8",
+			"python3", "-m", "synapse.app.homeserver"}, args...)
 	}
 
 	mainConfig := filepath.Join(data, "homeserver.yaml")

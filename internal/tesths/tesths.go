@@ -16,6 +16,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
 )
 
@@ -139,6 +140,7 @@ func Start(ctx context.Context, kind Kind, dir string, opts Options) (*Homeserve
 		ctx, cancel = context.WithTimeout(ctx, DefaultStartTimeout)
 		defer cancel()
 	}
+	started := time.Now()
 	// A port picked by FreePort can be taken by someone else before the server binds it; try again on a new one.
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
@@ -151,8 +153,15 @@ func Start(ctx context.Context, kind Kind, dir string, opts Options) (*Homeserve
 		}
 		if err == nil {
 			hs.asTokens = asTokens
+			zerolog.Ctx(ctx).Debug().
+				Str("kind", string(kind)).
+				Str("url", hs.URL).
+				Str("log_path", hs.LogPath).
+				Dur("took", time.Since(started)).
+				Msg("Homeserver is ready")
 			return hs, nil
 		}
+		zerolog.Ctx(ctx).Debug().Err(err).Str("kind", string(kind)).Int("attempt", attempt).Msg("Homeserver failed to start")
 		if opts.Port != 0 || attempt == attempts || !errors.Is(err, errPortInUse) || ctx.Err() != nil {
 			return nil, err
 		}
