@@ -142,7 +142,8 @@ func checkMember(s *State, ev *pdu.PDU) error {
 	targetMembership := s.Membership(target)
 	switch membership {
 	case MembershipJoin:
-		if target == s.Creator() && sender == target && previousIsCreate(s, ev) {
+		// As the draft and v11 write it, this checks only the state_key, not the sender.
+		if target == s.Creator() && previousIsCreate(s, ev) {
 			return nil
 		}
 		if sender != target {
