@@ -54,11 +54,13 @@ type vectorFile struct {
 		LPDUSigningInput string          `json:"lpdu_signing_input"`
 		ParticipantSig   string          `json:"participant_signature"`
 		LPDUID           string          `json:"lpdu_id"`
-		HubAdds          struct{ AuthEvents, PrevEvents []string }
-		HubAddsRaw       json.RawMessage `json:"hub_adds"`
-		PDUHashesSHA256  string          `json:"pdu_hashes_sha256"`
-		HubSignature     string          `json:"hub_signature"`
-		EventID          string          `json:"event_id"`
+		HubAdds          struct {
+			AuthEvents []string `json:"auth_events"`
+			PrevEvents []string `json:"prev_events"`
+		} `json:"hub_adds"`
+		PDUHashesSHA256 string `json:"pdu_hashes_sha256"`
+		HubSignature    string `json:"hub_signature"`
+		EventID         string `json:"event_id"`
 	} `json:"lm_message"`
 }
 
@@ -72,14 +74,6 @@ func loadVectors(t *testing.T) *vectorFile {
 	if err := json.Unmarshal(raw, &v); err != nil {
 		t.Fatal(err)
 	}
-	var adds struct {
-		AuthEvents []string `json:"auth_events"`
-		PrevEvents []string `json:"prev_events"`
-	}
-	if err := json.Unmarshal(v.LMMessage.HubAddsRaw, &adds); err != nil {
-		t.Fatal(err)
-	}
-	v.LMMessage.HubAdds.AuthEvents, v.LMMessage.HubAdds.PrevEvents = adds.AuthEvents, adds.PrevEvents
 	return &v
 }
 
