@@ -89,6 +89,7 @@ type Bridge struct {
 	matrix MatrixSide
 	lm     LMSide
 	tr     *translator
+	links  *linkCache
 	now    func() time.Time
 	// botLM is the bot's identity on LM: the creator of the LM rooms we host, and the author of notices there.
 	botLM string
@@ -114,6 +115,7 @@ func New(p Params) (*Bridge, error) {
 		lm:     p.LM,
 		now:    p.Now,
 		botLM:  botLM,
+		links:  newLinkCache(),
 	}
 	if br.now == nil {
 		br.now = time.Now

@@ -33,7 +33,7 @@ func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
 	} else if outcome != "" {
 		return nil
 	}
-	link, err := br.db.GetLinkByDAGRoom(ctx, evt.RoomID)
+	link, err := br.linkByDAG(ctx, evt.RoomID)
 	if err != nil {
 		return err
 	}

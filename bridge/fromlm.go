@@ -18,27 +18,24 @@ import (
 // OnEvent takes one event of an LM room's log, in log order (linearize.Listener). Like HandleDAGEvent, an error
 // means try again later, and an event that can never cross is answered with a notice and counts as handled.
 func (br *Bridge) OnEvent(ctx context.Context, ev *linearize.Event) error {
-	if outcome, err := br.db.Processed(ctx, bridgedb.OriginLM, ev.EventID); err != nil {
-		return err
-	} else if outcome != "" {
-		return nil
-	}
-	link, err := br.db.GetLinkByLMRoom(ctx, ev.RoomID)
+	link, err := br.linkByLM(ctx, ev.RoomID)
 	if err != nil {
 		return err
 	}
 	log := zerolog.Ctx(ctx).With().Str("lm_room_id", ev.RoomID).Str("lm_event_id", ev.EventID).Logger()
 	ctx = log.WithContext(ctx)
-	if link != nil && br.users.IsOurLMUser(ev.Sender) {
-		// An echo of what we sent. As participant, the hub's PDU gives the LM event ID of our LPDU.
-		return br.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-			if ev.LPDUID != "" {
-				if _, err := br.db.ConfirmLPDU(ctx, link.DAGRoomID, link.LMRoomID, ev.LPDUID, ev.EventID, br.now()); err != nil {
-					return err
-				}
-			}
-			return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, bridgedb.OutcomeSkipped, br.now())
-		})
+	if br.users.IsOurLMUser(ev.Sender) {
+		// An echo of what we sent, known by its sender alone, so nothing is written for it. As participant, the
+		// hub's PDU gives the LM event ID of our LPDU; confirming twice changes nothing.
+		if link != nil && ev.LPDUID != "" {
+			_, err = br.db.ConfirmLPDU(ctx, link.DAGRoomID, link.LMRoomID, ev.LPDUID, ev.EventID, br.now())
+		}
+		return err
+	}
+	if outcome, err := br.db.Processed(ctx, bridgedb.OriginLM, ev.EventID); err != nil {
+		return err
+	} else if outcome != "" {
+		return nil
 	}
 	var dagID id.EventID
 	outcome := bridgedb.OutcomeBridged

@@ -51,7 +51,7 @@ func (br *Bridge) LinkAsHub(ctx context.Context, roomID id.RoomID, by string) (*
 	}
 	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: br.lm.ServerName(),
 		Role: bridgedb.RoleHub, Status: bridgedb.LinkActive, CreatedBy: by, CreatedAt: br.now()}
-	if err = br.db.InsertLink(ctx, link); err != nil {
+	if err = br.insertLink(ctx, link); err != nil {
 		return nil, err
 	}
 	for _, evt := range state {
@@ -75,7 +75,7 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	if hub == br.lm.ServerName() {
 		return nil, fmt.Errorf("%w: %s is hosted by this bridge; link rooms it hosts from their own link", ErrInvalidLinkRequest, lmRoomID)
 	}
-	if existing, err := br.db.GetLinkByLMRoom(ctx, lmRoomID); err != nil {
+	if existing, err := br.linkByLM(ctx, lmRoomID); err != nil {
 		return nil, err
 	} else if existing != nil {
 		return nil, fmt.Errorf("%w: %s is linked to %s", ErrAlreadyLinked, lmRoomID, existing.DAGRoomID)
@@ -93,7 +93,7 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	}
 	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: hub, Role: bridgedb.RoleParticipant,
 		Status: bridgedb.LinkActive, CreatedBy: string(by), CreatedAt: br.now()}
-	if err = br.db.InsertLink(ctx, link); err != nil {
+	if err = br.insertLink(ctx, link); err != nil {
 		return nil, err
 	}
 	for _, evt := range state {
@@ -110,13 +110,13 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 
 // Unlink ends a link. The LM room stays as it is; the DAG room loses its m.bridge marker.
 func (br *Bridge) Unlink(ctx context.Context, roomID id.RoomID) (*bridgedb.Link, error) {
-	link, err := br.db.GetLinkByDAGRoom(ctx, roomID)
+	link, err := br.linkByDAG(ctx, roomID)
 	if err != nil {
 		return nil, err
 	} else if link == nil {
 		return nil, ErrNotLinked
 	}
-	if _, err = br.db.DeleteLink(ctx, roomID); err != nil {
+	if err = br.deleteLink(ctx, link); err != nil {
 		return nil, err
 	}
 	_, err = br.matrix.SendState(ctx, roomID, br.users.BotUserID, bridgeStateType, bridgeStateKey(link), Content{}, br.now())
@@ -162,7 +162,7 @@ func (br *Bridge) Status(ctx context.Context, roomID id.RoomID) (*LinkStatus, er
 
 // checkLinkable refuses rooms that are linked or encrypted and returns the room's state.
 func (br *Bridge) checkLinkable(ctx context.Context, roomID id.RoomID) ([]*event.Event, error) {
-	if existing, err := br.db.GetLinkByDAGRoom(ctx, roomID); err != nil {
+	if existing, err := br.linkByDAG(ctx, roomID); err != nil {
 		return nil, err
 	} else if existing != nil {
 		return nil, fmt.Errorf("%w: %s is linked to %s", ErrAlreadyLinked, roomID, existing.LMRoomID)
@@ -269,7 +269,7 @@ func (br *Bridge) OnInvite(ctx context.Context, inv *linearize.Invite) error {
 		log.Warn().Err(err).Msg("LM invite from a user the bridge cannot map, ignoring it")
 		return nil
 	}
-	link, err := br.db.GetLinkByLMRoom(ctx, inv.RoomID)
+	link, err := br.linkByLM(ctx, inv.RoomID)
 	if err != nil {
 		return err
 	}
@@ -318,7 +318,7 @@ func (br *Bridge) OnInvite(ctx context.Context, inv *linearize.Invite) error {
 	}
 	link = &bridgedb.Link{DAGRoomID: portal, LMRoomID: inv.RoomID, HubServer: hub, Role: bridgedb.RoleParticipant,
 		Status: bridgedb.LinkPendingJoin, PendingUser: user, CreatedBy: inv.Sender, CreatedAt: br.now()}
-	if err = br.db.InsertLink(ctx, link); err != nil {
+	if err = br.insertLink(ctx, link); err != nil {
 		return err
 	}
 	if err = br.matrix.SetMembership(ctx, portal, br.users.BotUserID, br.users.BotUserID, event.MembershipJoin, ""); err != nil {
@@ -344,7 +344,7 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 		if _, err = br.lm.Join(ctx, link.LMRoomID, userLM, link.HubServer); err != nil {
 			return fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
 		}
-		if err = br.db.ActivateLink(ctx, link.DAGRoomID); err != nil {
+		if err = br.activateLink(ctx, link); err != nil {
 			return err
 		}
 		link.Status = bridgedb.LinkActive
@@ -356,8 +356,7 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 		if _, err = br.lm.Leave(ctx, link.LMRoomID, userLM); err != nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to decline LM invite")
 		}
-		_, err = br.db.DeleteLink(ctx, link.DAGRoomID)
-		if err != nil {
+		if err = br.deleteLink(ctx, link); err != nil {
 			return err
 		}
 		return errSkip

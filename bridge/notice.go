@@ -81,7 +81,7 @@ func (br *Bridge) OnLPDUFailed(ctx context.Context, roomID, lpduID, reason strin
 			Msg("Hub refused an LPDU that maps to no DAG event")
 		return
 	}
-	link, err := br.db.GetLinkByLMRoom(ctx, roomID)
+	link, err := br.linkByLM(ctx, roomID)
 	if err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to get link of refused LPDU")
 	}
