@@ -1,11 +1,14 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/config"
 )
 
 func newTestMapper(t testing.TB) *UserMapper {
@@ -156,4 +159,19 @@ func FuzzUserIDRoundTrip(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestQueryUser(t *testing.T) {
+	tb := newTestBridge(t, nil, config.Bridge{})
+	for user, want := range map[id.UserID]bool{
+		"@lm_bob=remote.example:hs.example":              true,
+		"@lm_alice=hs.example=lm.example.org:hs.example": false, // not canonical: two '='
+		"@lm_alice=lm.example.org:hs.example":            false, // a user of our own LM server
+		"@lm_bob=remote.example:other.example":           false,
+		"@alice:hs.example":                              false,
+	} {
+		if got, err := tb.QueryUser(context.Background(), user); got != want || err != nil {
+			t.Errorf("QueryUser(%s) = %v, %v; want %v", user, got, err, want)
+		}
+	}
 }
