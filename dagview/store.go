@@ -40,8 +40,11 @@ const (
 		INSERT INTO dagview_event (room_id, position, event_id, sender, type, state_key, origin_server_ts, event_json)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 	`
+	countDeliveryQuery = `
+		UPDATE dagview_event SET deliveries=deliveries+1 WHERE event_id=$1
+	`
 	markDeliveredQuery = `
-		UPDATE dagview_event SET delivered_at=$2, deliveries=deliveries+1 WHERE event_id=$1
+		UPDATE dagview_event SET delivered_at=$2 WHERE event_id=$1
 	`
 	getEventsQuery = `
 		SELECT position, event_json, deliveries FROM dagview_event
@@ -92,7 +95,8 @@ func scanRoom(row dbutil.Scannable) (*Room, error) {
 type StreamEvent struct {
 	Position int64
 	Event    *event.Event
-	// Deliveries is how many times the listener was called with the event (more than 1 only after a crash).
+	// Deliveries is how many times the listener was called with the event: more than 1 after a listener error or a
+	// crash between the call and its bookkeeping.
 	Deliveries int
 }
 
@@ -251,6 +255,15 @@ func (v *View) applyState(ctx context.Context, evt *event.Event, raw []byte) err
 	_, err := v.db.Exec(ctx, upsertStateQuery, evt.RoomID, evt.Type.Type, *evt.StateKey, evt.ID, evt.Sender, membership, string(raw))
 	if err != nil {
 		return fmt.Errorf("failed to apply state %s/%s: %w", evt.Type.Type, *evt.StateKey, err)
+	}
+	return nil
+}
+
+// countDelivery records a call to the listener before it is made, so a crash during or right after the call still
+// shows up as a second delivery.
+func (v *View) countDelivery(ctx context.Context, eventID id.EventID) error {
+	if _, err := v.db.Exec(ctx, countDeliveryQuery, eventID); err != nil {
+		return fmt.Errorf("failed to count delivery of %s: %w", eventID, err)
 	}
 	return nil
 }

@@ -91,12 +91,15 @@ func (v *View) HandleEvent(ctx context.Context, evt *event.Event) error {
 	} else if !needsDelivery {
 		return nil
 	}
+	if err = v.countDelivery(ctx, evt.ID); err != nil {
+		return err
+	}
 	if l := v.listener.Load(); l != nil {
 		if err = (*l).HandleDAGEvent(ctx, evt); err != nil {
 			return fmt.Errorf("listener failed: %w", err)
 		}
 	}
-	return v.markDelivered(ctx, evt.ID)
+	return v.markDelivered(context.WithoutCancel(ctx), evt.ID)
 }
 
 // joinOnInvite has the bot accept an invite. An invite that can no longer be accepted (withdrawn, or the room is

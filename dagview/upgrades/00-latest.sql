@@ -20,7 +20,7 @@ CREATE TABLE dagview_event (
 	state_key        TEXT,
 	origin_server_ts BIGINT  NOT NULL,
 	event_json       TEXT    NOT NULL,
-	-- Set once the listener accepted the event; deliveries counts the calls, so a redelivery after a crash shows.
+	-- Set once the listener accepted the event; deliveries counts the calls to the listener, so a redelivery shows.
 	delivered_at     BIGINT,
 	deliveries       INTEGER NOT NULL DEFAULT 0,
 

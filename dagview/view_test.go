@@ -1,0 +1,301 @@
+package dagview
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	_ "go.mau.fi/util/dbutil/litestream"
+	mautrixappservice "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/appservice"
+	"github.com/lmbridge/lmbridge/config"
+)
+
+const (
+	hsToken = "hs-token"
+	roomID  = id.RoomID("!room:hs.test")
+	alice   = id.UserID("@alice:hs.test")
+	bot     = id.UserID("@lmbridge:hs.test")
+)
+
+func stateEvent(eventID, evtType, stateKey string, sender id.UserID, content map[string]any) map[string]any {
+	return map[string]any{
+		"event_id": eventID, "room_id": roomID, "type": evtType, "state_key": stateKey, "sender": sender,
+		"origin_server_ts": 1700000000000, "content": content,
+	}
+}
+
+func textEvent(eventID, body string) map[string]any {
+	return map[string]any{
+		"event_id": eventID, "room_id": roomID, "type": "m.room.message", "sender": alice,
+		"origin_server_ts": 1700000000000, "content": map[string]any{"msgtype": "m.text", "body": body},
+	}
+}
+
+// fakeHomeserver answers the few client-server calls the view makes; unit tests only, the e2e tests use real ones.
+type fakeHomeserver struct {
+	lock     sync.Mutex
+	joins    int
+	state    []map[string]any
+	after    []map[string]any // what /messages returns after the /context token
+	requests []string
+}
+
+func (f *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.lock.Lock()
+	defer f.lock.Unlock()
+	f.requests = append(f.requests, r.Method+" "+r.URL.Path)
+	path := r.URL.Path
+	reply := func(v any) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	switch {
+	case r.Method == http.MethodPost && strings.HasSuffix(path, "/join"):
+		f.joins++
+		reply(map[string]any{"room_id": roomID})
+	case r.Method == http.MethodGet && strings.HasSuffix(path, "/state"):
+		reply(f.state)
+	case r.Method == http.MethodGet && strings.Contains(path, "/context/"):
+		reply(map[string]any{"events_after": []any{}, "end": "tok-after"})
+	case r.Method == http.MethodGet && strings.HasSuffix(path, "/messages"):
+		if r.URL.Query().Get("from") == "tok-after" {
+			reply(map[string]any{"chunk": f.after, "start": "tok-after", "end": "tok-end"})
+		} else {
+			reply(map[string]any{"chunk": []any{}, "start": "tok-end"})
+		}
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		reply(map[string]any{"errcode": "M_UNRECOGNIZED", "error": "not faked: " + path})
+	}
+}
+
+type listenerRecorder struct {
+	lock   sync.Mutex
+	seen   []id.EventID
+	failOn map[id.EventID]int
+	view   *View
+	topics []string
+}
+
+func (l *listenerRecorder) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
+	l.lock.Lock()
+	defer l.lock.Unlock()
+	l.seen = append(l.seen, evt.ID)
+	if l.failOn[evt.ID] > 0 {
+		l.failOn[evt.ID]--
+		return fmt.Errorf("induced failure")
+	}
+	if evt.Type == event.StateTopic {
+		// The state seen from inside the listener already includes the event being delivered.
+		topic, err := l.view.State(ctx, evt.RoomID, event.StateTopic, "")
+		if err == nil && topic != nil {
+			l.topics = append(l.topics, topic.Content.AsTopic().Topic)
+		}
+	}
+	return nil
+}
+
+func (l *listenerRecorder) events() []id.EventID {
+	l.lock.Lock()
+	defer l.lock.Unlock()
+	return append([]id.EventID(nil), l.seen...)
+}
+
+type fixture struct {
+	hs   *fakeHomeserver
+	as   *appservice.AppService
+	view *View
+	rec  *listenerRecorder
+	url  string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	hs := &fakeHomeserver{state: []map[string]any{
+		stateEvent("$create", "m.room.create", "", alice, map[string]any{"room_version": "11"}),
+		stateEvent("$alice", "m.room.member", string(alice), alice, map[string]any{"membership": "join"}),
+		stateEvent("$name", "m.room.name", "", alice, map[string]any{"name": "Seeded"}),
+	}}
+	server := httptest.NewServer(hs)
+	t.Cleanup(server.Close)
+	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "db.sqlite")+"?_txlock=immediate", "sqlite3-fk-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	as, err := appservice.New(appservice.Params{
+		Homeserver: config.Homeserver{Address: server.URL, Domain: "hs.test"},
+		AppService: config.AppService{Hostname: "127.0.0.1", ID: "lmbridge", Bot: config.Bot{Username: "lmbridge"},
+			UsernameTemplate: "lm_{{.}}", MaxBodyBytes: 1 << 20},
+		Registration: &mautrixappservice.Registration{
+			ID: "lmbridge", AppToken: "as-token", ServerToken: hsToken, SenderLocalpart: "lmbridge",
+			Namespaces: mautrixappservice.Namespaces{UserIDs: mautrixappservice.NamespaceList{
+				{Regex: `^@lmbridge:hs\.test$`, Exclusive: true}, {Regex: `^@lm_.+:hs\.test$`, Exclusive: true},
+			}},
+		},
+		DB: db,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := New(as, db)
+	rec := &listenerRecorder{failOn: make(map[id.EventID]int), view: view}
+	view.SetListener(rec)
+	ctx, cancel := context.WithCancel(zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).WithContext(context.Background()))
+	if err = as.Upgrade(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err = view.Upgrade(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err = as.Start(ctx, view); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		as.Stop()
+	})
+	return &fixture{hs: hs, as: as, view: view, rec: rec, url: "http://" + as.Addr().String()}
+}
+
+func (f *fixture) push(t *testing.T, txnID string, events ...map[string]any) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"events": events})
+	req, _ := http.NewRequest(http.MethodPut, f.url+"/_matrix/app/v1/transactions/"+txnID, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+hsToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("transaction %s: %d", txnID, resp.StatusCode)
+	}
+}
+
+func (f *fixture) waitDelivered(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var delivered int
+		err := f.view.db.QueryRow(context.Background(), "SELECT COUNT(*) FROM dagview_event WHERE delivered_at IS NOT NULL").Scan(&delivered)
+		if err == nil && delivered >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %d delivered events (have %d, %v)", n, delivered, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestInviteJoinsSeedsAndKeepsStateFromStream(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.push(t, "1", stateEvent("$invite", "m.room.member", string(bot), alice, map[string]any{"membership": "invite"}))
+	f.push(t, "2",
+		stateEvent("$botjoin", "m.room.member", string(bot), bot, map[string]any{"membership": "join"}),
+		textEvent("$m1", "one"),
+		stateEvent("$topic", "m.room.topic", "", alice, map[string]any{"topic": "from the stream"}),
+		textEvent("$m2", "two"),
+	)
+	f.waitDelivered(t, 5)
+
+	if f.hs.joins != 1 {
+		t.Errorf("bot joined %d times, want 1", f.hs.joins)
+	}
+	want := "[$invite $botjoin $m1 $topic $m2]"
+	if got := fmt.Sprint(f.rec.events()); got != want {
+		t.Errorf("listener got %s, want %s", got, want)
+	}
+	if fmt.Sprint(f.rec.topics) != "[from the stream]" {
+		t.Errorf("listener saw topics %v, want the delivered event applied", f.rec.topics)
+	}
+	room, err := f.view.Room(ctx, roomID)
+	if err != nil || room == nil {
+		t.Fatalf("Room: %v %v", room, err)
+	}
+	if !room.Seeded || !room.BotJoined || room.Position != 5 || room.LastEventID != "$m2" {
+		t.Errorf("room %+v, want seeded, bot joined, cursor at 5/$m2", room)
+	}
+	name, err := f.view.State(ctx, roomID, event.StateRoomName, "")
+	if err != nil || name == nil || name.Content.AsRoomName().Name != "Seeded" {
+		t.Errorf("seeded name: %v %v", name, err)
+	}
+	members, err := f.view.Members(ctx, roomID)
+	if err != nil || members[alice] != event.MembershipJoin || members[bot] != event.MembershipJoin {
+		t.Errorf("members %v %v", members, err)
+	}
+	stream, err := f.view.Events(ctx, roomID, 2, 10)
+	if err != nil || len(stream) != 3 || stream[0].Event.ID != "$m1" || stream[0].Position != 3 {
+		t.Fatalf("Events after 2: %v %v", stream, err)
+	}
+	if body := stream[0].Event.Content.AsMessage().Body; body != "one" {
+		t.Errorf("stored content body %q, want one", body)
+	}
+}
+
+func TestListenerErrorIsRedeliveredAndCounted(t *testing.T) {
+	f := newFixture(t)
+	f.rec.failOn["$m1"] = 1
+	f.push(t, "1", textEvent("$m0", "zero"), textEvent("$m1", "one"), textEvent("$m2", "two"))
+	f.waitDelivered(t, 3)
+	if got := fmt.Sprint(f.rec.events()); got != "[$m0 $m1 $m1 $m2]" {
+		t.Errorf("listener got %s, want $m1 twice and in order", got)
+	}
+	stream, err := f.view.Events(context.Background(), roomID, 0, 10)
+	if err != nil || len(stream) != 3 {
+		t.Fatalf("Events: %v %v", stream, err)
+	}
+	for _, se := range stream {
+		want := 1
+		if se.Event.ID == "$m1" {
+			want = 2
+		}
+		if se.Deliveries != want {
+			t.Errorf("%s deliveries %d, want %d", se.Event.ID, se.Deliveries, want)
+		}
+	}
+}
+
+func TestCatchUpQueuesMissedEventsAfterCursor(t *testing.T) {
+	f := newFixture(t)
+	ctx := zerolog.Nop().WithContext(context.Background())
+	f.push(t, "1",
+		stateEvent("$botjoin", "m.room.member", string(bot), bot, map[string]any{"membership": "join"}),
+		textEvent("$m1", "one"),
+	)
+	f.waitDelivered(t, 2)
+	// The homeserver has $m1 again (already known), then two events lmbridge never received.
+	f.hs.after = []map[string]any{textEvent("$m1", "one"), textEvent("$missed1", "x"), textEvent("$missed2", "y")}
+	n, err := f.view.CatchUp(ctx, roomID)
+	if err != nil || n != 2 {
+		t.Fatalf("CatchUp: %d %v, want 2 new events", n, err)
+	}
+	f.waitDelivered(t, 4)
+	if got := fmt.Sprint(f.rec.events()); got != "[$botjoin $m1 $missed1 $missed2]" {
+		t.Errorf("listener got %s", got)
+	}
+	// A second catch-up finds nothing new.
+	if n, err = f.view.CatchUp(ctx, roomID); err != nil || n != 0 {
+		t.Errorf("second CatchUp: %d %v, want 0", n, err)
+	}
+	room, _ := f.view.Room(ctx, roomID)
+	if room.LastEventID != "$missed2" || room.Position != 4 {
+		t.Errorf("cursor %d/%s, want 4/$missed2", room.Position, room.LastEventID)
+	}
+}
