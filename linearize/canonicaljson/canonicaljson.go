@@ -31,5 +31,4 @@ var (
 	ErrDuplicateKey = errors.New("duplicate object key")
 	ErrInvalidUTF8  = errors.New("invalid UTF-8")
 	ErrTooDeep      = errors.New("JSON nested too deeply")
-	ErrUnsupported  = errors.New("unsupported Go value")
 )
