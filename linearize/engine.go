@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -35,6 +37,9 @@ type Options struct {
 	Keys pdu.KeyLookup
 	// Now is the clock used for origin_server_ts; time.Now by default.
 	Now func() time.Time
+	// Listener, when set, is served instead of binding lm.listen (tests bind 127.0.0.1:0 first to learn the port
+	// that goes into the server name).
+	Listener net.Listener
 }
 
 // Engine is one LM server: hub of the rooms it creates, participant in the others.
@@ -58,12 +63,16 @@ type Engine struct {
 
 	txnLock  sync.Mutex
 	inflight map[string]*inflightTxn
+	// joining holds a channel per room whose send_join is in flight, closed when it ends.
+	joining map[string]chan struct{}
 
 	outbox       *outbox
 	dispatchWake chan struct{}
 	dispatchDone chan struct{}
 	cancel       context.CancelFunc
-	http         *httpServer
+	handler      http.Handler
+	listener     net.Listener
+	httpDone     chan error
 }
 
 var (
@@ -98,7 +107,9 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		now:          opts.Now,
 		rooms:        make(map[string]*roomState),
 		inflight:     make(map[string]*inflightTxn),
+		joining:      make(map[string]chan struct{}),
 		dispatchWake: make(chan struct{}, 1),
+		listener:     opts.Listener,
 	}
 	if e.now == nil {
 		e.now = time.Now
@@ -113,9 +124,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		}
 		e.key = key
 	}
-	if err := e.setupTransport(ctx); err != nil {
-		return nil, err
-	}
+	e.setupTransport()
 	seq, err := e.store.maxOutboxSeq(ctx)
 	if err != nil {
 		return nil, err
@@ -161,8 +170,8 @@ func (e *Engine) Stop(ctx context.Context) error {
 	if e.cancel == nil {
 		return nil
 	}
-	err := e.stopHTTP(ctx)
 	e.cancel()
+	err := e.stopHTTP()
 	e.outbox.stop()
 	<-e.dispatchDone
 	e.cancel = nil

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/linearize/federation"
-	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
 
 // recorder is a Listener that keeps what it was told.
@@ -85,6 +85,13 @@ func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// network makes, starts and stops engines under test; directNet routes in process, httpNet over loopback HTTP.
+type network interface {
+	newNode(t *testing.T, name string) *node
+	start(t *testing.T, nd *node)
+	stop(t *testing.T, nd *node)
+}
+
 // node is one engine under test with its database path, key and recorder.
 type node struct {
 	name   string
@@ -93,6 +100,7 @@ type node struct {
 	eng    *Engine
 	rec    *recorder
 	db     *dbutil.Database
+	ln     net.Listener
 }
 
 func testContext(t *testing.T) context.Context {
@@ -193,12 +201,29 @@ func (d directRemote) MakeMembership(ctx context.Context, dest, membership, room
 	return roundTrip[*federation.MakeMembershipResponse](h.MakeMembership(ctx, d.origin, membership, roomID, userID, versions))
 }
 
-func (d directRemote) SendMembership(ctx context.Context, dest, membership, txnID string, event json.RawMessage) (json.RawMessage, error) {
+func (d directRemote) SendJoin(ctx context.Context, dest, txnID string, event json.RawMessage) (*federation.SendJoinResponse, error) {
 	h, err := d.net.target(dest)
 	if err != nil {
 		return nil, err
 	}
-	return roundTrip[json.RawMessage](h.SendMembership(ctx, d.origin, membership, txnID, event))
+	return roundTrip[*federation.SendJoinResponse](h.SendMembership(ctx, d.origin, "join", txnID, event))
+}
+
+func (d directRemote) SendLeave(ctx context.Context, dest, txnID string, event json.RawMessage) error {
+	h, err := d.net.target(dest)
+	if err != nil {
+		return err
+	}
+	_, err = h.SendMembership(ctx, d.origin, "leave", txnID, event)
+	return err
+}
+
+func (d directRemote) SendKnock(ctx context.Context, dest, txnID string, event json.RawMessage) (*federation.SendKnockResponse, error) {
+	h, err := d.net.target(dest)
+	if err != nil {
+		return nil, err
+	}
+	return roundTrip[*federation.SendKnockResponse](h.SendMembership(ctx, d.origin, "knock", txnID, event))
 }
 
 func (d directRemote) Backfill(ctx context.Context, dest, roomID string, from []string, limit int) (*federation.BackfillResponse, error) {
@@ -271,16 +296,68 @@ func text(body string) map[string]any {
 	return map[string]any{"msgtype": "m.text", "body": body}
 }
 
-func bodyOf(evt *Event) string {
-	var c struct {
-		Body string `json:"body"`
-	}
-	_ = json.Unmarshal(evt.Content, &c)
-	return c.Body
-}
 
 func userAt(local, server string) string {
 	return "@" + local + ":" + server
 }
 
-var _ = pdu.ServerName
+
+// httpNet runs every engine with its own federation listener on 127.0.0.1 over plain HTTP, its own SQLite file, the
+// real federation client and key ring: server names are 127.0.0.1:PORT, reached through allow_http_peers.
+type httpNet struct{}
+
+func (httpNet) newNode(t *testing.T, _ string) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("failed to listen: %v", err)
+	}
+	nd := &node{name: ln.Addr().String(), dbPath: filepath.Join(t.TempDir(), "lm.db"), key: mautrixfed.GenerateSigningKey()}
+	nd.ln = ln
+	httpNet{}.start(t, nd)
+	return nd
+}
+
+func (httpNet) start(t *testing.T, nd *node) {
+	t.Helper()
+	ctx := testContext(t)
+	ln := nd.ln
+	nd.ln = nil
+	if ln == nil {
+		var err error
+		// Rebind the same port: it is part of the server name. Retry briefly while the old socket closes.
+		for i := 0; i < 50; i++ {
+			if ln, err = net.Listen("tcp", nd.name); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("failed to rebind %s: %v", nd.name, err)
+		}
+	}
+	nd.db = openTestDB(t, nd.dbPath)
+	cfg := config.LM{ServerName: nd.name, AllowPlainHTTP: true, AllowHTTPPeers: true}
+	eng, err := New(ctx, cfg, nd.db, Options{SigningKey: nd.key, Listener: ln})
+	if err != nil {
+		t.Fatalf("failed to create engine %s: %v", nd.name, err)
+	}
+	nd.rec = newRecorder()
+	eng.AddListener("test", nd.rec)
+	if err = eng.Start(ctx); err != nil {
+		t.Fatalf("failed to start engine %s: %v", nd.name, err)
+	}
+	nd.eng = eng
+	t.Cleanup(func() { httpNet{}.stop(t, nd) })
+}
+
+func (httpNet) stop(t *testing.T, nd *node) {
+	if nd.eng == nil {
+		return
+	}
+	if err := nd.eng.Stop(context.Background()); err != nil {
+		t.Errorf("failed to stop %s: %v", nd.name, err)
+	}
+	_ = nd.db.Close()
+	nd.eng = nil
+}

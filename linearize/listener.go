@@ -104,6 +104,9 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 			return err
 		}
 		for _, ev := range evs {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			out, err := toListenerEvent(ev)
 			if err != nil {
 				zerolog.Ctx(ctx).Err(err).Str("event_id", ev.EventID).Msg("Stored event is unreadable, skipping it")
@@ -111,7 +114,8 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 				return err
 			}
 			cur = ev.Index
-			if err = e.store.setCursor(ctx, nl.name, roomID, cur); err != nil {
+			// Record a delivered event even when shutdown has begun, so it is not delivered again.
+			if err = e.store.setCursor(context.WithoutCancel(ctx), nl.name, roomID, cur); err != nil {
 				return err
 			}
 		}

@@ -88,7 +88,7 @@ func (e *Engine) InviteUser(ctx context.Context, roomID, sender, target string) 
 // state and auth chain verified and stored. The room then follows the hub's log from the join on. It returns the
 // join's event ID.
 func (e *Engine) Join(ctx context.Context, roomID, userID, hub string) (string, error) {
-	return e.joinOrKnock(ctx, roomID, userID, hub, auth.MembershipJoin)
+	return e.join(ctx, roomID, userID, hub, auth.MembershipJoin)
 }
 
 // Knock knocks on a room that hub owns as userID; the room's stripped state is returned. The hub's answer to the
@@ -97,14 +97,13 @@ func (e *Engine) Knock(ctx context.Context, roomID, userID, hub string) ([]json.
 	if pdu.ServerName(userID) != e.serverName {
 		return nil, fmt.Errorf("%w: %s", ErrNotOurUser, userID)
 	}
-	raw, lpdu, _, err := e.makeAndSend(ctx, roomID, userID, hub, auth.MembershipKnock)
+	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipKnock)
 	if err != nil {
 		return nil, err
 	}
-	_ = lpdu
-	var resp federation.SendKnockResponse
-	if err = json.Unmarshal(raw, &resp); err != nil {
-		return nil, fmt.Errorf("%w: send_knock: %w", ErrBadRemoteAnswer, err)
+	resp, err := e.remote.SendKnock(ctx, hub, lpduID, raw)
+	if err != nil {
+		return nil, fmt.Errorf("failed to send_knock: %w", err)
 	}
 	if resp.StrippedState == nil {
 		resp.StrippedState = resp.KnockRoomState
@@ -112,31 +111,31 @@ func (e *Engine) Knock(ctx context.Context, roomID, userID, hub string) ([]json.
 	return resp.StrippedState, nil
 }
 
-// makeAndSend runs make_<membership> and send_<membership> against hub and returns the raw answer, the LPDU sent and
-// the room version.
-func (e *Engine) makeAndSend(ctx context.Context, roomID, userID, hub, membership string) (json.RawMessage, *pdu.PDU, string, error) {
+// makeMembershipLPDU runs make_<membership> against hub and returns our signed LPDU made from the template: its ID,
+// wire form, the event, and the room version.
+func (e *Engine) makeMembershipLPDU(ctx context.Context, roomID, userID, hub, membership string) (string, json.RawMessage, *pdu.PDU, string, error) {
 	var versions []string
 	if membership != auth.MembershipLeave {
 		versions = supportedVersions()
 	}
 	made, err := e.remote.MakeMembership(ctx, hub, membership, roomID, userID, versions)
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("failed to make_%s: %w", membership, err)
+		return "", nil, nil, "", fmt.Errorf("failed to make_%s: %w", membership, err)
 	}
 	tmpl, err := pdu.ParseTemplate(made.Event)
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("%w: make_%s template: %w", ErrBadRemoteAnswer, membership, err)
+		return "", nil, nil, "", fmt.Errorf("%w: make_%s template: %w", ErrBadRemoteAnswer, membership, err)
 	}
 	if tmpl.RoomID != roomID || tmpl.Type != auth.TypeMember || tmpl.StateKeyValue() != userID || tmpl.Sender != userID ||
 		membershipOf(tmpl) != membership {
-		return nil, nil, "", fmt.Errorf("%w: make_%s template is not %s's %s", ErrBadRemoteAnswer, membership, userID, membership)
+		return "", nil, nil, "", fmt.Errorf("%w: make_%s template is not %s's %s", ErrBadRemoteAnswer, membership, userID, membership)
 	}
 	version := made.RoomVersion
 	if version == "" {
 		version = DefaultRoomVersion
 	}
 	if _, err = pdu.LookupRoomVersion(version); err != nil {
-		return nil, nil, "", fmt.Errorf("%w: %w", ErrBadRemoteAnswer, err)
+		return "", nil, nil, "", fmt.Errorf("%w: %w", ErrBadRemoteAnswer, err)
 	}
 	// Only the fields the draft lets the hub choose are kept; the rest is ours (§12.7.1).
 	p := &pdu.PDU{
@@ -145,16 +144,12 @@ func (e *Engine) makeAndSend(ctx context.Context, roomID, userID, hub, membershi
 	}
 	lpduID, raw, err := e.makeLPDU(p, hub)
 	if err != nil {
-		return nil, nil, "", err
+		return "", nil, nil, "", err
 	}
-	answer, err := e.remote.SendMembership(ctx, hub, membership, lpduID, raw)
-	if err != nil {
-		return nil, nil, "", fmt.Errorf("failed to send_%s: %w", membership, err)
-	}
-	return answer, p, version, nil
+	return lpduID, raw, p, version, nil
 }
 
-func (e *Engine) joinOrKnock(ctx context.Context, roomID, userID, hub, membership string) (string, error) {
+func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership string) (string, error) {
 	if pdu.ServerName(userID) != e.serverName {
 		return "", fmt.Errorf("%w: %s", ErrNotOurUser, userID)
 	}
@@ -166,8 +161,18 @@ func (e *Engine) joinOrKnock(ctx context.Context, roomID, userID, hub, membershi
 		return e.SendEvent(ctx, roomID, userID, auth.TypeMember, pdu.StringPtr(userID),
 			map[string]any{"membership": membership}, time.Time{})
 	}
-	// Mark the room as joining first: fan-out of our own join can reach us before send_join answers, and must be
-	// retried by the hub rather than dropped.
+	// Mark the room as joining first: fan-out of our own join can reach us before send_join answers; it waits for
+	// the join to be stored (or is retried by the hub) rather than being dropped.
+	done := make(chan struct{})
+	e.txnLock.Lock()
+	e.joining[roomID] = done
+	e.txnLock.Unlock()
+	defer func() {
+		e.txnLock.Lock()
+		delete(e.joining, roomID)
+		e.txnLock.Unlock()
+		close(done)
+	}()
 	joining := &RoomInfo{RoomID: roomID, RoomVersion: DefaultRoomVersion, HubServer: hub, Role: RoleParticipant, status: statusJoining}
 	if existing != nil {
 		joining.RoomVersion = existing.RoomVersion
@@ -186,13 +191,18 @@ func (e *Engine) joinOrKnock(ctx context.Context, roomID, userID, hub, membershi
 			_, _ = e.db.Exec(context.WithoutCancel(ctx), `DELETE FROM lm_room WHERE room_id=$1 AND status=$2`, roomID, statusJoining)
 		}
 	}
-	raw, lpdu, version, err := e.makeAndSend(ctx, roomID, userID, hub, membership)
+	lpduID, raw, lpdu, version, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, membership)
 	if err != nil {
 		restore()
 		return "", err
 	}
+	resp, err := e.remote.SendJoin(ctx, hub, lpduID, raw)
+	if err != nil {
+		restore()
+		return "", fmt.Errorf("failed to send_join: %w", err)
+	}
 	joining.RoomVersion = version
-	id, err := e.storeJoin(ctx, joining, lpdu, raw)
+	id, err := e.storeJoin(ctx, joining, lpdu, resp)
 	if err != nil {
 		restore()
 		return "", err
@@ -202,11 +212,7 @@ func (e *Engine) joinOrKnock(ctx context.Context, roomID, userID, hub, membershi
 
 // storeJoin verifies a send_join answer and makes the room ours to follow: the state and auth chain become outliers
 // and the current state, and the join is the first event of our log after whatever we held before.
-func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, raw json.RawMessage) (string, error) {
-	var resp federation.SendJoinResponse
-	if err := json.Unmarshal(raw, &resp); err != nil {
-		return "", fmt.Errorf("%w: send_join: %w", ErrBadRemoteAnswer, err)
-	}
+func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, resp *federation.SendJoinResponse) (string, error) {
 	join, err := parseEvent(resp.Event)
 	if err != nil {
 		return "", fmt.Errorf("%w: send_join event: %w", ErrBadRemoteAnswer, err)
@@ -369,12 +375,14 @@ func (e *Engine) Leave(ctx context.Context, roomID, userID string) (string, erro
 	if err != nil {
 		return "", err
 	}
-	raw, lpdu, _, err := e.makeAndSend(ctx, roomID, userID, hub, auth.MembershipLeave)
+	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipLeave)
 	if err != nil {
 		return "", err
 	}
-	_ = raw
-	return eventID(lpdu)
+	if err = e.remote.SendLeave(ctx, hub, lpduID, raw); err != nil {
+		return "", fmt.Errorf("failed to send_leave: %w", err)
+	}
+	return lpduID, nil
 }
 
 const inviteHubQuery = `SELECT pdu FROM lm_invite WHERE room_id=$1 AND target=$2 ORDER BY received_at DESC LIMIT 1`

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -187,6 +188,9 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 		return r
 	}
 	room, err := e.store.getRoom(ctx, p.RoomID)
+	if err == nil && room != nil && room.status == statusJoining && e.waitJoin(ctx, p.RoomID) {
+		room, err = e.store.getRoom(ctx, p.RoomID)
+	}
 	if err != nil {
 		r.err = fmt.Errorf("%w: %w", errRetryLater, err)
 		return r
@@ -221,6 +225,25 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 		}
 	}
 	return r
+}
+
+// joinWait bounds how long a transaction waits for our own send_join to finish before asking the hub to retry.
+const joinWait = 10 * time.Second
+
+// waitJoin waits for a join of ours in progress in roomID; it reports whether there was one.
+func (e *Engine) waitJoin(ctx context.Context, roomID string) bool {
+	e.txnLock.Lock()
+	done := e.joining[roomID]
+	e.txnLock.Unlock()
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+	case <-time.After(joinWait):
+	case <-ctx.Done():
+	}
+	return true
 }
 
 // completeLPDU makes a PDU of a checked LPDU against the room's state and auth-checks it.

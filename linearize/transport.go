@@ -2,32 +2,72 @@ package linearize
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
+
+	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
 
-// httpServer is the federation listener while the engine runs.
-type httpServer struct {
-	srv *http.Server
-}
-
-var errNoTransport = errors.New("no federation transport configured")
-
-// setupTransport builds the default Remote and key lookup when Options gave none.
-func (e *Engine) setupTransport(ctx context.Context) error {
-	if e.remote == nil || e.keys == nil {
-		return errNoTransport
+// setupTransport builds the federation client (our Remote), the key ring (our KeyLookup) and the federation
+// http.Handler, unless Options supplied the first two.
+func (e *Engine) setupTransport() {
+	client := federation.NewClient(e.serverName, e.key, federation.ClientOptions{AllowHTTPPeers: e.cfg.AllowHTTPPeers})
+	client.EventID = func(raw json.RawMessage) (string, error) {
+		p, err := pdu.Parse(raw)
+		if err != nil {
+			return "", err
+		}
+		return p.EventID()
 	}
-	return nil
+	if e.remote == nil {
+		e.remote = client
+	}
+	if e.keys == nil {
+		e.keys = federation.NewKeyRing(client)
+	}
+	e.handler = federation.NewServer(e.serverName, federation.NewKeyServer(e.serverName, e.key), e.keys, e,
+		e.cfg.MaxRequestBytes)
 }
 
+// HTTPHandler is the federation http.Handler (key endpoint and every LM endpoint), for mounting elsewhere.
+func (e *Engine) HTTPHandler() http.Handler {
+	return e.handler
+}
+
+// startHTTP serves the federation listener: Options.Listener if given, else lm.listen; neither means no listener (the
+// embedding program mounts HTTPHandler itself).
 func (e *Engine) startHTTP(ctx context.Context) error {
+	ln := e.listener
+	if ln == nil {
+		if e.cfg.Listen == "" {
+			return nil
+		}
+		if e.cfg.TLSCert == "" && !e.cfg.AllowPlainHTTP {
+			return federation.ErrNoTLS
+		}
+		var err error
+		if ln, err = net.Listen("tcp", e.cfg.Listen); err != nil {
+			return fmt.Errorf("failed to listen on %s: %w", e.cfg.Listen, err)
+		}
+	}
+	e.listener = nil
+	done := make(chan error, 1)
+	e.httpDone = done
+	go func() {
+		done <- federation.Serve(ctx, ln, e.cfg, e.handler)
+	}()
 	return nil
 }
 
-func (e *Engine) stopHTTP(ctx context.Context) error {
-	if e.http == nil {
+// stopHTTP waits for the listener to shut down; Stop has cancelled its context already.
+func (e *Engine) stopHTTP() error {
+	if e.httpDone == nil {
 		return nil
 	}
-	return e.http.srv.Shutdown(ctx)
+	err := <-e.httpDone
+	e.httpDone = nil
+	return err
 }
