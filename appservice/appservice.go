@@ -73,6 +73,7 @@ type AppService struct {
 	queryHandler  atomic.Pointer[QueryHandler]
 
 	ctx      context.Context
+	mux      *http.ServeMux
 	server   *http.Server
 	listener net.Listener
 	live     atomic.Bool
@@ -124,6 +125,7 @@ func New(p Params) (*AppService, error) {
 		aliasRegexes:  aliasRegexes,
 		ctx:           context.Background(),
 	}
+	as.mux = as.newRouter()
 	as.inbox = &inbox{db: as.db}
 	as.dispatcher = &dispatcher{as: as, workers: make(map[id.RoomID]chan struct{})}
 	as.live.Store(true)
@@ -153,15 +155,10 @@ func (as *AppService) Upgrade(ctx context.Context) error {
 	return nil
 }
 
-// Router is the HTTP handler of the listener, exposed so tests and other packages (the bridge's provisioning API)
-// can mount beside it.
+// Router is the mux the listener serves, so that other packages (the bridge's provisioning API) can mount their
+// routes beside the homeserver's before Start.
 func (as *AppService) Router() *http.ServeMux {
-	if as.server != nil {
-		if mux, ok := as.server.Handler.(*http.ServeMux); ok {
-			return mux
-		}
-	}
-	return nil
+	return as.mux
 }
 
 func (as *AppService) newRouter() *http.ServeMux {
@@ -211,7 +208,7 @@ func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
 	}
 	as.listener = listener
 	as.server = &http.Server{
-		Handler:           as.newRouter(),
+		Handler:           as.mux,
 		ReadHeaderTimeout: 30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}

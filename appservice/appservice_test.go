@@ -110,7 +110,7 @@ type testAS struct {
 	db     *dbutil.Database
 }
 
-func startTestAS(t *testing.T, dbPath string, handler EventHandler, maxBody int64) *testAS {
+func startTestAS(t testing.TB, dbPath string, handler EventHandler, maxBody int64) *testAS {
 	t.Helper()
 	db := openTestDB(t, dbPath)
 	as, err := New(Params{
@@ -165,7 +165,7 @@ type response struct {
 	message string
 }
 
-func (tas *testAS) put(t *testing.T, txnID string, body []byte, header, query string) response {
+func (tas *testAS) put(t testing.TB, txnID string, body []byte, header, query string) response {
 	t.Helper()
 	url := tas.url + "/_matrix/app/v1/transactions/" + txnID
 	if query != "" {
