@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	// Registers the sqlite3-fk-wal driver (mattn/go-sqlite3 with foreign keys, WAL and a busy timeout).
+	_ "go.mau.fi/util/dbutil/litestream"
+	mautrixappservice "maunium.net/go/mautrix/appservice"
+
+	"github.com/lmbridge/lmbridge/appservice"
+	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/dagview"
+)
+
+// databaseOwner marks the database as lmbridge's, so that pointing two programs at one file fails loudly.
+const databaseOwner = "lmbridge"
+
+// run starts lmbridge's services and blocks until ctx is cancelled or a service fails for good.
+//
+// Start-up order matters: the tables are upgraded before anything reads them; the appservice listener comes up
+// before the homeserver checks, because the homeserver's ping has to reach it; catch-up runs after the checks, once
+// the homeserver is known to answer.
+func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registration) error {
+	log := zerolog.Ctx(ctx)
+	db, err := openDatabase(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := db.Close(); err != nil {
+			log.Warn().Err(err).Msg("Failed to close database")
+		}
+	}()
+
+	as, err := appservice.New(appservice.Params{
+		Homeserver:   cfg.Homeserver,
+		AppService:   cfg.AppService,
+		Registration: reg,
+		DB:           db,
+	})
+	if err != nil {
+		return fmt.Errorf("failed to set up appservice: %w", err)
+	}
+	view := dagview.New(as, db)
+	if err = as.Upgrade(ctx); err != nil {
+		return err
+	}
+	if err = view.Upgrade(ctx); err != nil {
+		return err
+	}
+
+	// Hook for the LM engine (package linearize): open it on db here, upgrade its tables, and start its federation
+	// listener on cfg.LM, before the appservice starts delivering events that the bridge will hand to it.
+
+	// Hook for the bridge (package bridge): build it from as, view and the LM engine, upgrade its tables, then
+	//   view.SetListener(br)      // DAG events, per room in order (dagview.Listener)
+	//   as.SetQueryHandler(br)    // user and alias queries for ghosts and LM room aliases
+	// before as.Start below, so that no event is handled without it.
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if err = as.Start(runCtx, view); err != nil {
+		return err
+	}
+	defer as.Stop()
+
+	go func() {
+		if err := as.CheckHomeserver(runCtx); err != nil {
+			if runCtx.Err() == nil {
+				cancel(fmt.Errorf("homeserver checks failed: %w", err))
+			}
+			return
+		}
+		if err := view.CatchUpAll(runCtx); err != nil && runCtx.Err() == nil {
+			log.Warn().Err(err).Msg("Failed to catch up rooms")
+		}
+	}()
+
+	<-runCtx.Done()
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	log.Info().Msg("Shutting down")
+	return nil
+}
+
+func openDatabase(ctx context.Context, cfg config.Database) (*dbutil.Database, error) {
+	dbLog := zerolog.Ctx(ctx).With().Str("component", "database").Logger()
+	db, err := dbutil.NewFromConfig(databaseOwner, dbutil.Config{
+		PoolConfig: dbutil.PoolConfig{
+			Type:         cfg.Type,
+			URI:          cfg.URI,
+			MaxOpenConns: cfg.MaxOpenConns,
+			MaxIdleConns: cfg.MaxIdleConns,
+		},
+	}, dbutil.ZeroLogger(dbLog))
+	if err != nil {
+		return nil, fmt.Errorf("failed to open %s database: %w", cfg.Type, err)
+	}
+	return db, nil
+}

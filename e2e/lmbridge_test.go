@@ -1,0 +1,331 @@
+package e2e
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3"
+	"gopkg.in/yaml.v3"
+	mautrixappservice "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/internal/tesths"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildPath string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// lmbridgeBinary builds cmd/lmbridge once per test run, with the go command on PATH (the one running the tests).
+func lmbridgeBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "lmbridge-e2e-")
+		if buildErr != nil {
+			return
+		}
+		buildPath = filepath.Join(buildDir, "lmbridge")
+		cmd := exec.Command("go", "build", "-o", buildPath, "github.com/lmbridge/lmbridge/cmd/lmbridge")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build failed: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("failed to build lmbridge: %v", buildErr)
+	}
+	return buildPath
+}
+
+// lmbridgeProcess is lmbridge running as a subprocess, with its config, registration and database in Dir.
+type lmbridgeProcess struct {
+	Bin          string
+	Dir          string
+	ConfigPath   string
+	RegPath      string
+	DBPath       string
+	LogPath      string
+	Port         int
+	ServerName   string
+	Registration *mautrixappservice.Registration
+	RegYAML      []byte
+
+	homeserverURL string
+	cmd           *exec.Cmd
+	done          chan struct{}
+	starts        int
+}
+
+// newLMBridge writes a config and generates the registration with the real `lmbridge -g`. The homeserver address is
+// filled in by SetHomeserver, since the homeserver needs the registration before it starts.
+func newLMBridge(t *testing.T, serverName string) *lmbridgeProcess {
+	t.Helper()
+	dir := t.TempDir()
+	port, err := tesths.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &lmbridgeProcess{
+		Bin:        lmbridgeBinary(t),
+		Dir:        dir,
+		ConfigPath: filepath.Join(dir, "config.yaml"),
+		RegPath:    filepath.Join(dir, "registration.yaml"),
+		DBPath:     filepath.Join(dir, "lmbridge.db"),
+		LogPath:    filepath.Join(dir, "lmbridge.log"),
+		Port:       port,
+		ServerName: serverName,
+	}
+	b.writeConfig(t, "http://127.0.0.1:1")
+	out, err := exec.Command(b.Bin, "-g", "-c", b.ConfigPath, "-r", b.RegPath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("lmbridge -g failed: %v\n%s", err, out)
+	}
+	if b.RegYAML, err = os.ReadFile(b.RegPath); err != nil {
+		t.Fatal(err)
+	}
+	if b.Registration, err = mautrixappservice.LoadRegistration(b.RegPath); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Stop(t)
+		if t.Failed() {
+			t.Logf("last lines of the lmbridge log:\n%s", fileTail(b.LogPath, 6000))
+		}
+	})
+	return b
+}
+
+func (b *lmbridgeProcess) writeConfig(t *testing.T, homeserverURL string) {
+	t.Helper()
+	lmPort, err := tesths.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := map[string]any{
+		"homeserver": map[string]any{"address": homeserverURL, "domain": b.ServerName},
+		"appservice": map[string]any{
+			"address":  "http://127.0.0.1:" + strconv.Itoa(b.Port),
+			"hostname": "127.0.0.1",
+			"port":     b.Port,
+		},
+		"database": map[string]any{"type": "sqlite3-fk-wal", "uri": "file:" + b.DBPath + "?_txlock=immediate"},
+		"lm": map[string]any{
+			"server_name":      "lm.test",
+			"listen":           "127.0.0.1:" + strconv.Itoa(lmPort),
+			"signing_key_path": filepath.Join(b.Dir, "lm.signing.key"),
+			"allow_plain_http": true,
+		},
+		"logging": map[string]any{"min_level": "debug", "format": "json"},
+	}
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = os.WriteFile(b.ConfigPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SetHomeserver points the config at the running homeserver.
+func (b *lmbridgeProcess) SetHomeserver(t *testing.T, hs *tesths.Homeserver) {
+	t.Helper()
+	b.homeserverURL = hs.URL
+	b.writeConfig(t, hs.URL)
+}
+
+// Start runs lmbridge and waits until its ready endpoint says the homeserver checks passed.
+func (b *lmbridgeProcess) Start(t *testing.T) {
+	t.Helper()
+	if b.cmd != nil {
+		t.Fatal("lmbridge is already running")
+	}
+	logFile, err := os.OpenFile(b.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.starts++
+	fmt.Fprintf(logFile, "\n===== start %d =====\n", b.starts)
+	cmd := exec.Command(b.Bin, "-c", b.ConfigPath, "-r", b.RegPath)
+	cmd.Dir = b.Dir
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err = cmd.Start(); err != nil {
+		logFile.Close()
+		t.Fatalf("failed to start lmbridge: %v", err)
+	}
+	b.cmd = cmd
+	b.done = make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(b.done)
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-b.done:
+			b.cmd = nil
+			t.Fatalf("lmbridge exited during start-up:\n%s", fileTail(b.LogPath, 4000))
+		default:
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/_matrix/mau/ready", b.Port))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lmbridge not ready after 60 s:\n%s", fileTail(b.LogPath, 4000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Kill ends lmbridge with SIGKILL: no shutdown code runs, as in a crash or an OOM kill.
+func (b *lmbridgeProcess) Kill(t *testing.T) {
+	t.Helper()
+	b.signal(t, syscall.SIGKILL, 10*time.Second)
+}
+
+// Stop ends lmbridge with SIGTERM, as an operator would.
+func (b *lmbridgeProcess) Stop(t *testing.T) {
+	t.Helper()
+	b.signal(t, syscall.SIGTERM, 15*time.Second)
+}
+
+func (b *lmbridgeProcess) signal(t *testing.T, sig syscall.Signal, grace time.Duration) {
+	t.Helper()
+	if b.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(b.cmd.Process.Pid, sig)
+	select {
+	case <-b.done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
+		<-b.done
+		t.Errorf("lmbridge did not exit within %s of %s", grace, sig)
+	}
+	b.cmd = nil
+}
+
+// openDB opens lmbridge's SQLite database read-only, beside the running process (WAL allows it).
+func (b *lmbridgeProcess) openDB(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+b.DBPath+"?mode=ro&_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// streamRow is one event of a room's stream in dagview's tables.
+type streamRow struct {
+	Position   int64
+	EventID    id.EventID
+	Sender     id.UserID
+	Type       string
+	TS         int64
+	Body       string
+	Deliveries int
+}
+
+// dagviewStream reads a room's stream from dagview's table, in stream order.
+func dagviewStream(t *testing.T, db *sql.DB, roomID id.RoomID) []streamRow {
+	t.Helper()
+	rows, err := db.Query(`SELECT position, event_id, sender, type, origin_server_ts, event_json, deliveries
+		FROM dagview_event WHERE room_id=? ORDER BY position`, roomID)
+	if err != nil {
+		if isMissingTable(err) {
+			return nil
+		}
+		t.Fatalf("failed to read dagview stream: %v", err)
+	}
+	defer rows.Close()
+	var out []streamRow
+	for rows.Next() {
+		var r streamRow
+		var raw string
+		if err = rows.Scan(&r.Position, &r.EventID, &r.Sender, &r.Type, &r.TS, &raw, &r.Deliveries); err != nil {
+			t.Fatal(err)
+		}
+		var evt struct {
+			Content struct {
+				Body string `json:"body"`
+			} `json:"content"`
+		}
+		if err = json.Unmarshal([]byte(raw), &evt); err != nil {
+			t.Fatalf("stored event %s is not JSON: %v", r.EventID, err)
+		}
+		r.Body = evt.Content.Body
+		out = append(out, r)
+	}
+	if err = rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func isMissingTable(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no such table")
+}
+
+// waitUntil polls cond until it holds or timeout passes.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func fileTail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	if info.Size() > n {
+		_, _ = f.Seek(info.Size()-n, 0)
+	}
+	buf := make([]byte, n)
+	m, _ := f.Read(buf)
+	return string(buf[:m])
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
