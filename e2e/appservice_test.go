@@ -142,6 +142,58 @@ func TestAppServiceOnRealHomeservers(t *testing.T) {
 			}
 		})
 
+		t.Run("bot and ghost intents change state and membership", func(t *testing.T) {
+			as := appserviceFor(ctx, t, b, hs)
+			bot := as.Bot()
+			carolID, err := as.GhostUserID("carol=lm.test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			carol, err := as.Ghost(carolID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err = carol.SetProfile(ctx, "Carol (LM)", id.ContentURI{}); err != nil {
+				t.Fatalf("failed to register carol: %v", err)
+			}
+			if err = bot.Invite(ctx, roomID, carolID, ""); err != nil {
+				t.Fatalf("bot invite: %v", err)
+			}
+			waitUntil(t, 30*time.Second, "dagview to see carol invited", func() bool {
+				return dagviewMembership(t, db, roomID, carolID) == "invite"
+			})
+			if _, err = carol.JoinRoomByID(ctx, roomID); err != nil {
+				t.Fatalf("carol join: %v", err)
+			}
+			past := time.Now().Add(-2 * time.Hour).Truncate(time.Millisecond)
+			topicID, err := bot.SendState(ctx, roomID, event.StateTopic, "", &event.TopicEventContent{Topic: "set by the bot"}, past)
+			if err != nil {
+				t.Fatalf("bot topic: %v", err)
+			}
+			if err = bot.Kick(ctx, roomID, carolID, "testing kick"); err != nil {
+				t.Fatalf("bot kick: %v", err)
+			}
+			if err = bot.Ban(ctx, roomID, carolID, "testing ban"); err != nil {
+				t.Fatalf("bot ban: %v", err)
+			}
+			bobID, _ := as.GhostUserID("bob=lm.test")
+			bob, _ := as.Ghost(bobID)
+			if err = bob.Leave(ctx, roomID); err != nil {
+				t.Fatalf("bob leave: %v", err)
+			}
+			waitUntil(t, 30*time.Second, "dagview to see carol banned and bob gone", func() bool {
+				return dagviewMembership(t, db, roomID, carolID) == "ban" && dagviewMembership(t, db, roomID, bobID) == "leave"
+			})
+			var topic string
+			var ts int64
+			var stateEventID id.EventID
+			err = db.QueryRow(`SELECT event_id, json_extract(event_json, '$.content.topic'), json_extract(event_json, '$.origin_server_ts')
+				FROM dagview_state WHERE room_id=? AND type='m.room.topic' AND state_key=''`, roomID).Scan(&stateEventID, &topic, &ts)
+			if err != nil || stateEventID != topicID || topic != "set by the bot" || ts != past.UnixMilli() {
+				t.Errorf("dagview topic %s %q at %d (%v), want %s %q at %d", stateEventID, topic, ts, err, topicID, "set by the bot", past.UnixMilli())
+			}
+		})
+
 		t.Run("SIGKILL mid-stream loses nothing acknowledged", func(t *testing.T) {
 			const n = 200
 			sent := make(chan error, 1)

@@ -83,6 +83,12 @@ func (p *lmPeer) roomEvents(roomID string) []*linearize.Event {
 	return out
 }
 
+func (p *lmPeer) invited(roomID, user string) bool {
+	p.lock.Lock()
+	defer p.lock.Unlock()
+	return slices.ContainsFunc(p.invites, func(inv *linearize.Invite) bool { return inv.RoomID == roomID && inv.Target == user })
+}
+
 func lmBody(ev *linearize.Event) string {
 	var c struct {
 		Body string `json:"body"`
@@ -376,8 +382,11 @@ func testLinkedFromMatrix(ctx context.Context, t *testing.T, st *bridgeStack) {
 		if _, err = alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: ghosts[u]}); err != nil {
 			t.Fatalf("failed to invite %s: %v", ghosts[u], err)
 		}
-		findLM(t, st.peer, "the LM invite of "+u, func(ev *linearize.Event) bool {
-			return ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == u
+		// The first invite reaches the peer over /invite (it is not in the room yet), the second through the log.
+		waitUntil(t, 60*time.Second, "the LM invite of "+u, func() bool {
+			return st.peer.invited(link.LMRoomID, u) || st.peer.find(func(ev *linearize.Event) bool {
+				return ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == u
+			}) != nil
 		})
 		if _, err = st.peer.Join(ctx, link.LMRoomID, u, link.HubServer); err != nil {
 			t.Fatalf("%s failed to join: %v", u, err)
