@@ -37,6 +37,7 @@ const (
 	setupTimeout    = 3 * time.Minute
 	bridgeReadyWait = time.Minute
 	botJoinWait     = 20 * time.Second
+	botAnswerWait   = 15 * time.Second
 	stopGrace       = 15 * time.Second
 )
 
@@ -210,7 +211,25 @@ func runDemo(ctx context.Context, opts options, out io.Writer) error {
 			Msg("The bridge bot has not joined the demo room yet")
 	}
 
-	printBanner(out, s.hs, client.UserID, password, bot, botJoined, lmName, dir, bridgeLog)
+	// What a Matrix user sees of the LM side today; the demo grows with the bridge.
+	lmStatus := "not answering yet"
+	if name, ok := lmKeyServer(setupCtx, lmName); ok {
+		lmStatus = "serving its keys as " + name
+	}
+	linkAnswer := ""
+	if botJoined {
+		if linkAnswer, err = askBot(setupCtx, client, roomID, bot, "!lm link", botAnswerWait); err != nil {
+			return err
+		}
+		if linkAnswer == "" {
+			log.Warn().Msg("The bridge bot did not answer !lm link")
+		}
+	}
+
+	printBanner(out, banner{
+		hs: s.hs, user: client.UserID, password: password, bot: bot, botJoined: botJoined,
+		lmName: lmName, lmStatus: lmStatus, linkAnswer: linkAnswer, dir: dir, bridgeLog: bridgeLog,
+	})
 	if opts.check {
 		log.Info().Msg("Check passed; stopping")
 		return nil
@@ -327,11 +346,28 @@ func inviteBot(ctx context.Context, client *mautrix.Client, bot id.UserID) (bool
 	return false, resp.RoomID, nil
 }
 
-func printBanner(out io.Writer, hs *tesths.Homeserver, user id.UserID, password string, bot id.UserID, botJoined bool,
-	lmName, dir, bridgeLog string) {
+// banner is what the demo prints once the stack is up.
+type banner struct {
+	hs         *tesths.Homeserver
+	user       id.UserID
+	password   string
+	bot        id.UserID
+	botJoined  bool
+	lmName     string
+	lmStatus   string
+	linkAnswer string
+	dir        string
+	bridgeLog  string
+}
+
+func printBanner(out io.Writer, b banner) {
 	botNote := "it joined the room \"lmbridge demo\""
-	if !botJoined {
+	if !b.botJoined {
 		botNote = "invited to the room \"lmbridge demo\"; it has not joined yet"
+	}
+	link, commands := "no answer: this build's bridge does not handle commands yet", ""
+	if b.linkAnswer != "" {
+		link, commands = b.linkAnswer, "\nIn the room \"lmbridge demo\", \"!lm help\" lists the bridge's commands."
 	}
 	fmt.Fprintf(out, `
 lmbridge demo is running on loopback. Press Ctrl-C to stop it.
@@ -340,17 +376,19 @@ lmbridge demo is running on loopback. Press Ctrl-C to stop it.
   User             %[4]s
   Password         %[5]s
   Bridge bot       %[6]s   (%[7]s)
-  LM server        http://%[8]s   (lmbridge as a Linearized Matrix server)
+  LM server        http://%[8]s   (lmbridge as a Linearized Matrix server: %[13]s)
+  "!lm link"       %[14]s
 
 Log in with any Matrix client that lets you set the homeserver URL (Element: "Edit" next to the homeserver,
 then %[1]s), or check from a shell:
 
   curl -s -X POST %[1]s/_matrix/client/v3/login \
     -d '{"type":"m.login.password","identifier":{"type":"m.id.user","user":"%[9]s"},"password":"%[5]s"}'
-
+%[15]s
 Files in %[10]s: lmbridge's config.yaml and registration.yaml, the homeserver's data.
 Logs: %[11]s and %[12]s
-`, hs.URL, hs.Kind, hs.ServerName, user, password, bot, botNote, lmName, user.Localpart(), dir, bridgeLog, hs.LogPath)
+`, b.hs.URL, b.hs.Kind, b.hs.ServerName, b.user, b.password, b.bot, botNote, b.lmName, b.user.Localpart(), b.dir,
+		b.bridgeLog, b.hs.LogPath, b.lmStatus, link, commands)
 }
 
 func isTerminal(f *os.File) bool {
