@@ -212,6 +212,7 @@ func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	go as.pruneLoop(ctx)
 	go func() {
 		zerolog.Ctx(ctx).Info().Str("address", listener.Addr().String()).Msg("Application service listener started")
 		if err := as.server.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -219,6 +220,30 @@ func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
 		}
 	}()
 	return nil
+}
+
+const (
+	// inboxRetention is how long handled events stay in the inbox.
+	inboxRetention = 24 * time.Hour
+	pruneInterval  = time.Hour
+)
+
+func (as *AppService) pruneLoop(ctx context.Context) {
+	ticker := time.NewTicker(pruneInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		removed, err := as.inbox.prune(ctx, time.Now().Add(-inboxRetention))
+		if err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to prune the transaction inbox")
+		} else if removed > 0 {
+			zerolog.Ctx(ctx).Debug().Int64("events", removed).Msg("Pruned handled events from the transaction inbox")
+		}
+	}
 }
 
 // Addr is the bound listener address, useful when the configured port was 0.

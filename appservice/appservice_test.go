@@ -459,3 +459,38 @@ func TestGhostUserID(t *testing.T) {
 		t.Fatal("Ghost accepted a user outside the namespace")
 	}
 }
+
+func TestPermanentFailureIsRecordedAndRoomMovesOn(t *testing.T) {
+	rec := newRecorder()
+	tas := startTestAS(t, filepath.Join(t.TempDir(), "as.db"), EventHandlerFunc(func(ctx context.Context, evt *event.Event) error {
+		if evt.ID == "$bad" {
+			rec.lock.Lock()
+			rec.calls[evt.ID]++
+			rec.lock.Unlock()
+			return Permanent(fmt.Errorf("unsupported"))
+		}
+		return rec.HandleEvent(ctx, evt)
+	}), 1<<20)
+	room := id.RoomID("!r:hs.test")
+	if resp := tas.put(t, "1", txnBody(msgEvent(room, "$bad", "1"), msgEvent(room, "$good", "2")), testHSToken, ""); resp.status != http.StatusOK {
+		t.Fatalf("PUT: %d", resp.status)
+	}
+	waitFor(t, "the good event", func() bool { return len(rec.roomEvents(room)) == 1 })
+	if n := rec.callCount("$bad"); n != 1 {
+		t.Errorf("permanent failure offered %d times, want 1", n)
+	}
+	var lastError string
+	err := tas.db.QueryRow(context.Background(), "SELECT last_error FROM appservice_event WHERE event_id='$bad' AND handled_at IS NOT NULL").Scan(&lastError)
+	if err != nil || !strings.Contains(lastError, "unsupported") {
+		t.Errorf("failure not recorded: %q %v", lastError, err)
+	}
+
+	// Pruning drops handled events but keeps the failed one for the operator.
+	removed, err := tas.inbox.prune(context.Background(), time.Now().Add(time.Minute))
+	if err != nil || removed != 1 {
+		t.Fatalf("prune: %d %v, want 1 removed", removed, err)
+	}
+	if n := tas.count(t, "appservice_event"); n != 1 {
+		t.Errorf("%d events left after pruning, want the failed one", n)
+	}
+}

@@ -3,6 +3,7 @@ package appservice
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -29,12 +30,24 @@ func (fn EventHandlerFunc) HandleEvent(ctx context.Context, evt *event.Event) er
 	return fn(ctx, evt)
 }
 
+// ErrPermanent marks a handler error that retrying cannot fix (the event is malformed for its type, or refers to
+// something that will never exist): the event is recorded as failed at once and its room moves on. Wrap it with
+// Permanent.
+var ErrPermanent = errors.New("permanent failure")
+
+// Permanent wraps err so that the dispatcher gives up on the event instead of retrying it.
+func Permanent(err error) error {
+	return fmt.Errorf("%w: %w", ErrPermanent, err)
+}
+
 const (
 	// dispatchBatch is how many pending events a room worker reads at once.
 	dispatchBatch = 64
 	// maxHandleAttempts is how often an event is offered before it is recorded as failed so its room can move on.
-	maxHandleAttempts = 8
-	maxRetryDelay     = 30 * time.Second
+	// With the backoff below that is about 20 minutes: enough to ride out a homeserver restart, short enough that a
+	// room does not stay stuck behind one bad event for good.
+	maxHandleAttempts = 30
+	maxRetryDelay     = time.Minute
 )
 
 // dispatcher runs one worker per room with pending events, so a slow room never holds up another.
@@ -143,14 +156,14 @@ func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent) bool {
 			return false
 		}
 		attempts++
-		if attempts >= maxHandleAttempts {
+		if attempts >= maxHandleAttempts || errors.Is(err, ErrPermanent) {
 			log.Err(err).Int("attempts", attempts).Msg("Giving up on event after repeated handler failures")
 			if err = d.as.inbox.markGivenUp(markCtx, ie.seq, err); err != nil {
 				log.Err(err).Msg("Failed to mark event as given up")
 			}
 			return ctx.Err() == nil
 		}
-		delay := min(time.Duration(1<<attempts)*250*time.Millisecond, maxRetryDelay)
+		delay := min(time.Duration(1<<min(attempts, 16))*250*time.Millisecond, maxRetryDelay)
 		log.Warn().Err(err).Int("attempts", attempts).Dur("retry_in", delay).Msg("Event handler failed, retrying")
 		if markErr := d.as.inbox.markAttemptFailed(markCtx, ie.seq, err); markErr != nil {
 			log.Err(markErr).Msg("Failed to record handler failure")

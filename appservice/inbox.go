@@ -38,6 +38,15 @@ const (
 	markAttemptFailedQuery = `
 		UPDATE appservice_event SET attempts=attempts+1, last_error=$2 WHERE seq=$1
 	`
+	// Handled events are kept a while so a transaction the homeserver retries late is still recognised; after that
+	// the downstream dedup by event ID (dagview's stream) is what stops a repeat. Failed events are kept for the
+	// operator.
+	pruneEventsQuery = `
+		DELETE FROM appservice_event WHERE handled_at IS NOT NULL AND handled_at < $1 AND last_error IS NULL
+	`
+	pruneTransactionsQuery = `
+		DELETE FROM appservice_transaction WHERE received_at < $1
+	`
 	markGivenUpQuery = `
 		UPDATE appservice_event SET handled_at=$2, attempts=attempts+1, last_error=$3 WHERE seq=$1
 	`
@@ -159,4 +168,21 @@ func (ib *inbox) markAttemptFailed(ctx context.Context, seq int64, handlerErr er
 func (ib *inbox) markGivenUp(ctx context.Context, seq int64, handlerErr error) error {
 	_, err := ib.db.Exec(ctx, markGivenUpQuery, seq, time.Now().UnixMilli(), handlerErr.Error())
 	return err
+}
+
+// prune removes handled events and transactions older than cutoff.
+func (ib *inbox) prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	var removed int64
+	err := ib.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		result, err := ib.db.Exec(ctx, pruneEventsQuery, cutoff.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("failed to prune events: %w", err)
+		}
+		removed, _ = result.RowsAffected()
+		if _, err = ib.db.Exec(ctx, pruneTransactionsQuery, cutoff.UnixMilli()); err != nil {
+			return fmt.Errorf("failed to prune transactions: %w", err)
+		}
+		return nil
+	})
+	return removed, err
 }
