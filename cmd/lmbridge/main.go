@@ -165,6 +165,12 @@ func runBridge(opts options, stderr io.Writer) int {
 	exzerolog.SetupDefaults(&log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// After the first signal, a second one gets Go's default handling and ends the process at once, for when a
+		// clean shutdown hangs.
+		<-ctx.Done()
+		stop()
+	}()
 	ctx = log.WithContext(ctx)
 
 	if err := appservice.CheckRegistration(ctx, cfg, reg); err != nil {
