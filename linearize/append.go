@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
@@ -34,22 +36,69 @@ type batch struct {
 	pre func(ctx context.Context) error
 }
 
+type receivedTxn struct {
+	origin   string
+	txnID    string
+	response json.RawMessage
+}
+
+// multiInsert builds one INSERT of many rows, so a batch costs a statement per table rather than per row.
+type multiInsert struct {
+	prefix string
+	cols   int
+	args   []any
+}
+
+func (m *multiInsert) add(values ...any) {
+	m.args = append(m.args, values...)
+}
+
+func (m *multiInsert) exec(ctx context.Context, s *store) error {
+	if len(m.args) == 0 {
+		return nil
+	}
+	var sb strings.Builder
+	sb.WriteString(m.prefix)
+	for row := 0; row < len(m.args)/m.cols; row++ {
+		if row > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteByte('(')
+		for c := 0; c < m.cols; c++ {
+			if c > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteByte('$')
+			sb.WriteString(strconv.Itoa(row*m.cols + c + 1))
+		}
+		sb.WriteByte(')')
+	}
+	_, err := s.exec(ctx, sb.String(), m.args...)
+	return err
+}
+
+const (
+	insertEventsPrefix = `INSERT INTO lm_event (room_id, idx, event_id, lpdu_id, event_type, state_key, sender, pdu, received_at) VALUES `
+	insertOutboxPrefix = `INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES `
+)
+
 // commitBatch writes appended events (with their state and, as hub, their fan-out rows), extra outbox rows and an
 // optional received-transaction answer in one database transaction, then publishes the new room states and wakes the
-// outbox. Call it with writeLock held.
+// outbox and the listeners. Call it with writeLock held.
 func (e *Engine) commitBatch(ctx context.Context, b batch) error {
-	items, extra, txn := b.items, b.extra, b.txn
 	now := e.now().UnixMilli()
 	seq := e.outboxSeq
 	working := make(map[string]*roomState)
 	woken := make(map[string]struct{})
-	err := e.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	err := e.store.write(ctx, func(ctx context.Context) error {
 		if b.pre != nil {
 			if err := b.pre(ctx); err != nil {
 				return err
 			}
 		}
-		for _, it := range items {
+		events := multiInsert{prefix: insertEventsPrefix, cols: 9}
+		outbox := multiInsert{prefix: insertOutboxPrefix, cols: 5}
+		for _, it := range b.items {
 			rs := working[it.roomID]
 			if rs == nil {
 				cached, err := e.loadRoom(ctx, it.roomID)
@@ -73,19 +122,13 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 				}
 			}
 			idx := rs.headIdx + 1
-			stored := &StoredEvent{RoomID: it.roomID, Index: idx, EventID: it.eventID, LPDUID: it.lpduID, PDU: it.raw}
-			if err := e.store.insertEvent(ctx, stored, it.p.Type, it.p.StateKey, it.p.Sender, now); err != nil {
-				return err
-			}
+			events.add(it.roomID, idx, it.eventID, nullString(it.lpduID), it.p.Type, nullStringPtr(it.p.StateKey),
+				it.p.Sender, string(it.raw), now)
 			if err := rs.apply(it.p, it.eventID, idx); err != nil {
 				return err
 			}
 			if it.p.StateKey != nil {
-				membership := ""
-				if it.p.Type == "m.room.member" {
-					membership = membershipOf(it.p)
-				}
-				if err := e.store.setState(ctx, it.roomID, it.p.Type, *it.p.StateKey, it.eventID, membership); err != nil {
+				if err := e.store.setState(ctx, it.roomID, it.p.Type, *it.p.StateKey, it.eventID, membershipOf(it.p)); err != nil {
 					return err
 				}
 			}
@@ -96,27 +139,29 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 				dests = append(dests, server)
 			}
 			slices.Sort(dests)
-			sorted := slices.Compact(dests)
-			if i := slices.Index(sorted, e.serverName); i >= 0 {
-				sorted = slices.Delete(sorted, i, i+1)
-			}
-			for _, d := range sorted {
-				seq++
-				if err := e.store.enqueue(ctx, d, seq, it.roomID, it.eventID, nil); err != nil {
-					return err
+			dests = slices.Compact(dests)
+			for _, d := range dests {
+				if d == e.serverName {
+					continue
 				}
+				seq++
+				outbox.add(d, seq, it.roomID, it.eventID, nil)
 				woken[d] = struct{}{}
 			}
 		}
-		for _, w := range extra {
+		for _, w := range b.extra {
 			seq++
-			if err := e.store.enqueue(ctx, w.destination, seq, w.roomID, w.eventID, w.lpdu); err != nil {
-				return err
-			}
+			outbox.add(w.destination, seq, w.roomID, w.eventID, string(w.lpdu))
 			woken[w.destination] = struct{}{}
 		}
-		if txn != nil {
-			if err := e.store.putReceivedTxn(ctx, txn.origin, txn.txnID, txn.response, now); err != nil {
+		if err := events.exec(ctx, e.store); err != nil {
+			return err
+		}
+		if err := outbox.exec(ctx, e.store); err != nil {
+			return err
+		}
+		if b.txn != nil {
+			if err := e.store.putReceivedTxn(ctx, b.txn.origin, b.txn.txnID, b.txn.response, now); err != nil {
 				return err
 			}
 		}
@@ -128,20 +173,16 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	e.outboxSeq = seq
 	for roomID, rs := range working {
 		e.rooms[roomID] = rs
+		e.heads.Store(roomID, rs.headID())
+		e.markDirty(roomID)
 	}
 	for d := range woken {
 		e.outbox.wake(d)
 	}
-	if len(items) > 0 {
+	if len(working) > 0 {
 		e.wakeDispatch()
 	}
 	return nil
-}
-
-type receivedTxn struct {
-	origin   string
-	txnID    string
-	response json.RawMessage
 }
 
 // isKickOrBan reports whether p removes another user from the room.

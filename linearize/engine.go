@@ -63,10 +63,20 @@ type Engine struct {
 
 	txnLock  sync.Mutex
 	inflight map[string]*inflightTxn
+	// appended, when set (benchmarks), is told of each event appended from a /send transaction and when that
+	// transaction arrived.
+	appended func(eventID string, received time.Time)
 	// joining holds a channel per room whose send_join is in flight, closed when it ends.
 	joining map[string]chan struct{}
 
+	// heads is each room's last event ID as committed, readable without writeLock (gap checks on /send).
+	heads sync.Map
+
 	outbox       *outbox
+	dispatchLock sync.Mutex
+	// dirty holds rooms with events the listeners have not been offered yet; invitesDirty likewise for invites.
+	dirty        map[string]struct{}
+	invitesDirty bool
 	dispatchWake chan struct{}
 	dispatchDone chan struct{}
 	cancel       context.CancelFunc
@@ -109,6 +119,8 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		inflight:     make(map[string]*inflightTxn),
 		joining:      make(map[string]chan struct{}),
 		dispatchWake: make(chan struct{}, 1),
+		dirty:        make(map[string]struct{}),
+		invitesDirty: true,
 		listener:     opts.Listener,
 	}
 	if e.now == nil {

@@ -72,7 +72,7 @@ func (r *recorder) roomEvents(roomID string) []*Event {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
+func (r *recorder) waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(15 * time.Second)
 	for !cond() {
@@ -87,9 +87,9 @@ func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
 
 // network makes, starts and stops engines under test; directNet routes in process, httpNet over loopback HTTP.
 type network interface {
-	newNode(t *testing.T, name string) *node
-	start(t *testing.T, nd *node)
-	stop(t *testing.T, nd *node)
+	newNode(t testing.TB, name string) *node
+	start(t testing.TB, nd *node)
+	stop(t testing.TB, nd *node)
 }
 
 // node is one engine under test with its database path, key and recorder.
@@ -101,14 +101,16 @@ type node struct {
 	rec    *recorder
 	db     *dbutil.Database
 	ln     net.Listener
+	// appended is installed as the engine's append hook before it starts.
+	appended func(eventID string, received time.Time)
 }
 
-func testContext(t *testing.T) context.Context {
+func testContext(t testing.TB) context.Context {
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	return log.WithContext(context.Background())
 }
 
-func openTestDB(t *testing.T, path string) *dbutil.Database {
+func openTestDB(t testing.TB, path string) *dbutil.Database {
 	t.Helper()
 	db, err := dbutil.NewWithDialect("file:"+path+"?_txlock=immediate", "sqlite3-fk-wal")
 	if err != nil {
@@ -234,7 +236,7 @@ func (d directRemote) Backfill(ctx context.Context, dest, roomID string, from []
 	return roundTrip[*federation.BackfillResponse](h.Backfill(ctx, d.origin, roomID, from, limit))
 }
 
-func (n *directNet) newNode(t *testing.T, name string) *node {
+func (n *directNet) newNode(t testing.TB, name string) *node {
 	t.Helper()
 	nd := &node{name: name, dbPath: filepath.Join(t.TempDir(), "lm.db"), key: mautrixfed.GenerateSigningKey()}
 	n.keys.add(name, nd.key)
@@ -243,7 +245,7 @@ func (n *directNet) newNode(t *testing.T, name string) *node {
 }
 
 // start opens (or reopens) a node's database and starts its engine with a fresh recorder.
-func (n *directNet) start(t *testing.T, nd *node) {
+func (n *directNet) start(t testing.TB, nd *node) {
 	t.Helper()
 	ctx := testContext(t)
 	nd.db = openTestDB(t, nd.dbPath)
@@ -270,7 +272,7 @@ func (n *directNet) start(t *testing.T, nd *node) {
 	t.Cleanup(func() { n.stop(t, nd) })
 }
 
-func (n *directNet) stop(t *testing.T, nd *node) {
+func (n *directNet) stop(t testing.TB, nd *node) {
 	if nd.eng == nil {
 		return
 	}
@@ -296,17 +298,21 @@ func text(body string) map[string]any {
 	return map[string]any{"msgtype": "m.text", "body": body}
 }
 
-
 func userAt(local, server string) string {
 	return "@" + local + ":" + server
 }
-
 
 // httpNet runs every engine with its own federation listener on 127.0.0.1 over plain HTTP, its own SQLite file, the
 // real federation client and key ring: server names are 127.0.0.1:PORT, reached through allow_http_peers.
 type httpNet struct{}
 
-func (httpNet) newNode(t *testing.T, _ string) *node {
+func (httpNet) newNode(t testing.TB, _ string) *node {
+	t.Helper()
+	return newHTTPNode(t, nil)
+}
+
+// newHTTPNode starts an engine on loopback; appended, if set, is installed as the engine's append hook.
+func newHTTPNode(t testing.TB, appended func(eventID string, received time.Time)) *node {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -314,11 +320,12 @@ func (httpNet) newNode(t *testing.T, _ string) *node {
 	}
 	nd := &node{name: ln.Addr().String(), dbPath: filepath.Join(t.TempDir(), "lm.db"), key: mautrixfed.GenerateSigningKey()}
 	nd.ln = ln
+	nd.appended = appended
 	httpNet{}.start(t, nd)
 	return nd
 }
 
-func (httpNet) start(t *testing.T, nd *node) {
+func (httpNet) start(t testing.TB, nd *node) {
 	t.Helper()
 	ctx := testContext(t)
 	ln := nd.ln
@@ -344,6 +351,7 @@ func (httpNet) start(t *testing.T, nd *node) {
 	}
 	nd.rec = newRecorder()
 	eng.AddListener("test", nd.rec)
+	eng.appended = nd.appended
 	if err = eng.Start(ctx); err != nil {
 		t.Fatalf("failed to start engine %s: %v", nd.name, err)
 	}
@@ -351,7 +359,7 @@ func (httpNet) start(t *testing.T, nd *node) {
 	t.Cleanup(func() { httpNet{}.stop(t, nd) })
 }
 
-func (httpNet) stop(t *testing.T, nd *node) {
+func (httpNet) stop(t testing.TB, nd *node) {
 	if nd.eng == nil {
 		return
 	}

@@ -406,6 +406,6 @@ func (e *Engine) inviteAsTarget(ctx context.Context, origin string, p *pdu.PDU, 
 		return nil, err
 	}
 	zerolog.Ctx(ctx).Info().Str("room_id", p.RoomID).Str("target", target).Str("event_id", id).Msg("Received invite")
-	e.wakeDispatch()
+	e.markInvitesDirty()
 	return &federation.InviteResponse{PDU: raw, Event: raw}, nil
 }

@@ -3,6 +3,7 @@ package linearize
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -58,39 +59,70 @@ type namedListener struct {
 	l    Listener
 }
 
-// dispatchLoop delivers log events and invites to every listener, woken after each append and every few seconds to
-// retry a listener that failed.
+// dispatchLoop delivers log events and invites to every listener: the rooms marked dirty when woken after an append,
+// and every room every few seconds, which retries a listener that failed.
 func (e *Engine) dispatchLoop(ctx context.Context) {
 	defer close(e.dispatchDone)
 	log := zerolog.Ctx(ctx)
 	ticker := time.NewTicker(2 * time.Second)
 	defer ticker.Stop()
+	all := true
 	for {
-		for _, nl := range e.listeners {
-			if err := e.dispatchInvites(ctx, nl); err != nil && ctx.Err() == nil {
-				log.Warn().Err(err).Str("listener", nl.name).Msg("Failed to deliver invites")
-			}
+		e.dispatchLock.Lock()
+		dirty := e.dirty
+		e.dirty = make(map[string]struct{})
+		invites := e.invitesDirty || all
+		e.invitesDirty = false
+		e.dispatchLock.Unlock()
+		var roomIDs []string
+		if all {
 			rooms, err := e.store.listRooms(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					log.Warn().Err(err).Msg("Failed to list rooms for delivery")
-				}
-				break
+			if err != nil && ctx.Err() == nil {
+				log.Warn().Err(err).Msg("Failed to list rooms for delivery")
 			}
 			for _, room := range rooms {
-				if err := e.dispatchRoom(ctx, nl, room.RoomID); err != nil && ctx.Err() == nil {
-					log.Warn().Err(err).Str("listener", nl.name).Str("room_id", room.RoomID).
+				roomIDs = append(roomIDs, room.RoomID)
+			}
+		} else {
+			for roomID := range dirty {
+				roomIDs = append(roomIDs, roomID)
+			}
+		}
+		for _, nl := range e.listeners {
+			if invites {
+				if err := e.dispatchInvites(ctx, nl); err != nil && ctx.Err() == nil {
+					log.Warn().Err(err).Str("listener", nl.name).Msg("Failed to deliver invites")
+				}
+			}
+			for _, roomID := range roomIDs {
+				if err := e.dispatchRoom(ctx, nl, roomID); err != nil && ctx.Err() == nil {
+					log.Warn().Err(err).Str("listener", nl.name).Str("room_id", roomID).
 						Msg("Listener failed, will retry")
 				}
 			}
 		}
+		all = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-e.dispatchWake:
 		case <-ticker.C:
+			all = true
 		}
 	}
+}
+
+func (e *Engine) markDirty(roomID string) {
+	e.dispatchLock.Lock()
+	e.dirty[roomID] = struct{}{}
+	e.dispatchLock.Unlock()
+}
+
+func (e *Engine) markInvitesDirty() {
+	e.dispatchLock.Lock()
+	e.invitesDirty = true
+	e.dispatchLock.Unlock()
+	e.wakeDispatch()
 }
 
 func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID string) error {
@@ -98,26 +130,39 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 	if err != nil {
 		return err
 	}
+	// The cursor is stored once per page rather than per event: a crash re-delivers at most a page, which
+	// at-least-once allows, and a busy room costs one write per page.
+	saved := cur
+	save := func() error {
+		if cur == saved {
+			return nil
+		}
+		// Record delivered events even when shutdown has begun, so they are not delivered again.
+		if err := e.store.setCursor(context.WithoutCancel(ctx), nl.name, roomID, cur); err != nil {
+			return err
+		}
+		saved = cur
+		return nil
+	}
 	for {
 		evs, err := e.store.eventsAfter(ctx, roomID, cur, 200)
 		if err != nil || len(evs) == 0 {
-			return err
+			return errors.Join(err, save())
 		}
 		for _, ev := range evs {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return errors.Join(ctx.Err(), save())
 			}
 			out, err := toListenerEvent(ev)
 			if err != nil {
 				zerolog.Ctx(ctx).Err(err).Str("event_id", ev.EventID).Msg("Stored event is unreadable, skipping it")
 			} else if err = nl.l.OnEvent(ctx, out); err != nil {
-				return err
+				return errors.Join(err, save())
 			}
 			cur = ev.Index
-			// Record a delivered event even when shutdown has begun, so it is not delivered again.
-			if err = e.store.setCursor(context.WithoutCancel(ctx), nl.name, roomID, cur); err != nil {
-				return err
-			}
+		}
+		if err = save(); err != nil {
+			return err
 		}
 	}
 }

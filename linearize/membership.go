@@ -188,7 +188,7 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 		if existing != nil && existing.status == statusActive {
 			_ = e.store.setRoomStatus(context.WithoutCancel(ctx), roomID, statusActive)
 		} else {
-			_, _ = e.db.Exec(context.WithoutCancel(ctx), `DELETE FROM lm_room WHERE room_id=$1 AND status=$2`, roomID, statusJoining)
+			_, _ = e.store.writeRoom(context.WithoutCancel(ctx), `DELETE FROM lm_room WHERE room_id=$1 AND status=$2`, roomID, statusJoining)
 		}
 	}
 	lpduID, raw, lpdu, version, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, membership)

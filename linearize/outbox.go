@@ -167,7 +167,7 @@ func (o *outbox) sendOnce(ctx context.Context, destination string) (time.Duratio
 		}
 		return backoff, fmt.Errorf("failed to send transaction %s: %w", txnID, sendErr)
 	}
-	err = o.e.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	err = o.e.store.write(ctx, func(ctx context.Context) error {
 		if err := st.deleteOutbox(ctx, destination, last); err != nil {
 			return err
 		}

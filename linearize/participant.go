@@ -20,6 +20,10 @@ func (e *Engine) fillGaps(ctx context.Context, origin string, objs []*received) 
 			continue
 		}
 		prev := r.p.PrevEvents[0]
+		if head, ok := e.heads.Load(r.room.RoomID); ok && head.(string) == prev {
+			known[r.id] = true
+			continue
+		}
 		if known[prev] {
 			known[r.id] = true
 			continue

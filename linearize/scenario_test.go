@@ -19,7 +19,7 @@ func eachNet(t *testing.T, scenario func(t *testing.T, n network)) {
 }
 
 // logIDs returns the event IDs of a room's log on an engine, oldest first.
-func logIDs(t *testing.T, nd *node, roomID string) []string {
+func logIDs(t testing.TB, nd *node, roomID string) []string {
 	t.Helper()
 	evs := must(nd.eng.Events(testContext(t), roomID, 0, 100000))
 	ids := make([]string, len(evs))
@@ -30,7 +30,7 @@ func logIDs(t *testing.T, nd *node, roomID string) []string {
 }
 
 // waitHead waits until part's log ends with eventID.
-func waitHead(t *testing.T, part *node, roomID, eventID string) {
+func waitHead(t testing.TB, part *node, roomID, eventID string) {
 	t.Helper()
 	part.rec.waitFor(t, fmt.Sprintf("%s to reach %s", part.name, eventID), func() bool {
 		ids := logIDs(t, part, roomID)
@@ -39,7 +39,7 @@ func waitHead(t *testing.T, part *node, roomID, eventID string) {
 }
 
 // waitListener waits until nd's listener has been given nd's whole log of roomID.
-func waitListener(t *testing.T, nd *node, roomID string) {
+func waitListener(t testing.TB, nd *node, roomID string) {
 	t.Helper()
 	ids := logIDs(t, nd, roomID)
 	nd.rec.waitFor(t, "listener to catch up", func() bool {
@@ -90,7 +90,7 @@ func lastInvite(nd *node, roomID, target string) *Invite {
 }
 
 // joinedPair creates a room on hub as alice, invites bob on part (over /invite, countersigned) and joins him.
-func joinedPair(t *testing.T, hub, part *node) (roomID, alice, bob string) {
+func joinedPair(t testing.TB, hub, part *node) (roomID, alice, bob string) {
 	t.Helper()
 	ctx := testContext(t)
 	alice, bob = userAt("alice", hub.name), userAt("bob", part.name)

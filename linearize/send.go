@@ -86,6 +86,7 @@ type received struct {
 }
 
 func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
+	arrived := time.Now()
 	log := zerolog.Ctx(ctx).With().Str("origin", origin).Str("txn_id", txnID).Logger()
 	resp := &federation.SendResponse{FailedPDUs: make(map[string]federation.FailedPDU)}
 	objs := make([]*received, 0, len(txn.PDUs))
@@ -158,6 +159,11 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			delete(e.rooms, roomID)
 		}
 		return nil, fmt.Errorf("failed to append transaction %s: %w", txnID, err)
+	}
+	if e.appended != nil {
+		for _, it := range items {
+			e.appended(it.eventID, arrived)
+		}
 	}
 	for _, id := range pendingEchoes {
 		if _, err := e.store.removePendingLPDU(ctx, id); err != nil {
@@ -277,12 +283,15 @@ func (e *Engine) acceptFromHub(ctx context.Context, r *received, rs *roomState, 
 	if seen[r.id] {
 		return nil, nil
 	}
-	known, err := e.store.getEvent(ctx, r.id)
-	if err != nil {
-		return nil, err
-	} else if known != nil && known.Index > 0 {
-		// An echo of an event we already hold (our join from send_join, a retried transaction).
-		return nil, nil
+	// An event that follows our head cannot be one we hold already; anything else may be an echo of an event we
+	// have (our join from send_join, a retried transaction).
+	if len(r.p.PrevEvents) != 1 || r.p.PrevEvents[0] != rs.headID() {
+		known, err := e.store.getEvent(ctx, r.id)
+		if err != nil {
+			return nil, err
+		} else if known != nil && known.Index > 0 {
+			return nil, nil
+		}
 	}
 	if err := checkAuth(r.p, rs); err != nil {
 		// The hub decides; a participant only warns (§5.1: participants SHOULD check, MAY warn).

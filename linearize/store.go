@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"go.mau.fi/util/dbutil"
 )
@@ -25,11 +27,7 @@ const (
 	getRoomQuery       = `SELECT room_id, room_version, hub_server, role, status FROM lm_room WHERE room_id=$1`
 	listRoomsQuery     = `SELECT room_id, room_version, hub_server, role, status FROM lm_room`
 	lastEventQuery     = `SELECT idx, event_id FROM lm_event WHERE room_id=$1 ORDER BY idx DESC LIMIT 1`
-	insertEventQuery   = `
-		INSERT INTO lm_event (room_id, idx, event_id, lpdu_id, event_type, state_key, sender, pdu, received_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-	`
-	getEventQuery = `
+	getEventQuery      = `
 		SELECT room_id, idx, event_id, lpdu_id, pdu FROM lm_event WHERE event_id=$1
 		UNION ALL
 		SELECT room_id, -1, event_id, NULL, pdu FROM lm_outlier WHERE event_id=$1
@@ -59,19 +57,16 @@ const (
 	`
 	getReceivedTxnQuery    = `SELECT response FROM lm_received_txn WHERE origin=$1 AND txn_id=$2`
 	insertReceivedTxnQuery = `INSERT INTO lm_received_txn (origin, txn_id, response, received_at) VALUES ($1, $2, $3, $4)`
-	insertOutboxQuery      = `
-		INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES ($1, $2, $3, $4, $5)
-	`
-	maxOutboxSeqQuery  = `SELECT COALESCE(MAX(seq), 0) FROM lm_outbox`
-	outboxDestsQuery   = `SELECT DISTINCT destination FROM lm_outbox`
-	outboxBatchQuery   = `
+	maxOutboxSeqQuery      = `SELECT COALESCE(MAX(seq), 0) FROM lm_outbox`
+	outboxDestsQuery       = `SELECT DISTINCT destination FROM lm_outbox`
+	outboxBatchQuery       = `
 		SELECT o.seq, o.room_id, o.event_id, COALESCE(o.lpdu, e.pdu, ''), o.lpdu IS NOT NULL FROM lm_outbox o
 		LEFT JOIN lm_event e ON o.lpdu IS NULL AND e.event_id=o.event_id
 		WHERE o.destination=$1 AND o.seq<=$2 ORDER BY o.seq LIMIT $3
 	`
-	deleteOutboxQuery  = `DELETE FROM lm_outbox WHERE destination=$1 AND seq<=$2`
-	getDestQuery       = `SELECT txn_last_seq, retry_count, next_attempt FROM lm_destination WHERE destination=$1`
-	upsertDestQuery    = `
+	deleteOutboxQuery = `DELETE FROM lm_outbox WHERE destination=$1 AND seq<=$2`
+	getDestQuery      = `SELECT txn_last_seq, retry_count, next_attempt FROM lm_destination WHERE destination=$1`
+	upsertDestQuery   = `
 		INSERT INTO lm_destination (destination, txn_last_seq, retry_count, next_attempt, last_error) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (destination) DO UPDATE SET txn_last_seq=excluded.txn_last_seq, retry_count=excluded.retry_count,
 			next_attempt=excluded.next_attempt, last_error=excluded.last_error
@@ -132,8 +127,57 @@ type StateEntry struct {
 	Membership string
 }
 
+// store is the engine's tables. Every write goes through exec or write, which serialise them on a Go mutex: SQLite
+// allows one writer, and its busy handler sleeps for milliseconds when writers collide, which would dominate latency.
 type store struct {
-	db *dbutil.Database
+	db   *dbutil.Database
+	lock sync.Mutex
+	// rooms caches lm_room rows, read on every received PDU; any write to lm_room clears it, again after the
+	// transaction ends, so a reader cannot cache a row from before a commit.
+	rooms       sync.Map
+	roomWritten bool
+	// roomGen changes on every clear; a reader caches what it read only if no clear happened meanwhile.
+	roomGen atomic.Int64
+}
+
+type inWriteKey struct{}
+
+// write runs fn in one database transaction holding the write lock (or inside the caller's, if there is one).
+func (s *store) write(ctx context.Context, fn func(ctx context.Context) error) error {
+	if ctx.Value(inWriteKey{}) != nil {
+		return fn(ctx)
+	}
+	s.lock.Lock()
+	defer s.lock.Unlock()
+	err := s.db.DoTxn(context.WithValue(ctx, inWriteKey{}, true), nil, fn)
+	if s.roomWritten {
+		s.roomWritten = false
+		s.roomGen.Add(1)
+		s.rooms.Clear()
+	}
+	return err
+}
+
+// writeRoom runs a statement that changes lm_room, keeping the room cache right.
+func (s *store) writeRoom(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := s.write(ctx, func(ctx context.Context) error {
+		s.roomChanged()
+		var err error
+		res, err = s.db.Exec(ctx, query, args...)
+		return err
+	})
+	return res, err
+}
+
+// exec runs one write statement under the write lock (or inside the caller's transaction).
+func (s *store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if ctx.Value(inWriteKey{}) != nil {
+		return s.db.Exec(ctx, query, args...)
+	}
+	s.lock.Lock()
+	defer s.lock.Unlock()
+	return s.db.Exec(ctx, query, args...)
 }
 
 func scanRoom(row dbutil.Scannable) (*RoomInfo, error) {
@@ -145,13 +189,32 @@ func scanRoom(row dbutil.Scannable) (*RoomInfo, error) {
 }
 
 func (s *store) getRoom(ctx context.Context, roomID string) (*RoomInfo, error) {
+	if r, ok := s.rooms.Load(roomID); ok {
+		info := *r.(*RoomInfo)
+		return &info, nil
+	}
+	gen := s.roomGen.Load()
 	r, err := scanRoom(s.db.QueryRow(ctx, getRoomQuery, roomID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	} else if err != nil {
 		return nil, fmt.Errorf("failed to get room %s: %w", roomID, err)
 	}
+	if ctx.Value(inWriteKey{}) == nil {
+		cached := *r
+		s.rooms.Store(roomID, &cached)
+		if s.roomGen.Load() != gen {
+			s.rooms.Delete(roomID)
+		}
+	}
 	return r, nil
+}
+
+// roomChanged is called by every write to lm_room, with the write lock held.
+func (s *store) roomChanged() {
+	s.roomWritten = true
+	s.roomGen.Add(1)
+	s.rooms.Clear()
 }
 
 func (s *store) listRooms(ctx context.Context) ([]*RoomInfo, error) {
@@ -172,7 +235,7 @@ func (s *store) listRooms(ctx context.Context) ([]*RoomInfo, error) {
 }
 
 func (s *store) putRoom(ctx context.Context, r *RoomInfo, now int64) error {
-	_, err := s.db.Exec(ctx, insertRoomQuery, r.RoomID, r.RoomVersion, r.HubServer, r.Role, r.status, now)
+	_, err := s.writeRoom(ctx, insertRoomQuery, r.RoomID, r.RoomVersion, r.HubServer, r.Role, r.status, now)
 	if err != nil {
 		return fmt.Errorf("failed to store room %s: %w", r.RoomID, err)
 	}
@@ -180,7 +243,7 @@ func (s *store) putRoom(ctx context.Context, r *RoomInfo, now int64) error {
 }
 
 func (s *store) setRoomStatus(ctx context.Context, roomID, status string) error {
-	_, err := s.db.Exec(ctx, setRoomStatusQuery, roomID, status)
+	_, err := s.writeRoom(ctx, setRoomStatusQuery, roomID, status)
 	if err != nil {
 		return fmt.Errorf("failed to set status of room %s: %w", roomID, err)
 	}
@@ -211,17 +274,8 @@ func nullStringPtr(s *string) sql.NullString {
 	return sql.NullString{String: *s, Valid: true}
 }
 
-func (s *store) insertEvent(ctx context.Context, ev *StoredEvent, eventType string, stateKey *string, sender string, now int64) error {
-	_, err := s.db.Exec(ctx, insertEventQuery, ev.RoomID, ev.Index, ev.EventID, nullString(ev.LPDUID), eventType,
-		nullStringPtr(stateKey), sender, string(ev.PDU), now)
-	if err != nil {
-		return fmt.Errorf("failed to append event %s: %w", ev.EventID, err)
-	}
-	return nil
-}
-
 func (s *store) insertOutlier(ctx context.Context, roomID, eventID string, raw json.RawMessage) error {
-	_, err := s.db.Exec(ctx, insertOutlierQuery, eventID, roomID, string(raw))
+	_, err := s.exec(ctx, insertOutlierQuery, eventID, roomID, string(raw))
 	if err != nil {
 		return fmt.Errorf("failed to store outlier %s: %w", eventID, err)
 	}
@@ -285,7 +339,7 @@ func (s *store) stateBefore(ctx context.Context, roomID string, idx int64) ([]*S
 }
 
 func (s *store) setState(ctx context.Context, roomID, eventType, stateKey, eventID, membership string) error {
-	_, err := s.db.Exec(ctx, upsertStateQuery, roomID, eventType, stateKey, eventID, nullString(membership))
+	_, err := s.exec(ctx, upsertStateQuery, roomID, eventType, stateKey, eventID, nullString(membership))
 	if err != nil {
 		return fmt.Errorf("failed to update state of %s: %w", roomID, err)
 	}
@@ -323,21 +377,9 @@ func (s *store) receivedTxn(ctx context.Context, origin, txnID string) (json.Raw
 }
 
 func (s *store) putReceivedTxn(ctx context.Context, origin, txnID string, resp json.RawMessage, now int64) error {
-	_, err := s.db.Exec(ctx, insertReceivedTxnQuery, origin, txnID, string(resp), now)
+	_, err := s.exec(ctx, insertReceivedTxnQuery, origin, txnID, string(resp), now)
 	if err != nil {
 		return fmt.Errorf("failed to store transaction %s from %s: %w", txnID, origin, err)
-	}
-	return nil
-}
-
-func (s *store) enqueue(ctx context.Context, destination string, seq int64, roomID, eventID string, lpdu json.RawMessage) error {
-	var lpduCol sql.NullString
-	if lpdu != nil {
-		lpduCol = sql.NullString{String: string(lpdu), Valid: true}
-	}
-	_, err := s.db.Exec(ctx, insertOutboxQuery, destination, seq, roomID, eventID, lpduCol)
-	if err != nil {
-		return fmt.Errorf("failed to queue %s for %s: %w", eventID, destination, err)
 	}
 	return nil
 }
@@ -395,7 +437,7 @@ func (s *store) outboxBatch(ctx context.Context, destination string, maxSeq int6
 }
 
 func (s *store) deleteOutbox(ctx context.Context, destination string, upTo int64) error {
-	_, err := s.db.Exec(ctx, deleteOutboxQuery, destination, upTo)
+	_, err := s.exec(ctx, deleteOutboxQuery, destination, upTo)
 	if err != nil {
 		return fmt.Errorf("failed to clear outbox of %s: %w", destination, err)
 	}
@@ -420,7 +462,7 @@ func (s *store) getDest(ctx context.Context, destination string) (destState, err
 }
 
 func (s *store) putDest(ctx context.Context, destination string, d destState, lastErr string) error {
-	_, err := s.db.Exec(ctx, upsertDestQuery, destination, d.txnLastSeq, d.retryCount, d.nextAttempt, nullString(lastErr))
+	_, err := s.exec(ctx, upsertDestQuery, destination, d.txnLastSeq, d.retryCount, d.nextAttempt, nullString(lastErr))
 	if err != nil {
 		return fmt.Errorf("failed to store destination %s: %w", destination, err)
 	}
@@ -428,7 +470,7 @@ func (s *store) putDest(ctx context.Context, destination string, d destState, la
 }
 
 func (s *store) addPendingLPDU(ctx context.Context, lpduID, roomID string, now int64) error {
-	_, err := s.db.Exec(ctx, insertPendingLPDUQuery, lpduID, roomID, now)
+	_, err := s.exec(ctx, insertPendingLPDUQuery, lpduID, roomID, now)
 	if err != nil {
 		return fmt.Errorf("failed to remember LPDU %s: %w", lpduID, err)
 	}
@@ -437,7 +479,7 @@ func (s *store) addPendingLPDU(ctx context.Context, lpduID, roomID string, now i
 
 // removePendingLPDU reports whether the LPDU was still awaited.
 func (s *store) removePendingLPDU(ctx context.Context, lpduID string) (bool, error) {
-	res, err := s.db.Exec(ctx, deletePendingLPDUQuery, lpduID)
+	res, err := s.exec(ctx, deletePendingLPDUQuery, lpduID)
 	if err != nil {
 		return false, fmt.Errorf("failed to forget LPDU %s: %w", lpduID, err)
 	}
@@ -457,7 +499,7 @@ func (s *store) cursor(ctx context.Context, listener, roomID string) (int64, err
 }
 
 func (s *store) setCursor(ctx context.Context, listener, roomID string, idx int64) error {
-	_, err := s.db.Exec(ctx, setCursorQuery, listener, roomID, idx)
+	_, err := s.exec(ctx, setCursorQuery, listener, roomID, idx)
 	if err != nil {
 		return fmt.Errorf("failed to store cursor of %s in %s: %w", listener, roomID, err)
 	}
@@ -469,7 +511,7 @@ func (s *store) putInvite(ctx context.Context, inv *Invite, now int64) error {
 	if err != nil {
 		return fmt.Errorf("failed to encode stripped state: %w", err)
 	}
-	_, err = s.db.Exec(ctx, insertInviteQuery, inv.EventID, inv.RoomID, inv.Target, inv.RoomVersion, string(inv.Event),
+	_, err = s.exec(ctx, insertInviteQuery, inv.EventID, inv.RoomID, inv.Target, inv.RoomVersion, string(inv.Event),
 		string(stripped), now)
 	if err != nil {
 		return fmt.Errorf("failed to store invite %s: %w", inv.EventID, err)
@@ -500,7 +542,7 @@ func (s *store) undeliveredInvites(ctx context.Context, listener string) ([]*Inv
 }
 
 func (s *store) markInviteDelivered(ctx context.Context, listener, eventID string) error {
-	_, err := s.db.Exec(ctx, markInviteDeliveredQuery, listener, eventID)
+	_, err := s.exec(ctx, markInviteDeliveredQuery, listener, eventID)
 	if err != nil {
 		return fmt.Errorf("failed to mark invite %s delivered: %w", eventID, err)
 	}

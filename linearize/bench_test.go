@@ -1,0 +1,126 @@
+package linearize
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkHubFanout runs one hub and three participants on loopback HTTP, each with its own SQLite file. The
+// participants send LPDUs as fast as they can (b.N in all); the hub completes, checks, appends and fans every event
+// out to all three. It reports the events the hub accepted per second, and the latency from the hub receiving an
+// LPDU's transaction to the PDU being appended at every participant (p50, p99, max). Bounded: it stops once every
+// participant holds every event, or fails after two minutes.
+func BenchmarkHubFanout(b *testing.B) {
+	const participants = 3
+	var lock sync.Mutex
+	received := make(map[string]time.Time)
+	// delivered[eventID] counts participants holding the event; done[eventID] is when the last one appended it.
+	delivered := make(map[string]int)
+	done := make(map[string]time.Time)
+	hub := newHTTPNode(b, func(eventID string, at time.Time) {
+		lock.Lock()
+		received[eventID] = at
+		lock.Unlock()
+	})
+	onPart := func(eventID string, _ time.Time) {
+		now := time.Now()
+		lock.Lock()
+		delivered[eventID]++
+		if delivered[eventID] == participants {
+			done[eventID] = now
+		}
+		lock.Unlock()
+	}
+	ctx := testContext(b)
+	alice := userAt("alice", hub.name)
+	roomID := must(hub.eng.CreateRoom(ctx, alice, nil))
+	var parts []*node
+	for i := 0; i < participants; i++ {
+		part := newHTTPNode(b, onPart)
+		user := userAt("user", part.name)
+		must(hub.eng.InviteUser(ctx, roomID, alice, user))
+		must(part.eng.Join(ctx, roomID, user, hub.name))
+		parts = append(parts, part)
+	}
+	for _, part := range parts {
+		waitHead(b, part, roomID, logIDs(b, hub, roomID)[len(logIDs(b, hub, roomID))-1])
+	}
+	lock.Lock()
+	clear(received)
+	clear(delivered)
+	clear(done)
+	lock.Unlock()
+	startLen := len(logIDs(b, hub, roomID))
+
+	b.ResetTimer()
+	cpuStart := cpuTime()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, part := range parts {
+		n := b.N / participants
+		if i < b.N%participants {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			user := userAt("user", part.name)
+			for j := 0; j < n; j++ {
+				must(part.eng.SendEvent(ctx, roomID, user, "m.room.message", nil, text(fmt.Sprintf("%s %d", part.name, j)), time.Time{}))
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		lock.Lock()
+		complete := len(done)
+		lock.Unlock()
+		if complete >= b.N {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d events reached every participant", complete, b.N)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	cpu := cpuTime() - cpuStart
+	b.StopTimer()
+
+	if got := len(logIDs(b, hub, roomID)) - startLen; got != b.N {
+		b.Fatalf("hub appended %d events, want %d", got, b.N)
+	}
+	lock.Lock()
+	defer lock.Unlock()
+	var lat []time.Duration
+	for id, at := range done {
+		if r, ok := received[id]; ok {
+			lat = append(lat, at.Sub(r))
+		}
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+	b.ReportMetric(pct(0.50), "p50_ms")
+	b.ReportMetric(pct(0.99), "p99_ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max_ms")
+	// CPU time of all four engines per event: what the machine's load does not change. 2 cores / this = the
+	// events/s an unloaded 2-core machine could accept.
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu_ms/event")
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
