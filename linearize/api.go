@@ -39,6 +39,14 @@ func (e *Engine) CreateRoom(ctx context.Context, creator string, initial []Initi
 		return "", fmt.Errorf("failed to make room ID: %w", err)
 	}
 	roomID := "!" + base64.RawURLEncoding.EncodeToString(local[:]) + ":" + e.serverName
+	return roomID, e.createRoom(ctx, roomID, creator, initial)
+}
+
+// createRoom creates a room under a given ID (CreateRoom mints one; tests reuse IDs from recorded exchanges).
+func (e *Engine) createRoom(ctx context.Context, roomID, creator string, initial []InitialState) error {
+	if pdu.ServerName(creator) != e.serverName {
+		return fmt.Errorf("%w: %s", ErrNotOurUser, creator)
+	}
 	base := []InitialState{
 		{Type: "m.room.create", Content: map[string]any{"room_version": e.cfg.RoomVersion}},
 		{Type: "m.room.member", StateKey: creator, Content: map[string]any{"membership": "join"}},
@@ -78,14 +86,14 @@ func (e *Engine) CreateRoom(ctx context.Context, creator string, initial []Initi
 	for _, st := range append(base, extra...) {
 		p := &pdu.PDU{RoomID: roomID, Type: st.Type, StateKey: pdu.StringPtr(st.StateKey), Sender: creator, OriginServerTS: ts}
 		if err := p.SetContent(st.Content); err != nil {
-			return "", fmt.Errorf("failed to encode %s content: %w", st.Type, err)
+			return fmt.Errorf("failed to encode %s content: %w", st.Type, err)
 		}
 		it, err := e.buildLocal(p, rs)
 		if err != nil {
-			return "", fmt.Errorf("failed to make %s event: %w", st.Type, err)
+			return fmt.Errorf("failed to make %s event: %w", st.Type, err)
 		}
 		if err = rs.apply(it.p, it.eventID, rs.headIdx+1); err != nil {
-			return "", err
+			return err
 		}
 		items = append(items, *it)
 	}
@@ -95,9 +103,9 @@ func (e *Engine) CreateRoom(ctx context.Context, creator string, initial []Initi
 	}})
 	if err != nil {
 		delete(e.rooms, roomID)
-		return "", fmt.Errorf("failed to create room: %w", err)
+		return fmt.Errorf("failed to create room: %w", err)
 	}
-	return roomID, nil
+	return nil
 }
 
 // buildLocal completes a hub-local event (no hub_server, no LPDU) against rs and auth-checks it.
