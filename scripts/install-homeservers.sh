@@ -17,6 +17,7 @@ bin=$cache/bin
 root=$cache/synapse-root
 export PATH=/usr/local/go/bin:$PATH
 
+mkdir -p "$cache"
 started=$(date +%s)
 log() { printf '[install-homeservers %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 as_root() {
@@ -30,6 +31,17 @@ as_root() {
 	fi
 }
 elapsed() { echo "$(($(date +%s) - $1))s"; }
+
+# quietly LOG CMD... runs CMD with its output in LOG, and shows the end of LOG only when CMD fails.
+quietly() {
+	local logfile=$1
+	shift
+	if ! "$@" >"$logfile" 2>&1; then
+		log "failed: $*; last lines of $logfile:"
+		tail -n 40 "$logfile" >&2
+		return 1
+	fi
+}
 
 # Dendrite: rebuild only when the pinned tools module changed (the stamp holds its go.mod/go.sum hash).
 install_dendrite() {
@@ -79,22 +91,24 @@ install_synapse() {
 	fi
 	if ! command -v debootstrap >/dev/null; then
 		log "Synapse: installing debootstrap"
-		as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >&2
+		quietly "$cache/apt-update.log" as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+		quietly "$cache/apt-debootstrap.log" as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap
 	fi
 	mirror=$(debian_mirror)
 	tmp=$root.tmp
 	as_root rm -rf "$tmp"
-	mkdir -p "$cache"
-	log "Synapse: debootstrap --variant=minbase sid $tmp $mirror (~30 s)"
-	as_root debootstrap --variant=minbase sid "$tmp" "$mirror" >&2 ||
-		{ log "Synapse: debootstrap failed; see $tmp/debootstrap/debootstrap.log"; return 1; }
+	log "Synapse: debootstrap --variant=minbase sid $tmp $mirror (~30 s; output in $cache/debootstrap.log)"
+	quietly "$cache/debootstrap.log" as_root debootstrap --variant=minbase sid "$tmp" "$mirror"
 	# The mirror may serve an aged snapshot whose Release files are past Valid-Until.
 	printf 'Acquire::Check-Valid-Until "false";\nAcquire::Check-Date "false";\n' |
 		as_root tee "$tmp/etc/apt/apt.conf.d/99no-valid-until" >/dev/null
-	log "Synapse: apt-get install matrix-synapse inside the chroot (~30 s)"
-	as_root chroot "$tmp" /usr/bin/env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 sh -c \
-		'apt-get update -q && apt-get install -y -q --no-install-recommends matrix-synapse && apt-get clean' >&2
+	# matrix-synapse's postinst would start a server on 8008 on all interfaces; policy-rc.d forbids it.
+	printf '#!/bin/sh\nexit 101\n' | as_root tee "$tmp/usr/sbin/policy-rc.d" >/dev/null
+	as_root chmod 755 "$tmp/usr/sbin/policy-rc.d"
+	log "Synapse: apt-get install matrix-synapse inside the chroot (~30 s; output in $cache/apt-synapse.log)"
+	quietly "$cache/apt-synapse.log" as_root chroot "$tmp" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+		DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 sh -c \
+		'apt-get update -q && apt-get install -y -q --no-install-recommends matrix-synapse && apt-get clean'
 	local version
 	version=$(as_root chroot "$tmp" dpkg-query -W -f='${Version}' matrix-synapse)
 	as_root mkdir -p "$tmp/data"
