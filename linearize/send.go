@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -89,13 +92,11 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	arrived := time.Now()
 	log := zerolog.Ctx(ctx).With().Str("origin", origin).Str("txn_id", txnID).Logger()
 	resp := &federation.SendResponse{FailedPDUs: make(map[string]federation.FailedPDU)}
-	objs := make([]*received, 0, len(txn.PDUs))
-	for _, raw := range txn.PDUs {
-		r := e.precheck(ctx, origin, raw)
+	objs := e.precheckAll(ctx, origin, txn.PDUs)
+	for _, r := range objs {
 		if r.err != nil && errors.Is(r.err, errRetryLater) {
 			return nil, r.err
 		}
-		objs = append(objs, r)
 	}
 	objs, err := e.fillGaps(ctx, origin, objs)
 	if err != nil {
@@ -171,6 +172,36 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 		}
 	}
 	return resp, nil
+}
+
+// precheckAll runs precheck on every object, spread over the CPUs: signature checks dominate a transaction's cost
+// and need no lock.
+func (e *Engine) precheckAll(ctx context.Context, origin string, pdus []json.RawMessage) []*received {
+	objs := make([]*received, len(pdus))
+	workers := min(runtime.GOMAXPROCS(0), len(pdus))
+	if workers <= 1 {
+		for i, raw := range pdus {
+			objs[i] = e.precheck(ctx, origin, raw)
+		}
+		return objs
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(pdus) {
+					return
+				}
+				objs[i] = e.precheck(ctx, origin, pdus[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return objs
 }
 
 // errRetryLater fails a whole transaction with a 5xx so the sender retries it, used while a join is completing.
