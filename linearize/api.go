@@ -198,6 +198,9 @@ func (e *Engine) makeLPDU(p *pdu.PDU, hub string) (string, json.RawMessage, erro
 	raw, err := p.Canonical()
 	if err != nil {
 		return "", nil, fmt.Errorf("failed to encode LPDU: %w", err)
+	} else if len(raw) > pdu.MaxEventBytes {
+		// The hub adds auth and prev events and its signature: leave room for them.
+		return "", nil, fmt.Errorf("%w: %d bytes, the limit is %d", pdu.ErrEventTooLarge, len(raw), pdu.MaxEventBytes)
 	}
 	return id, raw, nil
 }

@@ -305,6 +305,8 @@ func (e *Engine) makeItem(roomID string, p *pdu.PDU) (*appendItem, error) {
 	raw, err := p.Canonical()
 	if err != nil {
 		return nil, fmt.Errorf("failed to encode %s: %w", id, err)
+	} else if len(raw) > pdu.MaxEventBytes {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", pdu.ErrEventTooLarge, len(raw), pdu.MaxEventBytes)
 	}
 	return &appendItem{roomID: roomID, p: p, raw: raw, eventID: id}, nil
 }
