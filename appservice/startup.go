@@ -35,13 +35,16 @@ func (as *AppService) CheckHomeserver(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	if bot.UserID.Localpart() == as.reg.SenderLocalpart {
-		// The sender user exists by virtue of the registration; /register would be refused for it.
-		if err := as.stateStore.MarkRegistered(ctx, bot.UserID); err != nil {
+	if err := bot.EnsureRegistered(ctx); err != nil {
+		if bot.UserID.Localpart() != as.reg.SenderLocalpart {
+			return fmt.Errorf("failed to register bot %s: %w", bot.UserID, err)
+		}
+		// The registration's sender user exists by virtue of the registration on some homeservers, which refuse to
+		// register it again; whoami below proves it works.
+		zerolog.Ctx(ctx).Debug().Err(err).Msg("Homeserver refused to register the sender user, continuing")
+		if err = as.stateStore.MarkRegistered(ctx, bot.UserID); err != nil {
 			return fmt.Errorf("failed to mark bot registered: %w", err)
 		}
-	} else if err := bot.EnsureRegistered(ctx); err != nil {
-		return fmt.Errorf("failed to register bot %s: %w", bot.UserID, err)
 	}
 	whoami, err := bot.Whoami(ctx)
 	if err != nil {
@@ -50,7 +53,13 @@ func (as *AppService) CheckHomeserver(ctx context.Context) error {
 		return fmt.Errorf("whoami says %s, expected the bot %s", whoami.UserID, bot.UserID)
 	}
 	if as.cfg.Bot.Displayname != "" {
-		if err = bot.SetDisplayName(ctx, as.cfg.Bot.Displayname); err != nil {
+		err = bot.SetDisplayName(ctx, as.cfg.Bot.Displayname)
+		if errors.Is(err, mautrix.MNotFound) {
+			// Synapse keeps no profile for the registration's sender user until one is set, and mautrix's
+			// SetDisplayName reads the current one first; set it directly.
+			err = bot.Client.SetDisplayName(ctx, as.cfg.Bot.Displayname)
+		}
+		if err != nil {
 			log.Warn().Err(err).Msg("Failed to set bot display name")
 		}
 	}

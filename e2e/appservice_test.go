@@ -66,6 +66,9 @@ func TestAppServiceOnRealHomeservers(t *testing.T) {
 			if err != nil || name != "lmbridge e2e" {
 				t.Errorf("dagview room name: %q, %v", name, err)
 			}
+			if resp, err := alice.GetDisplayName(ctx, botID); err != nil || resp.DisplayName != "LM bridge" {
+				t.Errorf("bot display name %v (%v), want the configured %q", resp, err, "LM bridge")
+			}
 			var seeded sql.NullInt64
 			if err = db.QueryRow(`SELECT seeded_at FROM dagview_room WHERE room_id=?`, roomID).Scan(&seeded); err != nil || !seeded.Valid {
 				t.Errorf("room not seeded from /state: %v", err)

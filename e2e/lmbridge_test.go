@@ -112,6 +112,8 @@ func newLMBridge(t *testing.T, serverName string) *lmbridgeProcess {
 		b.Stop(t)
 		if t.Failed() {
 			t.Logf("last lines of the lmbridge log:\n%s", fileTail(b.LogPath, 6000))
+		} else if problems := logProblems(b.LogPath, 20); problems != "" {
+			t.Logf("warnings and errors in the lmbridge log:\n%s", problems)
 		}
 	})
 	return b
@@ -328,4 +330,22 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// logProblems returns up to max warning and error lines of a JSON log.
+func logProblems(path string, max int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, `"level":"warn"`) || strings.Contains(line, `"level":"error"`) || strings.Contains(line, "panic") {
+			out = append(out, line)
+			if len(out) == max {
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
