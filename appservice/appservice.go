@@ -3,6 +3,12 @@
 // and intents for the bot and the ghosts. It builds on mautrix-go's appservice package for intents and the client,
 // but not for intake: mautrix answers a transaction before handling it, while ours answers only once the transaction
 // is committed to the database.
+//
+// Dedup works on two levels: a transaction is identified by its txn ID together with a digest of the event IDs it
+// carries (a homeserver with a fresh database, such as Synapse numbering from 1 again, reuses txn IDs for other
+// events), and every event is stored once by its event ID whatever transaction brought it. Ephemeral events (typing,
+// receipts, presence: Synapse pushes them, Dendrite does not) count towards the digest but are not stored or
+// delivered.
 package appservice
 
 import (

@@ -17,6 +17,11 @@ const catchUpPage = 100
 // /messages, and queues those the view does not have through the appservice inbox, so they reach the listener in
 // order like pushed events. It returns how many new events it queued. Call it when a gap is suspected; CatchUpAll
 // runs it for every room at start-up.
+//
+// Missed events are queued behind whatever the inbox already holds for the room. After a restart that is the right
+// order (the homeserver retries its queue oldest first, and both paths dedup by event ID); but if the homeserver truly
+// dropped events and pushes newer ones while catch-up runs, the recovered older events reach the listener after
+// those newer ones: late, never lost.
 func (v *View) CatchUp(ctx context.Context, roomID id.RoomID) (int, error) {
 	room, err := v.Room(ctx, roomID)
 	if err != nil {

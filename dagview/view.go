@@ -59,6 +59,10 @@ func (v *View) botUserID() id.UserID {
 
 // HandleEvent takes one event from the appservice inbox: the bot joins rooms it is invited to, a room seen for the
 // first time is seeded from /state, the event is appended to the room's stream and state, then the listener gets it.
+//
+// The /state snapshot is taken when the bot joins, so it can be newer than state events still queued behind the
+// invite; those are applied on top as they come (the stream carries no DAG order to compare them by). In practice the
+// queue behind an invite holds the bot's own join and what followed it, so the state converges.
 func (v *View) HandleEvent(ctx context.Context, evt *event.Event) error {
 	log := zerolog.Ctx(ctx)
 	room, err := v.ensureRoom(ctx, evt.RoomID)
