@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,15 +19,13 @@ import (
 	"time"
 )
 
-// errPortInUse marks a start-up that failed because another process took the port first.
-var errPortInUse = errors.New("port already in use")
-
 // logTailBytes is how much of a server's log a start-up error carries.
 const logTailBytes = 4096
 
 // process is a homeserver child process with its output going to a log file.
 type process struct {
 	cmd     *exec.Cmd
+	cmdPID  int
 	logPath string
 	done    chan struct{} // closed when the process has exited
 	waitErr error
@@ -48,7 +48,7 @@ func startProcess(cmd *exec.Cmd, logPath string) (*process, error) {
 	if err = cmd.Start(); err != nil {
 		return nil, fmt.Errorf("failed to start %s: %w", cmd.Path, err)
 	}
-	p := &process{cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p := &process{cmd: cmd, cmdPID: cmd.Process.Pid, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)
@@ -68,7 +68,7 @@ func (p *process) exited() bool {
 // stop sends SIGTERM to the server and waits up to grace for it to exit, then kills its whole process group.
 func (p *process) stop(grace time.Duration) error {
 	p.stopOnce.Do(func() {
-		pid := p.cmd.Process.Pid
+		pid := p.cmdPID
 		if !p.exited() {
 			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 				p.stopErr = fmt.Errorf("failed to send SIGTERM to homeserver (pid %d): %w", pid, err)
@@ -88,18 +88,29 @@ func (p *process) stop(grace time.Duration) error {
 
 // waitReady polls /_matrix/client/versions until it answers 200, the process exits or ctx ends.
 func (p *process) waitReady(ctx context.Context, baseURL string) error {
+	// A poll must not outlive the process: something else holding the port may accept and never answer.
+	pollCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-pollCtx.Done():
+		}
+	}()
 	client := &http.Client{Timeout: 2 * time.Second}
 	ticker := time.NewTicker(50 * time.Millisecond)
 	defer ticker.Stop()
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/_matrix/client/versions", nil)
+		req, err := http.NewRequestWithContext(pollCtx, http.MethodGet, baseURL+"/_matrix/client/versions", nil)
 		if err != nil {
 			return fmt.Errorf("failed to build readiness request: %w", err)
 		}
 		if resp, err := client.Do(req); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			// The answer may come from another server that took the port first; ours then exits shortly.
+			if resp.StatusCode == http.StatusOK && p.ownsListener(baseURL) {
 				return nil
 			}
 		}
@@ -116,8 +127,9 @@ func (p *process) waitReady(ctx context.Context, baseURL string) error {
 // startErr wraps a start-up failure with the tail of the server's log, which is where the reason is.
 func (p *process) startErr(err error) error {
 	tail := logTail(p.logPath, logTailBytes)
-	if strings.Contains(tail, "address already in use") {
-		err = fmt.Errorf("%w: %w", errPortInUse, err)
+	// Go says "address already in use", Twisted "Address already in use".
+	if strings.Contains(strings.ToLower(tail), "address already in use") {
+		err = fmt.Errorf("%w: %w", ErrPortInUse, err)
 	}
 	return fmt.Errorf("%w; last lines of %s:\n%s", err, p.logPath, tail)
 }
@@ -177,4 +189,50 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 		b.Buffer.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
+}
+
+// ownsListener reports whether the socket listening at baseURL's port belongs to the process. It reads /proc and
+// answers true when it cannot tell (no /proc), so it only ever rules out a server that is provably someone else's.
+func (p *process) ownsListener(baseURL string) bool {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return true
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return true
+	}
+	inode, err := listeningSocketInode(port)
+	if err != nil || inode == "" {
+		return true
+	}
+	fdDir := fmt.Sprintf("/proc/%d/fd", p.cmdPID)
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		return false
+	}
+	want := "socket:[" + inode + "]"
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join(fdDir, fd.Name())); err == nil && target == want {
+			return true
+		}
+	}
+	return false
+}
+
+// listeningSocketInode finds the inode of the TCP socket listening on 127.0.0.1:port in /proc/net/tcp.
+func listeningSocketInode(port int) (string, error) {
+	data, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return "", err
+	}
+	// Addresses are hex, the IPv4 address in host (little-endian) byte order; state 0A is LISTEN.
+	local := fmt.Sprintf("0100007F:%04X", port)
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		fields := strings.Fields(line)
+		if len(fields) >= 10 && fields[1] == local && fields[3] == "0A" {
+			return fields[9], nil
+		}
+	}
+	return "", nil
 }

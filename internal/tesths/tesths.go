@@ -55,6 +55,9 @@ var (
 	ErrUnknownKind = errors.New("unknown homeserver kind")
 	// ErrExited is returned when the server process exits before it answers.
 	ErrExited = errors.New("homeserver exited during start-up")
+	// ErrPortInUse is returned when the server could not listen because another process has the port. Start
+	// retries on another port by itself unless Options.Port was given.
+	ErrPortInUse = errors.New("port already in use")
 	// ErrUnknownAppService is returned by Ping for an ID that was not among Options.Registrations.
 	ErrUnknownAppService = errors.New("no such application service registration")
 )
@@ -162,7 +165,7 @@ func Start(ctx context.Context, kind Kind, dir string, opts Options) (*Homeserve
 			return hs, nil
 		}
 		zerolog.Ctx(ctx).Debug().Err(err).Str("kind", string(kind)).Int("attempt", attempt).Msg("Homeserver failed to start")
-		if opts.Port != 0 || attempt == attempts || !errors.Is(err, errPortInUse) || ctx.Err() != nil {
+		if opts.Port != 0 || attempt == attempts || !errors.Is(err, ErrPortInUse) || ctx.Err() != nil {
 			return nil, err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -253,5 +254,53 @@ namespaces:
 			t.Fatalf("the error does not carry the server log saying %q: %v", complaint, err)
 		}
 		t.Logf("start-up error as reported (%d bytes): %s", len(msg), msg[:strings.IndexByte(msg, '\n')])
+	})
+}
+
+// TestStartOnTakenPort checks that a server whose port is taken fails with ErrPortInUse (the signal Start uses to
+// retry on another port when it picked the port itself).
+func TestStartOnTakenPort(t *testing.T) {
+	tesths.ForEachKind(t, func(t *testing.T, kind tesths.Kind) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("failed to listen: %v", err)
+		}
+		defer l.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		hs, err := tesths.Start(ctx, kind, t.TempDir(), tesths.Options{Port: l.Addr().(*net.TCPAddr).Port})
+		if err == nil {
+			_ = hs.Stop()
+			t.Fatalf("%s started on a port that was already taken", kind)
+		}
+		if !errors.Is(err, tesths.ErrPortInUse) {
+			t.Fatalf("want ErrPortInUse, got %v", err)
+		}
+	})
+}
+
+// TestStopEndsServer checks that after Stop the server no longer answers and its port is free again.
+func TestStopEndsServer(t *testing.T) {
+	tesths.ForEachKind(t, func(t *testing.T, kind tesths.Kind) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		hs, err := tesths.Start(ctx, kind, t.TempDir(), tesths.Options{})
+		if err != nil {
+			t.Fatalf("failed to start %s: %v", kind, err)
+		}
+		if err = hs.Stop(); err != nil {
+			t.Fatalf("failed to stop %s: %v", kind, err)
+		}
+		if err = hs.Stop(); err != nil {
+			t.Fatalf("second Stop failed: %v", err)
+		}
+		if _, err = http.Get(hs.URL + "/_matrix/client/versions"); err == nil {
+			t.Fatalf("%s still answers at %s after Stop", kind, hs.URL)
+		}
+		l, err := net.Listen("tcp", strings.TrimPrefix(hs.URL, "http://"))
+		if err != nil {
+			t.Fatalf("the port is still taken after Stop: %v", err)
+		}
+		l.Close()
 	})
 }
