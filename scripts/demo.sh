@@ -41,7 +41,7 @@ esac
 exports=$(LMBRIDGE_CACHE=$cache "$repo/scripts/install-homeservers.sh")
 eval "$exports"
 
-log "building lmbridge and the demo program into $cache/bin"
+log "building lmbridge and the demo program into $cache/bin (minutes the first time: the SQLite driver is C)"
 mkdir -p "$cache/bin"
 (cd "$repo" && go build -o "$cache/bin/" ./cmd/lmbridge ./cmd/lmbridge-demo)
 
