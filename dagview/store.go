@@ -37,8 +37,8 @@ const (
 		SELECT delivered_at IS NOT NULL FROM dagview_event WHERE event_id=$1
 	`
 	insertEventQuery = `
-		INSERT INTO dagview_event (room_id, position, event_id, sender, type, state_key, origin_server_ts, event_json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		INSERT INTO dagview_event (room_id, position, event_id, sender, type, state_key, origin_server_ts, event_json, deliveries)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
 	`
 	countDeliveryQuery = `
 		UPDATE dagview_event SET deliveries=deliveries+1 WHERE event_id=$1
@@ -203,13 +203,20 @@ func (v *View) ensureRoom(ctx context.Context, roomID id.RoomID) (*Room, error) 
 }
 
 // appendEvent appends evt to its room's stream and applies it to the current state, in one database transaction.
-// It reports whether the event still needs delivering: false when it was already delivered.
+// It reports whether the event still needs delivering (false when it was already delivered) and, when it does,
+// counts the delivery about to be made in the same transaction, so a crash during the listener's call still shows
+// as a second delivery.
 func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (needsDelivery bool, err error) {
 	err = v.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		var delivered bool
 		err := v.db.QueryRow(ctx, getEventDeliveredQuery, evt.ID).Scan(&delivered)
 		if err == nil {
 			needsDelivery = !delivered
+			if needsDelivery {
+				if _, err = v.db.Exec(ctx, countDeliveryQuery, evt.ID); err != nil {
+					return fmt.Errorf("failed to count delivery: %w", err)
+				}
+			}
 			return nil
 		} else if !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("failed to look up event: %w", err)
@@ -255,15 +262,6 @@ func (v *View) applyState(ctx context.Context, evt *event.Event, raw []byte) err
 	_, err := v.db.Exec(ctx, upsertStateQuery, evt.RoomID, evt.Type.Type, *evt.StateKey, evt.ID, evt.Sender, membership, string(raw))
 	if err != nil {
 		return fmt.Errorf("failed to apply state %s/%s: %w", evt.Type.Type, *evt.StateKey, err)
-	}
-	return nil
-}
-
-// countDelivery records a call to the listener before it is made, so a crash during or right after the call still
-// shows up as a second delivery.
-func (v *View) countDelivery(ctx context.Context, eventID id.EventID) error {
-	if _, err := v.db.Exec(ctx, countDeliveryQuery, eventID); err != nil {
-		return fmt.Errorf("failed to count delivery of %s: %w", eventID, err)
 	}
 	return nil
 }

@@ -95,9 +95,6 @@ func (v *View) HandleEvent(ctx context.Context, evt *event.Event) error {
 	} else if !needsDelivery {
 		return nil
 	}
-	if err = v.countDelivery(ctx, evt.ID); err != nil {
-		return err
-	}
 	if l := v.listener.Load(); l != nil {
 		if err = (*l).HandleDAGEvent(ctx, evt); err != nil {
 			return fmt.Errorf("listener failed: %w", err)

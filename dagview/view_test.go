@@ -125,6 +125,12 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureTB(t)
+}
+
+// newFixtureTB builds the fixture for a test or a benchmark.
+func newFixtureTB(t testing.TB) *fixture {
+	t.Helper()
 	hs := &fakeHomeserver{state: []map[string]any{
 		stateEvent("$create", "m.room.create", "", alice, map[string]any{"room_version": "11"}),
 		stateEvent("$alice", "m.room.member", string(alice), alice, map[string]any{"membership": "join"}),
