@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -122,7 +124,7 @@ func Parse(data []byte) (*Config, error) {
 	// The example's permissions are illustrations, not defaults to merge into the user's map.
 	cfg.Bridge.Permissions = nil
 	if err := decodeStrict(data, cfg); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return nil, fmt.Errorf("%w:\n  %w", ErrInvalid, err)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -143,9 +145,45 @@ func decodeStrict(data []byte, into *Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	err := dec.Decode(into)
-	if errors.Is(err, io.EOF) {
+	var typeErr *yaml.TypeError
+	switch {
+	case errors.Is(err, io.EOF):
 		// An empty file means "all defaults", which then fail validation on the example domain, not here.
 		return nil
+	case errors.As(err, &typeErr):
+		return &yamlProblems{typeErr.Errors}
 	}
 	return err
+}
+
+// sectionOfType names the config section each Go type decodes, so that yaml.v3's "field x not found in type
+// config.Bot" can be said in the file's own terms.
+var sectionOfType = map[string]string{
+	"Config":       "the top level",
+	"Homeserver":   "homeserver",
+	"AppService":   "appservice",
+	"Bot":          "appservice.bot",
+	"Database":     "database",
+	"LM":           "lm",
+	"Bridge":       "bridge",
+	"Provisioning": "bridge.provisioning",
+	"Logging":      "logging",
+}
+
+var unknownFieldMessage = regexp.MustCompile(`^(line \d+): field (\S+) not found in type config\.(\w+)$`)
+
+// yamlProblems are yaml.v3's decoding errors, one per line, with unknown keys named by section.
+type yamlProblems struct{ messages []string }
+
+func (y *yamlProblems) Error() string {
+	lines := make([]string, len(y.messages))
+	for i, msg := range y.messages {
+		if m := unknownFieldMessage.FindStringSubmatch(msg); m != nil {
+			if section, ok := sectionOfType[m[3]]; ok {
+				msg = fmt.Sprintf("%s: unknown key %q in %s", m[1], m[2], section)
+			}
+		}
+		lines[i] = msg
+	}
+	return strings.Join(lines, "\n  ")
 }

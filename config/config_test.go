@@ -45,9 +45,14 @@ func TestParsePermissionsReplaceExample(t *testing.T) {
 }
 
 func TestParseRejectsUnknownKey(t *testing.T) {
-	_, err := Parse([]byte("homeserver:\n    adress: http://x\n"))
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "adress") {
-		t.Fatalf("err = %v, want ErrInvalid naming the misspelt key", err)
+	_, err := Parse([]byte("homeserver:\n    adress: http://x\nappservice:\n    bot:\n        name: x\n"))
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err = %v, want ErrInvalid", err)
+	}
+	for _, want := range []string{`line 2: unknown key "adress" in homeserver`, `line 5: unknown key "name" in appservice.bot`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
 	}
 }
 
@@ -138,6 +143,13 @@ func TestValidateNamesKey(t *testing.T) {
 		if !strings.Contains(err.Error(), c.key+":") {
 			t.Errorf("%s: error does not name %s: %v", c.yaml, c.key, err)
 		}
+	}
+}
+
+func TestValidateSaysURLIsNotServerName(t *testing.T) {
+	_, err := Parse([]byte("homeserver: {domain: 'https://hs.example'}\n"))
+	if err == nil || !strings.Contains(err.Error(), "homeserver.domain: must be a server name such as matrix.example.org, not a URL") {
+		t.Fatalf("err = %v", err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -43,10 +42,23 @@ func (c *Config) Validate() error {
 	c.Bridge.validate(&p)
 	c.Logging.validate(&p)
 	if len(p) > 0 {
-		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p...))
+		return fmt.Errorf("%w:\n  %w", ErrInvalid, &problemList{p})
 	}
 	return nil
 }
+
+// problemList prints one problem per indented line, and keeps each one reachable through errors.Is and errors.As.
+type problemList struct{ problems []error }
+
+func (l *problemList) Error() string {
+	lines := make([]string, len(l.problems))
+	for i, p := range l.problems {
+		lines[i] = p.Error()
+	}
+	return strings.Join(lines, "\n  ")
+}
+
+func (l *problemList) Unwrap() []error { return l.problems }
 
 // CheckNotExample refuses a config whose homeserver.domain is still the example's.
 func (c *Config) CheckNotExample() error {
@@ -192,6 +204,10 @@ func checkHTTPURL(p *problems, key, value string) {
 func checkServerName(p *problems, key, name string) {
 	if name == "" {
 		p.add(key, "must be set (a server name such as matrix.example.org)")
+		return
+	}
+	if strings.Contains(name, "/") {
+		p.add(key, "must be a server name such as matrix.example.org, not a URL; got %q", name)
 		return
 	}
 	host, port := name, ""
