@@ -281,10 +281,16 @@ func TestHubRestartWithPendingFanout(t *testing.T) {
 		n.start(t, part)
 		n.start(t, hub)
 		waitHead(t, part, roomID, last)
-		part.rec.waitFor(t, "listener to catch up", func() bool {
+		// Both sides work on the reloaded state: the hub checks bob's LPDU against it, the participant the hub's PDU.
+		bob := userAt("bob", part.name)
+		echo := must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text("after restart"), time.Time{}))
+		part.rec.waitFor(t, "bob's echo after the restart", func() bool {
 			evs := part.rec.roomEvents(roomID)
-			return len(evs) > 0 && evs[len(evs)-1].EventID == last
+			return len(evs) > 0 && evs[len(evs)-1].LPDUID == echo
 		})
+		last = must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("hub after restart"), time.Time{}))
+		waitHead(t, part, roomID, last)
+		waitListener(t, part, roomID)
 		checkMirror(t, hub, part, roomID, append(seen, part.rec.roomEvents(roomID)...))
 	})
 }
