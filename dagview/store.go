@@ -192,10 +192,17 @@ func (v *View) Members(ctx context.Context, roomID id.RoomID) (map[id.UserID]eve
 }
 
 func (v *View) ensureRoom(ctx context.Context, roomID id.RoomID) (*Room, error) {
-	if _, err := v.db.Exec(ctx, ensureRoomQuery, roomID, time.Now().UnixMilli()); err != nil {
+	// Read first: the insert would take SQLite's write lock on every event for a room that exists nearly always.
+	room, err := scanRoom(v.db.QueryRow(ctx, getRoomQuery, roomID))
+	if err == nil {
+		return room, nil
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("failed to get room %s: %w", roomID, err)
+	}
+	if _, err = v.db.Exec(ctx, ensureRoomQuery, roomID, time.Now().UnixMilli()); err != nil {
 		return nil, fmt.Errorf("failed to add room %s: %w", roomID, err)
 	}
-	room, err := scanRoom(v.db.QueryRow(ctx, getRoomQuery, roomID))
+	room, err = scanRoom(v.db.QueryRow(ctx, getRoomQuery, roomID))
 	if err != nil {
 		return nil, fmt.Errorf("failed to get room %s: %w", roomID, err)
 	}
