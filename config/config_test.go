@@ -208,3 +208,22 @@ func TestZerologLevel(t *testing.T) {
 		t.Fatalf("level = %v", l.ZerologLevel())
 	}
 }
+
+func TestWarnings(t *testing.T) {
+	cfg, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := cfg.Warnings(); len(w) != 0 {
+		t.Fatalf("the example's listener draws warnings: %v", w)
+	}
+	cfg.AppService.Address = "http://lmbridge.internal:29340"
+	if w := cfg.Warnings(); len(w) != 1 || !strings.Contains(w[0], "appservice.hostname") {
+		t.Fatalf("warnings = %v, want one about appservice.hostname", w)
+	}
+	cfg.AppService.Hostname = "0.0.0.0"
+	cfg.AppService.Address = "https://lmbridge.internal"
+	if w := cfg.Warnings(); len(w) != 1 || !strings.Contains(w[0], "port 443") {
+		t.Fatalf("warnings = %v, want one about the port", w)
+	}
+}

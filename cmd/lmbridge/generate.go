@@ -55,6 +55,9 @@ func writeRegistration(opts options, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lmbridge: %s: %v\n", opts.registrationPath, err)
 		return exitBadConfig
 	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "lmbridge: warning: %s\n", w)
+	}
 	tokens := "with new tokens"
 	if !created {
 		tokens = "keeping its as_token and hs_token"

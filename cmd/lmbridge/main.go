@@ -179,6 +179,9 @@ func runBridge(opts options, stderr io.Writer) int {
 			Msg("Registration is out of date: run lmbridge -g again and restart the homeserver")
 		return exitBadConfig
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn().Str("config", opts.configPath).Str("warning", w).Msg("Config setting looks wrong")
+	}
 	log.Info().
 		Str("version", lmbridge.Version).
 		Str("config", opts.configPath).

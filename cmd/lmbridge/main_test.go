@@ -106,6 +106,9 @@ func TestRegistrationTokensStable(t *testing.T) {
 	if !strings.Contains(stdout, "with new tokens") {
 		t.Errorf("stdout = %q", stdout)
 	}
+	if stderr != "" {
+		t.Errorf("the example's listener settings drew warnings: %q", stderr)
+	}
 	first, err := appservice.ReadRegistration(filepath.Join(dir, "reg.yaml"))
 	if err != nil {
 		t.Fatal(err)

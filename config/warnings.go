@@ -1,0 +1,40 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+)
+
+// Warnings lists settings that are valid but probably not what the operator meant, each naming its keys. They are
+// printed by -g and logged at start-up; none stops lmbridge, since a reverse proxy or NAT can make them right.
+func (c *Config) Warnings() []string {
+	var warnings []string
+	u, err := url.Parse(c.AppService.Address)
+	if err != nil || u.Host == "" {
+		return nil
+	}
+	if isLoopback(c.AppService.Hostname) && !isLoopback(u.Hostname()) {
+		warnings = append(warnings, fmt.Sprintf("appservice.address points the homeserver at %s, but appservice.hostname %s "+
+			"makes lmbridge listen on loopback only; set appservice.hostname to 0.0.0.0 (or that address) unless a proxy "+
+			"forwards to it", u.Host, c.AppService.Hostname))
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	if port != strconv.Itoa(int(c.AppService.Port)) {
+		warnings = append(warnings, fmt.Sprintf("appservice.address uses port %s but appservice.port is %d; that only works "+
+			"behind a proxy that forwards one to the other", port, c.AppService.Port))
+	}
+	return warnings
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
