@@ -146,10 +146,12 @@ func (k *keyTable) VerifyKey(_ context.Context, server, keyID string) (ed25519.P
 // directNet routes Remote calls straight to the other engines' Handler methods, through a JSON round trip. It tests
 // room logic without the transport; the HTTP tests use the real one.
 type directNet struct {
-	lock  sync.RWMutex
-	nodes map[string]*Engine
-	down  map[string]bool
-	keys  keyTable
+	// refuse, when set, answers a transaction instead of its destination (a non-nil error is returned as is).
+	refuse func(origin, dest string) error
+	lock   sync.RWMutex
+	nodes  map[string]*Engine
+	down   map[string]bool
+	keys   keyTable
 }
 
 type directRemote struct {
@@ -180,6 +182,14 @@ func roundTrip[T any](v any, err error) (T, error) {
 }
 
 func (d directRemote) SendTransaction(ctx context.Context, dest, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
+	d.net.lock.RLock()
+	refuse := d.net.refuse
+	d.net.lock.RUnlock()
+	if refuse != nil {
+		if err := refuse(d.origin, dest); err != nil {
+			return nil, err
+		}
+	}
 	h, err := d.net.target(dest)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package linearize
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -157,6 +158,17 @@ func (o *outbox) sendOnce(ctx context.Context, destination string) (time.Duratio
 		txn.PDUs = append(txn.PDUs, it.body)
 	}
 	resp, sendErr := o.e.remote.SendTransaction(ctx, destination, txnID, txn)
+	if refusedForGood(sendErr) {
+		// The destination will never take this transaction as it is: drop it rather than block everything behind it,
+		// and tell the listeners about our LPDUs in it.
+		zerolog.Ctx(ctx).Error().Err(sendErr).Str("txn_id", txnID).Int("pdus", len(items)).
+			Msg("Destination refused a transaction for good, dropping it")
+		resp = &federation.SendResponse{FailedPDUs: make(map[string]federation.FailedPDU, len(items))}
+		for _, it := range items {
+			resp.FailedPDUs[it.eventID] = federation.FailedPDU{Error: sendErr.Error()}
+		}
+		sendErr = nil
+	}
 	if sendErr != nil {
 		ds.retryCount++
 		backoff := minBackoff << min(ds.retryCount-1, 20)
@@ -178,6 +190,21 @@ func (o *outbox) sendOnce(ctx context.Context, destination string) (time.Duratio
 	}
 	o.e.handleSendResponse(ctx, destination, items, resp)
 	return 0, nil
+}
+
+// refusedForGood reports whether an error says the transaction's content is unacceptable (malformed or too large),
+// so retrying the same transaction cannot succeed. Authentication, rate limits and a transaction in flight are
+// transient.
+func refusedForGood(err error) bool {
+	var fe *federation.Error
+	if !errors.As(err, &fe) {
+		return false
+	}
+	switch fe.ErrCode {
+	case federation.ErrCodeBadJSON, federation.ErrCodeNotJSON, federation.ErrCodeTooLarge:
+		return fe.Status >= 400 && fe.Status < 500
+	}
+	return false
 }
 
 // handleSendResponse reports the hub's failed_pdus for our LPDUs to the listeners.

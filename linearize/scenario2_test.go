@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,5 +145,42 @@ func TestOversizeEventRefused(t *testing.T) {
 	}
 	if got := len(logIDs(t, hub, roomID)); got != before {
 		t.Fatalf("log grew from %d to %d", before, got)
+	}
+}
+
+// TestTransactionRefusedForGood has the hub answer a participant's transaction 400 M_BAD_JSON: the participant drops
+// it instead of retrying forever, tells its listener the LPDU failed, and later LPDUs still go through.
+func TestTransactionRefusedForGood(t *testing.T) {
+	n := &directNet{}
+	hub, part := n.newNode(t, "hub.test"), n.newNode(t, "part.test")
+	ctx := testContext(t)
+	roomID, _, bob := joinedPair(t, hub, part)
+	var refuse sync.Once
+	var refusing atomic.Bool
+	refusing.Store(true)
+	n.lock.Lock()
+	n.refuse = func(origin, dest string) error {
+		if origin == part.name && dest == hub.name && refusing.Load() {
+			refuse.Do(func() { refusing.Store(false) })
+			return federation.Errorf(http.StatusBadRequest, federation.ErrCodeBadJSON, "no")
+		}
+		return nil
+	}
+	n.lock.Unlock()
+	bad := must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text("refused"), time.Time{}))
+	part.rec.waitFor(t, "the refusal at the listener", func() bool {
+		part.rec.lock.Lock()
+		defer part.rec.lock.Unlock()
+		return part.rec.failed[bad] != ""
+	})
+	good := must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text("accepted"), time.Time{}))
+	part.rec.waitFor(t, "the next LPDU's echo", func() bool {
+		evs := part.rec.roomEvents(roomID)
+		return len(evs) > 0 && evs[len(evs)-1].LPDUID == good
+	})
+	for _, ev := range part.rec.roomEvents(roomID) {
+		if ev.LPDUID == bad {
+			t.Fatalf("the refused LPDU was appended")
+		}
 	}
 }
