@@ -163,6 +163,9 @@ func (e *Engine) SendEvent(ctx context.Context, roomID, sender, evtType string, 
 		}
 		return it.eventID, nil
 	}
+	if p.Type != auth.TypeMember && !rs.isJoined(e.serverName) {
+		return "", fmt.Errorf("%w %s", ErrNotJoined, roomID)
+	}
 	lpduID, raw, err := e.makeLPDU(p, rs.info.HubServer)
 	if err != nil {
 		return "", err

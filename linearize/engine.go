@@ -86,11 +86,9 @@ type Engine struct {
 }
 
 var (
-	// ErrNotStarted is returned by calls that need Start first.
-	ErrNotStarted = errors.New("engine not started")
 	// ErrUnknownRoom means the engine knows nothing about the room.
 	ErrUnknownRoom = errors.New("unknown room")
-	// ErrNotJoined means none of our users is joined to the room, so we cannot send into it.
+	// ErrNotJoined means none of our users is joined to a room another hub owns, so we cannot send into it.
 	ErrNotJoined = errors.New("no user of ours is joined to the room")
 )
 

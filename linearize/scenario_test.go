@@ -186,6 +186,9 @@ func TestLeaveKickBan(t *testing.T) {
 		if !errors.As(err, &fe) || fe.Status != 403 || fe.ErrCode != federation.ErrCodeForbidden {
 			t.Fatalf("banned user's join got %v, want 403 M_FORBIDDEN", err)
 		}
+		if _, err := part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text("still here?"), time.Time{}); !errors.Is(err, ErrNotJoined) {
+			t.Fatalf("message from a server with nobody joined: %v, want ErrNotJoined", err)
+		}
 		partLog := logIDs(t, part, roomID)
 		if slices.Contains(partLog, afterKick) {
 			t.Fatalf("a kicked server received a later event")
