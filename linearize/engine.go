@@ -66,6 +66,7 @@ type Engine struct {
 	// appended, when set (benchmarks), is told of each event appended from a /send transaction and when that
 	// transaction arrived.
 	appended func(eventID string, received time.Time)
+	joinLock sync.Mutex
 	// joining holds a channel per room whose send_join is in flight, closed when it ends.
 	joining map[string]chan struct{}
 
@@ -135,6 +136,10 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		e.key = key
 	}
 	e.setupTransport()
+	// A join interrupted by a crash left its room marked joining; nothing completes it now.
+	if err := e.store.abandonJoin(ctx, ""); err != nil {
+		return nil, err
+	}
 	seq, err := e.store.maxOutboxSeq(ctx)
 	if err != nil {
 		return nil, err

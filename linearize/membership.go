@@ -153,6 +153,9 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 	if pdu.ServerName(userID) != e.serverName {
 		return "", fmt.Errorf("%w: %s", ErrNotOurUser, userID)
 	}
+	// Joins are rare: one at a time keeps the joining marker, its channel and the room row simple.
+	e.joinLock.Lock()
+	defer e.joinLock.Unlock()
 	existing, err := e.store.getRoom(ctx, roomID)
 	if err != nil {
 		return "", err
@@ -185,10 +188,8 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 		return "", err
 	}
 	restore := func() {
-		if existing != nil && existing.status == statusActive {
-			_ = e.store.setRoomStatus(context.WithoutCancel(ctx), roomID, statusActive)
-		} else {
-			_, _ = e.store.writeRoom(context.WithoutCancel(ctx), `DELETE FROM lm_room WHERE room_id=$1 AND status=$2`, roomID, statusJoining)
+		if err := e.store.abandonJoin(context.WithoutCancel(ctx), roomID); err != nil {
+			zerolog.Ctx(ctx).Err(err).Str("room_id", roomID).Msg("Failed to undo the joining marker")
 		}
 	}
 	lpduID, raw, lpdu, version, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, membership)

@@ -24,6 +24,12 @@ const (
 		ON CONFLICT (room_id) DO UPDATE SET hub_server=excluded.hub_server, role=excluded.role, status=excluded.status
 	`
 	setRoomStatusQuery = `UPDATE lm_room SET status=$2 WHERE room_id=$1`
+	// A join that did not complete: a room we hold events of goes back to active, one we never joined is forgotten.
+	reviveJoiningQuery = `
+		UPDATE lm_room SET status='active'
+		WHERE status='joining' AND ($1='' OR room_id=$1) AND EXISTS (SELECT 1 FROM lm_event WHERE lm_event.room_id=lm_room.room_id)
+	`
+	forgetJoiningQuery = `DELETE FROM lm_room WHERE status='joining' AND ($1='' OR room_id=$1)`
 	getRoomQuery       = `SELECT room_id, room_version, hub_server, role, status FROM lm_room WHERE room_id=$1`
 	listRoomsQuery     = `SELECT room_id, room_version, hub_server, role, status FROM lm_room`
 	lastEventQuery     = `SELECT idx, event_id FROM lm_event WHERE room_id=$1 ORDER BY idx DESC LIMIT 1`
@@ -240,6 +246,20 @@ func (s *store) putRoom(ctx context.Context, r *RoomInfo, now int64) error {
 		return fmt.Errorf("failed to store room %s: %w", r.RoomID, err)
 	}
 	return nil
+}
+
+// abandonJoin undoes the joining marker of roomID ("" for every room, at start-up).
+func (s *store) abandonJoin(ctx context.Context, roomID string) error {
+	return s.write(ctx, func(ctx context.Context) error {
+		s.roomChanged()
+		if _, err := s.db.Exec(ctx, reviveJoiningQuery, roomID); err != nil {
+			return fmt.Errorf("failed to revive joining rooms: %w", err)
+		}
+		if _, err := s.db.Exec(ctx, forgetJoiningQuery, roomID); err != nil {
+			return fmt.Errorf("failed to forget joining rooms: %w", err)
+		}
+		return nil
+	})
 }
 
 func (s *store) setRoomStatus(ctx context.Context, roomID, status string) error {
