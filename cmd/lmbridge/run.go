@@ -12,8 +12,10 @@ import (
 	mautrixappservice "maunium.net/go/mautrix/appservice"
 
 	"github.com/lmbridge/lmbridge/appservice"
+	"github.com/lmbridge/lmbridge/bridge"
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/dagview"
+	"github.com/lmbridge/lmbridge/linearize"
 )
 
 // databaseOwner marks the database as lmbridge's, so that pointing two programs at one file fails loudly.
@@ -53,16 +55,46 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 		return err
 	}
 
-	// Hook for the LM engine (package linearize): open it on db here, upgrade its tables, and start its federation
-	// listener on cfg.LM, before the appservice starts delivering events that the bridge will hand to it.
-
-	// Hook for the bridge (package bridge): build it from as, view and the LM engine, upgrade its tables, then
-	//   view.SetListener(br)      // DAG events, per room in order (dagview.Listener)
-	//   as.SetQueryHandler(br)    // user and alias queries for ghosts and LM room aliases
-	// before as.Start below, so that no event is handled without it.
+	// The engine delivers LM events to the bridge, and the bridge sends through the engine: the engine is made
+	// first, the bridge registered as its listener before Start, so no event is delivered without it.
+	engine, err := linearize.New(ctx, cfg.LM, db, linearize.Options{})
+	if err != nil {
+		return fmt.Errorf("failed to set up the LM engine: %w", err)
+	}
+	users, err := bridge.NewUserMapper(cfg.Homeserver.Domain, engine.ServerName(), as.BotUserID(), cfg.AppService.UsernameTemplate)
+	if err != nil {
+		return fmt.Errorf("failed to set up user mapping: %w", err)
+	}
+	br, err := bridge.New(bridge.Params{
+		Config: cfg.Bridge,
+		DB:     db,
+		Users:  users,
+		Matrix: &bridge.MatrixAppService{AS: as, View: view},
+		LM:     engine,
+		Log:    *log,
+	})
+	if err != nil {
+		return fmt.Errorf("failed to set up the bridge: %w", err)
+	}
+	if err = br.Upgrade(ctx); err != nil {
+		return err
+	}
+	engine.AddListener("bridge", br)
+	view.SetListener(br)
+	as.SetQueryHandler(br)
+	as.Router().Handle(bridge.ProvisioningPrefix+"/", br.ProvisioningHandler())
 
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// The engine starts first so that a DAG event handled as soon as the appservice starts finds it running.
+	if err = engine.Start(runCtx); err != nil {
+		return fmt.Errorf("failed to start the LM engine: %w", err)
+	}
+	defer func() {
+		if err := engine.Stop(context.WithoutCancel(ctx)); err != nil {
+			log.Warn().Err(err).Msg("Failed to stop the LM engine cleanly")
+		}
+	}()
 	if err = as.Start(runCtx, view); err != nil {
 		return err
 	}
