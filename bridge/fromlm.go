@@ -55,6 +55,15 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *linearize.Event) error {
 	}
 	return br.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if dagID != "" {
+			// A homeserver answers a state event equal to the current one with the existing event's ID, which may
+			// already stand for another event; the map keeps its first pairing.
+			if existing, err := br.db.GetEventByDAG(ctx, dagID); err != nil {
+				return err
+			} else if existing != nil {
+				zerolog.Ctx(ctx).Debug().Stringer("dag_event_id", dagID).Str("mapped_to", existing.LMEventID).
+					Msg("Homeserver answered with an event that is already mapped")
+				return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
+			}
 			err := br.db.InsertEvent(ctx, &bridgedb.EventMapping{DAGRoomID: link.DAGRoomID, DAGEventID: dagID,
 				LMRoomID: link.LMRoomID, LMEventID: ev.EventID, Origin: bridgedb.OriginLM, Sender: ev.Sender,
 				CreatedAt: br.now()})

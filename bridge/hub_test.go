@@ -356,3 +356,20 @@ func TestLMToDAG(t *testing.T) {
 		t.Errorf("LM notice = %v", last)
 	}
 }
+
+// A homeserver that answers a no-op state change with the existing event's ID must not stall the room.
+func TestLMEventAnsweredWithAnExistingDAGEvent(t *testing.T) {
+	tb, link, ctx := linkedHub(t)
+	sendDAG(t, tb, ctx, mkEvent(dagRoom, "$dag1", alice, event.EventMessage, nil, map[string]any{"msgtype": "m.text", "body": "x"}))
+	tb.mx.seq = 0 // the fake now answers $dag1 again, as a homeserver deduplicating an identical state event would
+	ev := lmEv(link.LMRoomID, "$lmtopic", bobLM, "m.room.topic", sk(""), map[string]any{"topic": "same"})
+	if err := tb.OnEvent(ctx, ev); err != nil {
+		t.Fatalf("OnEvent = %v", err)
+	}
+	if o, _ := tb.DB().Processed(ctx, bridgedb.OriginLM, "$lmtopic"); o != bridgedb.OutcomeBridged {
+		t.Fatalf("outcome = %q", o)
+	}
+	if lmID, _ := tb.LMEventOf(ctx, "$dag1"); lmID == "$lmtopic" {
+		t.Fatal("the first mapping was replaced")
+	}
+}
