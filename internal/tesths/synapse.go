@@ -5,11 +5,15 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -81,6 +85,7 @@ func startSynapse(ctx context.Context, root, dir string, opts Options) (_ *Homes
 	if err = os.MkdirAll(filepath.Join(root, synapseDataParent), 0o755); err != nil {
 		return nil, fmt.Errorf("failed to create Synapse data parent: %w", err)
 	}
+	sweepSynapseData(filepath.Join(root, synapseDataParent))
 	hostData, err := os.MkdirTemp(filepath.Join(root, synapseDataParent), "hs-")
 	if err != nil {
 		return nil, fmt.Errorf("failed to create Synapse data directory: %w", err)
@@ -249,4 +254,37 @@ func synapseSigningKey() ([]byte, error) {
 		return nil, fmt.Errorf("failed to generate Synapse signing key: %w", err)
 	}
 	return []byte("ed25519 a_test " + base64.RawStdEncoding.EncodeToString(seed) + "\n"), nil
+}
+
+// sweepSynapseData removes the data directories of servers that died without Stop (a killed test binary), so they do
+// not pile up in the chroot: those whose homeserver.pid names a process that is gone, and those that never got a
+// pid file and are over an hour old.
+func sweepSynapseData(parent string) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, entry := range entries {
+		if !entry.IsDir() || !strings.HasPrefix(entry.Name(), "hs-") {
+			continue
+		}
+		dir := filepath.Join(parent, entry.Name())
+		if synapseDataAbandoned(dir) {
+			_ = os.RemoveAll(dir)
+		}
+	}
+}
+
+func synapseDataAbandoned(dir string) bool {
+	raw, err := os.ReadFile(filepath.Join(dir, "homeserver.pid"))
+	if err != nil {
+		info, err := os.Stat(dir)
+		return err == nil && time.Since(info.ModTime()) > time.Hour
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	err = syscall.Kill(pid, 0)
+	return errors.Is(err, syscall.ESRCH)
 }
