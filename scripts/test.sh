@@ -58,10 +58,25 @@ check_gofmt() {
 	fi
 }
 
+# mattn/go-sqlite3 needs a C compiler (without one, Go builds with cgo off and the driver fails at run time), and a
+# bare Debian has none. debootstrap is installed by install-homeservers.sh.
+install_c_compiler() {
+	command -v gcc >/dev/null && return
+	local sudo=()
+	[ "$(id -u)" = 0 ] || sudo=(sudo)
+	echo "installing gcc and libc6-dev with apt-get"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev >/dev/null
+}
+
+if ! command -v go >/dev/null; then
+	echo "Go is not installed: lmbridge needs Go 1.26 (https://go.dev/dl/), in /usr/local/go or on PATH" >&2
+	exit 1
+fi
 go version
-if ! step "install homeservers" install_homeservers; then
+if ! step "C compiler for the SQLite driver" install_c_compiler || ! step "install homeservers" install_homeservers; then
 	print_summary
-	echo "the homeservers could not be installed; not running the tests" >&2
+	echo "the prerequisites could not be installed; not running the tests" >&2
 	exit 1
 fi
 export LMBRIDGE_TEST_REQUIRE_HOMESERVERS=${LMBRIDGE_TEST_REQUIRE_HOMESERVERS:-1}
