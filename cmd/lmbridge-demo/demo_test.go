@@ -102,6 +102,11 @@ func TestDemoCheck(t *testing.T) {
 			t.Errorf("the banner lacks %q:\n%s", want, out.String())
 		}
 	}
+	// Once the bridge answers commands, the check includes a conversation with a second LM server, which the banner
+	// then shows.
+	if strings.Contains(out.String(), "Linked this room to the LM room") && !strings.Contains(out.String(), "LM user          @bob:") {
+		t.Errorf("the room was linked but the banner shows no LM user:\n%s", out.String())
+	}
 	if !strings.Contains(logs.String(), "Stopped lmbridge") || !strings.Contains(logs.String(), "Stopped the homeserver") {
 		t.Errorf("the stack was not stopped:\n%s", logs.String())
 	}

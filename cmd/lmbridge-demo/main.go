@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -77,10 +78,16 @@ func main() {
 type stack struct {
 	hs     *tesths.Homeserver
 	bridge *bridgeProcess
+	peer   *lmPeer
 }
 
 func (s *stack) stop(ctx context.Context) {
 	log := zerolog.Ctx(ctx)
+	if s.peer != nil {
+		if err := s.peer.stop(); err != nil {
+			log.Warn().Err(err).Msg("The demo LM server did not stop cleanly")
+		}
+	}
 	if s.bridge != nil {
 		pid := s.bridge.cmd.Process.Pid
 		if err := s.bridge.stop(stopGrace); err != nil {
@@ -225,10 +232,33 @@ func runDemo(ctx context.Context, opts options, out io.Writer) error {
 			log.Warn().Msg("The bridge bot did not answer !lm link")
 		}
 	}
+	// Once the room is linked, a second LM server (another provider, in this process) joins the conversation.
+	var ghost id.UserID
+	if strings.HasPrefix(linkAnswer, "Linked") {
+		peerDir := filepath.Join(dir, "lm-peer")
+		if err := os.Mkdir(peerDir, 0o700); err != nil {
+			return fmt.Errorf("failed to create %s: %w", peerDir, err)
+		}
+		peerCtx := log.With().Str("component", "demo LM server").Logger().WithContext(ctx)
+		if s.peer, err = startPeer(peerCtx, peerDir); err != nil {
+			return err
+		}
+		log.Info().Str("user", s.peer.user).Msg("Started a second LM server; inviting its user")
+		ghost, err = talkToLM(setupCtx, client, roomID, bot, s.peer)
+		switch {
+		case err == nil:
+			log.Info().Stringer("ghost", ghost).Msg("The Matrix room and the LM room talked both ways")
+		case opts.check:
+			return err
+		default:
+			log.Warn().Err(err).Msg("The conversation with the LM side did not work")
+		}
+	}
 
 	printBanner(out, banner{
 		hs: s.hs, user: client.UserID, password: password, bot: bot, botJoined: botJoined,
 		lmName: lmName, lmStatus: lmStatus, linkAnswer: linkAnswer, dir: dir, bridgeLog: bridgeLog,
+		peer: s.peer, ghost: ghost,
 	})
 	if opts.check {
 		log.Info().Msg("Check passed; stopping")
@@ -358,6 +388,8 @@ type banner struct {
 	linkAnswer string
 	dir        string
 	bridgeLog  string
+	peer       *lmPeer
+	ghost      id.UserID
 }
 
 func printBanner(out io.Writer, b banner) {
@@ -365,9 +397,13 @@ func printBanner(out io.Writer, b banner) {
 	if !b.botJoined {
 		botNote = "invited to the room \"lmbridge demo\"; it has not joined yet"
 	}
-	link, commands := "no answer: this build's bridge does not handle commands yet", ""
+	link, hint, lmUser := "no answer: this build's bridge does not handle commands yet", "", ""
 	if b.linkAnswer != "" {
-		link, commands = b.linkAnswer, "\nIn the room \"lmbridge demo\", \"!lm help\" lists the bridge's commands."
+		link, hint = b.linkAnswer, "In the room \"lmbridge demo\", \"!lm help\" lists the bridge's commands.\n\n"
+	}
+	if b.peer != nil && b.ghost != "" {
+		lmUser = fmt.Sprintf("  LM user          %s   (on a second LM server in the demo; he answers every message)\n"+
+			"                   appears in the Matrix room as %s\n", b.peer.user, b.ghost)
 	}
 	fmt.Fprintf(out, `
 lmbridge demo is running on loopback. Press Ctrl-C to stop it.
@@ -378,17 +414,17 @@ lmbridge demo is running on loopback. Press Ctrl-C to stop it.
   Bridge bot       %[6]s   (%[7]s)
   LM server        http://%[8]s   (lmbridge as a Linearized Matrix server: %[13]s)
   "!lm link"       %[14]s
-
-Log in with any Matrix client that lets you set the homeserver URL (Element: "Edit" next to the homeserver,
+%[15]s
+%[16]sLog in with any Matrix client that lets you set the homeserver URL (Element: "Edit" next to the homeserver,
 then %[1]s), or check from a shell:
 
   curl -s -X POST %[1]s/_matrix/client/v3/login \
     -d '{"type":"m.login.password","identifier":{"type":"m.id.user","user":"%[9]s"},"password":"%[5]s"}'
-%[15]s
+
 Files in %[10]s: lmbridge's config.yaml and registration.yaml, the homeserver's data.
 Logs: %[11]s and %[12]s
 `, b.hs.URL, b.hs.Kind, b.hs.ServerName, b.user, b.password, b.bot, botNote, b.lmName, b.user.Localpart(), b.dir,
-		b.bridgeLog, b.hs.LogPath, b.lmStatus, link, commands)
+		b.bridgeLog, b.hs.LogPath, b.lmStatus, link, lmUser, hint)
 }
 
 func isTerminal(f *os.File) bool {

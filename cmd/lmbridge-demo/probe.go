@@ -47,35 +47,50 @@ func askBot(ctx context.Context, client *mautrix.Client, roomID id.RoomID, bot i
 	if err != nil {
 		return "", fmt.Errorf("failed to send %q: %w", command, err)
 	}
+	_, body, err := waitForMessage(ctx, client, roomID, sent.EventID, wait, func(sender id.UserID, _ string) bool {
+		return sender == bot
+	})
+	return body, err
+}
+
+// waitForMessage polls the room for a message newer than after that matches, and returns its sender and body; both
+// are empty when none came within wait.
+func waitForMessage(ctx context.Context, client *mautrix.Client, roomID id.RoomID, after id.EventID, wait time.Duration,
+	match func(sender id.UserID, body string) bool) (id.UserID, string, error) {
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
-		msgs, err := client.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 50)
+		msgs, err := client.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 100)
 		if err != nil {
-			return "", fmt.Errorf("failed to read the demo room: %w", err)
+			return "", "", fmt.Errorf("failed to read the demo room: %w", err)
 		}
-		// Newest first: anything from the bot before our own command is its answer.
-		var answer string
+		// Newest first, so the last match before reaching after is the earliest answer. Until after itself shows up
+		// (Dendrite's /messages lags behind its sends), older events could be mistaken for answers.
+		var sender id.UserID
+		var body string
+		seenAfter := after == ""
 		for _, evt := range msgs.Chunk {
-			if evt.ID == sent.EventID {
+			if evt.ID == after {
+				seenAfter = true
 				break
 			}
-			if evt.Sender == bot && evt.Type.Type == event.EventMessage.Type {
-				var content struct {
-					Body string `json:"body"`
-				}
-				if json.Unmarshal(evt.Content.VeryRaw, &content) == nil {
-					answer = content.Body
-				}
+			if evt.Type.Type != event.EventMessage.Type {
+				continue
+			}
+			var content struct {
+				Body string `json:"body"`
+			}
+			if json.Unmarshal(evt.Content.VeryRaw, &content) == nil && match(evt.Sender, content.Body) {
+				sender, body = evt.Sender, content.Body
 			}
 		}
-		if answer != "" {
-			return answer, nil
+		if body != "" && seenAfter {
+			return sender, body, nil
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", "", ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	return "", nil
+	return "", "", nil
 }
