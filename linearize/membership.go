@@ -308,6 +308,12 @@ func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, r
 
 	e.writeLock.Lock()
 	defer e.writeLock.Unlock()
+	// Another of our users keeps the room's fan-out coming: the hub's echo of this join may be logged already.
+	if logged, err := e.haveLogged(ctx, joinID); err != nil {
+		return "", err
+	} else if logged {
+		return joinID, e.store.setRoomStatus(ctx, room.RoomID, statusActive)
+	}
 	delete(e.rooms, room.RoomID)
 	prior, err := e.loadRoom(ctx, room.RoomID)
 	if err != nil {

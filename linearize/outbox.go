@@ -30,16 +30,22 @@ type outbox struct {
 	e       *Engine
 	lock    sync.Mutex
 	workers map[string]chan struct{}
+	// failing holds destinations whose last send failed, so resetBackoff costs nothing for healthy ones.
+	failing map[string]bool
 	wg      sync.WaitGroup
 	ctx     context.Context
 }
 
 func newOutbox(e *Engine) *outbox {
-	return &outbox{e: e, workers: make(map[string]chan struct{})}
+	return &outbox{e: e, workers: make(map[string]chan struct{}), failing: make(map[string]bool)}
 }
 
 func (o *outbox) start(ctx context.Context) error {
 	o.ctx = ctx
+	// A restart is a fresh start for every destination's backoff.
+	if _, err := o.e.store.exec(ctx, resetBackoffQuery, "", int64(0)); err != nil {
+		return fmt.Errorf("failed to reset backoff: %w", err)
+	}
 	dests, err := o.e.store.outboxDestinations(ctx)
 	if err != nil {
 		return err
@@ -74,6 +80,27 @@ func (o *outbox) wake(destination string) {
 	}
 }
 
+// resetBackoff makes destination due now: it has just shown it is up (it sent us a request), or we restarted.
+func (o *outbox) resetBackoff(ctx context.Context, destination string) {
+	o.lock.Lock()
+	failing := o.failing[destination]
+	delete(o.failing, destination)
+	o.lock.Unlock()
+	if !failing {
+		return
+	}
+	res, err := o.e.store.exec(ctx, resetBackoffQuery, destination, time.Now().UnixMilli())
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("destination", destination).Msg("Failed to reset backoff")
+		return
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		o.wake(destination)
+	}
+}
+
+const resetBackoffQuery = `UPDATE lm_destination SET next_attempt=0, retry_count=0 WHERE ($1='' OR destination=$1) AND next_attempt>$2`
+
 func (o *outbox) run(destination string, wake chan struct{}) {
 	defer o.wg.Done()
 	ctx := o.ctx
@@ -96,17 +123,8 @@ func (o *outbox) run(destination string, wake chan struct{}) {
 			timer.Stop()
 			return
 		case <-wake:
-			// New rows do not cut a backoff short: only the timer ends it.
-			if err == nil {
-				timer.Stop()
-				continue
-			}
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return
-			case <-timer.C:
-			}
+			// sendOnce honours the persisted next attempt, so new rows do not cut a backoff short; a reset does.
+			timer.Stop()
 		case <-timer.C:
 		}
 	}
@@ -169,6 +187,13 @@ func (o *outbox) sendOnce(ctx context.Context, destination string) (time.Duratio
 		}
 		sendErr = nil
 	}
+	o.lock.Lock()
+	if sendErr != nil {
+		o.failing[destination] = true
+	} else {
+		delete(o.failing, destination)
+	}
+	o.lock.Unlock()
 	if sendErr != nil {
 		ds.retryCount++
 		backoff := minBackoff << min(ds.retryCount-1, 20)

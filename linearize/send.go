@@ -29,6 +29,8 @@ var _ federation.Handler = (*Engine)(nil)
 // participant it verifies and mirrors the PDUs of the hubs it follows. It answers only after every object has been
 // processed and the result committed, together with the transaction ID so a repeat is answered, not reapplied.
 func (e *Engine) Send(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
+	// A server that sends to us is up: retry what we owe it now rather than at the end of its backoff.
+	e.outbox.resetBackoff(ctx, origin)
 	if len(txn.PDUs) > maxPDUsPerTxn {
 		return nil, federation.Errorf(http.StatusBadRequest, federation.ErrCodeBadJSON,
 			"a transaction holds at most %d PDUs, this one has %d", maxPDUsPerTxn, len(txn.PDUs))

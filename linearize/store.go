@@ -142,8 +142,10 @@ type store struct {
 	// transaction ends, so a reader cannot cache a row from before a commit.
 	rooms       sync.Map
 	roomWritten bool
-	// roomGen changes on every clear; a reader caches what it read only if no clear happened meanwhile.
-	roomGen atomic.Int64
+	// roomGen changes on every clear; a reader caches what it read only if no clear happened meanwhile, checked and
+	// stored under cacheLock so that a clear cannot fall between the two.
+	roomGen   atomic.Int64
+	cacheLock sync.Mutex
 }
 
 type inWriteKey struct{}
@@ -158,8 +160,7 @@ func (s *store) write(ctx context.Context, fn func(ctx context.Context) error) e
 	err := s.db.DoTxn(context.WithValue(ctx, inWriteKey{}, true), nil, fn)
 	if s.roomWritten {
 		s.roomWritten = false
-		s.roomGen.Add(1)
-		s.rooms.Clear()
+		s.clearRooms()
 	}
 	return err
 }
@@ -206,12 +207,14 @@ func (s *store) getRoom(ctx context.Context, roomID string) (*RoomInfo, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("failed to get room %s: %w", roomID, err)
 	}
-	if ctx.Value(inWriteKey{}) == nil {
+	// Only settled rooms are cached: a joining room changes status within moments.
+	if ctx.Value(inWriteKey{}) == nil && r.status == statusActive {
 		cached := *r
-		s.rooms.Store(roomID, &cached)
-		if s.roomGen.Load() != gen {
-			s.rooms.Delete(roomID)
+		s.cacheLock.Lock()
+		if s.roomGen.Load() == gen {
+			s.rooms.Store(roomID, &cached)
 		}
+		s.cacheLock.Unlock()
 	}
 	return r, nil
 }
@@ -219,8 +222,15 @@ func (s *store) getRoom(ctx context.Context, roomID string) (*RoomInfo, error) {
 // roomChanged is called by every write to lm_room, with the write lock held.
 func (s *store) roomChanged() {
 	s.roomWritten = true
+	s.clearRooms()
+}
+
+// clearRooms empties the room cache; a reader that queried before it cannot store its now stale row after it.
+func (s *store) clearRooms() {
+	s.cacheLock.Lock()
 	s.roomGen.Add(1)
 	s.rooms.Clear()
+	s.cacheLock.Unlock()
 }
 
 func (s *store) listRooms(ctx context.Context) ([]*RoomInfo, error) {
