@@ -48,21 +48,16 @@ func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
 	case err != nil:
 		return err
 	}
-	return br.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if out != nil && out.lmID != "" && link != nil {
-			if out.isLPDU {
-				err = br.db.InsertLPDU(ctx, evt.RoomID, evt.ID, link.LMRoomID, out.lmID, string(evt.Sender), br.now())
-			} else {
-				err = br.db.InsertEvent(ctx, &bridgedb.EventMapping{DAGRoomID: evt.RoomID, DAGEventID: evt.ID,
-					LMRoomID: link.LMRoomID, LMEventID: out.lmID, Origin: bridgedb.OriginDAG,
-					Sender: string(evt.Sender), CreatedAt: br.now()})
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return br.db.MarkProcessed(ctx, bridgedb.OriginDAG, string(evt.ID), outcome, br.now())
-	})
+	// The mapping row alone marks a bridged event as processed (see bridgedb.Processed).
+	switch {
+	case out != nil && out.lmID != "" && out.isLPDU:
+		return br.db.InsertLPDU(ctx, evt.RoomID, evt.ID, link.LMRoomID, out.lmID, string(evt.Sender), br.now())
+	case out != nil && out.lmID != "":
+		return br.db.InsertEvent(ctx, &bridgedb.EventMapping{DAGRoomID: evt.RoomID, DAGEventID: evt.ID,
+			LMRoomID: link.LMRoomID, LMEventID: out.lmID, Origin: bridgedb.OriginDAG,
+			Sender: string(evt.Sender), CreatedAt: br.now()})
+	}
+	return br.db.MarkProcessed(ctx, bridgedb.OriginDAG, string(evt.ID), outcome, br.now())
 }
 
 func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridgedb.Link) (*sent, error) {

@@ -53,6 +53,7 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *linearize.Event) error {
 			return err
 		}
 	}
+	// The mapping row alone marks a bridged event as processed (see bridgedb.Processed).
 	return br.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if dagID != "" {
 			// A homeserver answers a state event equal to the current one with the existing event's ID, which may
@@ -64,12 +65,9 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *linearize.Event) error {
 					Msg("Homeserver answered with an event that is already mapped")
 				return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
 			}
-			err := br.db.InsertEvent(ctx, &bridgedb.EventMapping{DAGRoomID: link.DAGRoomID, DAGEventID: dagID,
+			return br.db.InsertEvent(ctx, &bridgedb.EventMapping{DAGRoomID: link.DAGRoomID, DAGEventID: dagID,
 				LMRoomID: link.LMRoomID, LMEventID: ev.EventID, Origin: bridgedb.OriginLM, Sender: ev.Sender,
 				CreatedAt: br.now()})
-			if err != nil {
-				return err
-			}
 		}
 		return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
 	})

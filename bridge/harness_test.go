@@ -175,8 +175,13 @@ func testContext(t testing.TB) context.Context {
 }
 
 func openRawDB(t testing.TB) *dbutil.Database {
+	return openRawDBWith(t, "")
+}
+
+// openRawDBWith opens a fresh SQLite database with extra URI parameters (e.g. "&_stmt_cache_size=64").
+func openRawDBWith(t testing.TB, params string) *dbutil.Database {
 	t.Helper()
-	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "test.db")+"?_txlock=immediate", "sqlite3-fk-wal")
+	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "test.db")+"?_txlock=immediate"+params, "sqlite3-fk-wal")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,3 +146,25 @@ func TestProcessedAndGhosts(t *testing.T) {
 		t.Fatalf("ghost = %+v", p)
 	}
 }
+
+func TestMappedEventCountsAsProcessed(t *testing.T) {
+	ctx := context.Background()
+	db := openTestDB(t)
+	now := time.Now()
+	if err := db.InsertEvent(ctx, &EventMapping{DAGRoomID: "!d:hs", DAGEventID: "$d", LMRoomID: "!l:lm", LMEventID: "$l", Origin: OriginDAG, CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.InsertLPDU(ctx, "!d:hs", "$d2", "!l:lm", "$lpdu", "@a:hs", now); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		origin Origin
+		id     string
+		want   Outcome
+	}{{OriginDAG, "$d", OutcomeBridged}, {OriginLM, "$l", OutcomeBridged}, {OriginDAG, "$d2", OutcomeBridged},
+		{OriginLM, "$d", ""}, {OriginDAG, "$l", ""}, {OriginLM, "$lpdu", ""}} {
+		if got, err := db.Processed(ctx, tc.origin, tc.id); got != tc.want || err != nil {
+			t.Errorf("Processed(%s, %s) = %q, %v; want %q", tc.origin, tc.id, got, err, tc.want)
+		}
+	}
+}
