@@ -54,23 +54,16 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *linearize.Event) error {
 		}
 	}
 	// The mapping row alone marks a bridged event as processed (see bridgedb.Processed).
-	return br.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if dagID != "" {
-			// A homeserver answers a state event equal to the current one with the existing event's ID, which may
-			// already stand for another event; the map keeps its first pairing.
-			if existing, err := br.db.GetEventByDAG(ctx, dagID); err != nil {
-				return err
-			} else if existing != nil {
-				zerolog.Ctx(ctx).Debug().Stringer("dag_event_id", dagID).Str("mapped_to", existing.LMEventID).
-					Msg("Homeserver answered with an event that is already mapped")
-				return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
-			}
-			return br.db.InsertEvent(ctx, &bridgedb.EventMapping{DAGRoomID: link.DAGRoomID, DAGEventID: dagID,
-				LMRoomID: link.LMRoomID, LMEventID: ev.EventID, Origin: bridgedb.OriginLM, Sender: ev.Sender,
-				CreatedAt: br.now()})
+	if dagID != "" {
+		stored, err := br.db.InsertEventUnlessDAGMapped(ctx, &bridgedb.EventMapping{DAGRoomID: link.DAGRoomID,
+			DAGEventID: dagID, LMRoomID: link.LMRoomID, LMEventID: ev.EventID, Origin: bridgedb.OriginLM,
+			Sender: ev.Sender, CreatedAt: br.now()})
+		if err != nil || stored {
+			return err
 		}
-		return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
-	})
+		zerolog.Ctx(ctx).Debug().Stringer("dag_event_id", dagID).Msg("Homeserver answered with an event that is already mapped")
+	}
+	return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
 }
 
 func (br *Bridge) handleLM(ctx context.Context, ev *linearize.Event, link *bridgedb.Link) (id.EventID, error) {

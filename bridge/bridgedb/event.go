@@ -17,6 +17,7 @@ const (
 	getEventByLMQuery   = `SELECT ` + eventColumns + ` FROM bridge_event WHERE lm_event_id=$1`
 	getEventByLPDUQuery = `SELECT ` + eventColumns + ` FROM bridge_event WHERE lpdu_id=$1`
 	insertEventQuery    = `INSERT INTO bridge_event (` + eventColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+	insertNewEventQuery = insertEventQuery + ` ON CONFLICT (dag_event_id) DO NOTHING`
 	// The hub's echo of an LPDU may come back before the DAG side has stored the LPDU ID (the hub is fast, the
 	// database commit is not), so both writes are upserts on lpdu_id and meet in one row whichever comes first.
 	insertLPDUQuery = `INSERT INTO bridge_event (` + eventColumns + `) VALUES ($1, $2, $3, NULL, $4, 'dag', $5, $6)
@@ -99,6 +100,22 @@ func (db *Database) InsertEvent(ctx context.Context, m *EventMapping) error {
 		return fmt.Errorf("failed to insert event mapping: %w", err)
 	}
 	return nil
+}
+
+// InsertEventUnlessDAGMapped stores a mapping unless its DAG event is mapped already, and says whether it stored it.
+// A homeserver answers a state event equal to the current one with the existing event's ID, which may already stand
+// for another LM event; the map keeps its first pairing.
+func (db *Database) InsertEventUnlessDAGMapped(ctx context.Context, m *EventMapping) (bool, error) {
+	res, err := db.Exec(ctx, insertNewEventQuery, m.DAGRoomID, nullable(string(m.DAGEventID)), m.LMRoomID,
+		nullable(m.LMEventID), nullable(m.LPDUID), m.Origin, m.Sender, m.CreatedAt.UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("failed to insert event mapping: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("failed to count inserted mappings: %w", err)
+	}
+	return n > 0, nil
 }
 
 // InsertLPDU records a DAG event sent as an LPDU to another hub; ConfirmLPDU adds the LM event ID when the hub's PDU
