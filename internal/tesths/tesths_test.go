@@ -304,3 +304,20 @@ func TestStopEndsServer(t *testing.T) {
 		l.Close()
 	})
 }
+
+// TestAvailableFollowsEnvironment checks that the environment decides which kinds are available, and that starting
+// one that is not installed is a clear ErrUnavailable rather than a failed exec.
+func TestAvailableFollowsEnvironment(t *testing.T) {
+	t.Setenv(tesths.EnvDendriteBin, "")
+	t.Setenv(tesths.EnvSynapseRoot, "/nonexistent/synapse-root")
+	if got := tesths.Available(); len(got) != 1 || got[0] != tesths.Synapse {
+		t.Fatalf("Available() = %v, want [synapse]", got)
+	}
+	_, err := tesths.Start(context.Background(), tesths.Dendrite, t.TempDir(), tesths.Options{})
+	if !errors.Is(err, tesths.ErrUnavailable) || !strings.Contains(err.Error(), tesths.EnvDendriteBin) {
+		t.Fatalf("Start without %s gave %v, want ErrUnavailable naming the variable", tesths.EnvDendriteBin, err)
+	}
+	if _, err = tesths.Start(context.Background(), "conduit", t.TempDir(), tesths.Options{}); !errors.Is(err, tesths.ErrUnknownKind) {
+		t.Fatalf("Start of an unknown kind gave %v, want ErrUnknownKind", err)
+	}
+}
