@@ -190,6 +190,23 @@ func TestIntegrationLinkedFromMatrix(t *testing.T) {
 	eventually(t, "bob's ghost joining", ts.ghostCall("member", func(c matrixCall) bool {
 		return c.Sender == ts.ghost && c.Membership == event.MembershipJoin
 	}))
+	// `!lm invite` invites another user of bob's server, now that it is in the room, through the log.
+	carolRemote := "@carol:" + ts.remote.ServerName()
+	cmd := mkEvent(dagRoom, "$cmdinvite", alice, event.EventMessage, nil, map[string]any{"msgtype": "m.text", "body": "!lm invite " + carolRemote})
+	if err = ts.br.HandleDAGEvent(ctx, cmd); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "carol's invite on her server", func() bool {
+		return ts.rec.find(func(ev *linearize.Event) bool {
+			return ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == carolRemote && ev.Sender == ts.alice
+		}) != nil
+	})
+	if !slices.ContainsFunc(ts.mx.callsOf("message"), func(c matrixCall) bool {
+		body, _ := c.Content["body"].(string)
+		return c.Sender == testBot && body == "Invited "+carolRemote+" to the LM room."
+	}) {
+		t.Errorf("no answer to !lm invite: %+v", ts.mx.callsOf("message"))
+	}
 	// Matrix → LM: alice's message reaches bob's server, from alice's LM identity.
 	hello := mkEvent(dagRoom, "$hello", alice, event.EventMessage, nil, map[string]any{"msgtype": "m.text", "body": "hello bob"})
 	if err = ts.br.HandleDAGEvent(ctx, hello); err != nil {

@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/linearize"
 )
 
 func TestDAGMembershipToLM(t *testing.T) {
@@ -55,10 +56,48 @@ func TestDAGMembershipToLM(t *testing.T) {
 	if m := lmMember(carolLM); m["membership"] != "invite" {
 		t.Fatalf("carol's invite on LM = %v", m)
 	}
+	// Knocking: the DAG room turns to knock, and a knock of erin's on Matrix is a knock on LM.
+	const erin = id.UserID("@erin:hs.example")
+	if err := tb.HandleDAGEvent(ctx, mkEvent(dagRoom, "$knockrule", alice, event.StateJoinRules, sk(""), map[string]any{"join_rule": "knock"})); err != nil {
+		t.Fatal(err)
+	}
+	if jr := tb.lmState(t, link.LMRoomID, "m.room.join_rules", ""); jr["join_rule"] != "knock" {
+		t.Fatalf("join rules on LM = %v", jr)
+	}
+	member("$erinknock", erin, erin, map[string]any{"membership": "knock", "reason": "let me in"}, nil)
+	if m := lmMember("@erin=hs.example:lm.example.org"); m["membership"] != "knock" || m["reason"] != "let me in" {
+		t.Fatalf("erin's knock on LM = %v", m)
+	}
 	// The bot's own membership stays on the Matrix side.
 	member("$botleave", alice, testBot, map[string]any{"membership": "leave"}, nil)
 	if m := lmMember(botLM); m["membership"] != "join" {
 		t.Fatalf("bot's LM identity = %v", m)
+	}
+}
+
+func TestLMKnockAndBanReachMatrix(t *testing.T) {
+	tb, link, ctx := linkedHub(t)
+	deliver := func(ev *linearize.Event) {
+		t.Helper()
+		if err := tb.OnEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliver(lmEv(link.LMRoomID, "$knock", bobLM, "m.room.member", sk(bobLM), map[string]any{"membership": "knock", "reason": "hi"}))
+	if c := tb.mx.callsOf("member"); len(c) != 1 || c[0].Sender != bobGhost || c[0].Membership != event.MembershipKnock || c[0].Reason != "hi" {
+		t.Fatalf("knock = %+v", c)
+	}
+	tb.mx.reset()
+	deliver(lmEv(link.LMRoomID, "$ban", bobLM, "m.room.member", sk(carolLM), map[string]any{"membership": "ban"}))
+	if c := tb.mx.callsOf("member"); len(c) != 1 || c[0].Sender != bobGhost || c[0].Target != carol || c[0].Membership != event.MembershipBan {
+		t.Fatalf("ban = %+v", c)
+	}
+	// The DAG room now has carol banned: a leave for her from LM is an unban.
+	tb.mx.setState(mkEvent(dagRoom, "$carolbanned", bobGhost, event.StateMember, sk(string(carol)), map[string]any{"membership": "ban"}))
+	tb.mx.reset()
+	deliver(lmEv(link.LMRoomID, "$unban", bobLM, "m.room.member", sk(carolLM), map[string]any{"membership": "leave"}))
+	if c := tb.mx.callsOf("member"); len(c) != 1 || c[0].Target != carol || c[0].Membership != MembershipUnban {
+		t.Fatalf("unban = %+v", c)
 	}
 }
 

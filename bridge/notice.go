@@ -81,9 +81,11 @@ func (br *Bridge) OnLPDUFailed(ctx context.Context, roomID, lpduID, reason strin
 			Msg("Hub refused an LPDU that maps to no DAG event")
 		return
 	}
+	log := zerolog.Ctx(ctx).With().Str("lpdu_id", lpduID).Str("lm_room_id", roomID).Logger()
+	ctx = log.WithContext(ctx)
 	link, err := br.linkByLM(ctx, roomID)
 	if err != nil {
-		zerolog.Ctx(ctx).Err(err).Msg("Failed to get link of refused LPDU")
+		log.Err(err).Msg("Failed to get link of refused LPDU")
 	}
 	br.tellDAG(ctx, m.DAGRoomID, m.DAGEventID, id.UserID(m.Sender), link,
 		"Your event was rejected by the LM room's hub: "+reason, &hubRefusal{reason: reason})
