@@ -15,7 +15,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${LMBRIDGE_CACHE:-$HOME/.cache/lmbridge}
 bin=$cache/bin
 root=$cache/synapse-root
-export PATH=/usr/local/go/bin:$PATH
+# debootstrap and chroot live in /usr/sbin, which not every PATH has.
+export PATH=/usr/local/go/bin:$PATH:/usr/sbin:/sbin
 
 mkdir -p "$cache"
 started=$(date +%s)

@@ -164,7 +164,7 @@ func startSynapse(ctx context.Context, root, dir string, opts Options) (_ *Homes
 	logPath := filepath.Join(dir, "homeserver.log")
 	// chroot and env exec, so the PID is Synapse's own. env -i: the host's Python settings (PYTHONPATH,
 	// PYTHONDONTWRITEBYTECODE, ...) are not for the chroot's Python.
-	cmd := exec.Command("chroot", root, "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
+	cmd := exec.Command(chrootBinary(), root, "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
 		"LC_ALL=C.UTF-8", "python3", "-m", "synapse.app.homeserver", "-c", configPath)
 	proc, err := startProcess(cmd, logPath)
 	if err != nil {
@@ -287,4 +287,12 @@ func synapseDataAbandoned(dir string) bool {
 	}
 	err = syscall.Kill(pid, 0)
 	return errors.Is(err, syscall.ESRCH)
+}
+
+// chrootBinary finds chroot, which lives in /usr/sbin: not on every PATH.
+func chrootBinary() string {
+	if path, err := exec.LookPath("chroot"); err == nil {
+		return path
+	}
+	return "/usr/sbin/chroot"
 }
