@@ -153,7 +153,12 @@ func (br *Bridge) lmMemberToDAG(ctx context.Context, ev *linearize.Event, link *
 	self := ev.Sender == target
 	if self {
 		if mc.Membership == event.MembershipJoin {
-			if err = br.ensureGhostProfile(ctx, target, mc.Displayname, mc.AvatarURL); err != nil {
+			name := mc.Displayname
+			if name == "" {
+				// Without a name of their own, a ghost is shown by the LM user ID rather than its encoded localpart.
+				name = target
+			}
+			if err = br.ensureGhostProfile(ctx, target, name, mc.AvatarURL); err != nil {
 				return err
 			}
 		}
@@ -238,6 +243,9 @@ func (br *Bridge) syncLMMembers(ctx context.Context, link *bridgedb.Link) {
 		}
 		if stored, err := br.lm.GetEventByID(ctx, entry.EventID); err == nil && stored != nil {
 			if p, err := parseStoredMember(stored); err == nil {
+				if p.Displayname == "" {
+					p.Displayname = entry.StateKey
+				}
 				if err = br.ensureGhostProfile(ctx, entry.StateKey, p.Displayname, p.AvatarURL); err != nil {
 					log.Warn().Err(err).Str("lm_user", entry.StateKey).Msg("Failed to set ghost profile")
 				}
