@@ -76,7 +76,9 @@ type Engine struct {
 	outbox       *outbox
 	dispatchLock sync.Mutex
 	// dirty holds rooms with events the listeners have not been offered yet; invitesDirty likewise for invites.
-	dirty        map[string]struct{}
+	dirty map[string]struct{}
+	// cursors caches listener cursors by listener name and room; owned by dispatchLoop's goroutine.
+	cursors      map[string]int64
 	invitesDirty bool
 	dispatchWake chan struct{}
 	dispatchDone chan struct{}
@@ -119,6 +121,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		joining:      make(map[string]chan struct{}),
 		dispatchWake: make(chan struct{}, 1),
 		dirty:        make(map[string]struct{}),
+		cursors:      make(map[string]int64),
 		invitesDirty: true,
 		listener:     opts.Listener,
 	}

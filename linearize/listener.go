@@ -126,9 +126,15 @@ func (e *Engine) markInvitesDirty() {
 }
 
 func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID string) error {
-	cur, err := e.store.cursor(ctx, nl.name, roomID)
-	if err != nil {
-		return err
+	// Only dispatchLoop's goroutine reads and writes cursors, so they are cached after the first read.
+	key := nl.name + "\x00" + roomID
+	cur, ok := e.cursors[key]
+	if !ok {
+		var err error
+		if cur, err = e.store.cursor(ctx, nl.name, roomID); err != nil {
+			return err
+		}
+		e.cursors[key] = cur
 	}
 	// The cursor is stored once per page rather than per event: a crash re-delivers at most a page, which
 	// at-least-once allows, and a busy room costs one write per page.
@@ -142,10 +148,11 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 			return err
 		}
 		saved = cur
+		e.cursors[key] = cur
 		return nil
 	}
 	for {
-		evs, err := e.store.eventsAfter(ctx, roomID, cur, 200)
+		evs, err := e.store.eventsAfter(ctx, roomID, cur, dispatchPage)
 		if err != nil || len(evs) == 0 {
 			return errors.Join(err, save())
 		}
@@ -161,11 +168,14 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 			}
 			cur = ev.Index
 		}
-		if err = save(); err != nil {
+		if err = save(); err != nil || len(evs) < dispatchPage {
 			return err
 		}
 	}
 }
+
+// dispatchPage is how many events dispatchRoom reads at a time; a short page means it has reached the head.
+const dispatchPage = 200
 
 func (e *Engine) dispatchInvites(ctx context.Context, nl namedListener) error {
 	invites, err := e.store.undeliveredInvites(ctx, nl.name)

@@ -214,6 +214,11 @@ func (o *outbox) sendOnce(ctx context.Context, destination string) (time.Duratio
 		return minBackoff, err
 	}
 	o.e.handleSendResponse(ctx, destination, items, resp)
+	if !resuming && len(items) < maxPDUsPerTxn {
+		// A short fresh batch emptied the queue as it was; rows added since have woken the worker (the signal is
+		// buffered). A resumed batch was cut at its old end, so more may wait behind it.
+		return idleWait, nil
+	}
 	return 0, nil
 }
 
