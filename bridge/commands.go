@@ -65,9 +65,12 @@ func commandBody(evt *event.Event) (string, bool) {
 	if evt.Type != event.EventMessage || evt.StateKey != nil {
 		return "", false
 	}
-	c, err := parseContent(evt.Content.VeryRaw)
-	if err != nil {
-		return "", false
+	c := evt.Content.Raw
+	if c == nil {
+		var err error
+		if c, err = parseContent(evt.Content.VeryRaw); err != nil {
+			return "", false
+		}
 	}
 	if mt, _ := c["msgtype"].(string); mt != string(event.MsgText) {
 		return "", false
@@ -77,6 +80,15 @@ func commandBody(evt *event.Event) (string, bool) {
 	}
 	body, _ := c["body"].(string)
 	return body, true
+}
+
+// commandArgs returns the arguments of a bot command, and false for anything that is not one.
+func (br *Bridge) commandArgs(evt *event.Event) ([]string, bool) {
+	body, ok := commandBody(evt)
+	if !ok {
+		return nil, false
+	}
+	return br.parseCommand(body)
 }
 
 // parseCommand splits "<prefix> <command> <args...>"; the prefix must be a word of its own.

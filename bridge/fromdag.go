@@ -28,14 +28,22 @@ type sent struct {
 // could not be handled for a reason that may pass (the database, the network) and should be offered again; an event
 // that cannot cross for good is answered with a notice to its sender and counts as handled.
 func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
-	if outcome, err := br.db.Processed(ctx, bridgedb.OriginDAG, string(evt.ID)); err != nil {
-		return err
-	} else if outcome != "" {
+	if br.users.IsPuppet(evt.Sender) {
+		// Our bot and our ghosts only ever say what the bridge made them say: echoes, skipped without a write.
 		return nil
 	}
 	link, err := br.linkByDAG(ctx, evt.RoomID)
 	if err != nil {
 		return err
+	}
+	if _, isCmd := br.commandArgs(evt); link == nil && !isCmd {
+		// Rooms without a link are most rooms the bot is in; handling their events again changes nothing.
+		return nil
+	}
+	if outcome, err := br.db.Processed(ctx, bridgedb.OriginDAG, string(evt.ID)); err != nil {
+		return err
+	} else if outcome != "" {
+		return nil
 	}
 	out, err := br.handleDAG(ctx, evt, link)
 	outcome := bridgedb.OutcomeBridged
@@ -61,15 +69,9 @@ func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
 }
 
 func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridgedb.Link) (*sent, error) {
-	if br.users.IsPuppet(evt.Sender) {
-		// Our bot and our ghosts only ever say what the bridge made them say.
+	if args, isCmd := br.commandArgs(evt); isCmd {
+		br.handleCommand(ctx, evt, link, args)
 		return nil, errSkip
-	}
-	if body, ok := commandBody(evt); ok {
-		if args, isCmd := br.parseCommand(body); isCmd {
-			br.handleCommand(ctx, evt, link, args)
-			return nil, errSkip
-		}
 	}
 	if link == nil {
 		return nil, errSkip
