@@ -1,6 +1,7 @@
 package linearize
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -182,5 +183,51 @@ func TestTransactionRefusedForGood(t *testing.T) {
 		if ev.LPDUID == bad {
 			t.Fatalf("the refused LPDU was appended")
 		}
+	}
+}
+
+// TestParticipantKeepsRedactedCopyOnHashMismatch sends the participant a PDU from the hub whose content was changed
+// after signing: the signatures (over the redacted event) hold, the content hash does not, so §5.1 says keep the
+// redacted copy, under the same event ID.
+func TestParticipantKeepsRedactedCopyOnHashMismatch(t *testing.T) {
+	var n directNet
+	hub, part := n.newNode(t, "hub.test"), n.newNode(t, "part.test")
+	ctx := testContext(t)
+	roomID, alice, _ := joinedPair(t, hub, part)
+	hub.eng.writeLock.Lock()
+	rs := must(hub.eng.loadRoom(ctx, roomID))
+	p := &pdu.PDU{RoomID: roomID, Type: "m.room.message", Sender: alice, OriginServerTS: time.Now().UnixMilli()}
+	if err := p.SetContent(text("original")); err != nil {
+		t.Fatal(err)
+	}
+	p.AuthEvents = selectAuthEvents(p, rs)
+	eventID := must(p.Complete(p.AuthEvents, rs.headID(), hub.name, string(hub.key.ID), hub.key.Priv))
+	hub.eng.writeLock.Unlock()
+	if err := p.SetContent(text("tampered")); err != nil {
+		t.Fatal(err)
+	}
+	raw := must(p.Canonical())
+	// The hub's own outbox may have a transaction in flight to the participant: wait for our turn.
+	var resp *federation.SendResponse
+	var err error
+	for i := 0; i < 100; i++ {
+		if resp, err = part.eng.Send(ctx, hub.name, "tampered", &federation.Transaction{PDUs: []json.RawMessage{raw}}); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.FailedPDUs) != 0 {
+		t.Fatalf("tampered PDU refused: %+v", resp.FailedPDUs)
+	}
+	stored := must(part.eng.GetEventByID(ctx, eventID))
+	if stored == nil || stored.Index < 1 {
+		t.Fatalf("the redacted copy of %s was not appended", eventID)
+	}
+	kept := must(pdu.Parse(stored.PDU))
+	if string(kept.Content) != "{}" {
+		t.Fatalf("kept content %s, want the redacted {}", kept.Content)
 	}
 }
