@@ -2,6 +2,7 @@ package linearize
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -41,13 +42,18 @@ func (e *Engine) HTTPHandler() http.Handler {
 // embedding program mounts HTTPHandler itself).
 func (e *Engine) startHTTP(ctx context.Context) error {
 	ln := e.listener
+	if ln == nil && e.cfg.Listen == "" {
+		return nil
+	}
+	// federation.Serve reports a bad certificate only when it returns, which is at Stop: check it now.
+	if e.cfg.TLSCert != "" || e.cfg.TLSKey != "" {
+		if _, err := tls.LoadX509KeyPair(e.cfg.TLSCert, e.cfg.TLSKey); err != nil {
+			return fmt.Errorf("failed to load federation TLS certificate: %w", err)
+		}
+	} else if !e.cfg.AllowPlainHTTP {
+		return federation.ErrNoTLS
+	}
 	if ln == nil {
-		if e.cfg.Listen == "" {
-			return nil
-		}
-		if e.cfg.TLSCert == "" && !e.cfg.AllowPlainHTTP {
-			return federation.ErrNoTLS
-		}
 		var err error
 		if ln, err = net.Listen("tcp", e.cfg.Listen); err != nil {
 			return fmt.Errorf("failed to listen on %s: %w", e.cfg.Listen, err)
