@@ -27,8 +27,10 @@ import (
 
 // The eigen-server captures (shared/interop/eigen): eigen A is the hub at 127.0.0.1:3000, eigen B a participant at
 // 127.0.0.1:3001. Their public keys are in shared/interop/README.md.
+// eigenDir is the copy of shared/interop/eigen kept with package pdu, so the test runs on a bare checkout.
+var eigenDir = filepath.Join("pdu", "testdata", "interop", "eigen")
+
 const (
-	eigenDir  = "../../shared/interop/eigen"
 	eigenA    = "127.0.0.1:3000"
 	eigenB    = "127.0.0.1:3001"
 	eigenPeer = "127.0.0.1:3002"
@@ -50,7 +52,7 @@ func loadCapture(t *testing.T, name string) []capturedExchange {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(eigenDir, name))
 	if err != nil {
-		t.Skipf("eigen captures not available: %v", err)
+		t.Fatalf("failed to read the eigen captures: %v", err)
 	}
 	var f struct {
 		Exchanges []capturedExchange `json:"exchanges"`
