@@ -147,13 +147,14 @@ func TestTranslateState(t *testing.T) {
 	if u := c["users"].(map[string]any); len(u) != len(want) || u[carolLM] != 50.0 || u[bobLM] != 20.0 || u[aliceLM] != 100 || c["ban"] != 50.0 {
 		t.Errorf("PL to LM = %v", c)
 	}
-	c, err = tr.translateState(ctx, toDAG, "m.room.power_levels", Content{"users": map[string]any{aliceLM: 100.0, bobLM: 60.0}, "kick": 75.0},
-		creators, Content{"users": map[string]any{string(carol): 50.0}, "kick": 50.0, "notifications": map[string]any{"room": 50.0}})
+	c, err = tr.translateState(ctx, toDAG, "m.room.power_levels", Content{"users": map[string]any{aliceLM: 100.0, bobLM: 60.0, botLM: 100.0}, "kick": 75.0},
+		creators, Content{"users": map[string]any{string(carol): 50.0, string(testBot): 50.0}, "kick": 50.0, "notifications": map[string]any{"room": 50.0}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := c["users"].(map[string]any)
-	if _, listed := u[string(alice)]; listed || u[string(bobGhost)] != 60.0 || u[string(carol)] != 50.0 || c["kick"] != 75.0 || c["notifications"] == nil {
+	if _, listed := u[string(alice)]; listed || u[string(bobGhost)] != 60.0 || u[string(carol)] != 50.0 || u[string(testBot)] != 50.0 ||
+		c["kick"] != 75.0 || c["notifications"] == nil {
 		t.Errorf("PL to DAG = %v", c)
 	}
 	for evtType, want := range map[string]error{"m.room.message": nil, "m.room.encrypted": ErrEncrypted,

@@ -318,7 +318,13 @@ func (t *translator) translateState(ctx context.Context, dir direction, evtType 
 func (t *translator) translatePowerLevels(dir direction, c Content, creators []id.UserID, dagCurrent Content) (Content, error) {
 	users, _ := c["users"].(map[string]any)
 	mapped := make(map[string]any, len(users)+len(creators))
+	botLM, _ := t.users.LMUserOf(t.users.BotUserID)
 	for userID, level := range users {
+		if dir == toDAG && userID == botLM {
+			// The bot's LM identity holds 100 in the rooms we host so that the bridge can act there; that says
+			// nothing about the bot's power in the DAG room, which the DAG room's admins decide.
+			continue
+		}
 		other, err := t.mapUser(dir, userID)
 		if err != nil {
 			// A power level for a user the other side cannot name (a Matrix user of another homeserver, an
