@@ -167,18 +167,20 @@ func (e *Engine) AddListener(name string, l Listener) {
 func (e *Engine) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.cancel = cancel
+	// Listen first: the outbox's first transactions make their destinations fetch our key from this listener, and a
+	// refused fetch would hold them in their key-fetch backoff.
+	if err := e.startHTTP(runCtx); err != nil {
+		cancel()
+		e.cancel = nil
+		return err
+	}
 	if err := e.outbox.start(runCtx); err != nil {
 		cancel()
-		return err
+		e.cancel = nil
+		return errors.Join(err, e.stopHTTP())
 	}
 	e.dispatchDone = make(chan struct{})
 	go e.dispatchLoop(runCtx)
-	if err := e.startHTTP(runCtx); err != nil {
-		cancel()
-		e.outbox.stop()
-		<-e.dispatchDone
-		return err
-	}
 	zerolog.Ctx(ctx).Info().Str("server_name", e.serverName).Msg("LM engine started")
 	return nil
 }
