@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,7 +212,8 @@ func (l *timedListener) OnEvent(ctx context.Context, evt *linearize.Event) error
 	return l.Listener.OnEvent(ctx, evt)
 }
 
-var benchMaxConns = 5
+// benchMaxConns is the size of the benchmarks' connection pool, to compare settings.
+var benchMaxConns = flag.Int("bridge.conns", exampleMaxConns, "database connections the bridge benchmarks open at most")
 
 const benchRoom = id.RoomID("!bench:hs.example")
 
@@ -248,8 +250,7 @@ func newBenchStack(b *testing.B) (*benchStack, context.Context) {
 	}
 	st.hsTok = reg.ServerToken
 	db := openRawDBWith(b, *dbParams)
-	// The pool lmbridge's example config gives (database.max_open_conns, max_idle_conns).
-	db.RawDB.SetMaxOpenConns(benchMaxConns)
+	db.RawDB.SetMaxOpenConns(*benchMaxConns)
 	db.RawDB.SetMaxIdleConns(2)
 	st.as, err = appservice.New(appservice.Params{Homeserver: cfg.Homeserver, AppService: cfg.AppService, Registration: reg, DB: db})
 	if err != nil {
@@ -317,7 +318,7 @@ func newBenchStack(b *testing.B) (*benchStack, context.Context) {
 
 // report prints p50 and p99 of the latencies from offer to done (the figure the targets are about) and of the
 // bridge's service time per event (the same minus the time the event waited behind others).
-func report(b *testing.B, lat, service []time.Duration) {
+func report(b *testing.B, lat, service []time.Duration, cpu time.Duration) {
 	pct := func(d []time.Duration, p float64) float64 {
 		slices.Sort(d)
 		return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) / 1000
@@ -328,7 +329,18 @@ func report(b *testing.B, lat, service []time.Duration) {
 		b.ReportMetric(pct(service, 0.50), "service-p50-ms")
 		b.ReportMetric(pct(service, 0.99), "service-p99-ms")
 	}
+	b.ReportMetric(float64(cpu.Microseconds())/float64(len(lat)), "cpu-µs/event")
 	b.ReportMetric(0, "ns/op")
+}
+
+// processCPU is the user and system CPU time the process has used: the figure per event that the neighbours' load
+// on a shared machine changes least.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // timedLM notes when the engine has appended and queued each event the bridge sends, keyed by message body.
@@ -371,6 +383,7 @@ func BenchmarkDAGToLM(b *testing.B) {
 	for i := range offered {
 		offered[i] = start.Add(time.Duration(i) * offeredInterval())
 	}
+	cpuStart := processCPU(b)
 	b.ResetTimer()
 	client := &http.Client{}
 	sent := 0
@@ -414,7 +427,7 @@ func BenchmarkDAGToLM(b *testing.B) {
 		time.Sleep(time.Millisecond)
 	}
 	b.StopTimer()
-	report(b, lat, st.dagTimes.snapshot())
+	report(b, lat, st.dagTimes.snapshot(), processCPU(b)-cpuStart)
 }
 
 // BenchmarkLMToDAG offers one PDU per millisecond from the remote hub of a room we take part in, handed to our
@@ -469,6 +482,7 @@ func BenchmarkLMToDAG(b *testing.B) {
 	st.lmTimes.reset()
 	offered := make([]time.Time, b.N)
 	start := time.Now().Add(10 * time.Millisecond)
+	cpuStart := processCPU(b)
 	b.ResetTimer()
 	for i := range pdus {
 		offered[i] = start.Add(time.Duration(i) * offeredInterval())
@@ -494,5 +508,5 @@ func BenchmarkLMToDAG(b *testing.B) {
 		time.Sleep(time.Millisecond)
 	}
 	b.StopTimer()
-	report(b, lat, st.lmTimes.snapshot())
+	report(b, lat, st.lmTimes.snapshot(), processCPU(b)-cpuStart)
 }

@@ -178,16 +178,22 @@ func openRawDB(t testing.TB) *dbutil.Database {
 	return openRawDBWith(t, "")
 }
 
-// openRawDBWith opens a fresh SQLite database with extra URI parameters (e.g. "&_stmt_cache_size=64").
+// openRawDBWith opens a fresh SQLite database as lmbridge opens it with the example config (the statement cache
+// added to the URI, one connection), with extra URI parameters (e.g. "&_stmt_cache_size=0").
 func openRawDBWith(t testing.TB, params string) *dbutil.Database {
 	t.Helper()
-	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "test.db")+"?_txlock=immediate"+params, "sqlite3-fk-wal")
+	cfg := config.Database{Type: "sqlite3-fk-wal", URI: "file:" + filepath.Join(t.TempDir(), "test.db") + "?_txlock=immediate" + params}
+	db, err := dbutil.NewWithDialect(cfg.DriverURI(), cfg.Type)
 	if err != nil {
 		t.Fatal(err)
 	}
+	db.RawDB.SetMaxOpenConns(exampleMaxConns)
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
+
+// exampleMaxConns is the example config's database.max_open_conns; -bridge.conns overrides it in the benchmarks.
+const exampleMaxConns = 1
 
 // newEngine is a real LM engine on its own database, used as hub without a network.
 func newEngine(t testing.TB, db *dbutil.Database) *linearize.Engine {

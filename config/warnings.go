@@ -11,9 +11,14 @@ import (
 // printed by -g and logged at start-up; none stops lmbridge, since a reverse proxy or NAT can make them right.
 func (c *Config) Warnings() []string {
 	var warnings []string
+	if c.Database.IsSQLite() && c.Database.MaxOpenConns > 1 {
+		warnings = append(warnings, fmt.Sprintf("database.max_open_conns is %d, but SQLite has one writer: writers on "+
+			"several connections wait for each other in SQLite's busy handler, which sleeps for milliseconds; 1 is "+
+			"faster", c.Database.MaxOpenConns))
+	}
 	u, err := url.Parse(c.AppService.Address)
 	if err != nil || u.Host == "" {
-		return nil
+		return warnings
 	}
 	if isLoopback(c.AppService.Hostname) && !isLoopback(u.Hostname()) {
 		warnings = append(warnings, fmt.Sprintf("appservice.address points the homeserver at %s, but appservice.hostname %s "+

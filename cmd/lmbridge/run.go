@@ -125,7 +125,7 @@ func openDatabase(ctx context.Context, cfg config.Database) (*dbutil.Database, e
 	db, err := dbutil.NewFromConfig(databaseOwner, dbutil.Config{
 		PoolConfig: dbutil.PoolConfig{
 			Type:         cfg.Type,
-			URI:          cfg.URI,
+			URI:          cfg.DriverURI(),
 			MaxOpenConns: cfg.MaxOpenConns,
 			MaxIdleConns: cfg.MaxIdleConns,
 		},
