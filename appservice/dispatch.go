@@ -22,6 +22,14 @@ type EventHandler interface {
 	HandleEvent(ctx context.Context, evt *event.Event) error
 }
 
+// HandledRecorder is implemented by an EventHandler that keeps its own record of the events it finished and writes
+// it lazily: the dispatcher calls RecordHandled inside the database transaction that marks a room's events handled
+// in the inbox (ctx carries that transaction), so that both records cost one write per pass over the room's queue
+// instead of one write each per event.
+type HandledRecorder interface {
+	RecordHandled(ctx context.Context, roomID id.RoomID) error
+}
+
 // EventHandlerFunc adapts a function to EventHandler.
 type EventHandlerFunc func(ctx context.Context, evt *event.Event) error
 
@@ -118,43 +126,103 @@ func (d *dispatcher) runRoom(roomID id.RoomID, wake chan struct{}) {
 			}
 			continue
 		}
+		// The events a pass handled are marked in one write at its end rather than one write each: until then a
+		// crash only has them offered again, and the handler dedups by event ID.
+		done := handledRange{roomID: roomID}
 		for _, ie := range events {
-			if !d.handleOne(ctx, ie) {
+			if !d.handleOne(ctx, ie, &done) {
+				d.markHandled(ctx, &done)
 				return
 			}
+		}
+		if !d.markHandled(ctx, &done) && ctx.Err() == nil {
+			// Not marked: the next read returns the same events, which the handler recognises; wait rather than spin
+			// on a database that refuses writes.
+			if !sleepCtx(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		// A short page was everything pending when it was read; anything stored since has woken the worker, so
+		// without a wake-up the room is idle and another read would come back empty.
+		if len(events) < dispatchBatch && d.idle(roomID, wake) {
+			return
 		}
 	}
 }
 
-// handleOne offers one event to the handler until it succeeds or runs out of attempts; false means ctx ended.
-func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent) bool {
+// handledRange is the stretch of a room's inbox that a pass handled and has not yet marked. Events of one room are
+// handled in seq order, one at a time, so the stretch is contiguous: everything from first to last that is still
+// unhandled in the inbox (events given up on are marked at once) was handled by the pass.
+type handledRange struct {
+	roomID      id.RoomID
+	first, last int64
+}
+
+func (r *handledRange) add(seq int64) {
+	if r.first == 0 {
+		r.first = seq
+	}
+	r.last = seq
+}
+
+// markHandled writes the range as handled, together with the handler's own record of it (HandledRecorder), in one
+// database transaction, and empties it; false means it could not, and the events will be offered again. Either way
+// the range restarts empty, so it never stretches over an event that was not handled.
+func (d *dispatcher) markHandled(ctx context.Context, r *handledRange) bool {
+	if r.first == 0 {
+		return true
+	}
+	first, last := r.first, r.last
+	r.first, r.last = 0, 0
+	// Bookkeeping after the handler ran must land even when shutdown cancels ctx, or finished events would be
+	// handled a second time after the restart.
+	markCtx := context.WithoutCancel(ctx)
+	recorder, _ := d.handler.(HandledRecorder)
+	err := d.as.inbox.db.DoTxn(markCtx, nil, func(ctx context.Context) error {
+		if err := d.as.inbox.markHandled(ctx, r.roomID, first, last); err != nil {
+			return err
+		}
+		if recorder != nil {
+			return recorder.RecordHandled(ctx, r.roomID)
+		}
+		return nil
+	})
+	if err != nil {
+		zerolog.Ctx(ctx).Err(err).Int64("first_seq", first).Int64("last_seq", last).Msg("Failed to mark events handled")
+		return false
+	}
+	return true
+}
+
+// handleOne offers one event to the handler until it succeeds or runs out of attempts, adding it to done when it
+// succeeds; false means ctx ended.
+func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent, done *handledRange) bool {
 	log := zerolog.Ctx(ctx).With().Stringer("event_id", ie.eventID).Logger()
 	evt, err := decodeEvent(ie.json)
+	markCtx := context.WithoutCancel(ctx)
 	if err != nil {
 		// Validated on the way in, so this is a bug or a corrupted row; recording it beats blocking the room.
 		log.Err(err).Msg("Failed to decode stored event")
-		if err = d.as.inbox.markGivenUp(ctx, ie.seq, err); err != nil {
+		d.markHandled(ctx, done)
+		if err = d.as.inbox.markGivenUp(markCtx, ie.seq, err); err != nil {
 			log.Err(err).Msg("Failed to mark undecodable event")
 		}
 		return ctx.Err() == nil
 	}
-	// Bookkeeping after the handler ran must land even when shutdown cancels ctx, or a finished event would be
-	// handled a second time after the restart.
-	markCtx := context.WithoutCancel(ctx)
 	mautrix.UpdateStateStore(ctx, d.as.stateStore, evt)
 	attempts := ie.attempts
 	for {
 		err = d.handler.HandleEvent(log.WithContext(ctx), evt)
 		if err == nil {
-			if err = d.as.inbox.markHandled(markCtx, ie.seq); err != nil {
-				log.Err(err).Msg("Failed to mark event handled")
-				return ctx.Err() == nil
-			}
+			done.add(ie.seq)
 			return true
 		}
 		if ctx.Err() != nil {
 			return false
 		}
+		// What was handled before this event is marked now, not after a retry that may take minutes.
+		d.markHandled(ctx, done)
 		attempts++
 		if attempts >= maxHandleAttempts || errors.Is(err, ErrPermanent) {
 			log.Err(err).Int("attempts", attempts).Msg("Giving up on event after repeated handler failures")

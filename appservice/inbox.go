@@ -32,8 +32,11 @@ const (
 		ORDER BY seq
 		LIMIT $2
 	`
+	// A room's events are handled in seq order, so one statement marks what a pass handled; events given up on
+	// already carry handled_at and keep their error.
 	markHandledQuery = `
-		UPDATE appservice_event SET handled_at=$2, attempts=attempts+1, last_error=NULL WHERE seq=$1
+		UPDATE appservice_event SET handled_at=$4, attempts=attempts+1, last_error=NULL
+		WHERE room_id=$1 AND seq>=$2 AND seq<=$3 AND handled_at IS NULL
 	`
 	markAttemptFailedQuery = `
 		UPDATE appservice_event SET attempts=attempts+1, last_error=$2 WHERE seq=$1
@@ -155,9 +158,12 @@ func (ib *inbox) pending(ctx context.Context, roomID id.RoomID, limit int) ([]in
 	}, err).AsList()
 }
 
-func (ib *inbox) markHandled(ctx context.Context, seq int64) error {
-	_, err := ib.db.Exec(ctx, markHandledQuery, seq, time.Now().UnixMilli())
-	return err
+// markHandled marks a room's unhandled events from seq first to last as handled.
+func (ib *inbox) markHandled(ctx context.Context, roomID id.RoomID, first, last int64) error {
+	if _, err := ib.db.Exec(ctx, markHandledQuery, roomID, first, last, time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("failed to mark events handled: %w", err)
+	}
+	return nil
 }
 
 func (ib *inbox) markAttemptFailed(ctx context.Context, seq int64, handlerErr error) error {

@@ -43,8 +43,9 @@ const (
 	countDeliveryQuery = `
 		UPDATE dagview_event SET deliveries=deliveries+1 WHERE event_id=$1
 	`
+	// Marks are written late (see View.deliveredUnmarked) and may be written twice; the first time stands.
 	markDeliveredQuery = `
-		UPDATE dagview_event SET delivered_at=$2 WHERE event_id=$1
+		UPDATE dagview_event SET delivered_at=$2 WHERE event_id=$1 AND delivered_at IS NULL
 	`
 	getEventsQuery = `
 		SELECT position, event_json, deliveries FROM dagview_event
@@ -212,9 +213,16 @@ func (v *View) ensureRoom(ctx context.Context, roomID id.RoomID) (*Room, error) 
 // appendEvent appends evt to its room's stream and applies it to the current state, in one database transaction.
 // It reports whether the event still needs delivering (false when it was already delivered) and, when it does,
 // counts the delivery about to be made in the same transaction, so a crash during the listener's call still shows
-// as a second delivery.
+// as a second delivery. The same transaction writes the mark of the room's previous event, if the listener accepted
+// it and its mark is still unwritten.
 func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (needsDelivery bool, err error) {
+	unmarked, hasUnmarked := v.deliveredUnmarked.Load(evt.RoomID)
 	err = v.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if hasUnmarked {
+			if err := v.markDelivered(ctx, unmarked.(id.EventID)); err != nil {
+				return err
+			}
+		}
 		var delivered bool
 		err := v.db.QueryRow(ctx, getEventDeliveredQuery, evt.ID).Scan(&delivered)
 		if err == nil {
@@ -249,6 +257,9 @@ func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (n
 		}
 		return nil
 	})
+	if err == nil && hasUnmarked {
+		v.deliveredUnmarked.CompareAndDelete(evt.RoomID, unmarked)
+	}
 	return
 }
 

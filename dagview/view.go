@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,9 +31,17 @@ type View struct {
 	as       *appservice.AppService
 	db       *dbutil.Database
 	listener atomic.Pointer[Listener]
+	// deliveredUnmarked holds, per room (id.RoomID → id.EventID), the last event the listener accepted whose
+	// delivered mark is not yet known to be written. The mark rides on the next write anyway, the room's next append
+	// or the appservice's handled mark (RecordHandled), instead of costing a write transaction per event; until it
+	// lands, a crash has the event offered again, which the listener tolerates (it dedups by event ID).
+	deliveredUnmarked sync.Map
 }
 
-var _ appservice.EventHandler = (*View)(nil)
+var (
+	_ appservice.EventHandler    = (*View)(nil)
+	_ appservice.HandledRecorder = (*View)(nil)
+)
 
 // New makes a view over the rooms the appservice sees; db is the shared database.
 func New(as *appservice.AppService, db *dbutil.Database) *View {
@@ -100,7 +109,18 @@ func (v *View) HandleEvent(ctx context.Context, evt *event.Event) error {
 			return fmt.Errorf("listener failed: %w", err)
 		}
 	}
-	return v.markDelivered(context.WithoutCancel(ctx), evt.ID)
+	v.deliveredUnmarked.Store(evt.RoomID, evt.ID)
+	return nil
+}
+
+// RecordHandled writes the delivered mark of the room's last accepted event, inside the appservice's transaction
+// that marks the room's events handled (appservice.HandledRecorder). The mark stays pending in memory because that
+// transaction may still fail; writing it again with the next append changes nothing.
+func (v *View) RecordHandled(ctx context.Context, roomID id.RoomID) error {
+	if unmarked, ok := v.deliveredUnmarked.Load(roomID); ok {
+		return v.markDelivered(ctx, unmarked.(id.EventID))
+	}
+	return nil
 }
 
 // joinOnInvite has the bot accept an invite. An invite that can no longer be accepted (withdrawn, or the room is
