@@ -179,6 +179,7 @@ func (e *Engine) SendEvent(ctx context.Context, roomID, sender, evtType string, 
 	if err != nil {
 		return "", fmt.Errorf("failed to queue LPDU: %w", err)
 	}
+	e.sentLPDUs.Store(lpduID, p.Signatures[e.serverName][string(e.key.ID)])
 	return lpduID, nil
 }
 

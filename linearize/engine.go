@@ -70,6 +70,10 @@ type Engine struct {
 	// joining holds a channel per room whose send_join is in flight, closed when it ends.
 	joining map[string]chan struct{}
 
+	// sentLPDUs maps the ID of each LPDU we sent and whose echo has not come back to our signature on it (see
+	// isOwnEcho). Lost at a restart, which only costs a full verify of those echoes.
+	sentLPDUs sync.Map
+
 	// heads is each room's last event ID as committed, readable without writeLock (gap checks on /send).
 	heads sync.Map
 

@@ -50,10 +50,10 @@ func verifyLPDU(ctx context.Context, p *pdu.PDU, keys pdu.KeyLookup) error {
 	return p.CheckContentHashes()
 }
 
-// verifyPDU checks a PDU from the hub (§5.1): both signatures; a content-hash mismatch leaves the redacted copy in
-// place of the original.
-func verifyPDU(ctx context.Context, p **pdu.PDU, keys pdu.KeyLookup) (redacted bool, err error) {
-	rcv, err := pdu.VerifyReceived(ctx, keys, *p)
+// verifyPDU checks a PDU from the hub (§5.1): both signatures (the hub's only when ownLPDU says the sender's is one
+// we made); a content-hash mismatch leaves the redacted copy in place of the original.
+func verifyPDU(ctx context.Context, p **pdu.PDU, keys pdu.KeyLookup, ownLPDU bool) (redacted bool, err error) {
+	rcv, err := pdu.VerifyReceivedWith(ctx, keys, *p, pdu.VerifyOptions{SenderSignatureKnown: ownLPDU})
 	if err != nil {
 		return false, err
 	}

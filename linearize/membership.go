@@ -228,7 +228,7 @@ func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, r
 	if join.HubServer != room.HubServer {
 		return "", fmt.Errorf("%w: the join names hub %s, not %s", ErrBadRemoteAnswer, join.HubServer, room.HubServer)
 	}
-	if _, err = verifyPDU(ctx, &join, e.keys); err != nil {
+	if _, err = verifyPDU(ctx, &join, e.keys, false); err != nil {
 		return "", fmt.Errorf("%w: send_join event: %w", ErrBadRemoteAnswer, err)
 	}
 	joinID, err := eventID(join)
@@ -250,7 +250,7 @@ func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, r
 			if p.RoomID != room.RoomID {
 				return nil, fmt.Errorf("%w: send_join %s holds an event of %s", ErrBadRemoteAnswer, what, p.RoomID)
 			}
-			if _, err = verifyPDU(ctx, &p, e.keys); err != nil {
+			if _, err = verifyPDU(ctx, &p, e.keys, false); err != nil {
 				return nil, fmt.Errorf("%w: send_join %s: %w", ErrBadRemoteAnswer, what, err)
 			}
 			id, err := eventID(p)

@@ -253,6 +253,7 @@ func (e *Engine) handleSendResponse(ctx context.Context, destination string, ite
 		if !it.isLPDU {
 			continue
 		}
+		e.sentLPDUs.Delete(it.eventID)
 		if _, err := e.store.removePendingLPDU(ctx, it.eventID); err != nil {
 			log.Err(err).Msg("Failed to forget refused LPDU")
 		}

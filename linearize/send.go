@@ -81,10 +81,12 @@ func (e *Engine) Send(ctx context.Context, origin, txnID string, txn *federation
 
 // received is one object of a /send transaction after the checks that need no lock.
 type received struct {
-	raw  json.RawMessage
-	p    *pdu.PDU
-	id   string
-	room *RoomInfo
+	raw json.RawMessage
+	p   *pdu.PDU
+	id  string
+	// lpduID is the ID of the LPDU a received PDU was completed from, when computed already.
+	lpduID string
+	room   *RoomInfo
 	// drop marks an object ignored without a failed_pdus entry (an LPDU sent to a participant, a room we do not follow).
 	drop bool
 	err  error
@@ -156,7 +158,14 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	if err != nil {
 		return nil, fmt.Errorf("failed to encode answer: %w", err)
 	}
-	if err = e.commitBatch(ctx, batch{items: items, txn: &receivedTxn{origin: origin, txnID: txnID, response: answer}}); err != nil {
+	b := batch{items: items, txn: &receivedTxn{origin: origin, txnID: txnID, response: answer}}
+	if len(pendingEchoes) > 0 {
+		// Our LPDUs echoed back are no longer pending: forget them in the same commit as their log rows.
+		b.pre = func(ctx context.Context) error {
+			return e.store.removePendingLPDUs(ctx, pendingEchoes)
+		}
+	}
+	if err = e.commitBatch(ctx, b); err != nil {
 		// The cache may hold state the failed transaction never committed; reload it next time.
 		for roomID := range working {
 			delete(e.rooms, roomID)
@@ -169,9 +178,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 		}
 	}
 	for _, id := range pendingEchoes {
-		if _, err := e.store.removePendingLPDU(ctx, id); err != nil {
-			log.Warn().Err(err).Str("lpdu_id", id).Msg("Failed to mark LPDU echoed")
-		}
+		e.sentLPDUs.Delete(id)
 	}
 	return resp, nil
 }
@@ -258,7 +265,7 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 		r.err = fmt.Errorf("%w: join of %s in progress", errRetryLater, p.RoomID)
 	default:
 		var redacted bool
-		redacted, r.err = verifyPDU(ctx, &r.p, e.keys)
+		redacted, r.err = verifyPDU(ctx, &r.p, e.keys, e.isOwnEcho(r))
 		if redacted {
 			zerolog.Ctx(ctx).Warn().Str("event_id", r.id).Msg("Content hash mismatch, keeping the redacted event")
 		}
@@ -332,8 +339,8 @@ func (e *Engine) acceptFromHub(ctx context.Context, r *received, rs *roomState, 
 		// The hub decides; a participant only warns (§5.1: participants SHOULD check, MAY warn).
 		zerolog.Ctx(ctx).Warn().Err(err).Str("event_id", r.id).Msg("Hub sent an event that fails our auth check")
 	}
-	it := &appendItem{roomID: rs.info.RoomID, p: r.p, raw: r.raw, eventID: r.id}
-	if r.p.HubServer != "" {
+	it := &appendItem{roomID: rs.info.RoomID, p: r.p, raw: r.raw, eventID: r.id, lpduID: r.lpduID}
+	if r.p.HubServer != "" && it.lpduID == "" {
 		it.lpduID, _ = lpduIDOf(r.p)
 	}
 	raw, err := r.p.Canonical()
@@ -342,4 +349,25 @@ func (e *Engine) acceptFromHub(ctx context.Context, r *received, rs *roomState, 
 	}
 	it.raw = raw
 	return it, nil
+}
+
+// isOwnEcho reports whether a PDU from the hub is the completion of an LPDU we signed and sent, carrying our signature
+// unchanged. Its LPDU ID is the hash of the exact view we signed, so our signature over it is known to verify and the
+// echo needs only the hub's signature checked. It sets r.lpduID on the way.
+func (e *Engine) isOwnEcho(r *received) bool {
+	p := r.p
+	if p.HubServer == "" || p.SenderServer() != e.serverName {
+		return false
+	}
+	id, err := lpduIDOf(p)
+	if err != nil {
+		return false
+	}
+	r.lpduID = id
+	sig, ok := e.sentLPDUs.Load(id)
+	if !ok {
+		return false
+	}
+	ours := p.Signatures[e.serverName]
+	return len(ours) == 1 && ours[string(e.key.ID)] == sig.(string)
 }

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -79,8 +81,10 @@ const (
 	`
 	insertPendingLPDUQuery = `INSERT INTO lm_pending_lpdu (lpdu_id, room_id, sent_at) VALUES ($1, $2, $3) ON CONFLICT (lpdu_id) DO NOTHING`
 	deletePendingLPDUQuery = `DELETE FROM lm_pending_lpdu WHERE lpdu_id=$1`
-	getCursorQuery         = `SELECT idx FROM lm_listener_cursor WHERE listener=$1 AND room_id=$2`
-	setCursorQuery         = `
+	// Followed by one placeholder per LPDU ID and a closing parenthesis.
+	deletePendingLPDUsPrefix = `DELETE FROM lm_pending_lpdu WHERE lpdu_id IN (`
+	getCursorQuery           = `SELECT idx FROM lm_listener_cursor WHERE listener=$1 AND room_id=$2`
+	setCursorQuery           = `
 		INSERT INTO lm_listener_cursor (listener, room_id, idx) VALUES ($1, $2, $3)
 		ON CONFLICT (listener, room_id) DO UPDATE SET idx=excluded.idx
 	`
@@ -503,6 +507,30 @@ func (s *store) addPendingLPDU(ctx context.Context, lpduID, roomID string, now i
 	_, err := s.exec(ctx, insertPendingLPDUQuery, lpduID, roomID, now)
 	if err != nil {
 		return fmt.Errorf("failed to remember LPDU %s: %w", lpduID, err)
+	}
+	return nil
+}
+
+// removePendingLPDUs forgets LPDUs whose echoes arrived, in one statement per 100.
+func (s *store) removePendingLPDUs(ctx context.Context, lpduIDs []string) error {
+	for len(lpduIDs) > 0 {
+		n := min(len(lpduIDs), 100)
+		var sb strings.Builder
+		sb.WriteString(deletePendingLPDUsPrefix)
+		args := make([]any, n)
+		for i, id := range lpduIDs[:n] {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteByte('$')
+			sb.WriteString(strconv.Itoa(i + 1))
+			args[i] = id
+		}
+		sb.WriteByte(')')
+		if _, err := s.exec(ctx, sb.String(), args...); err != nil {
+			return fmt.Errorf("failed to forget %d echoed LPDUs: %w", n, err)
+		}
+		lpduIDs = lpduIDs[n:]
 	}
 	return nil
 }
