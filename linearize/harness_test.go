@@ -112,7 +112,7 @@ func testContext(t testing.TB) context.Context {
 
 func openTestDB(t testing.TB, path string) *dbutil.Database {
 	t.Helper()
-	db, err := dbutil.NewWithDialect("file:"+path+"?_txlock=immediate", "sqlite3-fk-wal")
+	db, err := dbutil.NewWithDialect("file:"+path+"?_txlock=immediate&_stmt_cache_size=64", "sqlite3-fk-wal")
 	if err != nil {
 		t.Fatalf("failed to open database: %v", err)
 	}
