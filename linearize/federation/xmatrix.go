@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"maunium.net/go/mautrix/crypto/canonicaljson"
+
+	lmcanonical "github.com/lmbridge/lmbridge/linearize/canonicaljson"
 )
 
 // XMatrixAuth is one X-Matrix Authorization header.
@@ -111,7 +113,13 @@ func (r *signableRequest) canonical() ([]byte, error) {
 	return r.canonicalWith(content)
 }
 
+// canonicalise is the canonical JSON of a request body. Our own encoder does it in one pass; a body it refuses
+// (floats, integers beyond ±(2^53−1), which no LM request carries but a Matrix peer's might) goes through mautrix's
+// more lenient one, as every body did before, so that such a request is still signed and verified as it was.
 func canonicalise(data []byte) ([]byte, error) {
+	if out, err := lmcanonical.Canonicalize(data); err == nil {
+		return out, nil
+	}
 	raw := json.RawMessage(bytes.Clone(data))
 	if err := canonicaljson.Canonicalize(&raw); err != nil {
 		return nil, err
