@@ -135,6 +135,14 @@ func (e *Engine) signAsHub(p *pdu.PDU) error {
 // hub owns, it is an LPDU queued for the hub: the returned ID is the LPDU ID, which the echo's Event.LPDUID carries,
 // and a refusal by the hub reaches Listener.OnLPDUFailed. ts is origin_server_ts (zero means now).
 func (e *Engine) SendEvent(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time) (string, error) {
+	return e.SendEventKeyed(ctx, roomID, sender, evtType, stateKey, content, ts, "")
+}
+
+// SendEventKeyed is SendEvent with an idempotency key (the bridge passes the ID of the event it is bridging): the key
+// is stored with the log row or the queued LPDU, in the same database transaction, and a later call with the same
+// room and key sends nothing and returns the first call's event or LPDU ID, whatever its other arguments. So a caller
+// that crashed after the send but before recording its result can simply send again. An empty key means no key.
+func (e *Engine) SendEventKeyed(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string) (string, error) {
 	if pdu.ServerName(sender) != e.serverName {
 		return "", fmt.Errorf("%w: %s", ErrNotOurUser, sender)
 	}
@@ -147,18 +155,35 @@ func (e *Engine) SendEvent(ctx context.Context, roomID, sender, evtType string, 
 	}
 	e.writeLock.Lock()
 	defer e.writeLock.Unlock()
+	if key != "" {
+		// Under writeLock, so that two sends with one key cannot both miss.
+		if prev, err := e.store.sentWithKey(ctx, roomID, key); err != nil {
+			return "", err
+		} else if prev != "" {
+			return prev, nil
+		}
+	}
 	rs, err := e.loadRoom(ctx, roomID)
 	if err != nil {
 		return "", err
 	} else if rs == nil {
 		return "", fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
 	}
+	storeKey := func(ctx context.Context, id string) error {
+		if key == "" {
+			return nil
+		}
+		return e.store.putSendKey(ctx, roomID, key, id, e.now().UnixMilli())
+	}
 	if rs.info.Role == RoleHub {
 		it, err := e.buildLocal(p, rs.clone())
 		if err != nil {
 			return "", err
 		}
-		if err = e.commitBatch(ctx, batch{items: []appendItem{*it}}); err != nil {
+		err = e.commitBatch(ctx, batch{items: []appendItem{*it}, pre: func(ctx context.Context) error {
+			return storeKey(ctx, it.eventID)
+		}})
+		if err != nil {
 			return "", fmt.Errorf("failed to append event: %w", err)
 		}
 		return it.eventID, nil
@@ -173,6 +198,9 @@ func (e *Engine) SendEvent(ctx context.Context, roomID, sender, evtType string, 
 	err = e.commitBatch(ctx, batch{
 		extra: []outboxWrite{{destination: rs.info.HubServer, roomID: roomID, eventID: lpduID, lpdu: raw}},
 		pre: func(ctx context.Context) error {
+			if err := storeKey(ctx, lpduID); err != nil {
+				return err
+			}
 			return e.store.addPendingLPDU(ctx, lpduID, roomID, e.now().UnixMilli())
 		},
 	})

@@ -83,6 +83,8 @@ const (
 	deletePendingLPDUQuery = `DELETE FROM lm_pending_lpdu WHERE lpdu_id=$1`
 	// Followed by one placeholder per LPDU ID and a closing parenthesis.
 	deletePendingLPDUsPrefix = `DELETE FROM lm_pending_lpdu WHERE lpdu_id IN (`
+	getSendKeyQuery          = `SELECT event_id FROM lm_send_key WHERE room_id=$1 AND send_key=$2`
+	insertSendKeyQuery       = `INSERT INTO lm_send_key (room_id, send_key, event_id, sent_at) VALUES ($1, $2, $3, $4)`
 	getCursorQuery           = `SELECT idx FROM lm_listener_cursor WHERE listener=$1 AND room_id=$2`
 	setCursorQuery           = `
 		INSERT INTO lm_listener_cursor (listener, room_id, idx) VALUES ($1, $2, $3)
@@ -507,6 +509,25 @@ func (s *store) addPendingLPDU(ctx context.Context, lpduID, roomID string, now i
 	_, err := s.exec(ctx, insertPendingLPDUQuery, lpduID, roomID, now)
 	if err != nil {
 		return fmt.Errorf("failed to remember LPDU %s: %w", lpduID, err)
+	}
+	return nil
+}
+
+// sentWithKey returns the event or LPDU ID sent into roomID under an idempotency key, or "".
+func (s *store) sentWithKey(ctx context.Context, roomID, key string) (string, error) {
+	var id string
+	err := s.db.QueryRow(ctx, getSendKeyQuery, roomID, key).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	} else if err != nil {
+		return "", fmt.Errorf("failed to look up send key %s in %s: %w", key, roomID, err)
+	}
+	return id, nil
+}
+
+func (s *store) putSendKey(ctx context.Context, roomID, key, eventID string, now int64) error {
+	if _, err := s.exec(ctx, insertSendKeyQuery, roomID, key, eventID, now); err != nil {
+		return fmt.Errorf("failed to store send key %s in %s: %w", key, roomID, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
--- v0 -> v1: Latest revision
+-- v0 -> v2: Latest revision
 CREATE TABLE lm_room (
 	room_id      TEXT    PRIMARY KEY,
 	room_version TEXT    NOT NULL,
@@ -100,4 +100,14 @@ CREATE TABLE lm_invite_delivered (
 	listener TEXT NOT NULL,
 	event_id TEXT NOT NULL REFERENCES lm_invite (event_id) ON DELETE CASCADE,
 	PRIMARY KEY (listener, event_id)
+);
+
+-- Idempotency keys of events sent through SendEventKeyed (the bridge's source event IDs): a send repeated after a
+-- crash finds the key and gets the first send's event or LPDU ID instead of sending a duplicate.
+CREATE TABLE lm_send_key (
+	room_id  TEXT   NOT NULL,
+	send_key TEXT   NOT NULL,
+	event_id TEXT   NOT NULL,
+	sent_at  BIGINT NOT NULL,
+	PRIMARY KEY (room_id, send_key)
 );
