@@ -8,6 +8,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -17,7 +18,10 @@ import (
 
 var ErrNoTLS = errors.New("federation listener has no TLS certificate and plain HTTP is not allowed")
 
-const shutdownTimeout = 10 * time.Second
+// shutdownGrace bounds how long Serve waits for requests in flight to finish at shutdown before closing their
+// connections: a stop must not hang on a slow peer. Our senders retry a transaction whose answer they lost, under the
+// same txnId.
+var shutdownGrace = 3 * time.Second
 
 // ListenAndServe binds cfg.Listen and serves handler until ctx is cancelled (see Serve).
 func ListenAndServe(ctx context.Context, cfg config.LM, handler http.Handler) error {
@@ -41,8 +45,9 @@ func checkListenConfig(cfg config.LM) error {
 }
 
 // Serve serves handler on ln: TLS (1.3, HTTP/2) with cfg.TLSCert and cfg.TLSKey, or plain HTTP only when
-// cfg.AllowPlainHTTP. It returns once ctx is cancelled and in-flight requests have finished (for at most 10 s), or
-// when serving fails. The listener is closed on return. Request contexts carry ctx's values (the logger).
+// cfg.AllowPlainHTTP. It returns once ctx is cancelled and in-flight requests have finished (for at most
+// shutdownGrace, then their connections are closed), or when serving fails. The listener is closed on return. Request
+// contexts carry ctx's values (the logger).
 func Serve(ctx context.Context, ln net.Listener, cfg config.LM, handler http.Handler) error {
 	if err := checkListenConfig(cfg); err != nil {
 		_ = ln.Close()
@@ -57,6 +62,7 @@ func Serve(ctx context.Context, ln net.Listener, cfg config.LM, handler http.Han
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	fresh := trackFreshConns(srv)
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -87,12 +93,52 @@ func Serve(ctx context.Context, ln net.Listener, cfg config.LM, handler http.Han
 		return fmt.Errorf("federation listener failed: %w", err)
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
+	shutdownErr := make(chan error, 1)
+	go func() { shutdownErr <- srv.Shutdown(shutdownCtx) }()
+	// Shutdown counts a connection accepted but without a request yet as busy for its first 5 seconds, and would wait
+	// for it. It carries nothing to finish: close it now. Shutdown has closed the listener, or does so at once.
+	fresh.closeAll()
+	if err := <-shutdownErr; err != nil {
 		_ = srv.Close()
-		return fmt.Errorf("failed to shut down federation listener: %w", err)
+		log.Warn().Err(err).Dur("grace", shutdownGrace).Msg("Requests still in flight at shutdown, closed their connections")
 	}
 	log.Info().Msg("Federation listener stopped")
 	return nil
+}
+
+// freshConns tracks the server's connections that have not started a request yet (http.StateNew).
+type freshConns struct {
+	lock    sync.Mutex
+	conns   map[net.Conn]struct{}
+	closing bool
+}
+
+func trackFreshConns(srv *http.Server) *freshConns {
+	f := &freshConns{conns: make(map[net.Conn]struct{})}
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		f.lock.Lock()
+		defer f.lock.Unlock()
+		switch {
+		case st == http.StateNew && f.closing:
+			_ = c.Close()
+		case st == http.StateNew:
+			f.conns[c] = struct{}{}
+		default:
+			delete(f.conns, c)
+		}
+	}
+	return f
+}
+
+// closeAll closes the fresh connections, and any accepted from now on.
+func (f *freshConns) closeAll() {
+	f.lock.Lock()
+	defer f.lock.Unlock()
+	f.closing = true
+	for c := range f.conns {
+		_ = c.Close()
+	}
+	clear(f.conns)
 }
