@@ -98,8 +98,12 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	resp := &federation.SendResponse{FailedPDUs: make(map[string]federation.FailedPDU)}
 	objs := e.precheckAll(ctx, origin, txn.PDUs)
 	for _, r := range objs {
-		if r.err != nil && errors.Is(r.err, errRetryLater) {
-			return nil, r.err
+		var retry *retryLaterError
+		if errors.As(r.err, &retry) {
+			if retry.cause != nil {
+				log.Warn().Err(retry.cause).Str("room_id", retry.roomID).Msg("Asking the sender to retry a transaction")
+			}
+			return nil, retry.federationError()
 		}
 	}
 	objs, err := e.fillGaps(ctx, origin, objs)
@@ -213,8 +217,30 @@ func (e *Engine) precheckAll(ctx context.Context, origin string, pdus []json.Raw
 	return objs
 }
 
-// errRetryLater fails a whole transaction with a 5xx so the sender retries it, used while a join is completing.
-var errRetryLater = errors.New("room not ready yet, retry the transaction")
+// retryLaterError fails a whole transaction with 503 so that its sender retries it: while a join of ours is
+// completing, or when we could not read the room. The sender is told the room and the reason, never our internals
+// (cause goes to our log).
+type retryLaterError struct {
+	roomID string
+	reason string
+	cause  error
+}
+
+func (e *retryLaterError) Error() string {
+	if e.cause != nil {
+		return fmt.Sprintf("%s in %s, retry the transaction: %v", e.reason, e.roomID, e.cause)
+	}
+	return fmt.Sprintf("%s in %s, retry the transaction", e.reason, e.roomID)
+}
+
+func (e *retryLaterError) Unwrap() error {
+	return e.cause
+}
+
+func (e *retryLaterError) federationError() *federation.Error {
+	return federation.Errorf(http.StatusServiceUnavailable, federation.ErrCodeUnknown, "%s in %s, retry the transaction",
+		e.reason, e.roomID)
+}
 
 // precheck parses one received object and runs the checks that need neither the room's state nor the write lock:
 // room role, hub_server, signatures and hashes.
@@ -238,7 +264,7 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 		room, err = e.store.getRoom(ctx, p.RoomID)
 	}
 	if err != nil {
-		r.err = fmt.Errorf("%w: %w", errRetryLater, err)
+		r.err = &retryLaterError{roomID: p.RoomID, reason: "Failed to read the room", cause: err}
 		return r
 	} else if room == nil {
 		r.err = fmt.Errorf("unknown room %s", p.RoomID)
@@ -262,7 +288,7 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 	case p.IsLPDU():
 		r.drop = true
 	case room.status == statusJoining:
-		r.err = fmt.Errorf("%w: join of %s in progress", errRetryLater, p.RoomID)
+		r.err = &retryLaterError{roomID: p.RoomID, reason: "Join in progress"}
 	default:
 		var redacted bool
 		redacted, r.err = verifyPDU(ctx, &r.p, e.keys, e.isOwnEcho(r))
