@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 
 	lmcanonical "github.com/lmbridge/lmbridge/linearize/canonicaljson"
+	"github.com/lmbridge/lmbridge/linearize/sigverify"
 )
 
 // XMatrixAuth is one X-Matrix Authorization header.
@@ -232,7 +233,7 @@ func VerifyRequest(ctx context.Context, keys KeyLookup, ourName, method string, 
 		}
 		verified := false
 		for _, msg := range messages {
-			if ed25519.Verify(pub, msg, sig) {
+			if sigverify.Verify(pub, msg, sig) {
 				verified = true
 				break
 			}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/lmbridge/lmbridge/linearize/sigverify"
 )
 
 // SignLPDU adds the participant's signature: ed25519 over R(LPDU) without signatures (§6.1), stored under
@@ -166,7 +168,7 @@ func (p *PDU) verifyServer(ctx context.Context, keys KeyLookup, server string, i
 		if err != nil {
 			return fmt.Errorf("%w: failed to get key %s of %s: %w", ErrBadSignature, keyID, server, err)
 		}
-		if len(pub) != ed25519.PublicKeySize || !ed25519.Verify(pub, input, sig) {
+		if len(pub) != ed25519.PublicKeySize || !sigverify.Verify(pub, input, sig) {
 			return fmt.Errorf("%w: signature %s of %s does not verify", ErrBadSignature, keyID, server)
 		}
 		checked++

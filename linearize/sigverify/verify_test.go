@@ -1,0 +1,222 @@
+package sigverify
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha512"
+	"encoding/hex"
+	"testing"
+
+	"filippo.io/edwards25519"
+)
+
+// check compares Verify with crypto/ed25519.Verify on one input, three times over so that the key's table is built
+// and used (it is built on the second use).
+func check(t testing.TB, pub, msg, sig []byte) bool {
+	t.Helper()
+	want := ed25519.Verify(pub, msg, sig)
+	for i := 0; i < 3; i++ {
+		if got := Verify(pub, msg, sig); got != want {
+			t.Fatalf("call %d: Verify = %v, crypto/ed25519 = %v\npub %x\nmsg %x\nsig %x", i, got, want, pub, msg, sig)
+		}
+	}
+	return want
+}
+
+// order is the group order l, little-endian.
+var order = [32]byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
+
+// addLE returns a+b for little-endian 256-bit numbers (mod 2^256).
+func addLE(a, b []byte) []byte {
+	out := make([]byte, 32)
+	carry := 0
+	for i := 0; i < 32; i++ {
+		v := int(a[i]) + int(b[i]) + carry
+		out[i], carry = byte(v), v>>8
+	}
+	return out
+}
+
+func flip(b []byte, bit int) []byte {
+	out := append([]byte(nil), b...)
+	out[bit/8] ^= 1 << (bit % 8)
+	return out
+}
+
+func TestMatchesCryptoEd25519OnValidAndCorruptedSignatures(t *testing.T) {
+	valid := 0
+	for n := 0; n < 40; n++ {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		msg := make([]byte, n*7)
+		_, _ = rand.Read(msg)
+		sig := ed25519.Sign(priv, msg)
+		if !check(t, pub, msg, sig) {
+			t.Fatal("a valid signature does not verify")
+		}
+		valid++
+		for i := 0; i < 8; i++ {
+			var r [2]byte
+			_, _ = rand.Read(r[:])
+			bit := int(r[0])<<8 | int(r[1])
+			if check(t, pub, msg, flip(sig, bit%512)) {
+				t.Fatal("a signature with a flipped bit verifies")
+			}
+			if len(msg) > 0 && check(t, pub, flip(msg, bit%(len(msg)*8)), sig) {
+				t.Fatal("a changed message verifies")
+			}
+			check(t, flip(pub, bit%256), msg, sig)
+		}
+		// Non-canonical S: S+l has the same value mod l but must be refused, as crypto/ed25519 does.
+		nonCanonical := append(append([]byte(nil), sig[:32]...), addLE(sig[32:], order[:])...)
+		if check(t, pub, msg, nonCanonical) {
+			t.Fatal("S+l verifies")
+		}
+		for _, top := range []byte{0x20, 0x40, 0x80} {
+			s := append([]byte(nil), sig...)
+			s[63] |= top
+			check(t, pub, msg, s)
+		}
+	}
+	// Keys of the wrong length are false, not a panic.
+	if Verify(make([]byte, 31), nil, make([]byte, 64)) || Verify(make([]byte, 33), nil, make([]byte, 64)) {
+		t.Fatal("a short or long key verifies")
+	}
+	if valid == 0 {
+		t.Fatal("no valid signature tried")
+	}
+}
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// oddEncodings are the encodings where implementations disagree: the eight small-order points, non-canonical
+// encodings (y ≥ p, x = 0 with the sign bit set) and a y that is not on the curve.
+func oddEncodings() [][]byte {
+	encs := [][]byte{
+		mustHex("0100000000000000000000000000000000000000000000000000000000000000"), // identity
+		mustHex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"), // order 2
+		mustHex("0000000000000000000000000000000000000000000000000000000000000000"), // order 4
+		mustHex("0000000000000000000000000000000000000000000000000000000000000080"), // order 4
+		mustHex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), // order 8
+		mustHex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+		mustHex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+		mustHex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+		mustHex("0100000000000000000000000000000000000000000000000000000000000080"), // identity, x sign set
+		mustHex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"), // order 2, x sign set
+		mustHex("0200000000000000000000000000000000000000000000000000000000000000"), // not on the curve
+	}
+	// y + p for small y: non-canonical encodings of y (y = 0, 1 are small-order points).
+	for y := 0; y < 19; y++ {
+		e := mustHex("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")
+		e[0] += byte(y)
+		encs = append(encs, e, flip(e, 255))
+	}
+	return encs
+}
+
+// signWith signs msg with secret scalar a and nonce r under the encoded key pubEnc, which need not be [a]B: that is
+// how a signature for a key with a small-order component is made.
+func signWith(a, r *edwards25519.Scalar, pubEnc, msg []byte) []byte {
+	R := new(edwards25519.Point).ScalarBaseMult(r).Bytes()
+	h := sha512.New()
+	h.Write(R)
+	h.Write(pubEnc)
+	h.Write(msg)
+	k, _ := new(edwards25519.Scalar).SetUniformBytes(h.Sum(nil))
+	s := new(edwards25519.Scalar).MultiplyAdd(k, a, r)
+	return append(R, s.Bytes()...)
+}
+
+func randomScalar() *edwards25519.Scalar {
+	var b [64]byte
+	_, _ = rand.Read(b[:])
+	s, _ := new(edwards25519.Scalar).SetUniformBytes(b[:])
+	return s
+}
+
+func TestMatchesCryptoEd25519OnSmallOrderAndNonCanonicalPoints(t *testing.T) {
+	odd := oddEncodings()
+	msgs := [][]byte{nil, []byte("lmbridge")}
+	scalars := [][]byte{make([]byte, 32), append([]byte{1}, make([]byte, 31)...), randomScalar().Bytes(), order[:],
+		addLE(order[:], append([]byte{1}, make([]byte, 31)...))}
+	verified := 0
+	for _, a := range odd {
+		for _, r := range odd {
+			for _, s := range scalars {
+				for _, m := range msgs {
+					if check(t, a, m, append(append([]byte(nil), r...), s...)) {
+						verified++
+					}
+				}
+			}
+		}
+	}
+	// Mixed-order keys: A' = [a]B + T for a small-order T, signed as if A' were the key. crypto/ed25519 accepts some
+	// of these (when k·T is the identity) and refuses the rest; so must we.
+	for _, tEnc := range odd[:8] {
+		tp, err := new(edwards25519.Point).SetBytes(tEnc)
+		if err != nil {
+			t.Fatalf("small-order point %x does not decode", tEnc)
+		}
+		for i := 0; i < 16; i++ {
+			a := randomScalar()
+			pub := new(edwards25519.Point).Add(new(edwards25519.Point).ScalarBaseMult(a), tp).Bytes()
+			msg := []byte{byte(i)}
+			if check(t, pub, msg, signWith(a, randomScalar(), pub, msg)) {
+				verified++
+			}
+		}
+	}
+	if verified == 0 {
+		t.Fatal("no odd input verified in either implementation: the cases test nothing")
+	}
+	t.Logf("%d odd inputs verified in both implementations", verified)
+}
+
+func FuzzVerifyMatchesCryptoEd25519(f *testing.F) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	f.Add([]byte(pub), []byte("hello"), ed25519.Sign(priv, []byte("hello")))
+	odd := oddEncodings()
+	for _, e := range odd[:8] {
+		f.Add(e, []byte("m"), append(append([]byte(nil), e...), make([]byte, 32)...))
+	}
+	f.Fuzz(func(t *testing.T, pub, msg, sig []byte) {
+		if len(pub) != ed25519.PublicKeySize {
+			if Verify(pub, msg, sig) {
+				t.Fatal("a key of the wrong length verifies")
+			}
+			return
+		}
+		check(t, pub, msg, sig)
+	})
+}
+
+// BenchmarkVerify compares one verification of a 400-byte message by a key seen before, here and in crypto/ed25519.
+func BenchmarkVerify(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	msg := make([]byte, 400)
+	sig := ed25519.Sign(priv, msg)
+	b.Run("sigverify", func(b *testing.B) {
+		Verify(pub, msg, sig)
+		b.ReportAllocs()
+		for b.Loop() {
+			if !Verify(pub, msg, sig) {
+				b.Fatal("does not verify")
+			}
+		}
+	})
+	b.Run("crypto_ed25519", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if !ed25519.Verify(pub, msg, sig) {
+				b.Fatal("does not verify")
+			}
+		}
+	})
+}
