@@ -476,6 +476,12 @@ func TestPermanentFailureIsRecordedAndRoomMovesOn(t *testing.T) {
 		t.Fatalf("PUT: %d", resp.status)
 	}
 	waitFor(t, "the good event", func() bool { return len(rec.roomEvents(room)) == 1 })
+	// Handled marks are written when the room goes quiet (or with the next event's own write).
+	waitFor(t, "the good event marked handled", func() bool {
+		var n int
+		err := tas.db.QueryRow(context.Background(), "SELECT COUNT(*) FROM appservice_event WHERE event_id='$good' AND handled_at IS NOT NULL").Scan(&n)
+		return err == nil && n == 1
+	})
 	if n := rec.callCount("$bad"); n != 1 {
 		t.Errorf("permanent failure offered %d times, want 1", n)
 	}

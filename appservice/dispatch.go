@@ -107,56 +107,106 @@ func (d *dispatcher) idle(roomID id.RoomID, wake chan struct{}) bool {
 func (d *dispatcher) runRoom(roomID id.RoomID, wake chan struct{}) {
 	defer d.wg.Done()
 	log := zerolog.Ctx(d.ctx).With().Stringer("room_id", roomID).Logger()
-	ctx := log.WithContext(d.ctx)
+	// The events handled are marked in few writes rather than one write each: in one statement for a stretch of
+	// them, written by the next event's handler in its own transaction or at the latest when the room goes quiet.
+	// Until then a crash only has them offered again, and the handler dedups by event ID.
+	done := handledRange{inbox: d.as.inbox, roomID: roomID}
+	ctx := context.WithValue(log.WithContext(d.ctx), handledMarksKey{}, &done)
+	// after is the last event this worker finished with: events after it whose marks are still unwritten are not
+	// read again.
+	var after int64
 	for {
-		events, err := d.as.inbox.pending(ctx, roomID, dispatchBatch)
+		events, err := d.as.inbox.pending(ctx, roomID, after, dispatchBatch)
 		if err != nil {
 			if ctx.Err() != nil {
+				d.markHandled(ctx, &done)
 				return
 			}
 			log.Err(err).Msg("Failed to read pending events")
 			if !sleepCtx(ctx, time.Second) {
+				d.markHandled(ctx, &done)
 				return
 			}
 			continue
 		}
-		if len(events) == 0 {
-			if d.idle(roomID, wake) {
-				return
-			}
-			continue
-		}
-		// The events a pass handled are marked in one write at its end rather than one write each: until then a
-		// crash only has them offered again, and the handler dedups by event ID.
-		done := handledRange{roomID: roomID}
 		for _, ie := range events {
 			if !d.handleOne(ctx, ie, &done) {
 				d.markHandled(ctx, &done)
 				return
 			}
+			after = ie.seq
 		}
-		if !d.markHandled(ctx, &done) && ctx.Err() == nil {
-			// Not marked: the next read returns the same events, which the handler recognises; wait rather than spin
-			// on a database that refuses writes.
-			if !sleepCtx(ctx, time.Second) {
+		if len(events) < dispatchBatch {
+			// A short page was everything pending when it was read; anything stored since has woken the worker, so
+			// without a wake-up the room is idle and another read would come back empty. The marks wait a moment
+			// for the room's next event, whose handler writes them with its own (WriteHandledMarks).
+			if !d.lingerForMarks(ctx, wake, &done) {
 				return
 			}
-			continue
-		}
-		// A short page was everything pending when it was read; anything stored since has woken the worker, so
-		// without a wake-up the room is idle and another read would come back empty.
-		if len(events) < dispatchBatch && d.idle(roomID, wake) {
-			return
+			if d.idle(roomID, wake) {
+				return
+			}
 		}
 	}
+}
+
+// markDelay is how long a room's handled marks wait for the room's next event to carry them before they are written
+// on their own. Until then a crash has the room's last events offered again, which the handler recognises.
+const markDelay = 50 * time.Millisecond
+
+// lingerForMarks waits until the room's unwritten marks are written: by the next event's handler if one comes within
+// markDelay (a wake-up, answered by putting the wake-up back for the caller), else here. false means ctx ended.
+func (d *dispatcher) lingerForMarks(ctx context.Context, wake chan struct{}, done *handledRange) bool {
+	if done.first == 0 {
+		return true
+	}
+	timer := time.NewTimer(markDelay)
+	defer timer.Stop()
+	select {
+	case <-wake:
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	case <-timer.C:
+		d.markHandled(ctx, done)
+	case <-ctx.Done():
+		d.markHandled(ctx, done)
+		return false
+	}
+	return true
 }
 
 // handledRange is the stretch of a room's inbox that a pass handled and has not yet marked. Events of one room are
 // handled in seq order, one at a time, so the stretch is contiguous: everything from first to last that is still
 // unhandled in the inbox (events given up on are marked at once) was handled by the pass.
 type handledRange struct {
+	inbox       *inbox
 	roomID      id.RoomID
 	first, last int64
+}
+
+type handledMarksKey struct{}
+
+// WriteHandledMarks writes the inbox's handled marks for the events of the room that the dispatcher finished before
+// the one being handled, using ctx's database transaction: a handler that writes a transaction per event anyway calls
+// it inside, so the marks cost no write of their own. committed must be called once that transaction has committed
+// (and not otherwise): the marks are then forgotten; until then they stay pending, and writing them twice is harmless.
+// Outside a dispatcher's call it does nothing.
+func WriteHandledMarks(ctx context.Context) (committed func(), err error) {
+	r, ok := ctx.Value(handledMarksKey{}).(*handledRange)
+	if !ok || r.first == 0 {
+		return func() {}, nil
+	}
+	first, last := r.first, r.last
+	if err = r.inbox.markHandled(ctx, r.roomID, first, last); err != nil {
+		return nil, err
+	}
+	return func() {
+		if r.first == first && r.last == last {
+			r.first, r.last = 0, 0
+		}
+	}, nil
 }
 
 func (r *handledRange) add(seq int64) {

@@ -28,9 +28,9 @@ const (
 	`
 	pendingEventsQuery = `
 		SELECT seq, event_id, event_json, attempts FROM appservice_event
-		WHERE room_id=$1 AND handled_at IS NULL
+		WHERE room_id=$1 AND handled_at IS NULL AND seq>$2
 		ORDER BY seq
-		LIMIT $2
+		LIMIT $3
 	`
 	// A room's events are handled in seq order, so one statement marks what a pass handled; events given up on
 	// already carry handled_at and keep their error.
@@ -79,7 +79,7 @@ type storeResult struct {
 // transaction, or the same event delivered twice) are skipped by their event ID.
 func (ib *inbox) store(ctx context.Context, txnID string, txn *parsedTransaction) (res storeResult, err error) {
 	now := time.Now().UnixMilli()
-	err = ib.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	err = ib.db.DoTxn(uninterruptible(ctx), nil, func(ctx context.Context) error {
 		res = storeResult{}
 		result, err := ib.db.Exec(ctx, insertTransactionQuery, txnID, txn.digest, now, len(txn.events))
 		if err != nil {
@@ -118,6 +118,13 @@ func (ib *inbox) store(ctx context.Context, txnID string, txn *parsedTransaction
 	return
 }
 
+// uninterruptible drops ctx's cancellation for a few short statements that must finish together anyway: with a
+// cancellable context mattn/go-sqlite3 runs every statement on a goroutine of its own so that it can interrupt it,
+// which costs a goroutine hand-off per statement, and more than that on a loaded machine.
+func uninterruptible(ctx context.Context) context.Context {
+	return context.WithoutCancel(ctx)
+}
+
 // enqueue stores events that did not come in a transaction (catch-up through /messages); like store, it skips
 // events already in the inbox.
 func (ib *inbox) enqueue(ctx context.Context, source string, events []storedEvent) (rooms []id.RoomID, newEvents int, err error) {
@@ -150,8 +157,9 @@ func (ib *inbox) pendingRooms(ctx context.Context) ([]id.RoomID, error) {
 	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.RoomID], err).AsList()
 }
 
-func (ib *inbox) pending(ctx context.Context, roomID id.RoomID, limit int) ([]inboxEvent, error) {
-	rows, err := ib.db.Query(ctx, pendingEventsQuery, roomID, limit)
+// pending reads up to limit of a room's unhandled events after seq after, in order.
+func (ib *inbox) pending(ctx context.Context, roomID id.RoomID, after int64, limit int) ([]inboxEvent, error) {
+	rows, err := ib.db.Query(uninterruptible(ctx), pendingEventsQuery, roomID, after, limit)
 	return dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (ie inboxEvent, err error) {
 		err = row.Scan(&ie.seq, &ie.eventID, &ie.json, &ie.attempts)
 		return

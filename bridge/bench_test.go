@@ -387,6 +387,8 @@ func BenchmarkDAGToLM(b *testing.B) {
 	b.ResetTimer()
 	client := &http.Client{}
 	sent := 0
+	// acks are the intake's answer times (PUT sent to 200 received), to tell its queueing from the dispatch's.
+	var acks []time.Duration
 	for txn := 0; sent < n; txn++ {
 		if wait := time.Until(offered[sent]); wait > 0 {
 			time.Sleep(wait)
@@ -400,10 +402,12 @@ func BenchmarkDAGToLM(b *testing.B) {
 		body, _ := json.Marshal(map[string]any{"events": events})
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, st.asURL+"/_matrix/app/v1/transactions/t"+strconv.Itoa(txn), bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+st.hsTok)
+		put := time.Now()
 		resp, err := client.Do(req)
 		if err != nil {
 			b.Fatal(err)
 		}
+		acks = append(acks, time.Since(put))
 		_, _ = io.Copy(io.Discard, resp.Body)
 		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
@@ -428,6 +432,10 @@ func BenchmarkDAGToLM(b *testing.B) {
 	}
 	b.StopTimer()
 	report(b, lat, st.dagTimes.snapshot(), processCPU(b)-cpuStart)
+	slices.Sort(acks)
+	b.ReportMetric(float64(acks[len(acks)/2].Microseconds())/1000, "ack-p50-ms")
+	b.ReportMetric(float64(acks[min(len(acks)-1, len(acks)*99/100)].Microseconds())/1000, "ack-p99-ms")
+	b.ReportMetric(float64(n)/float64(len(acks)), "events/txn")
 }
 
 // BenchmarkLMToDAG offers one PDU per millisecond from the remote hub of a room we take part in, handed to our

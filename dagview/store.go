@@ -11,6 +11,8 @@ import (
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/appservice"
 )
 
 const (
@@ -213,11 +215,18 @@ func (v *View) ensureRoom(ctx context.Context, roomID id.RoomID) (*Room, error) 
 // appendEvent appends evt to its room's stream and applies it to the current state, in one database transaction.
 // It reports whether the event still needs delivering (false when it was already delivered) and, when it does,
 // counts the delivery about to be made in the same transaction, so a crash during the listener's call still shows
-// as a second delivery. The same transaction writes the mark of the room's previous event, if the listener accepted
-// it and its mark is still unwritten.
+// as a second delivery. The same transaction writes the marks of the room's previous events that are still
+// unwritten: the delivered mark of the last one the listener accepted, and the appservice inbox's handled marks.
 func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (needsDelivery bool, err error) {
 	unmarked, hasUnmarked := v.deliveredUnmarked.Load(evt.RoomID)
-	err = v.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	var inboxMarked func()
+	// Without ctx's cancellation: a cancellable context has mattn/go-sqlite3 run every statement on a goroutine of
+	// its own so that it can interrupt it, a hand-off per statement for a transaction that takes microseconds.
+	err = v.db.DoTxn(context.WithoutCancel(ctx), nil, func(ctx context.Context) error {
+		var markErr error
+		if inboxMarked, markErr = appservice.WriteHandledMarks(ctx); markErr != nil {
+			return markErr
+		}
 		if hasUnmarked {
 			if err := v.markDelivered(ctx, unmarked.(id.EventID)); err != nil {
 				return err
@@ -257,8 +266,11 @@ func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (n
 		}
 		return nil
 	})
-	if err == nil && hasUnmarked {
-		v.deliveredUnmarked.CompareAndDelete(evt.RoomID, unmarked)
+	if err == nil {
+		inboxMarked()
+		if hasUnmarked {
+			v.deliveredUnmarked.CompareAndDelete(evt.RoomID, unmarked)
+		}
 	}
 	return
 }

@@ -36,6 +36,8 @@ type View struct {
 	// or the appservice's handled mark (RecordHandled), instead of costing a write transaction per event; until it
 	// lands, a crash has the event offered again, which the listener tolerates (it dedups by event ID).
 	deliveredUnmarked sync.Map
+	// seeded holds the rooms (id.RoomID) known to be seeded from /state; nothing unseeds a room.
+	seeded sync.Map
 }
 
 var (
@@ -74,24 +76,30 @@ func (v *View) botUserID() id.UserID {
 // queue behind an invite holds the bot's own join and what followed it, so the state converges.
 func (v *View) HandleEvent(ctx context.Context, evt *event.Event) error {
 	log := zerolog.Ctx(ctx)
-	room, err := v.ensureRoom(ctx, evt.RoomID)
-	if err != nil {
-		return err
-	}
 	isBotMember := evt.Type == event.StateMember && evt.StateKey != nil && id.UserID(*evt.StateKey) == v.botUserID()
 	if isBotMember && evt.Content.AsMember().Membership == event.MembershipInvite {
-		if err = v.joinOnInvite(ctx, evt); err != nil {
+		if _, err := v.ensureRoom(ctx, evt.RoomID); err != nil {
 			return err
 		}
-		room, err = v.ensureRoom(ctx, evt.RoomID)
+		if err := v.joinOnInvite(ctx, evt); err != nil {
+			return err
+		}
+	}
+	// A seeded room stays seeded, so only rooms not yet known to be seeded need their row read.
+	if _, seeded := v.seeded.Load(evt.RoomID); !seeded {
+		room, err := v.ensureRoom(ctx, evt.RoomID)
 		if err != nil {
 			return err
 		}
-	}
-	// A room is seeded the first time the bot can read its state: on the first event seen, or when the bot joins.
-	if !room.Seeded && (room.Position == 0 || isBotMember) {
-		if err = v.Seed(ctx, evt.RoomID); err != nil {
-			log.Debug().Err(err).Msg("Room not seeded from /state yet")
+		switch {
+		case room.Seeded:
+			v.seeded.Store(evt.RoomID, struct{}{})
+		case room.Position == 0 || isBotMember:
+			// A room is seeded the first time the bot can read its state: on the first event seen, or when the
+			// bot joins.
+			if err = v.Seed(ctx, evt.RoomID); err != nil {
+				log.Debug().Err(err).Msg("Room not seeded from /state yet")
+			}
 		}
 	}
 	raw, err := marshalEvent(evt)
@@ -177,6 +185,7 @@ func (v *View) Seed(ctx context.Context, roomID id.RoomID) error {
 	if err != nil {
 		return fmt.Errorf("failed to store /state of %s: %w", roomID, err)
 	}
+	v.seeded.Store(roomID, struct{}{})
 	zerolog.Ctx(ctx).Info().Stringer("room_id", roomID).Int("state_events", count).Msg("Seeded room state from /state")
 	return nil
 }
