@@ -1,8 +1,8 @@
 // Package sigverify verifies Ed25519 signatures exactly as crypto/ed25519.Verify does, faster for public keys that
 // sign again and again (the hub's and the participants' keys, on every event). crypto/ed25519 decompresses the key
 // and computes [S]B − [k]A by a joint double-and-add of about 253 doublings for every signature. Here a key seen
-// before has a table of its multiples j·16^i·(−A), so [k](−A) is 64 table additions and no doubling; [S]B likewise from
-// a table of the base point. The result is the same group element, encoded and compared with R as crypto/ed25519
+// before has a table of its multiples d·64^i·(−A), so [k](−A) is 43 table additions and no doubling; [S]B likewise,
+// 32 additions from a table of the base point. The result is the same group element, encoded and compared with R as crypto/ed25519
 // does, so every input verifies here if and only if it verifies there (see the differential tests and fuzzer).
 package sigverify
 
@@ -15,42 +15,55 @@ import (
 	"filippo.io/edwards25519"
 )
 
-// windows is the number of 4-bit digits of a 256-bit little-endian scalar.
-const windows = 64
+// table holds d·2^(w·i)·P for every w-bit window i of a 256-bit scalar and every digit 1 ≤ d < 2^w (index d−1), so
+// that s·P is one addition per non-zero window.
+type table struct {
+	w   int
+	pts [][]edwards25519.Point
+}
 
-// table holds j·16^i·P for i < windows and 1 ≤ j ≤ 15 (index j−1).
-type table [windows][15]edwards25519.Point
-
-func newTable(p *edwards25519.Point) *table {
-	t := new(table)
+func newTable(p *edwards25519.Point, w int) *table {
+	t := &table{w: w, pts: make([][]edwards25519.Point, (256+w-1)/w)}
+	digits := 1<<w - 1
 	base := new(edwards25519.Point).Set(p)
-	for i := 0; i < windows; i++ {
-		t[i][0].Set(base)
-		for j := 1; j < 15; j++ {
-			t[i][j].Add(&t[i][j-1], base)
+	for i := range t.pts {
+		row := make([]edwards25519.Point, digits)
+		row[0].Set(base)
+		for d := 1; d < digits; d++ {
+			row[d].Add(&row[d-1], base)
 		}
-		// 16·base = 15·base + base.
-		base.Add(&t[i][14], base)
+		// 2^w·base = (2^w−1)·base + base.
+		base.Add(&row[digits-1], base)
+		t.pts[i] = row
 	}
 	return t
 }
 
 // addMultiple adds s·P to acc, where s is a little-endian scalar and t is P's table. Variable time: s is public.
 func (t *table) addMultiple(acc *edwards25519.Point, s []byte) {
-	for i := 0; i < windows; i++ {
-		d := s[i/2] >> (4 * (i % 2)) & 15
+	for i, row := range t.pts {
+		d := 0
+		for b, bit := 0, i*t.w; b < t.w && bit < 256; b, bit = b+1, bit+1 {
+			d |= int(s[bit/8]>>(bit%8)&1) << b
+		}
 		if d != 0 {
-			acc.Add(acc, &t[i][d-1])
+			acc.Add(acc, &row[d-1])
 		}
 	}
 }
 
-var baseTable = sync.OnceValue(func() *table { return newTable(edwards25519.NewGeneratorPoint()) })
+// Window widths: 8 bits for the base point (one table of 1.3 MB, 32 additions), 6 bits for keys (about 430 KB each,
+// 43 additions).
+const (
+	baseWindow = 8
+	keyWindow  = 6
+)
 
-// A key gets a table on its second use: building one costs about as much as four verifications, which a key seen once
-// (an invite from a stranger) should not pay. At most maxKeys tables are kept (about 150 KB each); when full, the
-// cache starts over.
-const maxKeys = 64
+var baseTable = sync.OnceValue(func() *table { return newTable(edwards25519.NewGeneratorPoint(), baseWindow) })
+
+// A key gets a table on its second use: building one costs about as much as forty verifications, which a key seen
+// once (an invite from a stranger) should not pay. At most maxKeys tables are kept; when full, the cache starts over.
+const maxKeys = 16
 
 type keyEntry struct {
 	uses int
@@ -86,7 +99,7 @@ func negTable(pub []byte) *table {
 		// Not a point: crypto/ed25519 refuses it every time, and so do we.
 		return nil
 	}
-	t = newTable(new(edwards25519.Point).Negate(a))
+	t = newTable(new(edwards25519.Point).Negate(a), keyWindow)
 	keysLock.Lock()
 	e.neg = t
 	keysLock.Unlock()
