@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # test.sh is lmbridge's test command: it installs the real homeservers the end-to-end tests need (Dendrite and
-# Synapse, see install-homeservers.sh), then checks formatting, runs go vet and staticcheck, and runs every test
-# with both homeservers required. Every step runs even when an earlier one failed; the summary lists them all, and the
+# Synapse, see install-homeservers.sh) and PostgreSQL from Debian's packages (install-postgres.sh: the tests start
+# throwaway servers of it on loopback and run lmbridge on PostgreSQL as well as SQLite), then checks formatting, runs
+# go vet and staticcheck, and runs every test with the homeservers and PostgreSQL required. Every step runs even when an earlier one failed; the summary lists them all, and the
 # exit status is non-zero if any failed.
 #
 # Usage: scripts/test.sh [go test arguments]   (default: ./...)
 # Environment: LMBRIDGE_CACHE (install location), LMBRIDGE_TEST_REQUIRE_HOMESERVERS (default 1; 0 skips tests whose
-# homeserver is missing), LMBRIDGE_SKIP_SYNAPSE=1 (do not install Synapse, e.g. without root).
+# homeserver or PostgreSQL is missing), LMBRIDGE_SKIP_SYNAPSE=1 (do not install Synapse, e.g. without root).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,6 +45,13 @@ install_homeservers() {
 	printf '%s\n' "$exports"
 }
 
+install_postgres() {
+	local exports
+	exports=$(scripts/install-postgres.sh) || return
+	eval "$exports"
+	printf '%s\n' "$exports"
+}
+
 check_gofmt() {
 	local files unformatted
 	files=$(git ls-files -co --exclude-standard -- '*.go' 2>/dev/null) ||
@@ -74,7 +82,8 @@ if ! command -v go >/dev/null; then
 	exit 1
 fi
 go version
-if ! step "C compiler for the SQLite driver" install_c_compiler || ! step "install homeservers" install_homeservers; then
+if ! step "C compiler for the SQLite driver" install_c_compiler || ! step "install homeservers" install_homeservers ||
+	! step "install PostgreSQL" install_postgres; then
 	print_summary
 	echo "the prerequisites could not be installed; not running the tests" >&2
 	exit 1
