@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -16,12 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	_ "github.com/mattn/go-sqlite3"
 	"gopkg.in/yaml.v3"
 	mautrixappservice "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/internal/tesths"
+	"github.com/lmbridge/lmbridge/internal/testpg"
 )
 
 var (
@@ -36,7 +39,29 @@ func TestMain(m *testing.M) {
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
 	}
+	if err := testpg.StopShared(); err != nil {
+		fmt.Fprintln(os.Stderr, "failed to stop PostgreSQL:", err)
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// dbKind is the database engine lmbridge's tables are on in a test.
+type dbKind string
+
+const (
+	sqliteDB   dbKind = "sqlite"
+	postgresDB dbKind = "postgres"
+)
+
+// newDatabase returns the database.type and database.uri of a fresh database of the kind: a file in dir, or a new
+// database on the test binary's PostgreSQL server.
+func newDatabase(t *testing.T, kind dbKind, dir, name string) (dbType, uri string) {
+	t.Helper()
+	if kind == postgresDB {
+		return "postgres", testpg.NewDatabaseT(t)
+	}
+	return "sqlite3-fk-wal", "file:" + filepath.Join(dir, name+".db") + "?_txlock=immediate"
 }
 
 // lmbridgeBinary builds cmd/lmbridge once per test run, with the go command on PATH (the one running the tests).
@@ -65,7 +90,9 @@ type lmbridgeProcess struct {
 	Dir          string
 	ConfigPath   string
 	RegPath      string
-	DBPath       string
+	DBType       string
+	DBURI        string
+	DBPath       string // the SQLite file; empty on PostgreSQL
 	LogPath      string
 	Port         int
 	ServerName   string
@@ -82,6 +109,12 @@ type lmbridgeProcess struct {
 // filled in by SetHomeserver, since the homeserver needs the registration before it starts.
 func newLMBridge(t *testing.T, serverName string) *lmbridgeProcess {
 	t.Helper()
+	return newLMBridgeOn(t, serverName, sqliteDB)
+}
+
+// newLMBridgeOn is newLMBridge with lmbridge's tables on a fresh database of the given kind.
+func newLMBridgeOn(t *testing.T, serverName string, kind dbKind) *lmbridgeProcess {
+	t.Helper()
 	dir := t.TempDir()
 	port, err := tesths.FreePort()
 	if err != nil {
@@ -92,10 +125,13 @@ func newLMBridge(t *testing.T, serverName string) *lmbridgeProcess {
 		Dir:        dir,
 		ConfigPath: filepath.Join(dir, "config.yaml"),
 		RegPath:    filepath.Join(dir, "registration.yaml"),
-		DBPath:     filepath.Join(dir, "lmbridge.db"),
 		LogPath:    filepath.Join(dir, "lmbridge.log"),
 		Port:       port,
 		ServerName: serverName,
+	}
+	b.DBType, b.DBURI = newDatabase(t, kind, dir, "lmbridge")
+	if kind == sqliteDB {
+		b.DBPath = filepath.Join(dir, "lmbridge.db")
 	}
 	b.writeConfig(t, "http://127.0.0.1:1")
 	out, err := exec.Command(b.Bin, "-g", "-c", b.ConfigPath, "-r", b.RegPath).CombinedOutput()
@@ -132,7 +168,7 @@ func (b *lmbridgeProcess) writeConfig(t *testing.T, homeserverURL string) {
 			"hostname": "127.0.0.1",
 			"port":     b.Port,
 		},
-		"database": map[string]any{"type": "sqlite3-fk-wal", "uri": "file:" + b.DBPath + "?_txlock=immediate"},
+		"database": map[string]any{"type": b.DBType, "uri": b.DBURI},
 		"lm": map[string]any{
 			"server_name":      "lm.test",
 			"listen":           "127.0.0.1:" + strconv.Itoa(lmPort),
@@ -234,10 +270,15 @@ func (b *lmbridgeProcess) signal(t *testing.T, sig syscall.Signal, grace time.Du
 	b.cmd = nil
 }
 
-// openDB opens lmbridge's SQLite database read-only, beside the running process (WAL allows it).
+// openDB opens lmbridge's database beside the running process: a SQLite file read-only (WAL allows it), a
+// PostgreSQL database through its URI. Queries on it use $n placeholders, which both engines take.
 func (b *lmbridgeProcess) openDB(t *testing.T) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+b.DBPath+"?mode=ro&_busy_timeout=5000")
+	driver, uri := "postgres", b.DBURI
+	if b.DBPath != "" {
+		driver, uri = "sqlite3", "file:"+b.DBPath+"?mode=ro&_busy_timeout=5000"
+	}
+	db, err := sql.Open(driver, uri)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +301,7 @@ type streamRow struct {
 func dagviewStream(t *testing.T, db *sql.DB, roomID id.RoomID) []streamRow {
 	t.Helper()
 	rows, err := db.Query(`SELECT position, event_id, sender, type, origin_server_ts, event_json, deliveries
-		FROM dagview_event WHERE room_id=? ORDER BY position`, roomID)
+		FROM dagview_event WHERE room_id=$1 ORDER BY position`, roomID)
 	if err != nil {
 		if isMissingTable(err) {
 			return nil
@@ -292,7 +333,13 @@ func dagviewStream(t *testing.T, db *sql.DB, roomID id.RoomID) []streamRow {
 	return out
 }
 
+// isMissingTable reports whether err says a table does not exist yet: lmbridge creates its tables at start-up, which
+// a test may be polling through.
 func isMissingTable(err error) bool {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		return pqErr.Code == "42P01" // undefined_table
+	}
 	return err != nil && strings.Contains(err.Error(), "no such table")
 }
 

@@ -2,8 +2,8 @@
 # test.sh is lmbridge's test command: it installs the real homeservers the end-to-end tests need (Dendrite and
 # Synapse, see install-homeservers.sh) and PostgreSQL from Debian's packages (install-postgres.sh: the tests start
 # throwaway servers of it on loopback and run lmbridge on PostgreSQL as well as SQLite), then checks formatting, runs
-# go vet and staticcheck, and runs every test with the homeservers and PostgreSQL required. Every step runs even when an earlier one failed; the summary lists them all, and the
-# exit status is non-zero if any failed.
+# go vet and staticcheck, and runs every test with the homeservers and PostgreSQL required. Every step runs even when
+# an earlier one failed; the summary lists them all, and the exit status is non-zero if any failed.
 #
 # Usage: scripts/test.sh [go test arguments]   (default: ./...)
 # Environment: LMBRIDGE_CACHE (install location), LMBRIDGE_TEST_REQUIRE_HOMESERVERS (default 1; 0 skips tests whose
