@@ -171,11 +171,18 @@ func (o *outbox) sendOnce(ctx context.Context, destination string) (time.Duratio
 		}
 	}
 	txnID := strconv.FormatInt(items[0].seq, 10) + "-" + strconv.FormatInt(last, 10)
-	txn := &federation.Transaction{PDUs: make([]json.RawMessage, 0, len(items))}
+	pdus := make([]json.RawMessage, 0, len(items))
 	for _, it := range items {
-		txn.PDUs = append(txn.PDUs, it.body)
+		pdus = append(pdus, it.body)
 	}
-	resp, sendErr := o.e.remote.SendTransaction(ctx, destination, txnID, txn)
+	var resp *federation.SendResponse
+	var sendErr error
+	if cs, ok := o.e.remote.(canonicalSender); ok {
+		// Every body in lm_outbox and lm_event was written from PDU.Canonical.
+		resp, sendErr = cs.SendCanonicalTransaction(ctx, destination, txnID, pdus)
+	} else {
+		resp, sendErr = o.e.remote.SendTransaction(ctx, destination, txnID, &federation.Transaction{PDUs: pdus})
+	}
 	if refusedForGood(sendErr) {
 		// The destination will never take this transaction as it is: drop it rather than block everything behind it,
 		// and tell the listeners about our LPDUs in it.
@@ -221,6 +228,14 @@ func (o *outbox) sendOnce(ctx context.Context, destination string) (time.Duratio
 	}
 	return 0, nil
 }
+
+// canonicalSender is a Remote that can send PDUs already in canonical JSON without re-encoding them
+// (federation.Client).
+type canonicalSender interface {
+	SendCanonicalTransaction(ctx context.Context, destination, txnID string, pdus []json.RawMessage) (*federation.SendResponse, error)
+}
+
+var _ canonicalSender = (*federation.Client)(nil)
 
 // refusedForGood reports whether an error says the transaction's content is unacceptable (malformed or too large),
 // so retrying the same transaction cannot succeed. Authentication, rate limits and a transaction in flight are

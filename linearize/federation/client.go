@@ -178,6 +178,10 @@ type Request struct {
 	Unauthenticated bool
 }
 
+// CanonicalBody is a request body that is canonical JSON already: Do sends and signs it as it is, without encoding
+// or canonicalising it again.
+type CanonicalBody []byte
+
 // Do sends a request and returns the raw answer body of a 2xx answer; other answers are an *Error.
 func (c *Client) Do(ctx context.Context, req *Request) ([]byte, error) {
 	base, err := c.baseURL(ctx, req.Destination)
@@ -185,12 +189,18 @@ func (c *Client) Do(ctx context.Context, req *Request) ([]byte, error) {
 		return nil, err
 	}
 	var content []byte
-	if req.Body != nil {
+	canonical := false
+	switch body := req.Body.(type) {
+	case CanonicalBody:
+		content, canonical = body, true
+	case nil:
+		if req.Method == http.MethodPut || req.Method == http.MethodPost {
+			content = []byte("{}")
+		}
+	default:
 		if content, err = marshalJSON(req.Body); err != nil {
 			return nil, fmt.Errorf("failed to encode request body: %w", err)
 		}
-	} else if req.Method == http.MethodPut || req.Method == http.MethodPost {
-		content = []byte("{}")
 	}
 	fullURL := base + req.Path
 	if len(req.Query) > 0 {
@@ -210,7 +220,7 @@ func (c *Client) Do(ctx context.Context, req *Request) ([]byte, error) {
 	}
 	if !req.Unauthenticated {
 		// Sign exactly the request target that goes on the wire.
-		auth, err := SignRequest(c.Key, c.ServerName, req.Destination, req.Method, httpReq.URL.RequestURI(), content)
+		auth, err := signRequest(c.Key, c.ServerName, req.Destination, req.Method, httpReq.URL.RequestURI(), content, canonical)
 		if err != nil {
 			return nil, err
 		}
@@ -276,6 +286,34 @@ func (c *Client) ServerKeys(ctx context.Context, destination string) (*ServerKey
 }
 
 // SendTransaction PUTs a transaction to …/send/{txnID}.
+// SendCanonicalTransaction is SendTransaction for PDUs that are each canonical JSON already (as the engine stores
+// them): the body is put together around them and signed without re-encoding. A PDU that is not canonical would make
+// the X-Matrix signature fail at receivers that canonicalise.
+func (c *Client) SendCanonicalTransaction(ctx context.Context, destination, txnID string, pdus []json.RawMessage) (*SendResponse, error) {
+	size := len(`{"pdus":[]}`) + len(pdus)
+	for _, p := range pdus {
+		size += len(p)
+	}
+	body := make([]byte, 0, size)
+	body = append(body, `{"pdus":[`...)
+	for i, p := range pdus {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, p...)
+	}
+	body = append(body, "]}"...)
+	var resp SendResponse
+	err := c.call(ctx, &Request{Destination: destination, Method: http.MethodPut, Path: buildPath(UnstablePrefix, "send", txnID), Body: CanonicalBody(body)}, &resp)
+	if err != nil {
+		return nil, err
+	}
+	if resp.FailedPDUs == nil {
+		resp.FailedPDUs = map[string]FailedPDU{}
+	}
+	return &resp, nil
+}
+
 func (c *Client) SendTransaction(ctx context.Context, destination, txnID string, txn *Transaction) (*SendResponse, error) {
 	body := *txn
 	if body.PDUs == nil {

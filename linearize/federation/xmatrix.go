@@ -156,7 +156,19 @@ func (r *signableRequest) canonicalWith(canonicalContent []byte) ([]byte, error)
 // SignRequest returns the X-Matrix Authorization header for a request. uri is the path with its query as sent on the
 // wire; content is the JSON body, nil for a bodiless request (content is then left out, as Matrix and eigen do).
 func SignRequest(key *SigningKey, origin, destination, method, uri string, content []byte) (string, error) {
-	msg, err := (&signableRequest{Method: method, URI: uri, Origin: origin, Destination: destination, Content: content}).canonical()
+	return signRequest(key, origin, destination, method, uri, content, false)
+}
+
+// signRequest is SignRequest; canonical says that content is canonical JSON already, so it is signed as it is.
+func signRequest(key *SigningKey, origin, destination, method, uri string, content []byte, canonical bool) (string, error) {
+	r := &signableRequest{Method: method, URI: uri, Origin: origin, Destination: destination, Content: content}
+	var msg []byte
+	var err error
+	if canonical {
+		msg, err = r.canonicalWith(content)
+	} else {
+		msg, err = r.canonical()
+	}
 	if err != nil {
 		return "", err
 	}
@@ -196,6 +208,22 @@ func VerifyRequest(ctx context.Context, keys KeyLookup, ourName, method string, 
 		auths[i] = auth
 	}
 	origin := auths[0].Origin
+	if content != nil {
+		// A body in canonical form already (ours always is) is its own canonical form: try the request as it came
+		// first, and canonicalise only if that does not verify. A signature that verifies over the body as it is was
+		// made over exactly these bytes, which a signer following the spec signs only in canonical form.
+		messages := make([][]byte, 0, len(uris))
+		for _, uri := range uris {
+			msg, err := (&signableRequest{Method: method, URI: uri, Origin: origin, Destination: ourName}).canonicalWith(content)
+			if err != nil {
+				return "", Errorf(http.StatusBadRequest, ErrCodeBadJSON, "Request cannot be canonicalised")
+			}
+			messages = append(messages, msg)
+		}
+		if verifyAuths(ctx, keys, origin, auths, messages) == nil {
+			return origin, nil
+		}
+	}
 	var contents [][]byte
 	if content == nil {
 		contents = [][]byte{nil, []byte("{}")}
@@ -222,14 +250,22 @@ func VerifyRequest(ctx context.Context, keys KeyLookup, ourName, method string, 
 			messages = append(messages, msg)
 		}
 	}
+	if err := verifyAuths(ctx, keys, origin, auths, messages); err != nil {
+		return "", err
+	}
+	return origin, nil
+}
+
+// verifyAuths checks that every header's signature verifies over one of messages.
+func verifyAuths(ctx context.Context, keys KeyLookup, origin string, auths []XMatrixAuth, messages [][]byte) error {
 	for _, auth := range auths {
 		sig, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(auth.Signature, "="))
 		if err != nil || len(sig) != ed25519.SignatureSize {
-			return "", forbidden("X-Matrix signature is not an unpadded base64 ed25519 signature")
+			return forbidden("X-Matrix signature is not an unpadded base64 ed25519 signature")
 		}
 		pub, err := keys.VerifyKey(ctx, origin, auth.KeyID)
 		if err != nil {
-			return "", forbidden("Cannot find key %s of %s", auth.KeyID, origin)
+			return forbidden("Cannot find key %s of %s", auth.KeyID, origin)
 		}
 		verified := false
 		for _, msg := range messages {
@@ -239,8 +275,8 @@ func VerifyRequest(ctx context.Context, keys KeyLookup, ourName, method string, 
 			}
 		}
 		if !verified {
-			return "", forbidden("X-Matrix signature by %s of %s does not verify", auth.KeyID, origin)
+			return forbidden("X-Matrix signature by %s of %s does not verify", auth.KeyID, origin)
 		}
 	}
-	return origin, nil
+	return nil
 }
