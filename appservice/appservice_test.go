@@ -41,12 +41,16 @@ func testRegistration() *mautrixappservice.Registration {
 	}
 }
 
+// openTestDB opens the database as lmbridge does with the example config: the statement cache in the URI, one
+// connection.
 func openTestDB(t testing.TB, path string) *dbutil.Database {
 	t.Helper()
-	db, err := dbutil.NewWithDialect("file:"+path+"?_txlock=immediate", "sqlite3-fk-wal")
+	cfg := config.Database{Type: "sqlite3-fk-wal", URI: "file:" + path + "?_txlock=immediate"}
+	db, err := dbutil.NewWithDialect(cfg.DriverURI(), cfg.Type)
 	if err != nil {
 		t.Fatalf("failed to open database: %v", err)
 	}
+	db.RawDB.SetMaxOpenConns(1)
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
