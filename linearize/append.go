@@ -90,7 +90,9 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	seq := e.outboxSeq
 	working := make(map[string]*roomState)
 	woken := make(map[string]struct{})
+	var appended map[string][]*Event
 	err := e.store.write(ctx, func(ctx context.Context) error {
+		appended = make(map[string][]*Event)
 		if b.pre != nil {
 			if err := b.pre(ctx); err != nil {
 				return err
@@ -127,6 +129,7 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 			if err := rs.apply(it.p, it.eventID, idx); err != nil {
 				return err
 			}
+			appended[it.roomID] = append(appended[it.roomID], listenerEvent(&it, idx))
 			if it.p.StateKey != nil {
 				if err := e.store.setState(ctx, it.roomID, it.p.Type, *it.p.StateKey, it.eventID, membershipOf(it.p)); err != nil {
 					return err
@@ -171,6 +174,10 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 		return err
 	}
 	e.outboxSeq = seq
+	// Before waking the dispatcher: it must find these events held, or read them from the log.
+	for roomID, evs := range appended {
+		e.recent.add(roomID, evs)
+	}
 	for roomID, rs := range working {
 		e.rooms[roomID] = rs
 		e.heads.Store(roomID, rs.headID())

@@ -77,7 +77,9 @@ type Engine struct {
 	// heads is each room's last event ID as committed, readable without writeLock (gap checks on /send).
 	heads sync.Map
 
-	outbox       *outbox
+	outbox *outbox
+	// recent holds the latest appended events in listener form, for delivery without a read.
+	recent       *recentEvents
 	dispatchLock sync.Mutex
 	// dirty holds rooms with events the listeners have not been offered yet; invitesDirty likewise for invites.
 	dirty map[string]struct{}
@@ -125,6 +127,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		joining:      make(map[string]chan struct{}),
 		dispatchWake: make(chan struct{}, 1),
 		dirty:        make(map[string]struct{}),
+		recent:       newRecentEvents(),
 		cursors:      make(map[string]int64),
 		invitesDirty: true,
 		listener:     opts.Listener,

@@ -152,7 +152,7 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 		return nil
 	}
 	for {
-		evs, err := e.store.eventsAfter(ctx, roomID, cur, dispatchPage)
+		evs, err := e.eventsForListener(ctx, roomID, cur)
 		if err != nil || len(evs) == 0 {
 			return errors.Join(err, save())
 		}
@@ -160,11 +160,11 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 			if ctx.Err() != nil {
 				return errors.Join(ctx.Err(), save())
 			}
-			out, err := toListenerEvent(ev)
-			if err != nil {
-				zerolog.Ctx(ctx).Err(err).Str("event_id", ev.EventID).Msg("Stored event is unreadable, skipping it")
-			} else if err = nl.l.OnEvent(ctx, out); err != nil {
-				return errors.Join(err, save())
+			// An unreadable stored event has no listener form; it is skipped.
+			if ev.PDU != nil {
+				if err = nl.l.OnEvent(ctx, ev); err != nil {
+					return errors.Join(err, save())
+				}
 			}
 			cur = ev.Index
 		}
@@ -172,6 +172,28 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 			return err
 		}
 	}
+}
+
+// eventsForListener returns up to dispatchPage events of roomID after index cur, from the recent events when they
+// are held there, else from the log. An event of the log that cannot be read comes back with only its index set.
+func (e *Engine) eventsForListener(ctx context.Context, roomID string, cur int64) ([]*Event, error) {
+	if evs, ok := e.recent.after(roomID, cur, dispatchPage); ok {
+		return evs, nil
+	}
+	stored, err := e.store.eventsAfter(ctx, roomID, cur, dispatchPage)
+	if err != nil {
+		return nil, err
+	}
+	evs := make([]*Event, len(stored))
+	for i, ev := range stored {
+		out, err := toListenerEvent(ev)
+		if err != nil {
+			zerolog.Ctx(ctx).Err(err).Str("event_id", ev.EventID).Msg("Stored event is unreadable, skipping it")
+			out = &Event{Index: ev.Index}
+		}
+		evs[i] = out
+	}
+	return evs, nil
 }
 
 // dispatchPage is how many events dispatchRoom reads at a time; a short page means it has reached the head.

@@ -1,0 +1,67 @@
+package linearize
+
+import "sync"
+
+// recentMax bounds the events kept per room. Delivery usually follows an append within moments, so the last few
+// pages are enough; a listener further behind reads the log.
+const recentMax = 256
+
+// recentEvents keeps the listener form of each room's latest appended events, built from the parsed PDUs at commit,
+// so that delivering them needs neither a database read nor a parse. Only committed events enter it, in log order.
+type recentEvents struct {
+	lock  sync.Mutex
+	rooms map[string][]*Event
+}
+
+func newRecentEvents() *recentEvents {
+	return &recentEvents{rooms: make(map[string][]*Event)}
+}
+
+// listenerEvent is the listener form of an event being appended at idx.
+func listenerEvent(it *appendItem, idx int64) *Event {
+	p := it.p
+	return &Event{
+		RoomID: it.roomID, Index: idx, EventID: it.eventID, LPDUID: it.lpduID, Type: p.Type, StateKey: p.StateKey,
+		Sender: p.Sender, OriginServerTS: p.OriginServerTS, Content: p.Content, PDU: it.raw,
+	}
+}
+
+// add records committed events of a room, which follow the ones already held (else the held ones are dropped).
+func (r *recentEvents) add(roomID string, evs []*Event) {
+	if len(evs) == 0 {
+		return
+	}
+	r.lock.Lock()
+	defer r.lock.Unlock()
+	held := r.rooms[roomID]
+	if len(held) > 0 && held[len(held)-1].Index+1 != evs[0].Index {
+		held = nil
+	}
+	held = append(held, evs...)
+	if len(held) > recentMax {
+		held = append([]*Event(nil), held[len(held)-recentMax/2:]...)
+	}
+	r.rooms[roomID] = held
+}
+
+// after returns up to limit events of roomID with an index above idx, as copies, or ok false when the events right
+// after idx are not held (the caller reads the log).
+func (r *recentEvents) after(roomID string, idx int64, limit int) (out []*Event, ok bool) {
+	r.lock.Lock()
+	defer r.lock.Unlock()
+	held := r.rooms[roomID]
+	if len(held) == 0 {
+		return nil, false
+	}
+	first := held[0].Index
+	if idx+1 < first || idx > held[len(held)-1].Index {
+		return nil, false
+	}
+	held = held[idx+1-first:]
+	out = make([]*Event, 0, min(len(held), limit))
+	for _, ev := range held[:min(len(held), limit)] {
+		c := *ev
+		out = append(out, &c)
+	}
+	return out, true
+}

@@ -1,0 +1,54 @@
+package linearize
+
+import "testing"
+
+func recentRange(from, to int64) []*Event {
+	var evs []*Event
+	for i := from; i <= to; i++ {
+		evs = append(evs, &Event{Index: i, PDU: []byte("{}")})
+	}
+	return evs
+}
+
+func TestRecentEventsServeOnlyWhatFollowsTheCursor(t *testing.T) {
+	r := newRecentEvents()
+	if _, ok := r.after("!r", 0, 10); ok {
+		t.Fatal("an empty cache claimed to hold events")
+	}
+	r.add("!r", recentRange(5, 9))
+	for _, tc := range []struct {
+		cur        int64
+		ok         bool
+		first, cnt int64
+	}{{3, false, 0, 0}, {4, true, 5, 5}, {6, true, 7, 3}, {9, true, 0, 0}, {10, false, 0, 0}} {
+		evs, ok := r.after("!r", tc.cur, 10)
+		if ok != tc.ok || int64(len(evs)) != tc.cnt || (len(evs) > 0 && evs[0].Index != tc.first) {
+			t.Errorf("after %d: got %d events (ok %v), want %d from %d (ok %v)", tc.cur, len(evs), ok, tc.cnt, tc.first, tc.ok)
+		}
+	}
+	if evs, _ := r.after("!r", 4, 2); len(evs) != 2 {
+		t.Errorf("limit 2 gave %d events", len(evs))
+	}
+	// Copies: a listener changing its event does not change the cache.
+	evs, _ := r.after("!r", 4, 1)
+	evs[0].Index = 99
+	if again, _ := r.after("!r", 4, 1); again[0].Index != 5 {
+		t.Fatal("the cache handed out its own events")
+	}
+	// A gap drops what was held.
+	r.add("!r", recentRange(12, 13))
+	if _, ok := r.after("!r", 9, 10); ok {
+		t.Fatal("events across a gap were served")
+	}
+	if evs, ok := r.after("!r", 11, 10); !ok || len(evs) != 2 {
+		t.Fatalf("after the gap: %d events, ok %v", len(evs), ok)
+	}
+	// Bounded.
+	r.add("!r", recentRange(14, 14+recentMax))
+	if n := len(r.rooms["!r"]); n > recentMax {
+		t.Fatalf("%d events held, the bound is %d", n, recentMax)
+	}
+	if _, ok := r.after("!r", 11, 10); ok {
+		t.Fatal("trimmed events were served")
+	}
+}
