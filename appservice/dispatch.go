@@ -188,6 +188,18 @@ type handledRange struct {
 
 type handledMarksKey struct{}
 
+type eventJSONKey struct{}
+
+// EventJSON returns the event as the homeserver sent it, when ctx is the dispatcher's call for that event: a handler
+// that stores events can keep these bytes instead of encoding the parsed event again.
+func EventJSON(ctx context.Context, eventID id.EventID) (string, bool) {
+	ie, ok := ctx.Value(eventJSONKey{}).(*inboxEvent)
+	if !ok || ie.eventID != eventID {
+		return "", false
+	}
+	return ie.json, true
+}
+
 // WriteHandledMarks writes the inbox's handled marks for the events of the room that the dispatcher finished before
 // the one being handled, using ctx's database transaction: a handler that writes a transaction per event anyway calls
 // it inside, so the marks cost no write of their own. committed must be called once that transaction has committed
@@ -261,9 +273,10 @@ func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent, done *handled
 		return ctx.Err() == nil
 	}
 	mautrix.UpdateStateStore(ctx, d.as.stateStore, evt)
+	handlerCtx := context.WithValue(log.WithContext(ctx), eventJSONKey{}, &ie)
 	attempts := ie.attempts
 	for {
-		err = d.handler.HandleEvent(log.WithContext(ctx), evt)
+		err = d.handler.HandleEvent(handlerCtx, evt)
 		if err == nil {
 			done.add(ie.seq)
 			return true

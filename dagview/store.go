@@ -35,8 +35,11 @@ const (
 	setSeededQuery = `
 		UPDATE dagview_room SET seeded_at=$2 WHERE room_id=$1
 	`
-	getEventDeliveredQuery = `
-		SELECT delivered_at IS NOT NULL FROM dagview_event WHERE event_id=$1
+	// The room's cursor and whether the event is already in the stream (and delivered), in one read.
+	getPositionAndEventQuery = `
+		SELECT r.position, e.event_id IS NOT NULL, e.delivered_at IS NOT NULL
+		FROM dagview_room r LEFT JOIN dagview_event e ON e.event_id=$2
+		WHERE r.room_id=$1
 	`
 	insertEventQuery = `
 		INSERT INTO dagview_event (room_id, position, event_id, sender, type, state_key, origin_server_ts, event_json, deliveries)
@@ -232,9 +235,13 @@ func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (n
 				return err
 			}
 		}
-		var delivered bool
-		err := v.db.QueryRow(ctx, getEventDeliveredQuery, evt.ID).Scan(&delivered)
-		if err == nil {
+		var lastPosition int64
+		var inStream, delivered bool
+		err := v.db.QueryRow(ctx, getPositionAndEventQuery, evt.RoomID, evt.ID).Scan(&lastPosition, &inStream, &delivered)
+		if err != nil {
+			return fmt.Errorf("failed to look up room and event: %w", err)
+		}
+		if inStream {
 			needsDelivery = !delivered
 			if needsDelivery {
 				if _, err = v.db.Exec(ctx, countDeliveryQuery, evt.ID); err != nil {
@@ -242,15 +249,9 @@ func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (n
 				}
 			}
 			return nil
-		} else if !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("failed to look up event: %w", err)
 		}
 		needsDelivery = true
-		room, err := scanRoom(v.db.QueryRow(ctx, getRoomQuery, evt.RoomID))
-		if err != nil {
-			return fmt.Errorf("failed to get room: %w", err)
-		}
-		position := room.Position + 1
+		position := lastPosition + 1
 		_, err = v.db.Exec(ctx, insertEventQuery, evt.RoomID, position, evt.ID, evt.Sender, evt.Type.Type,
 			evt.StateKey, evt.Timestamp, string(raw))
 		if err != nil {

@@ -102,8 +102,12 @@ func (v *View) HandleEvent(ctx context.Context, evt *event.Event) error {
 			}
 		}
 	}
-	raw, err := marshalEvent(evt)
-	if err != nil {
+	// The bytes the homeserver sent, when the appservice has them, keep the event exactly as sent at no encoding cost.
+	var raw []byte
+	var err error
+	if sent, ok := appservice.EventJSON(ctx, evt.ID); ok {
+		raw = []byte(sent)
+	} else if raw, err = marshalEvent(evt); err != nil {
 		return err
 	}
 	needsDelivery, err := v.appendEvent(ctx, evt, raw)
