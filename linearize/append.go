@@ -129,7 +129,9 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 			if err := rs.apply(it.p, it.eventID, idx); err != nil {
 				return err
 			}
-			appended[it.roomID] = append(appended[it.roomID], listenerEvent(&it, idx))
+			if len(e.listeners) > 0 {
+				appended[it.roomID] = append(appended[it.roomID], listenerEvent(&it, idx))
+			}
 			if it.p.StateKey != nil {
 				if err := e.store.setState(ctx, it.roomID, it.p.Type, *it.p.StateKey, it.eventID, membershipOf(it.p)); err != nil {
 					return err

@@ -101,6 +101,7 @@ func (e *Engine) dispatchLoop(ctx context.Context) {
 				}
 			}
 		}
+		e.trimRecent(roomIDs)
 		all = false
 		select {
 		case <-ctx.Done():
@@ -170,6 +171,26 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 		}
 		if err = save(); err != nil || len(evs) < dispatchPage {
 			return err
+		}
+	}
+}
+
+// trimRecent drops the recent events of rooms that every listener has had.
+func (e *Engine) trimRecent(roomIDs []string) {
+	for _, roomID := range roomIDs {
+		upTo := int64(-1)
+		for i, nl := range e.listeners {
+			cur, ok := e.cursors[nl.name+"\x00"+roomID]
+			if !ok {
+				upTo = -1
+				break
+			}
+			if i == 0 || cur < upTo {
+				upTo = cur
+			}
+		}
+		if upTo >= 0 {
+			e.recent.trim(roomID, upTo)
 		}
 	}
 }

@@ -3,7 +3,8 @@ package linearize
 import "sync"
 
 // recentMax bounds the events kept per room. Delivery usually follows an append within moments, so the last few
-// pages are enough; a listener further behind reads the log.
+// pages are enough; a listener further behind reads the log. Once every listener has had a room's events, the
+// dispatcher drops them (trim), so that memory follows the delivery backlog, not the number of rooms.
 const recentMax = 256
 
 // recentEvents keeps the listener form of each room's latest appended events, built from the parsed PDUs at commit,
@@ -64,4 +65,20 @@ func (r *recentEvents) after(roomID string, idx int64, limit int) (out []*Event,
 		out = append(out, &c)
 	}
 	return out, true
+}
+
+// trim drops a room's events up to index upTo (every listener has had them).
+func (r *recentEvents) trim(roomID string, upTo int64) {
+	r.lock.Lock()
+	defer r.lock.Unlock()
+	held := r.rooms[roomID]
+	n := 0
+	for n < len(held) && held[n].Index <= upTo {
+		n++
+	}
+	if n == len(held) {
+		delete(r.rooms, roomID)
+	} else if n > 0 {
+		r.rooms[roomID] = append([]*Event(nil), held[n:]...)
+	}
 }

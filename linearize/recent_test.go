@@ -1,6 +1,9 @@
 package linearize
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func recentRange(from, to int64) []*Event {
 	var evs []*Event
@@ -50,5 +53,47 @@ func TestRecentEventsServeOnlyWhatFollowsTheCursor(t *testing.T) {
 	}
 	if _, ok := r.after("!r", 11, 10); ok {
 		t.Fatal("trimmed events were served")
+	}
+}
+
+func TestRecentEventsTrim(t *testing.T) {
+	r := newRecentEvents()
+	r.add("!r", recentRange(1, 5))
+	r.trim("!r", 3)
+	if evs, ok := r.after("!r", 3, 10); !ok || len(evs) != 2 || evs[0].Index != 4 {
+		t.Fatalf("after trimming to 3: %d events, ok %v", len(evs), ok)
+	}
+	if _, ok := r.after("!r", 2, 10); ok {
+		t.Fatal("trimmed events were served")
+	}
+	r.trim("!r", 5)
+	if _, held := r.rooms["!r"]; held {
+		t.Fatal("a room whose events every listener has had is still held")
+	}
+}
+
+// TestDeliveredEventsLeaveTheCache checks that the engine keeps no recent events once its listener has had them.
+func TestDeliveredEventsLeaveTheCache(t *testing.T) {
+	ctx := testContext(t)
+	nd := newHTTPNode(t, nil)
+	alice := userAt("alice", nd.name)
+	roomID := must(nd.eng.CreateRoom(ctx, alice, nil))
+	for i := 0; i < 5; i++ {
+		must(nd.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("hi"), time.Now()))
+	}
+	waitListener(t, nd, roomID)
+	// The dispatcher trims after delivering; give it the moment between its last OnEvent and the trim.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		nd.eng.recent.lock.Lock()
+		held := len(nd.eng.recent.rooms[roomID])
+		nd.eng.recent.lock.Unlock()
+		if held == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d delivered events still held", held)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
