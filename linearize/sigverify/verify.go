@@ -61,18 +61,32 @@ const (
 
 var baseTable = sync.OnceValue(func() *table { return newTable(edwards25519.NewGeneratorPoint(), baseWindow) })
 
-// A key gets a table on its second use: building one costs about as much as forty verifications, which a key seen
-// once (an invite from a stranger) should not pay. At most maxKeys tables are kept; when full, the cache starts over.
-const maxKeys = 16
+// Which keys get a table. Building one costs about forty verifications, so a key gets one only once it has been used
+// buildAfter times (an invite from a stranger does not pay for a table). At most maxTables tables (about 430 KB each)
+// exist: when they are all taken, the least recently used one is replaced only if it has gone stale (unused for
+// staleAfter verifications), else the new key does without, tried again every retryEvery uses. So a server talking to
+// more than maxTables busy peers verifies some of them at crypto/ed25519's speed but never rebuilds tables in a loop.
+// Counters of keys without a table are dropped when there are maxCounted of them.
+const (
+	buildAfter = 4
+	maxTables  = 32
+	staleAfter = 100_000
+	retryEvery = 4096
+	maxCounted = 4096
+)
 
 type keyEntry struct {
-	uses int
-	neg  *table // of −A; nil until the second use
+	uses     int
+	lastUse  uint64
+	neg      *table // of −A
+	building bool
 }
 
 var (
 	keysLock sync.Mutex
 	keys     = make(map[[ed25519.PublicKeySize]byte]*keyEntry)
+	tables   int
+	clock    uint64
 )
 
 // negTable returns the table of −A for a key worth one, or nil: the caller then verifies with crypto/ed25519.
@@ -80,30 +94,64 @@ func negTable(pub []byte) *table {
 	var k [ed25519.PublicKeySize]byte
 	copy(k[:], pub)
 	keysLock.Lock()
+	clock++
 	e := keys[k]
 	if e == nil {
-		if len(keys) >= maxKeys {
-			clear(keys)
+		if len(keys) >= maxCounted {
+			for key, entry := range keys {
+				if entry.neg == nil && !entry.building {
+					delete(keys, key)
+				}
+			}
 		}
 		e = &keyEntry{}
 		keys[k] = e
 	}
 	e.uses++
-	t, build := e.neg, e.neg == nil && e.uses >= 2
-	keysLock.Unlock()
-	if !build {
+	e.lastUse = clock
+	if e.neg != nil || e.building || e.uses < buildAfter || (e.uses > buildAfter && e.uses%retryEvery != 0) {
+		t := e.neg
+		keysLock.Unlock()
 		return t
 	}
-	a, err := new(edwards25519.Point).SetBytes(pub)
-	if err != nil {
-		// Not a point: crypto/ed25519 refuses it every time, and so do we.
+	if tables >= maxTables && !evictStale() {
+		keysLock.Unlock()
 		return nil
 	}
-	t = newTable(new(edwards25519.Point).Negate(a), keyWindow)
+	e.building = true
+	tables++
+	keysLock.Unlock()
+
+	var t *table
+	if a, err := new(edwards25519.Point).SetBytes(pub); err == nil {
+		t = newTable(new(edwards25519.Point).Negate(a), keyWindow)
+	}
+	// A key that is not a point gets no table: crypto/ed25519 refuses it every time, and so do we.
 	keysLock.Lock()
+	e.building = false
 	e.neg = t
+	if t == nil {
+		tables--
+	}
 	keysLock.Unlock()
 	return t
+}
+
+// evictStale drops the least recently used table if it has gone stale. Called with keysLock held.
+func evictStale() bool {
+	var victim *keyEntry
+	for _, entry := range keys {
+		if entry.neg != nil && (victim == nil || entry.lastUse < victim.lastUse) {
+			victim = entry
+		}
+	}
+	if victim == nil || clock-victim.lastUse < staleAfter {
+		return false
+	}
+	victim.neg = nil
+	victim.uses = 0
+	tables--
+	return true
 }
 
 // Verify reports whether sig is a valid signature of message by publicKey, with the semantics of

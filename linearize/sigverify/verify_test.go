@@ -10,17 +10,81 @@ import (
 	"filippo.io/edwards25519"
 )
 
-// check compares Verify with crypto/ed25519.Verify on one input, three times over so that the key's table is built
-// and used (it is built on the second use).
+// check compares Verify with crypto/ed25519.Verify on one input, over enough calls that the key's table is built and
+// used, and fails if a key that is a point got no table (the comparison would then be crypto/ed25519 with itself).
 func check(t testing.TB, pub, msg, sig []byte) bool {
 	t.Helper()
+	keysLock.Lock()
+	full := tables >= maxTables-1
+	keysLock.Unlock()
+	if full {
+		resetKeys()
+	}
 	want := ed25519.Verify(pub, msg, sig)
-	for i := 0; i < 3; i++ {
+	for i := 0; i < buildAfter+2; i++ {
 		if got := Verify(pub, msg, sig); got != want {
 			t.Fatalf("call %d: Verify = %v, crypto/ed25519 = %v\npub %x\nmsg %x\nsig %x", i, got, want, pub, msg, sig)
 		}
 	}
+	if _, err := new(edwards25519.Point).SetBytes(pub); err == nil && len(sig) == 64 && sig[63]&224 == 0 && !hasTable(pub) {
+		t.Fatalf("key %x got no table: its table path was not compared", pub)
+	}
 	return want
+}
+
+func resetKeys() {
+	keysLock.Lock()
+	clear(keys)
+	tables = 0
+	keysLock.Unlock()
+}
+
+func hasTable(pub []byte) bool {
+	keysLock.Lock()
+	defer keysLock.Unlock()
+	e := keys[[32]byte(pub)]
+	return e != nil && e.neg != nil
+}
+
+// With every table taken by keys in use, a new busy key does without (and still verifies correctly) rather than
+// evicting a table in use; once a table has gone stale, the new key takes its place at its next retry.
+func TestTablesAreNotRebuiltInALoop(t *testing.T) {
+	resetKeys()
+	defer resetKeys()
+	msg := []byte("m")
+	for i := 0; i < maxTables; i++ {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		sig := ed25519.Sign(priv, msg)
+		for j := 0; j < buildAfter; j++ {
+			Verify(pub, msg, sig)
+		}
+		if !hasTable(pub) {
+			t.Fatalf("key %d got no table", i)
+		}
+	}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	sig := ed25519.Sign(priv, msg)
+	for i := 0; i < 2*buildAfter; i++ {
+		if !Verify(pub, msg, sig) {
+			t.Fatal("a key without a table failed to verify")
+		}
+	}
+	if hasTable(pub) {
+		t.Fatal("a new key took the table of a key in use")
+	}
+	keysLock.Lock()
+	clock += staleAfter
+	keys[[32]byte(pub)].uses = retryEvery - 1
+	keysLock.Unlock()
+	if !Verify(pub, msg, sig) || !hasTable(pub) {
+		t.Fatal("the new key did not replace a stale table at its retry")
+	}
+	keysLock.Lock()
+	n := tables
+	keysLock.Unlock()
+	if n != maxTables {
+		t.Fatalf("%d tables after replacing one, want %d", n, maxTables)
+	}
 }
 
 // order is the group order l, little-endian.
