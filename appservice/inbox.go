@@ -3,6 +3,7 @@ package appservice
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.mau.fi/util/dbutil"
@@ -58,6 +59,11 @@ const (
 // inbox is the durable store behind the transaction endpoint: what is in it has been acknowledged to the homeserver.
 type inbox struct {
 	db *dbutil.Database
+	// insertLock makes the inbox's inserting transactions commit one after the other, so that events become visible
+	// in the order of their seq: the room workers read past the last seq they handled and mark handled events by
+	// seq range, which would skip an event whose transaction took a smaller seq but committed later. SQLite's single
+	// writer orders them anyway; PostgreSQL assigns identity values at insert time and commits concurrently.
+	insertLock sync.Mutex
 }
 
 // inboxEvent is a stored event still waiting for its handler.
@@ -79,6 +85,8 @@ type storeResult struct {
 // transaction, or the same event delivered twice) are skipped by their event ID.
 func (ib *inbox) store(ctx context.Context, txnID string, txn *parsedTransaction) (res storeResult, err error) {
 	now := time.Now().UnixMilli()
+	ib.insertLock.Lock()
+	defer ib.insertLock.Unlock()
 	err = ib.db.DoTxn(uninterruptible(ctx), nil, func(ctx context.Context) error {
 		res = storeResult{}
 		result, err := ib.db.Exec(ctx, insertTransactionQuery, txnID, txn.digest, now, len(txn.events))
@@ -129,6 +137,8 @@ func uninterruptible(ctx context.Context) context.Context {
 // events already in the inbox.
 func (ib *inbox) enqueue(ctx context.Context, source string, events []storedEvent) (rooms []id.RoomID, newEvents int, err error) {
 	now := time.Now().UnixMilli()
+	ib.insertLock.Lock()
+	defer ib.insertLock.Unlock()
 	err = ib.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		rooms, newEvents = nil, 0
 		seenRooms := make(map[id.RoomID]struct{})
