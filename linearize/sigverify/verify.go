@@ -13,47 +13,143 @@ import (
 	"sync"
 
 	"filippo.io/edwards25519"
+	"filippo.io/edwards25519/field"
 )
+
+// niels is a point in the form mixed addition wants: y+x, y−x and 2d·x·y of its affine coordinates (Z = 1), which
+// saves the multiplications that Point.Add spends on converting its operand and on the operand's Z.
+type niels struct {
+	ypx, ymx, xy2d field.Element
+}
+
+// curveD2 is 2d, with d = −121665/121666 the constant of the curve equation.
+var curveD2 = func() *field.Element {
+	num, den := smallElement(121665), smallElement(121666)
+	d := new(field.Element).Multiply(new(field.Element).Negate(num), new(field.Element).Invert(den))
+	return d.Add(d, d)
+}()
+
+func smallElement(n uint32) *field.Element {
+	var b [32]byte
+	b[0], b[1], b[2], b[3] = byte(n), byte(n>>8), byte(n>>16), byte(n>>24)
+	e, _ := new(field.Element).SetBytes(b[:])
+	return e
+}
 
 // table holds d·2^(w·i)·P for every w-bit window i of a 256-bit scalar and every digit 1 ≤ d < 2^w (index d−1), so
 // that s·P is one addition per non-zero window.
 type table struct {
 	w   int
-	pts [][]edwards25519.Point
+	pts [][]niels
 }
 
 func newTable(p *edwards25519.Point, w int) *table {
-	t := &table{w: w, pts: make([][]edwards25519.Point, (256+w-1)/w)}
+	windows := (256 + w - 1) / w
 	digits := 1<<w - 1
+	ext := make([]edwards25519.Point, windows*digits)
 	base := new(edwards25519.Point).Set(p)
-	for i := range t.pts {
-		row := make([]edwards25519.Point, digits)
+	for i := 0; i < windows; i++ {
+		row := ext[i*digits : (i+1)*digits]
 		row[0].Set(base)
 		for d := 1; d < digits; d++ {
 			row[d].Add(&row[d-1], base)
 		}
 		// 2^w·base = (2^w−1)·base + base.
 		base.Add(&row[digits-1], base)
-		t.pts[i] = row
+	}
+	// To affine coordinates, inverting every Z at the price of one inversion (Montgomery's trick).
+	zs := make([]field.Element, len(ext))
+	xs := make([]field.Element, len(ext))
+	ys := make([]field.Element, len(ext))
+	for k := range ext {
+		x, y, z, _ := ext[k].ExtendedCoordinates()
+		xs[k], ys[k], zs[k] = *x, *y, *z
+	}
+	prefix := make([]field.Element, len(ext))
+	acc := new(field.Element).One()
+	for k := range zs {
+		prefix[k].Set(acc)
+		acc.Multiply(acc, &zs[k])
+	}
+	inv := new(field.Element).Invert(acc)
+	t := &table{w: w, pts: make([][]niels, windows)}
+	flat := make([]niels, len(ext))
+	var zinv, x, y field.Element
+	for k := len(ext) - 1; k >= 0; k-- {
+		zinv.Multiply(inv, &prefix[k])
+		inv.Multiply(inv, &zs[k])
+		x.Multiply(&xs[k], &zinv)
+		y.Multiply(&ys[k], &zinv)
+		n := &flat[k]
+		n.ypx.Add(&y, &x)
+		n.ymx.Subtract(&y, &x)
+		n.xy2d.Multiply(&x, &y)
+		n.xy2d.Multiply(&n.xy2d, curveD2)
+	}
+	for i := range t.pts {
+		t.pts[i] = flat[i*digits : (i+1)*digits]
 	}
 	return t
 }
 
+// extended is a point in extended coordinates (X:Y:Z:T), x = X/Z, y = Y/Z, xy = T/Z.
+type extended struct {
+	X, Y, Z, T field.Element
+}
+
+func newIdentity() *extended {
+	var p extended
+	p.Y.One()
+	p.Z.One()
+	return &p
+}
+
+// addNiels sets p = p + q (the complete addition law of twisted Edwards curves with a = −1, operand affine).
+func (p *extended) addNiels(q *niels) {
+	var a, b, c, d, e, f, g, h field.Element
+	a.Subtract(&p.Y, &p.X)
+	a.Multiply(&a, &q.ymx)
+	b.Add(&p.Y, &p.X)
+	b.Multiply(&b, &q.ypx)
+	c.Multiply(&p.T, &q.xy2d)
+	d.Add(&p.Z, &p.Z)
+	e.Subtract(&b, &a)
+	f.Subtract(&d, &c)
+	g.Add(&d, &c)
+	h.Add(&b, &a)
+	p.X.Multiply(&e, &f)
+	p.Y.Multiply(&g, &h)
+	p.T.Multiply(&e, &h)
+	p.Z.Multiply(&f, &g)
+}
+
+// bytes is the point's 32-byte encoding: y, with the sign of x in the top bit.
+func (p *extended) bytes() [32]byte {
+	var zinv, x, y field.Element
+	zinv.Invert(&p.Z)
+	x.Multiply(&p.X, &zinv)
+	y.Multiply(&p.Y, &zinv)
+	var out [32]byte
+	copy(out[:], y.Bytes())
+	out[31] |= byte(x.IsNegative() << 7)
+	return out
+}
+
 // addMultiple adds s·P to acc, where s is a little-endian scalar and t is P's table. Variable time: s is public.
-func (t *table) addMultiple(acc *edwards25519.Point, s []byte) {
+func (t *table) addMultiple(acc *extended, s []byte) {
 	for i, row := range t.pts {
 		d := 0
 		for b, bit := 0, i*t.w; b < t.w && bit < 256; b, bit = b+1, bit+1 {
 			d |= int(s[bit/8]>>(bit%8)&1) << b
 		}
 		if d != 0 {
-			acc.Add(acc, &row[d-1])
+			acc.addNiels(&row[d-1])
 		}
 	}
 }
 
-// Window widths: 8 bits for the base point (one table of 1.3 MB, 32 additions), 6 bits for keys (about 430 KB each,
-// 43 additions).
+// Window widths: 8 bits for the base point (one table of about 1 MB, 32 additions), 6 bits for keys (about 300 KB
+// each, 43 additions).
 const (
 	baseWindow = 8
 	keyWindow  = 6
@@ -62,7 +158,7 @@ const (
 var baseTable = sync.OnceValue(func() *table { return newTable(edwards25519.NewGeneratorPoint(), baseWindow) })
 
 // Which keys get a table. Building one costs about forty verifications, so a key gets one only once it has been used
-// buildAfter times (an invite from a stranger does not pay for a table). At most maxTables tables (about 430 KB each)
+// buildAfter times (an invite from a stranger does not pay for a table). At most maxTables tables (about 300 KB each)
 // exist: when they are all taken, the least recently used one is replaced only if it has gone stale (unused for
 // staleAfter verifications), else the new key does without, tried again every retryEvery uses. So a server talking to
 // more than maxTables busy peers verifies some of them at crypto/ed25519's speed but never rebuilds tables in a loop.
@@ -179,8 +275,9 @@ func Verify(publicKey ed25519.PublicKey, message, sig []byte) bool {
 		return false
 	}
 	// R' = [S]B − [k]A, the point crypto/ed25519 computes with VarTimeDoubleScalarBaseMult.
-	r := edwards25519.NewIdentityPoint()
+	r := newIdentity()
 	baseTable().addMultiple(r, s.Bytes())
 	negA.addMultiple(r, k.Bytes())
-	return bytes.Equal(sig[:32], r.Bytes())
+	enc := r.bytes()
+	return bytes.Equal(sig[:32], enc[:])
 }
