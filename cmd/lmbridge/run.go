@@ -7,8 +7,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
-	// Registers the sqlite3-fk-wal driver (mattn/go-sqlite3 with foreign keys, WAL and a busy timeout).
-	_ "go.mau.fi/util/dbutil/litestream"
 	mautrixappservice "maunium.net/go/mautrix/appservice"
 
 	"github.com/lmbridge/lmbridge/appservice"
