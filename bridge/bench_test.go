@@ -350,8 +350,8 @@ type timedLM struct {
 	done map[string]time.Time
 }
 
-func (t *timedLM) SendEvent(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time) (string, error) {
-	evtID, err := t.LMSide.SendEvent(ctx, roomID, sender, evtType, stateKey, content, ts)
+func (t *timedLM) SendEventKeyed(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string) (string, error) {
+	evtID, err := t.LMSide.SendEventKeyed(ctx, roomID, sender, evtType, stateKey, content, ts, key)
 	if c, ok := content.(Content); ok && err == nil {
 		if body, ok := c["body"].(string); ok {
 			t.lock.Lock()

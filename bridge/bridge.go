@@ -53,6 +53,9 @@ type LMSide interface {
 	CreateRoom(ctx context.Context, creator string, initial []linearize.InitialState) (string, error)
 	// SendEvent returns the event ID in a room we are hub of, the LPDU ID in a room another hub owns.
 	SendEvent(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time) (string, error)
+	// SendEventKeyed is SendEvent made idempotent by key, stored with the log row or the queued LPDU: a repeated key
+	// sends nothing and returns the first ID, so a DAG event redelivered after a crash cannot reach LM twice.
+	SendEventKeyed(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string) (string, error)
 	InviteUser(ctx context.Context, roomID, sender, target string) (string, error)
 	Join(ctx context.Context, roomID, userID, hub string) (string, error)
 	Knock(ctx context.Context, roomID, userID, hub string) ([]json.RawMessage, error)

@@ -116,7 +116,7 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 			return nil, err
 		}
 	}
-	lmID, err := br.lm.SendEvent(ctx, link.LMRoomID, sender, evt.Type.Type, evt.StateKey, content, ts(evt.Timestamp))
+	lmID, err := br.lm.SendEventKeyed(ctx, link.LMRoomID, sender, evt.Type.Type, evt.StateKey, content, ts(evt.Timestamp), evt.ID.String())
 	if err != nil {
 		return nil, fmt.Errorf("failed to send to LM: %w", err)
 	}
@@ -153,7 +153,7 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 	var lmID string
 	switch {
 	case mc.Membership == event.MembershipJoin && self:
-		lmID, err = br.joinLM(ctx, link, targetLM, mc)
+		lmID, err = br.joinLM(ctx, link, targetLM, mc, evt.ID.String())
 	case mc.Membership == event.MembershipKnock && self && link.Role == bridgedb.RoleParticipant:
 		_, err = br.lm.Knock(ctx, room, targetLM, hub)
 	case mc.Membership == event.MembershipLeave && self && link.Role == bridgedb.RoleParticipant:
@@ -162,7 +162,7 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 		lmID, err = br.lm.InviteUser(ctx, room, senderLM, targetLM)
 	default:
 		// Kicks, bans, unbans, and leaves and knocks in a room we host are plain member events on LM.
-		lmID, err = br.lm.SendEvent(ctx, room, senderLM, event.StateMember.Type, &targetLM, mc.content(), ts(evt.Timestamp))
+		lmID, err = br.lm.SendEventKeyed(ctx, room, senderLM, event.StateMember.Type, &targetLM, mc.content(), ts(evt.Timestamp), evt.ID.String())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to carry %s of %s to LM: %w", mc.Membership, target, err)
@@ -177,18 +177,19 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 
 // joinLM joins a Matrix user's LM identity to the LM room: as hub a hub-local join, invited by the bot first when
 // the join rules want an invite; as participant make_join/send_join through the hub. A join over a join is a profile
-// change.
-func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string, mc memberChange) (string, error) {
+// change. key is the DAG join's event ID: a refused first attempt stores no key, so the retry after the invite reuses
+// it.
+func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string, mc memberChange, key string) (string, error) {
 	content := mc.content()
 	if link.Role == bridgedb.RoleHub || mc.PrevMembership == event.MembershipJoin {
-		evtID, err := br.lm.SendEvent(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now())
+		evtID, err := br.lm.SendEventKeyed(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now(), key)
 		if err == nil || link.Role != bridgedb.RoleHub || !isForbidden(err) {
 			return evtID, err
 		}
 		if _, err = br.lm.InviteUser(ctx, link.LMRoomID, br.botLM, userLM); err != nil {
 			return "", fmt.Errorf("failed to invite %s before joining: %w", userLM, err)
 		}
-		return br.lm.SendEvent(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now())
+		return br.lm.SendEventKeyed(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now(), key)
 	}
 	evtID, err := br.lm.Join(ctx, link.LMRoomID, userLM, link.HubServer)
 	if err != nil {
@@ -196,7 +197,7 @@ func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string
 	}
 	if mc.Displayname != "" || mc.AvatarURL != "" {
 		// make_join's template carries no profile; a second join sets it.
-		if _, err = br.lm.SendEvent(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now()); err != nil {
+		if _, err = br.lm.SendEventKeyed(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now(), key+"#profile"); err != nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Str("lm_user", userLM).Msg("Failed to set profile on LM after joining")
 		}
 	}

@@ -264,6 +264,29 @@ func TestEchoesAndDuplicatesDoNotCross(t *testing.T) {
 	}
 }
 
+// A crash after the engine appended a DAG event but before the bridge stored its mapping makes the homeserver's
+// event come again; the engine's send key must keep it from reaching LM twice.
+func TestDAGEventRedeliveredAfterCrashCrossesOnce(t *testing.T) {
+	tb, link, ctx := linkedHub(t)
+	before, _ := tb.eng.Events(ctx, link.LMRoomID, 0, 1000)
+	evt := mkEvent(dagRoom, "$crash", alice, event.EventMessage, nil, map[string]any{"msgtype": "m.text", "body": "crash"})
+	first := sendDAG(t, tb, ctx, evt)
+	if first == "" {
+		t.Fatal("the event did not cross")
+	}
+	// What the crash loses: the mapping row, which is also the bridge's record that the event was handled.
+	if _, err := tb.DB().Exec(ctx, "DELETE FROM bridge_event WHERE dag_event_id=$1", evt.ID.String()); err != nil {
+		t.Fatal(err)
+	}
+	if again := sendDAG(t, tb, ctx, evt); again != first {
+		t.Fatalf("redelivery mapped to %q, want the first LM event %q", again, first)
+	}
+	after, _ := tb.eng.Events(ctx, link.LMRoomID, 0, 1000)
+	if len(after) != len(before)+1 {
+		t.Fatalf("LM log grew by %d, want 1", len(after)-len(before))
+	}
+}
+
 // lmEvent builds a listener event from a remote LM user.
 func lmEv(roomID, eventID, sender, evtType string, stateKey *string, content map[string]any) *linearize.Event {
 	raw, _ := jsonMarshal(content)

@@ -218,7 +218,7 @@ func (br *Bridge) projectMember(ctx context.Context, link *bridgedb.Link, evt *e
 	userLM, err := br.users.LMUserOf(user)
 	if err == nil {
 		content, _ := parseContent(evt.Content.VeryRaw)
-		_, err = br.joinLM(ctx, link, userLM, parseMember(userLM, userLM, content, nil))
+		_, err = br.joinLM(ctx, link, userLM, parseMember(userLM, userLM, content, nil), evt.ID.String())
 	}
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Stringer("user_id", user).Str("lm_room_id", link.LMRoomID).
