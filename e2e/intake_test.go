@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -32,13 +31,6 @@ func TestConcurrentIntake(t *testing.T) {
 		t.Run(string(dbk), func(t *testing.T) {
 			if dbk == postgresDB {
 				testpg.RequireT(t)
-				// Known failure, reported to appservice's owner: on PostgreSQL ~3-7% of the events are acknowledged,
-				// marked handled and never handed to the handler (a worker reads past a seq committed late, and
-				// markHandledQuery's seq range covers it). Run it with LMBRIDGE_TEST_PG_INTAKE=1; remove this skip
-				// with the fix.
-				if os.Getenv("LMBRIDGE_TEST_PG_INTAKE") != "1" {
-					t.Skip("appservice loses events of concurrent transactions on PostgreSQL (known, reported); LMBRIDGE_TEST_PG_INTAKE=1 runs it")
-				}
 			}
 			testConcurrentIntake(t, dbk)
 		})
