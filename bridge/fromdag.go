@@ -40,7 +40,11 @@ func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
 		// Rooms without a link are most rooms the bot is in; handling their events again changes nothing.
 		return nil
 	}
-	if outcome, err := br.db.Processed(ctx, bridgedb.OriginDAG, string(evt.ID)); err != nil {
+	// The per-event reads and writes run without ctx's cancellation: with it, mattn/go-sqlite3 runs every statement
+	// on a goroutine of its own so that it can interrupt it, a hand-off per statement on the room's serial path.
+	// They are local and short, and a write that has started must land anyway.
+	dbCtx := context.WithoutCancel(ctx)
+	if outcome, err := br.db.Processed(dbCtx, bridgedb.OriginDAG, string(evt.ID)); err != nil {
 		return err
 	} else if outcome != "" {
 		return nil
@@ -59,13 +63,13 @@ func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
 	// The mapping row alone marks a bridged event as processed (see bridgedb.Processed).
 	switch {
 	case out != nil && out.lmID != "" && out.isLPDU:
-		return br.db.InsertLPDU(ctx, evt.RoomID, evt.ID, link.LMRoomID, out.lmID, string(evt.Sender), br.now())
+		return br.db.InsertLPDU(dbCtx, evt.RoomID, evt.ID, link.LMRoomID, out.lmID, string(evt.Sender), br.now())
 	case out != nil && out.lmID != "":
-		return br.db.InsertEvent(ctx, &bridgedb.EventMapping{DAGRoomID: evt.RoomID, DAGEventID: evt.ID,
+		return br.db.InsertEvent(dbCtx, &bridgedb.EventMapping{DAGRoomID: evt.RoomID, DAGEventID: evt.ID,
 			LMRoomID: link.LMRoomID, LMEventID: out.lmID, Origin: bridgedb.OriginDAG,
 			Sender: string(evt.Sender), CreatedAt: br.now()})
 	}
-	return br.db.MarkProcessed(ctx, bridgedb.OriginDAG, string(evt.ID), outcome, br.now())
+	return br.db.MarkProcessed(dbCtx, bridgedb.OriginDAG, string(evt.ID), outcome, br.now())
 }
 
 func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridgedb.Link) (*sent, error) {
@@ -116,7 +120,9 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 			return nil, err
 		}
 	}
-	lmID, err := br.lm.SendEventKeyed(ctx, link.LMRoomID, sender, evt.Type.Type, evt.StateKey, content, ts(evt.Timestamp), evt.ID.String())
+	// The engine's send is local (an append, or an LPDU queued in its outbox): without ctx's cancellation for the
+	// same reason as the bridge's own statements.
+	lmID, err := br.lm.SendEventKeyed(context.WithoutCancel(ctx), link.LMRoomID, sender, evt.Type.Type, evt.StateKey, content, ts(evt.Timestamp), evt.ID.String())
 	if err != nil {
 		return nil, fmt.Errorf("failed to send to LM: %w", err)
 	}
