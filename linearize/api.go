@@ -153,62 +153,76 @@ func (e *Engine) SendEventKeyed(ctx context.Context, roomID, sender, evtType str
 	if err := p.SetContent(content); err != nil {
 		return "", fmt.Errorf("failed to encode content: %w", err)
 	}
+	req := &sendRequest{ctx: ctx, p: p, key: key}
+	e.sendQueueLock.Lock()
+	e.sendQueue = append(e.sendQueue, req)
+	e.sendQueueLock.Unlock()
 	e.writeLock.Lock()
-	defer e.writeLock.Unlock()
+	// Whoever holds writeLock next takes every queued request, ours included unless a holder before took it; either
+	// way it has been handled when we have the lock.
+	e.sendQueueLock.Lock()
+	reqs := e.sendQueue
+	e.sendQueue = nil
+	e.sendQueueLock.Unlock()
+	if len(reqs) > 0 {
+		e.sendQueued(reqs)
+	}
+	e.writeLock.Unlock()
+	return req.id, req.err
+}
+
+// sendOne sends one event under writeLock; LPDUs return errGroupLPDU with their wire form in req, for the caller to
+// commit with the others of its group.
+func (e *Engine) sendOne(req *sendRequest, inGroup map[sendKeyRef]*sendRequest) error {
+	ctx, p, key, roomID := req.ctx, req.p, req.key, req.p.RoomID
 	if key != "" {
 		// Under writeLock, so that two sends with one key cannot both miss.
+		if prev, ok := inGroup[sendKeyRef{roomID, key}]; ok {
+			req.sameAs = prev
+			return nil
+		}
 		if prev, err := e.store.sentWithKey(ctx, roomID, key); err != nil {
-			return "", err
+			return err
 		} else if prev != "" {
-			return prev, nil
+			req.id = prev
+			return nil
 		}
 	}
 	rs, err := e.loadRoom(ctx, roomID)
 	if err != nil {
-		return "", err
+		return err
 	} else if rs == nil {
-		return "", fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
-	}
-	storeKey := func(ctx context.Context, id string) error {
-		if key == "" {
-			return nil
-		}
-		return e.store.putSendKey(ctx, roomID, key, id, e.now().UnixMilli())
+		return fmt.Errorf("%w %s", ErrUnknownRoom, roomID)
 	}
 	if rs.info.Role == RoleHub {
 		it, err := e.buildLocal(p, rs.clone())
 		if err != nil {
-			return "", err
+			return err
 		}
 		err = e.commitBatch(ctx, batch{items: []appendItem{*it}, pre: func(ctx context.Context) error {
-			return storeKey(ctx, it.eventID)
+			if key == "" {
+				return nil
+			}
+			return e.store.putSendKey(ctx, roomID, key, it.eventID, e.now().UnixMilli())
 		}})
 		if err != nil {
-			return "", fmt.Errorf("failed to append event: %w", err)
+			return fmt.Errorf("failed to append event: %w", err)
 		}
-		return it.eventID, nil
+		req.id = it.eventID
+		return nil
 	}
 	if p.Type != auth.TypeMember && !rs.isJoined(e.serverName) {
-		return "", fmt.Errorf("%w %s", ErrNotJoined, roomID)
+		return fmt.Errorf("%w %s", ErrNotJoined, roomID)
 	}
 	lpduID, raw, err := e.makeLPDU(p, rs.info.HubServer)
 	if err != nil {
-		return "", err
+		return err
 	}
-	err = e.commitBatch(ctx, batch{
-		extra: []outboxWrite{{destination: rs.info.HubServer, roomID: roomID, eventID: lpduID, lpdu: raw}},
-		pre: func(ctx context.Context) error {
-			if err := storeKey(ctx, lpduID); err != nil {
-				return err
-			}
-			return e.store.addPendingLPDU(ctx, lpduID, roomID, e.now().UnixMilli())
-		},
-	})
-	if err != nil {
-		return "", fmt.Errorf("failed to queue LPDU: %w", err)
+	req.id, req.hub, req.lpdu = lpduID, rs.info.HubServer, raw
+	if key != "" {
+		inGroup[sendKeyRef{roomID, key}] = req
 	}
-	e.sentLPDUs.Store(lpduID, p.Signatures[e.serverName][string(e.key.ID)])
-	return lpduID, nil
+	return errGroupLPDU
 }
 
 // makeLPDU fills hub_server, hashes.lpdu and our signature, and returns the LPDU ID and wire form.

@@ -56,6 +56,9 @@ type Engine struct {
 
 	// writeLock makes the engine the single writer of every room's log.
 	writeLock sync.Mutex
+	// sendQueue holds SendEventKeyed calls waiting for writeLock, handled together by the next holder.
+	sendQueueLock sync.Mutex
+	sendQueue     []*sendRequest
 	// rooms caches each room's head and current state; only read or changed under writeLock.
 	rooms map[string]*roomState
 	// outboxSeq is the last seq given to an outbox row; only changed under writeLock.
