@@ -87,14 +87,16 @@ type Engine struct {
 	// dirty holds rooms with events the listeners have not been offered yet; invitesDirty likewise for invites.
 	dirty map[string]struct{}
 	// cursors caches listener cursors by listener name and room; owned by dispatchLoop's goroutine.
-	cursors      map[string]int64
-	invitesDirty bool
-	dispatchWake chan struct{}
-	dispatchDone chan struct{}
-	cancel       context.CancelFunc
-	handler      http.Handler
-	listener     net.Listener
-	httpDone     chan error
+	cursors map[string]int64
+	// storedCursors is what lm_listener_cursor holds for each entry of cursors, and since when; same owner.
+	storedCursors map[string]storedCursor
+	invitesDirty  bool
+	dispatchWake  chan struct{}
+	dispatchDone  chan struct{}
+	cancel        context.CancelFunc
+	handler       http.Handler
+	listener      net.Listener
+	httpDone      chan error
 }
 
 var (
@@ -117,23 +119,24 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		return nil, fmt.Errorf("failed to upgrade linearize tables: %w", err)
 	}
 	e := &Engine{
-		cfg:          cfg,
-		serverName:   cfg.ServerName,
-		db:           child,
-		store:        &store{db: child},
-		key:          opts.SigningKey,
-		keys:         opts.Keys,
-		remote:       opts.Remote,
-		now:          opts.Now,
-		rooms:        make(map[string]*roomState),
-		inflight:     make(map[string]*inflightTxn),
-		joining:      make(map[string]chan struct{}),
-		dispatchWake: make(chan struct{}, 1),
-		dirty:        make(map[string]struct{}),
-		recent:       newRecentEvents(),
-		cursors:      make(map[string]int64),
-		invitesDirty: true,
-		listener:     opts.Listener,
+		cfg:           cfg,
+		serverName:    cfg.ServerName,
+		db:            child,
+		store:         &store{db: child},
+		key:           opts.SigningKey,
+		keys:          opts.Keys,
+		remote:        opts.Remote,
+		now:           opts.Now,
+		rooms:         make(map[string]*roomState),
+		inflight:      make(map[string]*inflightTxn),
+		joining:       make(map[string]chan struct{}),
+		dispatchWake:  make(chan struct{}, 1),
+		dirty:         make(map[string]struct{}),
+		recent:        newRecentEvents(),
+		cursors:       make(map[string]int64),
+		storedCursors: make(map[string]storedCursor),
+		invitesDirty:  true,
+		listener:      opts.Listener,
 	}
 	if e.now == nil {
 		e.now = time.Now

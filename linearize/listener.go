@@ -105,6 +105,7 @@ func (e *Engine) dispatchLoop(ctx context.Context) {
 		all = false
 		select {
 		case <-ctx.Done():
+			e.saveCursors(ctx)
 			return
 		case <-e.dispatchWake:
 		case <-ticker.C:
@@ -126,6 +127,19 @@ func (e *Engine) markInvitesDirty() {
 	e.wakeDispatch()
 }
 
+// cursorSaveInterval is how long a listener's cursor may stay ahead of the stored one while events keep coming: a
+// busy room then costs a cursor write per interval or page, not one per delivery round (at low rates a round is an
+// event). At-least-once allows it: a crash re-delivers what was delivered since the last write (at most a page or
+// about cursorSaveInterval plus the dispatcher's tick); a stop writes every cursor.
+const cursorSaveInterval = 500 * time.Millisecond
+
+// storedCursor is a listener cursor as last written, and when.
+type storedCursor struct {
+	listener, roomID string
+	idx              int64
+	at               time.Time
+}
+
 func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID string) error {
 	// Only dispatchLoop's goroutine reads and writes cursors, so they are cached after the first read.
 	key := nl.name + "\x00" + roomID
@@ -136,21 +150,15 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 			return err
 		}
 		e.cursors[key] = cur
+		e.storedCursors[key] = storedCursor{listener: nl.name, roomID: roomID, idx: cur}
 	}
-	// The cursor is stored once per page rather than per event: a crash re-delivers at most a page, which
-	// at-least-once allows, and a busy room costs one write per page.
-	saved := cur
 	save := func() error {
-		if cur == saved {
+		e.cursors[key] = cur
+		stored := e.storedCursors[key]
+		if cur == stored.idx || (cur-stored.idx < dispatchPage && time.Since(stored.at) < cursorSaveInterval) {
 			return nil
 		}
-		// Record delivered events even when shutdown has begun, so they are not delivered again.
-		if err := e.store.setCursor(context.WithoutCancel(ctx), nl.name, roomID, cur); err != nil {
-			return err
-		}
-		saved = cur
-		e.cursors[key] = cur
-		return nil
+		return e.saveCursor(ctx, key, cur)
 	}
 	for {
 		evs, err := e.eventsForListener(ctx, roomID, cur)
@@ -171,6 +179,31 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 		}
 		if err = save(); err != nil || len(evs) < dispatchPage {
 			return err
+		}
+	}
+}
+
+// saveCursor writes a listener's cursor, even when shutdown has begun, so that delivered events are not delivered
+// again.
+func (e *Engine) saveCursor(ctx context.Context, key string, cur int64) error {
+	stored := e.storedCursors[key]
+	if err := e.store.setCursor(context.WithoutCancel(ctx), stored.listener, stored.roomID, cur); err != nil {
+		return err
+	}
+	stored.idx, stored.at = cur, time.Now()
+	e.storedCursors[key] = stored
+	return nil
+}
+
+// saveCursors writes every cursor that is ahead of the stored one (at stop).
+func (e *Engine) saveCursors(ctx context.Context) {
+	for key, cur := range e.cursors {
+		if cur == e.storedCursors[key].idx {
+			continue
+		}
+		if err := e.saveCursor(ctx, key, cur); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Str("listener", e.storedCursors[key].listener).
+				Str("room_id", e.storedCursors[key].roomID).Msg("Failed to store listener cursor")
 		}
 	}
 }
