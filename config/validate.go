@@ -14,7 +14,7 @@ import (
 
 // Values accepted by the enumerated keys.
 var (
-	DatabaseTypes   = []string{"sqlite3-fk-wal", "postgres"}
+	DatabaseTypes   = []string{"sqlite3-fk-wal", "sqlite3-fk-wal-fullsync", "postgres"}
 	LMRoomVersions  = []string{"org.matrix.i-d.ralston-mimi-linearized-matrix.02", "I.1"}
 	PermissionLevel = []string{"relay", "user", "admin"}
 	LogLevels       = []string{"trace", "debug", "info", "warn", "error"}
