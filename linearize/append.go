@@ -91,7 +91,10 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	working := make(map[string]*roomState)
 	woken := make(map[string]struct{})
 	var appended map[string][]*Event
+	// Events whose PDUs were handed to the fan-out bodies, taken back if the transaction does not commit.
+	var held []string
 	err := e.store.write(ctx, func(ctx context.Context) error {
+		held = held[:0]
 		appended = make(map[string][]*Event)
 		if b.pre != nil {
 			if err := b.pre(ctx); err != nil {
@@ -145,13 +148,19 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 			}
 			slices.Sort(dests)
 			dests = slices.Compact(dests)
+			refs := 0
 			for _, d := range dests {
 				if d == e.serverName {
 					continue
 				}
 				seq++
+				refs++
 				outbox.add(d, seq, it.roomID, it.eventID, nil)
 				woken[d] = struct{}{}
+			}
+			// Held before the commit: the outbox reads the rows only after it.
+			if refs > 0 && e.fanout.add(it.eventID, it.raw, refs) {
+				held = append(held, it.eventID)
 			}
 		}
 		for _, w := range b.extra {
@@ -173,6 +182,9 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 		return nil
 	})
 	if err != nil {
+		for _, id := range held {
+			e.fanout.drop(id)
+		}
 		return err
 	}
 	e.outboxSeq = seq

@@ -81,6 +81,8 @@ type Engine struct {
 	heads sync.Map
 
 	outbox *outbox
+	// fanout holds the PDUs the outbox has yet to send, as hub.
+	fanout *fanoutBodies
 	// recent holds the latest appended events in listener form, for delivery without a read.
 	recent       *recentEvents
 	dispatchLock sync.Mutex
@@ -133,6 +135,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		dispatchWake:  make(chan struct{}, 1),
 		dirty:         make(map[string]struct{}),
 		recent:        newRecentEvents(),
+		fanout:        newFanoutBodies(),
 		cursors:       make(map[string]int64),
 		storedCursors: make(map[string]storedCursor),
 		invitesDirty:  true,

@@ -210,7 +210,7 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 			return err
 		}
 		var err error
-		next, err = st.outboxBatch(ctx, destination, 1<<62-1, maxPDUsPerTxn)
+		next, err = st.outboxBatch(ctx, destination, 1<<62-1, maxPDUsPerTxn, o.e.fanout)
 		if err != nil {
 			return err
 		}
@@ -222,6 +222,11 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 	})
 	if err != nil {
 		return minBackoff, nil, err
+	}
+	for _, it := range items {
+		if it.held {
+			o.e.fanout.release(it.eventID)
+		}
 	}
 	o.e.handleSendResponse(ctx, destination, items, resp)
 	if len(next) == 0 {
@@ -248,7 +253,7 @@ func (o *outbox) nextBatch(ctx context.Context, destination string) ([]outboxIte
 	if !resuming {
 		maxSeq = 1<<62 - 1
 	}
-	items, err := st.outboxBatch(ctx, destination, maxSeq, maxPDUsPerTxn)
+	items, err := st.outboxBatch(ctx, destination, maxSeq, maxPDUsPerTxn, o.e.fanout)
 	if err != nil {
 		return nil, minBackoff, err
 	}

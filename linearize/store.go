@@ -68,10 +68,11 @@ const (
 	maxOutboxSeqQuery      = `SELECT COALESCE(MAX(seq), 0) FROM lm_outbox`
 	outboxDestsQuery       = `SELECT DISTINCT destination FROM lm_outbox`
 	outboxBatchQuery       = `
-		SELECT o.seq, o.room_id, o.event_id, COALESCE(o.lpdu, e.pdu, ''), o.lpdu IS NOT NULL FROM lm_outbox o
-		LEFT JOIN lm_event e ON o.lpdu IS NULL AND e.event_id=o.event_id
-		WHERE o.destination=$1 AND o.seq<=$2 ORDER BY o.seq LIMIT $3
+		SELECT seq, room_id, event_id, COALESCE(lpdu, ''), lpdu IS NOT NULL FROM lm_outbox
+		WHERE destination=$1 AND seq<=$2 ORDER BY seq LIMIT $3
 	`
+	// Followed by one placeholder per event ID and a closing parenthesis.
+	eventBodiesPrefix = `SELECT event_id, pdu FROM lm_event WHERE event_id IN (`
 	deleteOutboxQuery = `DELETE FROM lm_outbox WHERE destination=$1 AND seq<=$2`
 	getDestQuery      = `SELECT txn_last_seq, retry_count, next_attempt FROM lm_destination WHERE destination=$1`
 	upsertDestQuery   = `
@@ -457,25 +458,77 @@ type outboxItem struct {
 	eventID string
 	body    json.RawMessage
 	isLPDU  bool
+	// held means body came from the fan-out bodies, to be released once sent.
+	held bool
 }
 
-func (s *store) outboxBatch(ctx context.Context, destination string, maxSeq int64, limit int) ([]outboxItem, error) {
+// outboxBatch reads up to limit outbox rows of destination up to seq maxSeq, with the bodies of log events taken from
+// bodies where held, else read from the log in one query.
+func (s *store) outboxBatch(ctx context.Context, destination string, maxSeq int64, limit int, bodies *fanoutBodies) ([]outboxItem, error) {
 	rows, err := s.db.Query(ctx, outboxBatchQuery, destination, maxSeq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read outbox of %s: %w", destination, err)
 	}
 	defer rows.Close()
 	var out []outboxItem
+	var missing []string
 	for rows.Next() {
 		var it outboxItem
 		var body string
 		if err := rows.Scan(&it.seq, &it.roomID, &it.eventID, &body, &it.isLPDU); err != nil {
 			return nil, fmt.Errorf("failed to scan outbox of %s: %w", destination, err)
 		}
-		it.body = json.RawMessage(body)
+		if it.isLPDU {
+			it.body = json.RawMessage(body)
+		} else if it.body, it.held = bodies.get(it.eventID); !it.held {
+			missing = append(missing, it.eventID)
+		}
 		out = append(out, it)
 	}
-	return out, rows.Err()
+	if err = rows.Err(); err != nil || len(missing) == 0 {
+		return out, err
+	}
+	found, err := s.eventBodies(ctx, missing)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read outbox events of %s: %w", destination, err)
+	}
+	for i := range out {
+		if !out[i].isLPDU && !out[i].held {
+			// An event missing from the log (commitBatch writes both in one transaction) goes out empty.
+			out[i].body = found[out[i].eventID]
+		}
+	}
+	return out, nil
+}
+
+// eventBodies reads the stored PDUs of log events by ID.
+func (s *store) eventBodies(ctx context.Context, eventIDs []string) (map[string]json.RawMessage, error) {
+	var sb strings.Builder
+	sb.WriteString(eventBodiesPrefix)
+	args := make([]any, len(eventIDs))
+	for i, id := range eventIDs {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteByte('$')
+		sb.WriteString(strconv.Itoa(i + 1))
+		args[i] = id
+	}
+	sb.WriteByte(')')
+	rows, err := s.db.Query(ctx, sb.String(), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	found := make(map[string]json.RawMessage, len(eventIDs))
+	for rows.Next() {
+		var id, body string
+		if err := rows.Scan(&id, &body); err != nil {
+			return nil, err
+		}
+		found[id] = json.RawMessage(body)
+	}
+	return found, rows.Err()
 }
 
 func (s *store) deleteOutbox(ctx context.Context, destination string, upTo int64) error {
