@@ -199,6 +199,7 @@ func (e *Engine) sendOne(req *sendRequest, inGroup map[sendKeyRef]*sendRequest) 
 		if err != nil {
 			return err
 		}
+		it.own = true
 		err = e.commitBatch(ctx, batch{items: []appendItem{*it}, pre: func(ctx context.Context) error {
 			if key == "" {
 				return nil

@@ -17,6 +17,8 @@ type appendItem struct {
 	raw     json.RawMessage
 	eventID string
 	lpduID  string
+	// own marks an event sent through SendEvent here: appended as hub, or the echo of our LPDU.
+	own bool
 }
 
 // outboxWrite is one outbox row to write beside the log rows.

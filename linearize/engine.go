@@ -176,7 +176,11 @@ func (e *Engine) ServerName() string {
 // AddListener registers a listener under a stable name (its delivery cursors are stored under that name). Call it
 // before Start.
 func (e *Engine) AddListener(name string, l Listener) {
-	e.listeners = append(e.listeners, namedListener{name: name, l: l})
+	nl := namedListener{name: name, l: l}
+	if s, ok := l.(OwnEventsSkipper); ok {
+		nl.skipOwn = s.SkipOwnEvents()
+	}
+	e.listeners = append(e.listeners, nl)
 }
 
 // Start resumes the outbox and listener delivery and starts the federation listener.

@@ -101,6 +101,8 @@ type node struct {
 	rec    *recorder
 	db     *dbutil.Database
 	ln     net.Listener
+	// skipper, when set, is a second listener that skips our own events.
+	skipper *skipRecorder
 	// appended is installed as the engine's append hook before it starts.
 	appended func(eventID string, received time.Time)
 }
@@ -361,6 +363,9 @@ func (httpNet) start(t testing.TB, nd *node) {
 	}
 	nd.rec = newRecorder()
 	eng.AddListener("test", nd.rec)
+	if nd.skipper != nil {
+		eng.AddListener("skipper", nd.skipper)
+	}
 	eng.appended = nd.appended
 	if err = eng.Start(ctx); err != nil {
 		t.Fatalf("failed to start engine %s: %v", nd.name, err)

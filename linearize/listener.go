@@ -39,6 +39,20 @@ type Event struct {
 	Content        json.RawMessage
 	// PDU is the event as the hub signed it.
 	PDU json.RawMessage
+	// own marks an event sent through this engine's SendEvent, as held at append (not known for events read back
+	// from the log).
+	own bool
+}
+
+// OwnEventsSkipper is a Listener that does not need the events sent through this engine's SendEvent and
+// SendEventKeyed (and Kick, Ban and Unban, which use them) delivered back (the bridge, which already knows them): when SkipOwnEvents returns true, OnEvent is
+// not called for an event appended as hub from such a call, nor for the echo of such an LPDU, and the listener's
+// cursor moves past them as past any other. The skip is best effort: an event recognised only after a restart, or read
+// back from the log because the listener was behind, is still delivered, so the listener must still expect its own
+// events (at least once, deduplicated by event ID or LPDU ID). An echo is the only place an LPDU's final event ID
+// appears, so a listener that needs it must not skip.
+type OwnEventsSkipper interface {
+	SkipOwnEvents() bool
 }
 
 // Invite is an invite for one of our users into a room that another server hosts.
@@ -55,8 +69,9 @@ type Invite struct {
 }
 
 type namedListener struct {
-	name string
-	l    Listener
+	name    string
+	l       Listener
+	skipOwn bool
 }
 
 // dispatchLoop delivers log events and invites to every listener: the rooms marked dirty when woken after an append,
@@ -170,7 +185,7 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 				return errors.Join(ctx.Err(), save())
 			}
 			// An unreadable stored event has no listener form; it is skipped.
-			if ev.PDU != nil {
+			if ev.PDU != nil && !(nl.skipOwn && ev.own) {
 				if err = nl.l.OnEvent(ctx, ev); err != nil {
 					return errors.Join(err, save())
 				}

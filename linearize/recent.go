@@ -23,7 +23,7 @@ func listenerEvent(it *appendItem, idx int64) *Event {
 	p := it.p
 	return &Event{
 		RoomID: it.roomID, Index: idx, EventID: it.eventID, LPDUID: it.lpduID, Type: p.Type, StateKey: p.StateKey,
-		Sender: p.Sender, OriginServerTS: p.OriginServerTS, Content: p.Content, PDU: it.raw,
+		Sender: p.Sender, OriginServerTS: p.OriginServerTS, Content: p.Content, PDU: it.raw, own: it.own,
 	}
 }
 

@@ -89,7 +89,9 @@ type received struct {
 	room   *RoomInfo
 	// drop marks an object ignored without a failed_pdus entry (an LPDU sent to a participant, a room we do not follow).
 	drop bool
-	err  error
+	// ownEcho marks the echo of an LPDU we sent, with our signature unchanged.
+	ownEcho bool
+	err     error
 }
 
 func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
@@ -291,8 +293,10 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 		r.err = &retryLaterError{roomID: p.RoomID, reason: "Join in progress"}
 	default:
 		var redacted bool
-		redacted, r.err = verifyPDU(ctx, &r.p, e.keys, e.isOwnEcho(r))
+		r.ownEcho = e.isOwnEcho(r)
+		redacted, r.err = verifyPDU(ctx, &r.p, e.keys, r.ownEcho)
 		if redacted {
+			r.ownEcho = false
 			zerolog.Ctx(ctx).Warn().Str("event_id", r.id).Msg("Content hash mismatch, keeping the redacted event")
 		}
 	}
@@ -365,7 +369,7 @@ func (e *Engine) acceptFromHub(ctx context.Context, r *received, rs *roomState, 
 		// The hub decides; a participant only warns (§5.1: participants SHOULD check, MAY warn).
 		zerolog.Ctx(ctx).Warn().Err(err).Str("event_id", r.id).Msg("Hub sent an event that fails our auth check")
 	}
-	it := &appendItem{roomID: rs.info.RoomID, p: r.p, raw: r.raw, eventID: r.id, lpduID: r.lpduID}
+	it := &appendItem{roomID: rs.info.RoomID, p: r.p, raw: r.raw, eventID: r.id, lpduID: r.lpduID, own: r.ownEcho}
 	if r.p.HubServer != "" && it.lpduID == "" {
 		it.lpduID, _ = lpduIDOf(r.p)
 	}
