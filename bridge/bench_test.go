@@ -351,7 +351,11 @@ type timedLM struct {
 }
 
 func (t *timedLM) SendEventKeyed(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string) (string, error) {
-	evtID, err := t.LMSide.SendEventKeyed(ctx, roomID, sender, evtType, stateKey, content, ts, key)
+	return t.SendEventKeyedWith(ctx, roomID, sender, evtType, stateKey, content, ts, key, nil)
+}
+
+func (t *timedLM) SendEventKeyedWith(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string, with func(ctx context.Context, eventID string) error) (string, error) {
+	evtID, err := t.LMSide.SendEventKeyedWith(ctx, roomID, sender, evtType, stateKey, content, ts, key, with)
 	if c, ok := content.(Content); ok && err == nil {
 		if body, ok := c["body"].(string); ok {
 			t.lock.Lock()

@@ -56,6 +56,9 @@ type LMSide interface {
 	// SendEventKeyed is SendEvent made idempotent by key, stored with the log row or the queued LPDU: a repeated key
 	// sends nothing and returns the first ID, so a DAG event redelivered after a crash cannot reach LM twice.
 	SendEventKeyed(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string) (string, error)
+	// SendEventKeyedWith is SendEventKeyed running with inside the send's database transaction once the ID is known
+	// (or in a transaction of its own when the key was used before): the bridge's mapping row commits with the send.
+	SendEventKeyedWith(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string, with func(ctx context.Context, eventID string) error) (string, error)
 	InviteUser(ctx context.Context, roomID, sender, target string) (string, error)
 	Join(ctx context.Context, roomID, userID, hub string) (string, error)
 	Knock(ctx context.Context, roomID, userID, hub string) ([]json.RawMessage, error)

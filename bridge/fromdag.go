@@ -18,10 +18,12 @@ import (
 	"github.com/lmbridge/lmbridge/linearize/federation"
 )
 
-// sent is what crossed for one event: the ID on the other side, and whether it is an LPDU ID awaiting the hub's echo.
+// sent is what crossed for one event: the ID on the other side, whether it is an LPDU ID awaiting the hub's echo, and
+// whether its mapping row was written in the engine's transaction already.
 type sent struct {
-	lmID   string
-	isLPDU bool
+	lmID     string
+	isLPDU   bool
+	recorded bool
 }
 
 // HandleDAGEvent takes one event of a DAG room, in the room's order (dagview.Listener). An error means the event
@@ -60,16 +62,24 @@ func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
 	case err != nil:
 		return err
 	}
-	// The mapping row alone marks a bridged event as processed (see bridgedb.Processed).
-	switch {
-	case out != nil && out.lmID != "" && out.isLPDU:
-		return br.db.InsertLPDU(dbCtx, evt.RoomID, evt.ID, link.LMRoomID, out.lmID, string(evt.Sender), br.now())
-	case out != nil && out.lmID != "":
-		return br.db.InsertEvent(dbCtx, &bridgedb.EventMapping{DAGRoomID: evt.RoomID, DAGEventID: evt.ID,
-			LMRoomID: link.LMRoomID, LMEventID: out.lmID, Origin: bridgedb.OriginDAG,
-			Sender: string(evt.Sender), CreatedAt: br.now()})
+	if out != nil && out.recorded {
+		return nil
+	}
+	if out != nil && out.lmID != "" {
+		return br.recordDAG(dbCtx, evt, link, out)
 	}
 	return br.db.MarkProcessed(dbCtx, bridgedb.OriginDAG, string(evt.ID), outcome, br.now())
+}
+
+// recordDAG writes the mapping of a DAG event that crossed; the mapping row alone marks it as processed (see
+// bridgedb.Processed).
+func (br *Bridge) recordDAG(ctx context.Context, evt *event.Event, link *bridgedb.Link, out *sent) error {
+	if out.isLPDU {
+		return br.db.InsertLPDU(ctx, evt.RoomID, evt.ID, link.LMRoomID, out.lmID, string(evt.Sender), br.now())
+	}
+	return br.db.InsertEvent(ctx, &bridgedb.EventMapping{DAGRoomID: evt.RoomID, DAGEventID: evt.ID,
+		LMRoomID: link.LMRoomID, LMEventID: out.lmID, Origin: bridgedb.OriginDAG,
+		Sender: string(evt.Sender), CreatedAt: br.now()})
 }
 
 func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridgedb.Link) (*sent, error) {
@@ -121,12 +131,18 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 		}
 	}
 	// The engine's send is local (an append, or an LPDU queued in its outbox): without ctx's cancellation for the
-	// same reason as the bridge's own statements.
-	lmID, err := br.lm.SendEventKeyed(context.WithoutCancel(ctx), link.LMRoomID, sender, evt.Type.Type, evt.StateKey, content, ts(evt.Timestamp), evt.ID.String())
+	// same reason as the bridge's own statements. The mapping row is written in the engine's transaction: a commit
+	// fewer per event, and no crash can leave the event sent but not marked processed.
+	out := &sent{isLPDU: link.Role == bridgedb.RoleParticipant}
+	lmID, err := br.lm.SendEventKeyedWith(context.WithoutCancel(ctx), link.LMRoomID, sender, evt.Type.Type, evt.StateKey, content, ts(evt.Timestamp), evt.ID.String(),
+		func(ctx context.Context, lmID string) error {
+			return br.recordDAG(ctx, evt, link, &sent{lmID: lmID, isLPDU: out.isLPDU})
+		})
 	if err != nil {
 		return nil, fmt.Errorf("failed to send to LM: %w", err)
 	}
-	return &sent{lmID: lmID, isLPDU: link.Role == bridgedb.RoleParticipant}, nil
+	out.lmID, out.recorded = lmID, true
+	return out, nil
 }
 
 // dagMemberToLM carries a membership change of a Matrix user (or a change a Matrix user made to a ghost) to LM.

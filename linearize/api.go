@@ -143,6 +143,17 @@ func (e *Engine) SendEvent(ctx context.Context, roomID, sender, evtType string, 
 // room and key sends nothing and returns the first call's event or LPDU ID, whatever its other arguments. So a caller
 // that crashed after the send but before recording its result can simply send again. An empty key means no key.
 func (e *Engine) SendEventKeyed(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string) (string, error) {
+	return e.SendEventKeyedWith(ctx, roomID, sender, evtType, stateKey, content, ts, key, nil)
+}
+
+// SendEventKeyedWith is SendEventKeyed that also runs with inside the database transaction that appends the event or
+// queues the LPDU, once its ID is known and before the commit: the caller's own rows (the bridge's mapping of the
+// event it bridged) commit with the send or not at all, for a commit fewer per send. ctx carries the transaction, so
+// queries through a dbutil.Database that is a Child of the engine's join it. with's error rolls the send back and is
+// the call's error; concurrent calls queued together are unaffected. When key was used before, nothing is sent and
+// with runs in a transaction of its own with the first call's ID. with must not call the engine. A nil with is
+// SendEventKeyed.
+func (e *Engine) SendEventKeyedWith(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string, with func(ctx context.Context, eventID string) error) (string, error) {
 	if pdu.ServerName(sender) != e.serverName {
 		return "", fmt.Errorf("%w: %s", ErrNotOurUser, sender)
 	}
@@ -153,7 +164,7 @@ func (e *Engine) SendEventKeyed(ctx context.Context, roomID, sender, evtType str
 	if err := p.SetContent(content); err != nil {
 		return "", fmt.Errorf("failed to encode content: %w", err)
 	}
-	req := &sendRequest{ctx: ctx, p: p, key: key}
+	req := &sendRequest{ctx: ctx, p: p, key: key, with: with}
 	e.sendQueueLock.Lock()
 	e.sendQueue = append(e.sendQueue, req)
 	e.sendQueueLock.Unlock()
@@ -185,6 +196,9 @@ func (e *Engine) sendOne(req *sendRequest, inGroup map[sendKeyRef]*sendRequest) 
 			return err
 		} else if prev != "" {
 			req.id = prev
+			if req.with != nil {
+				return e.store.write(ctx, func(ctx context.Context) error { return req.with(ctx, prev) })
+			}
 			return nil
 		}
 	}
@@ -201,10 +215,15 @@ func (e *Engine) sendOne(req *sendRequest, inGroup map[sendKeyRef]*sendRequest) 
 		}
 		it.own = true
 		err = e.commitBatch(ctx, batch{items: []appendItem{*it}, pre: func(ctx context.Context) error {
-			if key == "" {
-				return nil
+			if key != "" {
+				if err := e.store.putSendKey(ctx, roomID, key, it.eventID, e.now().UnixMilli()); err != nil {
+					return err
+				}
 			}
-			return e.store.putSendKey(ctx, roomID, key, it.eventID, e.now().UnixMilli())
+			if req.with != nil {
+				return req.with(ctx, it.eventID)
+			}
+			return nil
 		}})
 		if err != nil {
 			return fmt.Errorf("failed to append event: %w", err)

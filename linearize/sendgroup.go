@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
@@ -15,6 +16,8 @@ type sendRequest struct {
 	ctx context.Context
 	p   *pdu.PDU
 	key string
+	// with runs inside the transaction of the send (SendEventKeyedWith).
+	with func(ctx context.Context, eventID string) error
 
 	// Set under writeLock by whoever handles the request.
 	id   string
@@ -46,8 +49,14 @@ func (e *Engine) sendQueued(reqs []*sendRequest) {
 			req.id = ""
 		}
 	}
-	if len(lpdus) > 0 {
-		err := e.commitLPDUs(lpdus)
+	for len(lpdus) > 0 {
+		failed, err := e.commitLPDUs(lpdus)
+		if failed != nil {
+			// One caller's function refused: that call fails alone, and the others commit without it.
+			failed.id, failed.err = "", fmt.Errorf("failed to queue LPDU: %w", err)
+			lpdus = slices.DeleteFunc(lpdus, func(req *sendRequest) bool { return req == failed })
+			continue
+		}
 		for _, req := range lpdus {
 			if err != nil {
 				req.id, req.err = "", fmt.Errorf("failed to queue LPDU: %w", err)
@@ -55,21 +64,39 @@ func (e *Engine) sendQueued(reqs []*sendRequest) {
 			}
 			e.sentLPDUs.Store(req.id, req.p.Signatures[e.serverName][string(e.key.ID)])
 		}
+		break
 	}
 	for _, req := range reqs {
-		if req.sameAs != nil {
-			req.id, req.err = req.sameAs.id, req.sameAs.err
+		if req.sameAs == nil {
+			continue
+		}
+		req.id, req.err = req.sameAs.id, req.sameAs.err
+		if req.err == nil && req.with != nil {
+			// As for a key used in an earlier transaction: nothing more is sent, the caller's rows still commit.
+			if err := e.store.write(req.ctx, func(ctx context.Context) error { return req.with(ctx, req.id) }); err != nil {
+				req.id, req.err = "", err
+			}
 		}
 	}
 }
 
-// commitLPDUs queues LPDUs for their hubs, with their send keys and pending rows, in one database transaction.
-func (e *Engine) commitLPDUs(lpdus []*sendRequest) error {
+// errCallerRefused wraps the error of a SendEventKeyedWith function, to tell it from the group's own failures.
+type errCallerRefused struct {
+	req *sendRequest
+	err error
+}
+
+func (e *errCallerRefused) Error() string { return e.err.Error() }
+func (e *errCallerRefused) Unwrap() error { return e.err }
+
+// commitLPDUs queues LPDUs for their hubs, with their send keys, pending rows and callers' functions, in one
+// database transaction. When a caller's function fails, nothing commits and that request is returned with its error.
+func (e *Engine) commitLPDUs(lpdus []*sendRequest) (*sendRequest, error) {
 	extra := make([]outboxWrite, len(lpdus))
 	for i, req := range lpdus {
 		extra[i] = outboxWrite{destination: req.hub, roomID: req.p.RoomID, eventID: req.id, lpdu: req.lpdu}
 	}
-	return e.commitBatch(lpdus[0].ctx, batch{
+	err := e.commitBatch(lpdus[0].ctx, batch{
 		extra: extra,
 		pre: func(ctx context.Context) error {
 			now := e.now().UnixMilli()
@@ -82,8 +109,17 @@ func (e *Engine) commitLPDUs(lpdus []*sendRequest) error {
 				if err := e.store.addPendingLPDU(ctx, req.id, req.p.RoomID, now); err != nil {
 					return err
 				}
+				if req.with != nil {
+					if err := req.with(ctx, req.id); err != nil {
+						return &errCallerRefused{req: req, err: err}
+					}
+				}
 			}
 			return nil
 		},
 	})
+	if refused, ok := errors.AsType[*errCallerRefused](err); ok {
+		return refused.req, refused.err
+	}
+	return nil, err
 }
