@@ -83,8 +83,8 @@ func TestSendKeyMigration(t *testing.T) {
 	if err := nd.db.QueryRow(ctx, `SELECT version FROM linearize_version`).Scan(&version); err != nil {
 		t.Fatal(err)
 	}
-	if version != 2 {
-		t.Fatalf("version %d after the upgrade, want 2", version)
+	if version != 3 {
+		t.Fatalf("version %d after the upgrade, want 3", version)
 	}
 	alice := userAt("alice", nd.name)
 	first := must(nd.eng.SendEventKeyed(ctx, roomID, alice, "m.room.message", nil, text("x"), time.Time{}, "k"))

@@ -111,7 +111,12 @@ func TestSendEventKeyedWithCommitsTogether(t *testing.T) {
 		t.Fatalf("participant: caller's rows %v, want %v", rows, want)
 	}
 	// The refused send's key was not stored: sending it again queues a new LPDU.
-	retried := must(part.eng.SendEventKeyedWith(ctx, roomID, bob, "m.room.message", nil, text("b"), time.Time{}, "$b", nil))
+	// A later origin_server_ts than b's: the same content in the same millisecond would be the very same LPDU.
+	retried := must(part.eng.SendEventKeyedWith(ctx, roomID, bob, "m.room.message", nil, text("b"),
+		time.UnixMilli(b.p.OriginServerTS+1), "$b", nil))
+	if retried == seenB {
+		t.Fatalf("the retried send has the refused LPDU's ID %s", seenB)
+	}
 	hub.rec.waitFor(t, "the LPDUs at the hub", func() bool {
 		got := map[string]bool{}
 		for _, ev := range must(hub.eng.Events(ctx, roomID, 0, 1000)) {

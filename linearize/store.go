@@ -51,7 +51,8 @@ const (
 		SELECT e.room_id, e.idx, e.event_id, e.lpdu_id, e.pdu FROM lm_event e
 		WHERE e.room_id=$1 AND e.idx<$2 AND e.state_key IS NOT NULL AND e.idx=(
 			SELECT MAX(s.idx) FROM lm_event s
-			WHERE s.room_id=e.room_id AND s.event_type=e.event_type AND s.state_key=e.state_key AND s.idx<$2
+			WHERE s.room_id=e.room_id AND s.event_type=e.event_type AND s.state_key=e.state_key AND s.state_key IS NOT NULL
+				AND s.idx<$2
 		)
 		ORDER BY e.idx
 	`

@@ -166,7 +166,7 @@ func (s *Server) authenticate(r *http.Request) (*inbound, error) {
 	if r.ContentLength > s.MaxRequestBytes {
 		return nil, Errorf(http.StatusRequestEntityTooLarge, ErrCodeTooLarge, "Request body is larger than %d bytes", s.MaxRequestBytes)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, s.MaxRequestBytes+1))
+	body, err := readBody(r, s.MaxRequestBytes)
 	if err != nil {
 		return nil, Errorf(http.StatusBadRequest, ErrCodeNotJSON, "Failed to read request body")
 	} else if int64(len(body)) > s.MaxRequestBytes {
@@ -196,6 +196,17 @@ func (s *Server) authenticate(r *http.Request) (*inbound, error) {
 		return nil, err
 	}
 	return &inbound{r: r, origin: origin, body: body}, nil
+}
+
+// readBody reads at most limit+1 bytes of the body. When the sender gave a Content-Length the buffer is sized once,
+// instead of io.ReadAll doubling and copying it about seven times for a full /send transaction.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if r.ContentLength > 0 && r.ContentLength <= limit {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	return buf.Bytes(), err
 }
 
 func decodeBody(in *inbound, into any) error {
