@@ -218,8 +218,11 @@ func decodeBody(in *inbound, into any) error {
 
 func (s *Server) send(ctx context.Context, in *inbound) (any, error) {
 	var txn Transaction
-	if err := decodeBody(in, &txn); err != nil {
-		return nil, err
+	if !splitTransaction(in.body, &txn) {
+		txn = Transaction{}
+		if err := decodeBody(in, &txn); err != nil {
+			return nil, err
+		}
 	}
 	if len(txn.PDUs) > maxPDUsPerTransaction || len(txn.EDUs) > maxEDUsPerTransaction {
 		return nil, Errorf(http.StatusBadRequest, ErrCodeBadJSON, "A transaction holds at most %d PDUs and %d EDUs", maxPDUsPerTransaction, maxEDUsPerTransaction)
