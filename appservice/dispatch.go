@@ -30,6 +30,16 @@ type HandledRecorder interface {
 	RecordHandled(ctx context.Context, roomID id.RoomID) error
 }
 
+// EventBatchPreparer is implemented by an EventHandler that can do the storing part of its work for several
+// consecutive events of a room in one database transaction instead of one each. When a room worker has more than one
+// event ready, it calls PrepareEvents with them (in order) before offering them one by one to HandleEvent as usual;
+// the handler prepares as many of them from the start as it can and says how many. An error, or a count of 0, only
+// means the events are handled one by one without it. ctx is the worker's: WriteHandledMarks and EventJSON work in
+// it for the events given.
+type EventBatchPreparer interface {
+	PrepareEvents(ctx context.Context, events []*event.Event) (prepared int, err error)
+}
+
 // EventHandlerFunc adapts a function to EventHandler.
 type EventHandlerFunc func(ctx context.Context, evt *event.Event) error
 
@@ -129,8 +139,17 @@ func (d *dispatcher) runRoom(roomID id.RoomID, wake chan struct{}) {
 			}
 			continue
 		}
-		for _, ie := range events {
-			if !d.handleOne(ctx, ie, &done) {
+		decoded := make([]*event.Event, len(events))
+		decodeErrs := make([]error, len(events))
+		for i := range events {
+			decoded[i], decodeErrs[i] = decodeEvent(events[i].json)
+		}
+		preparedUntil := 0
+		for i, ie := range events {
+			if i >= preparedUntil {
+				preparedUntil = i + d.prepare(ctx, events[i:], decoded[i:], decodeErrs[i:])
+			}
+			if !d.handleOne(ctx, ie, decoded[i], decodeErrs[i], &done) {
 				d.markHandled(ctx, &done)
 				return
 			}
@@ -190,14 +209,22 @@ type handledMarksKey struct{}
 
 type eventJSONKey struct{}
 
+type batchJSONKey struct{}
+
 // EventJSON returns the event as the homeserver sent it, when ctx is the dispatcher's call for that event: a handler
 // that stores events can keep these bytes instead of encoding the parsed event again.
 func EventJSON(ctx context.Context, eventID id.EventID) (string, bool) {
-	ie, ok := ctx.Value(eventJSONKey{}).(*inboxEvent)
-	if !ok || ie.eventID != eventID {
-		return "", false
+	if ie, ok := ctx.Value(eventJSONKey{}).(*inboxEvent); ok && ie.eventID == eventID {
+		return ie.json, true
 	}
-	return ie.json, true
+	if batch, ok := ctx.Value(batchJSONKey{}).([]inboxEvent); ok {
+		for i := range batch {
+			if batch[i].eventID == eventID {
+				return batch[i].json, true
+			}
+		}
+	}
+	return "", false
 }
 
 // WriteHandledMarks writes the inbox's handled marks for the events of the room that the dispatcher finished before
@@ -257,11 +284,33 @@ func (d *dispatcher) markHandled(ctx context.Context, r *handledRange) bool {
 	return true
 }
 
+// prepare offers the run of decodable events at the start of events to the handler's PrepareEvents, when it has one
+// and the run holds more than one event. It returns how many events the next call should skip: those prepared, and
+// at least the first one, so each event is offered for preparing once per page.
+func (d *dispatcher) prepare(ctx context.Context, events []inboxEvent, decoded []*event.Event, decodeErrs []error) int {
+	preparer, ok := d.handler.(EventBatchPreparer)
+	if !ok {
+		return len(events)
+	}
+	run := 0
+	for run < len(events) && decodeErrs[run] == nil {
+		run++
+	}
+	if run < 2 {
+		return 1
+	}
+	n, err := preparer.PrepareEvents(context.WithValue(ctx, batchJSONKey{}, events[:run]), decoded[:run])
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Int("events", run).Msg("Failed to prepare events together, handling them one by one")
+		return 1
+	}
+	return max(n, 1)
+}
+
 // handleOne offers one event to the handler until it succeeds or runs out of attempts, adding it to done when it
-// succeeds; false means ctx ended.
-func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent, done *handledRange) bool {
+// succeeds; false means ctx ended. evt and err are the event decoded from ie.
+func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent, evt *event.Event, err error, done *handledRange) bool {
 	log := zerolog.Ctx(ctx).With().Stringer("event_id", ie.eventID).Logger()
-	evt, err := decodeEvent(ie.json)
 	markCtx := context.WithoutCancel(ctx)
 	if err != nil {
 		// Validated on the way in, so this is a bug or a corrupted row; recording it beats blocking the room.

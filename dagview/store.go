@@ -41,6 +41,15 @@ const (
 		FROM dagview_room r LEFT JOIN dagview_event e ON e.event_id=$2
 		WHERE r.room_id=$1
 	`
+	getPositionQuery = `
+		SELECT position FROM dagview_room WHERE room_id=$1
+	`
+	// An event already in the stream is left alone: PrepareEvents stops there and HandleEvent deals with it.
+	insertEventIfNewQuery = `
+		INSERT INTO dagview_event (room_id, position, event_id, sender, type, state_key, origin_server_ts, event_json, deliveries)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
+		ON CONFLICT (event_id) DO NOTHING
+	`
 	insertEventQuery = `
 		INSERT INTO dagview_event (room_id, position, event_id, sender, type, state_key, origin_server_ts, event_json, deliveries)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
@@ -231,7 +240,7 @@ func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (n
 			return markErr
 		}
 		if hasUnmarked {
-			if err := v.markDelivered(ctx, unmarked.(id.EventID)); err != nil {
+			if err := v.markDelivered(ctx, unmarked.(*unmarkedEvents)); err != nil {
 				return err
 			}
 		}
@@ -276,6 +285,66 @@ func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (n
 	return
 }
 
+// appendEvents appends a run of a room's events to its stream, as appendEvent does one, in one database transaction:
+// one read of the cursor, a row per event, one cursor update. Only the first event may be a state event (see
+// PrepareEvents). It stops at the first event already in the stream and returns how many it appended, each with the
+// delivery about to be made counted.
+func (v *View) appendEvents(ctx context.Context, events []*event.Event, raws [][]byte) (appended int, err error) {
+	roomID := events[0].RoomID
+	unmarked, hasUnmarked := v.deliveredUnmarked.Load(roomID)
+	var inboxMarked func()
+	err = v.db.DoTxn(context.WithoutCancel(ctx), nil, func(ctx context.Context) error {
+		appended = 0
+		var markErr error
+		if inboxMarked, markErr = appservice.WriteHandledMarks(ctx); markErr != nil {
+			return markErr
+		}
+		if hasUnmarked {
+			if err := v.markDelivered(ctx, unmarked.(*unmarkedEvents)); err != nil {
+				return err
+			}
+		}
+		var position int64
+		if err := v.db.QueryRow(ctx, getPositionQuery, roomID).Scan(&position); err != nil {
+			return fmt.Errorf("failed to read room cursor: %w", err)
+		}
+		for i, evt := range events {
+			result, err := v.db.Exec(ctx, insertEventIfNewQuery, roomID, position+1, evt.ID, evt.Sender, evt.Type.Type,
+				evt.StateKey, evt.Timestamp, string(raws[i]))
+			if err != nil {
+				return fmt.Errorf("failed to insert event %s: %w", evt.ID, err)
+			}
+			if n, err := result.RowsAffected(); err != nil {
+				return fmt.Errorf("failed to count inserted event rows: %w", err)
+			} else if n == 0 {
+				break
+			}
+			position++
+			appended++
+			if evt.StateKey != nil {
+				if err = v.applyState(ctx, evt, raws[i]); err != nil {
+					return err
+				}
+			}
+		}
+		if appended == 0 {
+			return nil
+		}
+		if _, err := v.db.Exec(ctx, advanceRoomQuery, roomID, position, events[appended-1].ID); err != nil {
+			return fmt.Errorf("failed to advance room cursor: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	inboxMarked()
+	if hasUnmarked {
+		v.deliveredUnmarked.CompareAndDelete(roomID, unmarked)
+	}
+	return appended, nil
+}
+
 func (v *View) applyState(ctx context.Context, evt *event.Event, raw []byte) error {
 	var membership *string
 	if evt.Type == event.StateMember {
@@ -297,9 +366,12 @@ func (v *View) applyState(ctx context.Context, evt *event.Event, raw []byte) err
 	return nil
 }
 
-func (v *View) markDelivered(ctx context.Context, eventID id.EventID) error {
-	if _, err := v.db.Exec(ctx, markDeliveredQuery, eventID, time.Now().UnixMilli()); err != nil {
-		return fmt.Errorf("failed to mark %s delivered: %w", eventID, err)
+func (v *View) markDelivered(ctx context.Context, unmarked *unmarkedEvents) error {
+	now := time.Now().UnixMilli()
+	for _, eventID := range unmarked.ids {
+		if _, err := v.db.Exec(ctx, markDeliveredQuery, eventID, now); err != nil {
+			return fmt.Errorf("failed to mark %s delivered: %w", eventID, err)
+		}
 	}
 	return nil
 }

@@ -31,19 +31,30 @@ type View struct {
 	as       *appservice.AppService
 	db       *dbutil.Database
 	listener atomic.Pointer[Listener]
-	// deliveredUnmarked holds, per room (id.RoomID → id.EventID), the last event the listener accepted whose
+	// deliveredUnmarked holds, per room (id.RoomID → *unmarkedEvents), the events the listener accepted whose
 	// delivered mark is not yet known to be written. The mark rides on the next write anyway, the room's next append
 	// or the appservice's handled mark (RecordHandled), instead of costing a write transaction per event; until it
 	// lands, a crash has the event offered again, which the listener tolerates (it dedups by event ID).
 	deliveredUnmarked sync.Map
 	// seeded holds the rooms (id.RoomID) known to be seeded from /state; nothing unseeds a room.
 	seeded sync.Map
+	// prepared holds the events (id.EventID) that PrepareEvents appended to their room's stream, with the delivery
+	// about to be made counted, and that HandleEvent has not been called for yet: their call skips straight to the
+	// listener. The entry is taken by the first call, so a retry after a listener error goes the usual way.
+	prepared sync.Map
 }
 
 var (
-	_ appservice.EventHandler    = (*View)(nil)
-	_ appservice.HandledRecorder = (*View)(nil)
+	_ appservice.EventHandler       = (*View)(nil)
+	_ appservice.HandledRecorder    = (*View)(nil)
+	_ appservice.EventBatchPreparer = (*View)(nil)
 )
+
+// unmarkedEvents are a room's events the listener accepted whose delivered marks are not yet written: the last one
+// after a one-by-one append, every event since the last write after a run appended in one pass.
+type unmarkedEvents struct {
+	ids []id.EventID
+}
 
 // New makes a view over the rooms the appservice sees; db is the shared database.
 func New(as *appservice.AppService, db *dbutil.Database) *View {
@@ -75,8 +86,11 @@ func (v *View) botUserID() id.UserID {
 // invite; those are applied on top as they come (the stream carries no DAG order to compare them by). In practice the
 // queue behind an invite holds the bot's own join and what followed it, so the state converges.
 func (v *View) HandleEvent(ctx context.Context, evt *event.Event) error {
+	if _, ok := v.prepared.LoadAndDelete(evt.ID); ok {
+		return v.deliver(ctx, evt)
+	}
 	log := zerolog.Ctx(ctx)
-	isBotMember := evt.Type == event.StateMember && evt.StateKey != nil && id.UserID(*evt.StateKey) == v.botUserID()
+	isBotMember := v.isBotMember(evt)
 	if isBotMember && evt.Content.AsMember().Membership == event.MembershipInvite {
 		if _, err := v.ensureRoom(ctx, evt.RoomID); err != nil {
 			return err
@@ -116,13 +130,75 @@ func (v *View) HandleEvent(ctx context.Context, evt *event.Event) error {
 	} else if !needsDelivery {
 		return nil
 	}
+	return v.deliver(ctx, evt)
+}
+
+func (v *View) isBotMember(evt *event.Event) bool {
+	return evt.Type == event.StateMember && evt.StateKey != nil && id.UserID(*evt.StateKey) == v.botUserID()
+}
+
+// deliver hands an event already in the stream, with the delivery counted, to the listener.
+func (v *View) deliver(ctx context.Context, evt *event.Event) error {
 	if l := v.listener.Load(); l != nil {
-		if err = (*l).HandleDAGEvent(ctx, evt); err != nil {
+		if err := (*l).HandleDAGEvent(ctx, evt); err != nil {
 			return fmt.Errorf("listener failed: %w", err)
 		}
 	}
-	v.deliveredUnmarked.Store(evt.RoomID, evt.ID)
+	// A room's calls come one at a time, so nothing else changes the room's entry meanwhile; a new entry each time
+	// keeps the writers' CompareAndDelete from dropping an event they did not write.
+	var ids []id.EventID
+	if prev, ok := v.deliveredUnmarked.Load(evt.RoomID); ok {
+		ids = append(ids, prev.(*unmarkedEvents).ids...)
+	}
+	v.deliveredUnmarked.Store(evt.RoomID, &unmarkedEvents{ids: append(ids, evt.ID)})
 	return nil
+}
+
+// PrepareEvents appends a run of consecutive events of a seeded room to its stream in one database transaction
+// (appservice.EventBatchPreparer), so that HandleEvent then only hands them to the listener. Only the first event of
+// the run may be a state event, and not the bot's own membership (an invite or join has work of its own to do first):
+// the listener, called for each event in turn, must see the room's state as of that event, and the events after a
+// state event would otherwise see it before their turn came. The run also stops at an event already in the stream (a
+// redelivery after a crash), which HandleEvent deals with one by one.
+func (v *View) PrepareEvents(ctx context.Context, events []*event.Event) (int, error) {
+	if len(events) < 2 {
+		return 0, nil
+	}
+	roomID := events[0].RoomID
+	if _, seeded := v.seeded.Load(roomID); !seeded {
+		return 0, nil
+	}
+	n := 0
+	for n < len(events) {
+		evt := events[n]
+		if evt.RoomID != roomID || (evt.StateKey != nil && (n > 0 || v.isBotMember(evt))) {
+			break
+		}
+		n++
+	}
+	if n < 2 {
+		return 0, nil
+	}
+	raws := make([][]byte, n)
+	for i, evt := range events[:n] {
+		if sent, ok := appservice.EventJSON(ctx, evt.ID); ok {
+			raws[i] = []byte(sent)
+		} else {
+			raw, err := marshalEvent(evt)
+			if err != nil {
+				return 0, err
+			}
+			raws[i] = raw
+		}
+	}
+	appended, err := v.appendEvents(ctx, events[:n], raws)
+	if err != nil {
+		return 0, fmt.Errorf("failed to append events to stream: %w", err)
+	}
+	for _, evt := range events[:appended] {
+		v.prepared.Store(evt.ID, struct{}{})
+	}
+	return appended, nil
 }
 
 // RecordHandled writes the delivered mark of the room's last accepted event, inside the appservice's transaction
@@ -130,7 +206,7 @@ func (v *View) HandleEvent(ctx context.Context, evt *event.Event) error {
 // transaction may still fail; writing it again with the next append changes nothing.
 func (v *View) RecordHandled(ctx context.Context, roomID id.RoomID) error {
 	if unmarked, ok := v.deliveredUnmarked.Load(roomID); ok {
-		return v.markDelivered(ctx, unmarked.(id.EventID))
+		return v.markDelivered(ctx, unmarked.(*unmarkedEvents))
 	}
 	return nil
 }

@@ -89,6 +89,10 @@ type listenerRecorder struct {
 	failOn map[id.EventID]int
 	view   *View
 	topics []string
+	// observe has every delivery record the topic and the stream length the listener sees at that moment.
+	observe  bool
+	topicAt  map[id.EventID]string
+	streamAt map[id.EventID]int
 }
 
 func (l *listenerRecorder) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
@@ -98,6 +102,14 @@ func (l *listenerRecorder) HandleDAGEvent(ctx context.Context, evt *event.Event)
 	if l.failOn[evt.ID] > 0 {
 		l.failOn[evt.ID]--
 		return fmt.Errorf("induced failure")
+	}
+	if l.observe {
+		if topic, err := l.view.State(ctx, evt.RoomID, event.StateTopic, ""); err == nil && topic != nil {
+			l.topicAt[evt.ID] = topic.Content.AsTopic().Topic
+		}
+		if stream, err := l.view.Events(ctx, evt.RoomID, 0, 100); err == nil {
+			l.streamAt[evt.ID] = len(stream)
+		}
 	}
 	if evt.Type == event.StateTopic {
 		// The state seen from inside the listener already includes the event being delivered.
@@ -121,6 +133,8 @@ type fixture struct {
 	view *View
 	rec  *listenerRecorder
 	url  string
+	// stop shuts the appservice down as a process exit would, without closing the database file for others.
+	stop func()
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -131,6 +145,13 @@ func newFixture(t *testing.T) *fixture {
 // newFixtureTB builds the fixture for a test or a benchmark.
 func newFixtureTB(t testing.TB) *fixture {
 	t.Helper()
+	return newFixtureAt(t, filepath.Join(t.TempDir(), "db.sqlite"))
+}
+
+// newFixtureAt builds the fixture over the SQLite database at path, which a second fixture may reopen after the
+// first one stopped, as lmbridge does after a restart.
+func newFixtureAt(t testing.TB, path string) *fixture {
+	t.Helper()
 	hs := &fakeHomeserver{state: []map[string]any{
 		stateEvent("$create", "m.room.create", "", alice, map[string]any{"room_version": "11"}),
 		stateEvent("$alice", "m.room.member", string(alice), alice, map[string]any{"membership": "join"}),
@@ -138,7 +159,7 @@ func newFixtureTB(t testing.TB) *fixture {
 	}}
 	server := httptest.NewServer(hs)
 	t.Cleanup(server.Close)
-	db, err := dbutil.NewWithDialect("file:"+filepath.Join(t.TempDir(), "db.sqlite")+"?_txlock=immediate", "sqlite3-fk-wal")
+	db, err := dbutil.NewWithDialect("file:"+path+"?_txlock=immediate", "sqlite3-fk-wal")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +180,8 @@ func newFixtureTB(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	view := New(as, db)
-	rec := &listenerRecorder{failOn: make(map[id.EventID]int), view: view}
+	rec := &listenerRecorder{failOn: make(map[id.EventID]int), view: view,
+		topicAt: make(map[id.EventID]string), streamAt: make(map[id.EventID]int)}
 	view.SetListener(rec)
 	ctx, cancel := context.WithCancel(zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).WithContext(context.Background()))
 	if err = as.Upgrade(ctx); err != nil {
@@ -171,11 +193,15 @@ func newFixtureTB(t testing.TB) *fixture {
 	if err = as.Start(ctx, view); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		as.Stop()
-	})
-	return &fixture{hs: hs, as: as, view: view, rec: rec, url: "http://" + as.Addr().String()}
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			cancel()
+			as.Stop()
+		})
+	}
+	t.Cleanup(stop)
+	return &fixture{hs: hs, as: as, view: view, rec: rec, url: "http://" + as.Addr().String(), stop: stop}
 }
 
 func (f *fixture) push(t *testing.T, txnID string, events ...map[string]any) {
@@ -303,5 +329,102 @@ func TestCatchUpQueuesMissedEventsAfterCursor(t *testing.T) {
 	room, _ := f.view.Room(ctx, roomID)
 	if room.LastEventID != "$missed2" || room.Position != 4 {
 		t.Errorf("cursor %d/%s, want 4/$missed2", room.Position, room.LastEventID)
+	}
+}
+
+// A run of events the room worker finds ready together is appended in one pass (the stream already holds the whole
+// run when the listener gets its first event), yet each event is delivered in order and sees the state as of itself:
+// a state event in the middle of the run starts a pass of its own.
+func TestBatchAppendsRunDeliversInOrderWithStatePerEvent(t *testing.T) {
+	f := newFixture(t)
+	f.rec.observe = true
+	f.push(t, "1", textEvent("$m0", "zero"))
+	f.waitDelivered(t, 1)
+	f.push(t, "2",
+		stateEvent("$topic1", "m.room.topic", "", alice, map[string]any{"topic": "one"}),
+		textEvent("$m1", "one"),
+		textEvent("$m2", "two"),
+		stateEvent("$topic2", "m.room.topic", "", alice, map[string]any{"topic": "two"}),
+		textEvent("$m3", "three"),
+	)
+	f.waitDelivered(t, 6)
+	if got := fmt.Sprint(f.rec.events()); got != "[$m0 $topic1 $m1 $m2 $topic2 $m3]" {
+		t.Errorf("listener got %s, want every event once, in order", got)
+	}
+	f.rec.lock.Lock()
+	defer f.rec.lock.Unlock()
+	wantTopic := map[id.EventID]string{"$topic1": "one", "$m1": "one", "$m2": "one", "$topic2": "two", "$m3": "two"}
+	for eventID, want := range wantTopic {
+		if got := f.rec.topicAt[eventID]; got != want {
+			t.Errorf("listener saw topic %q at %s, want %q", got, eventID, want)
+		}
+	}
+	// $topic1, $m1 and $m2 went in one pass, $topic2 and $m3 in the next.
+	wantStream := map[id.EventID]int{"$m0": 1, "$topic1": 4, "$m1": 4, "$m2": 4, "$topic2": 6, "$m3": 6}
+	for eventID, want := range wantStream {
+		if got := f.rec.streamAt[eventID]; got != want {
+			t.Errorf("stream held %d events when %s was delivered, want %d", got, eventID, want)
+		}
+	}
+	room, err := f.view.Room(context.Background(), roomID)
+	if err != nil || room == nil || room.Position != 6 || room.LastEventID != "$m3" {
+		t.Errorf("room %+v %v, want cursor at 6/$m3", room, err)
+	}
+	stream, err := f.view.Events(context.Background(), roomID, 0, 10)
+	if err != nil || len(stream) != 6 {
+		t.Fatalf("Events: %v %v", stream, err)
+	}
+	for i, se := range stream {
+		if se.Position != int64(i+1) || se.Deliveries != 1 {
+			t.Errorf("%s at position %d delivered %d times, want position %d once", se.Event.ID, se.Position, se.Deliveries, i+1)
+		}
+	}
+}
+
+// A process that stops in the middle of a run appended in one pass (its listener never got the run's last events)
+// leaves them in the stream undelivered; after the restart the inbox offers them again and they are delivered, in
+// order, with the interrupted delivery counted.
+func TestBatchInterruptedMidwayIsRedeliveredAfterRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db.sqlite")
+	f := newFixtureAt(t, path)
+	f.push(t, "1", textEvent("$m0", "zero"))
+	f.waitDelivered(t, 1)
+	f.rec.lock.Lock()
+	f.rec.failOn["$m2"] = 1000
+	f.rec.lock.Unlock()
+	f.push(t, "2", textEvent("$m1", "one"), textEvent("$m2", "two"), textEvent("$m3", "three"))
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(fmt.Sprint(f.rec.events()), "$m2") {
+		if time.Now().After(deadline) {
+			t.Fatalf("listener never got $m2: %v", f.rec.events())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.stop()
+	if got := fmt.Sprint(f.rec.events()); got != "[$m0 $m1 $m2]" {
+		t.Fatalf("first process's listener got %s, want it stopped at $m2", got)
+	}
+	stream, err := f.view.Events(context.Background(), roomID, 0, 10)
+	if err != nil || len(stream) != 4 || stream[3].Event.ID != "$m3" || stream[3].Deliveries != 1 {
+		t.Fatalf("stream after the stop: %v %v, want $m3 appended with $m1 and $m2 before its delivery", stream, err)
+	}
+
+	g := newFixtureAt(t, path)
+	g.waitDelivered(t, 4)
+	got := fmt.Sprint(g.rec.events())
+	if got != "[$m2 $m3]" && got != "[$m1 $m2 $m3]" {
+		t.Errorf("restarted listener got %s, want $m2 then $m3 (and $m1 only if its mark was lost)", got)
+	}
+	stream, err = g.view.Events(context.Background(), roomID, 0, 10)
+	if err != nil || len(stream) != 4 {
+		t.Fatalf("stream after the restart: %v %v", stream, err)
+	}
+	for i, se := range stream {
+		if se.Position != int64(i+1) || se.Event.ID != id.EventID(fmt.Sprintf("$m%d", i)) {
+			t.Errorf("stream position %d holds %s, want $m%d", se.Position, se.Event.ID, i)
+		}
+	}
+	if stream[3].Deliveries != 2 {
+		t.Errorf("$m3 counted %d deliveries, want 2 (the interrupted one and the one after the restart)", stream[3].Deliveries)
 	}
 }
