@@ -31,8 +31,8 @@ type HandledRecorder interface {
 }
 
 // EventBatchPreparer is implemented by an EventHandler that can do the storing part of its work for several
-// consecutive events of a room in one database transaction instead of one each. When a room worker has more than one
-// event ready, it calls PrepareEvents with them (in order) before offering them one by one to HandleEvent as usual;
+// consecutive events of a room in one database transaction instead of one each. When a room worker has events ready
+// (one or more), it calls PrepareEvents with them (in order) before offering them one by one to HandleEvent as usual;
 // the handler prepares as many of them from the start as it can and says how many. An error, or a count of 0, only
 // means the events are handled one by one without it. ctx is the worker's: WriteHandledMarks and EventJSON work in
 // it for the events given.
@@ -284,8 +284,7 @@ func (d *dispatcher) markHandled(ctx context.Context, r *handledRange) bool {
 	return true
 }
 
-// prepare offers the run of decodable events at the start of events to the handler's PrepareEvents, when it has one
-// and the run holds more than one event. It returns how many events the next call should skip: those prepared, and
+// prepare offers the run of decodable events at the start of events to the handler's PrepareEvents, when it has one. It returns how many events the next call should skip: those prepared, and
 // at least the first one, so each event is offered for preparing once per page.
 func (d *dispatcher) prepare(ctx context.Context, events []inboxEvent, decoded []*event.Event, decodeErrs []error) int {
 	preparer, ok := d.handler.(EventBatchPreparer)
@@ -296,7 +295,7 @@ func (d *dispatcher) prepare(ctx context.Context, events []inboxEvent, decoded [
 	for run < len(events) && decodeErrs[run] == nil {
 		run++
 	}
-	if run < 2 {
+	if run == 0 {
 		return 1
 	}
 	n, err := preparer.PrepareEvents(context.WithValue(ctx, batchJSONKey{}, events[:run]), decoded[:run])
