@@ -142,7 +142,7 @@ func (d *dispatcher) runRoom(roomID id.RoomID, wake chan struct{}) {
 		decoded := make([]*event.Event, len(events))
 		decodeErrs := make([]error, len(events))
 		for i := range events {
-			decoded[i], decodeErrs[i] = decodeEvent(events[i].json)
+			decoded[i], decodeErrs[i] = DecodeEvent(events[i].json)
 		}
 		preparedUntil := 0
 		for i, ie := range events {
@@ -353,7 +353,9 @@ func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent, evt *event.Ev
 	}
 }
 
-func decodeEvent(raw string) (*event.Event, error) {
+// DecodeEvent parses an event as the homeserver sent it (and as the inbox and dagview store it): its type class set
+// from whether it has a state key, its content parsed where the type is known.
+func DecodeEvent(raw string) (*event.Event, error) {
 	var evt event.Event
 	if err := json.Unmarshal([]byte(raw), &evt); err != nil {
 		return nil, fmt.Errorf("failed to unmarshal event: %w", err)

@@ -145,7 +145,7 @@ func (v *View) Events(ctx context.Context, roomID id.RoomID, after int64, limit 
 		if err := row.Scan(&se.Position, &raw, &se.Deliveries); err != nil {
 			return nil, err
 		}
-		evt, err := decodeEvent(raw)
+		evt, err := appservice.DecodeEvent(raw)
 		if err != nil {
 			return nil, err
 		}
@@ -167,7 +167,7 @@ func (v *View) State(ctx context.Context, roomID id.RoomID, evtType event.Type, 
 	} else if err != nil {
 		return nil, fmt.Errorf("failed to get state %s/%s of %s: %w", evtType.Type, stateKey, roomID, err)
 	}
-	return decodeEvent(raw)
+	return appservice.DecodeEvent(raw)
 }
 
 // StateEvents returns the room's whole current state.
@@ -178,7 +178,7 @@ func (v *View) StateEvents(ctx context.Context, roomID id.RoomID) ([]*event.Even
 		if err := row.Scan(&raw); err != nil {
 			return nil, err
 		}
-		return decodeEvent(raw)
+		return appservice.DecodeEvent(raw)
 	}, err).AsList()
 	if err != nil {
 		return nil, fmt.Errorf("failed to read state of %s: %w", roomID, err)
@@ -374,18 +374,4 @@ func (v *View) markDelivered(ctx context.Context, unmarked *unmarkedEvents) erro
 		}
 	}
 	return nil
-}
-
-func decodeEvent(raw string) (*event.Event, error) {
-	var evt event.Event
-	if err := json.Unmarshal([]byte(raw), &evt); err != nil {
-		return nil, fmt.Errorf("failed to decode stored event: %w", err)
-	}
-	if evt.StateKey != nil {
-		evt.Type.Class = event.StateEventType
-	} else {
-		evt.Type.Class = event.MessageEventType
-	}
-	_ = evt.Content.ParseRaw(evt.Type)
-	return &evt, nil
 }
