@@ -83,15 +83,7 @@ func (e *Engine) GetEvent(ctx context.Context, origin, eventID string) (json.Raw
 
 // State implements federation.Handler: the state before eventID and its auth chain.
 func (e *Engine) State(ctx context.Context, origin, roomID, eventID string) (*federation.StateResponse, error) {
-	ev, err := e.logEvent(ctx, origin, roomID, eventID)
-	if err != nil {
-		return nil, err
-	}
-	state, err := e.store.stateBefore(ctx, roomID, ev.Index)
-	if err != nil {
-		return nil, err
-	}
-	chain, err := e.authChain(ctx, state)
+	state, chain, err := e.stateAndAuthChain(ctx, origin, roomID, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -107,15 +99,7 @@ func (e *Engine) State(ctx context.Context, origin, roomID, eventID string) (*fe
 
 // StateIDs implements federation.Handler.
 func (e *Engine) StateIDs(ctx context.Context, origin, roomID, eventID string) (*federation.StateIDsResponse, error) {
-	ev, err := e.logEvent(ctx, origin, roomID, eventID)
-	if err != nil {
-		return nil, err
-	}
-	state, err := e.store.stateBefore(ctx, roomID, ev.Index)
-	if err != nil {
-		return nil, err
-	}
-	chain, err := e.authChain(ctx, state)
+	state, chain, err := e.stateAndAuthChain(ctx, origin, roomID, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -127,6 +111,22 @@ func (e *Engine) StateIDs(ctx context.Context, origin, roomID, eventID string) (
 		resp.AuthChainIDs = append(resp.AuthChainIDs, c.EventID)
 	}
 	return resp, nil
+}
+
+// stateAndAuthChain is what /state and /state_ids answer from: the state before eventID and its auth chain, if
+// origin may read the room.
+func (e *Engine) stateAndAuthChain(ctx context.Context, origin, roomID, eventID string) (state, chain []*StoredEvent, err error) {
+	ev, err := e.logEvent(ctx, origin, roomID, eventID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if state, err = e.store.stateBefore(ctx, roomID, ev.Index); err != nil {
+		return nil, nil, err
+	}
+	if chain, err = e.authChain(ctx, state); err != nil {
+		return nil, nil, err
+	}
+	return state, chain, nil
 }
 
 // authChain returns the recursive auth events of evs, oldest first (by log index).
