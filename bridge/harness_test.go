@@ -12,12 +12,12 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
-	_ "go.mau.fi/util/dbutil/litestream"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/linearize"
 )
 
@@ -182,14 +182,13 @@ func openRawDB(t testing.TB) *dbutil.Database {
 // added to the URI, one connection), with extra URI parameters (e.g. "&_stmt_cache_size=0").
 func openRawDBWith(t testing.TB, params string) *dbutil.Database {
 	t.Helper()
-	cfg := config.Database{Type: "sqlite3-fk-wal", URI: "file:" + filepath.Join(t.TempDir(), "test.db") + "?_txlock=immediate" + params}
-	db, err := dbutil.NewWithDialect(cfg.DriverURI(), cfg.Type)
+	db, err := database.Open(context.Background(), config.Database{Type: "sqlite3-fk-wal",
+		URI: "file:" + filepath.Join(t.TempDir(), "test.db") + "?_txlock=immediate" + params, MaxOpenConns: exampleMaxConns, MaxIdleConns: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.RawDB.SetMaxOpenConns(exampleMaxConns)
 	t.Cleanup(func() { _ = db.Close() })
-	return db
+	return db.Database
 }
 
 // exampleMaxConns is the example config's database.max_open_conns; -bridge.conns overrides it in the benchmarks.

@@ -17,7 +17,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
-	_ "go.mau.fi/util/dbutil/litestream"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	mautrixfed "maunium.net/go/mautrix/federation"
@@ -28,6 +27,7 @@ import (
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/dagview"
+	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/internal/tesths"
 	"github.com/lmbridge/lmbridge/internal/testpg"
 	"github.com/lmbridge/lmbridge/linearize"
@@ -133,15 +133,12 @@ func startLMEngine(ctx context.Context, t *testing.T, name string, dbk dbKind, l
 func openBridgeDB(t *testing.T, name string, dbk dbKind) *dbutil.Database {
 	t.Helper()
 	dbType, uri := newDatabase(t, dbk, t.TempDir(), name)
-	db, err := dbutil.NewWithDialect(uri, dbType)
+	db, err := database.Open(context.Background(), config.Database{Type: dbType, URI: uri, MaxOpenConns: 5, MaxIdleConns: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The pool of lmbridge's example config.
-	db.RawDB.SetMaxOpenConns(5)
-	db.RawDB.SetMaxIdleConns(2)
 	t.Cleanup(func() { _ = db.Close() })
-	return db
+	return db.Database
 }
 
 // bridgeStack is lmbridge (in this process) on a real homeserver, and the peer LM server.

@@ -92,6 +92,8 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	seq := e.outboxSeq
 	working := make(map[string]*roomState)
 	woken := make(map[string]struct{})
+	// fannedOut counts the PDUs queued per destination as hub, for the backlog the hub paces its senders by.
+	fannedOut := make(map[string]int)
 	var appended map[string][]*Event
 	// Events whose PDUs were handed to the fan-out bodies, taken back if the transaction does not commit.
 	var held []string
@@ -159,6 +161,7 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 				refs++
 				outbox.add(d, seq, it.roomID, it.eventID, nil)
 				woken[d] = struct{}{}
+				fannedOut[d]++
 			}
 			// Held before the commit: the outbox reads the rows only after it.
 			if refs > 0 && e.fanout.add(it.eventID, it.raw, refs) {
@@ -198,6 +201,9 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 		e.rooms[roomID] = rs
 		e.heads.Store(roomID, rs.headID())
 		e.markDirty(roomID)
+	}
+	for d, n := range fannedOut {
+		e.outbox.queued(d, n)
 	}
 	for d := range woken {
 		e.outbox.wake(d)

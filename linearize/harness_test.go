@@ -14,11 +14,11 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
-	_ "go.mau.fi/util/dbutil/litestream"
 
 	mautrixfed "maunium.net/go/mautrix/federation"
 
 	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/linearize/federation"
 )
 
@@ -114,11 +114,14 @@ func testContext(t testing.TB) context.Context {
 
 func openTestDB(t testing.TB, path string) *dbutil.Database {
 	t.Helper()
-	db, err := dbutil.NewWithDialect("file:"+path+"?_txlock=immediate&_stmt_cache_size=64", "sqlite3-fk-wal")
+	db, err := database.Open(context.Background(), config.Database{Type: "sqlite3-fk-wal", URI: "file:" + path + "?_txlock=immediate",
+		MaxIdleConns: 2})
 	if err != nil {
 		t.Fatalf("failed to open database: %v", err)
 	}
-	return db
+	// Restart tests close the pool themselves and open the file again; the checkpointer goes at the end.
+	t.Cleanup(func() { _ = db.Close() })
+	return db.Database
 }
 
 // keysOf is a KeyLookup over the nodes' keys.

@@ -37,10 +37,79 @@ type outbox struct {
 	ctx     context.Context
 	// sentTxns and sentItems count the transactions sent and what they carried, for the benchmarks.
 	sentTxns, sentItems atomic.Int64
+	// backlog counts, per destination, the PDUs queued as hub since this start and not yet sent; drained is closed
+	// (and replaced) whenever a backlog shrinks. Rows left from before a restart are not counted: the pacing is
+	// approximate, and the outbox itself relies only on lm_outbox.
+	backlog map[string]int
+	drained chan struct{}
 }
 
 func newOutbox(e *Engine) *outbox {
-	return &outbox{e: e, workers: make(map[string]chan struct{}), failing: make(map[string]bool)}
+	return &outbox{e: e, workers: make(map[string]chan struct{}), failing: make(map[string]bool),
+		backlog: make(map[string]int), drained: make(chan struct{})}
+}
+
+// queued records n PDUs queued for destination as hub.
+func (o *outbox) queued(destination string, n int) {
+	o.lock.Lock()
+	o.backlog[destination] += n
+	o.lock.Unlock()
+}
+
+// sent records n PDUs of destination's backlog sent.
+func (o *outbox) sent(destination string, n int) {
+	if n == 0 {
+		return
+	}
+	o.lock.Lock()
+	o.backlog[destination] = max(o.backlog[destination]-n, 0)
+	close(o.drained)
+	o.drained = make(chan struct{})
+	o.lock.Unlock()
+}
+
+// Pacing: a hub that answered every /send at once would take LPDUs faster than it can fan them out whenever its
+// senders outpace its slowest destination, and every event would then wait in an outbox queue that only grows. So
+// the answer to a transaction that appended LPDUs waits while a healthy destination has more than backlogLimit
+// PDUs queued: the sender, which may have one transaction in flight, holds its next LPDUs until the hub can carry
+// them. Failing destinations do not count (their rows wait for them), and the wait is bounded, so a stuck
+// destination cannot stall the room.
+const (
+	backlogLimit   = maxPDUsPerTxn
+	backlogMaxWait = 2 * time.Second
+)
+
+// waitForBacklog returns once no healthy destination has more than backlogLimit PDUs queued, after backlogMaxWait,
+// or when ctx ends.
+func (o *outbox) waitForBacklog(ctx context.Context) {
+	var timeout <-chan time.Time
+	for {
+		o.lock.Lock()
+		over := false
+		for d, n := range o.backlog {
+			if n > backlogLimit && !o.failing[d] {
+				over = true
+				break
+			}
+		}
+		drained := o.drained
+		o.lock.Unlock()
+		if !over {
+			return
+		}
+		if timeout == nil {
+			timer := time.NewTimer(backlogMaxWait)
+			defer timer.Stop()
+			timeout = timer.C
+		}
+		select {
+		case <-drained:
+		case <-timeout:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func (o *outbox) start(ctx context.Context) error {
@@ -223,11 +292,16 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 	if err != nil {
 		return minBackoff, nil, err
 	}
+	hubPDUs := 0
 	for _, it := range items {
 		if it.held {
 			o.e.fanout.release(it.eventID)
 		}
+		if !it.isLPDU {
+			hubPDUs++
+		}
 	}
+	o.sent(destination, hubPDUs)
 	o.e.handleSendResponse(ctx, destination, items, resp)
 	if len(next) == 0 {
 		// Rows added since the commit have woken the worker (the signal is buffered).

@@ -71,10 +71,14 @@ func (e *Engine) Send(ctx context.Context, origin, txnID string, txn *federation
 		}
 		return &resp, nil
 	}
-	resp, err := e.processTransaction(ctx, origin, txnID, txn)
+	resp, tookLPDUs, err := e.processTransaction(ctx, origin, txnID, txn)
 	if err != nil {
 		zerolog.Ctx(ctx).Err(err).Str("origin", origin).Str("txn_id", txnID).Msg("Failed to process transaction")
 		return nil, err
+	}
+	if tookLPDUs {
+		// Appended and queued already: the wait only delays the sender's next transaction.
+		e.outbox.waitForBacklog(ctx)
 	}
 	return resp, nil
 }
@@ -94,7 +98,8 @@ type received struct {
 	err     error
 }
 
-func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
+// processTransaction applies a transaction and returns the answer and whether it appended LPDUs as hub.
+func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, bool, error) {
 	arrived := time.Now()
 	log := zerolog.Ctx(ctx).With().Str("origin", origin).Str("txn_id", txnID).Logger()
 	resp := &federation.SendResponse{FailedPDUs: make(map[string]federation.FailedPDU)}
@@ -105,12 +110,12 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			if retry.cause != nil {
 				log.Warn().Err(retry.cause).Str("room_id", retry.roomID).Msg("Asking the sender to retry a transaction")
 			}
-			return nil, retry.federationError()
+			return nil, false, retry.federationError()
 		}
 	}
 	objs, err := e.fillGaps(ctx, origin, objs)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 
 	e.writeLock.Lock()
@@ -118,6 +123,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	working := make(map[string]*roomState)
 	var items []appendItem
 	var pendingEchoes []string
+	tookLPDUs := false
 	seen := make(map[string]bool)
 	for _, r := range objs {
 		if r.drop {
@@ -128,7 +134,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			if rs == nil {
 				cached, err := e.loadRoom(ctx, r.room.RoomID)
 				if err != nil {
-					return nil, err
+					return nil, false, err
 				}
 				rs = cached.clone()
 				working[r.room.RoomID] = rs
@@ -138,6 +144,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 				it, r.err = e.completeLPDU(r.p, rs)
 				if r.err == nil {
 					it.lpduID = r.id
+					tookLPDUs = true
 				}
 			} else {
 				it, r.err = e.acceptFromHub(ctx, r, rs, seen)
@@ -147,7 +154,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			}
 			if r.err == nil && it != nil {
 				if err := rs.apply(it.p, it.eventID, rs.headIdx+1); err != nil {
-					return nil, err
+					return nil, false, err
 				}
 				seen[it.eventID] = true
 				items = append(items, *it)
@@ -162,7 +169,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	}
 	answer, err := json.Marshal(resp)
 	if err != nil {
-		return nil, fmt.Errorf("failed to encode answer: %w", err)
+		return nil, false, fmt.Errorf("failed to encode answer: %w", err)
 	}
 	b := batch{items: items, txn: &receivedTxn{origin: origin, txnID: txnID, response: answer}}
 	if len(pendingEchoes) > 0 {
@@ -176,7 +183,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 		for roomID := range working {
 			delete(e.rooms, roomID)
 		}
-		return nil, fmt.Errorf("failed to append transaction %s: %w", txnID, err)
+		return nil, false, fmt.Errorf("failed to append transaction %s: %w", txnID, err)
 	}
 	if e.appended != nil {
 		for _, it := range items {
@@ -186,7 +193,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	for _, id := range pendingEchoes {
 		e.sentLPDUs.Delete(id)
 	}
-	return resp, nil
+	return resp, tookLPDUs, nil
 }
 
 // precheckAll runs precheck on every object, spread over the CPUs: signature checks dominate a transaction's cost

@@ -11,11 +11,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"go.mau.fi/util/dbutil"
-	// Registers the sqlite3-fk-wal driver, as lmbridge itself does.
-	_ "go.mau.fi/util/dbutil/litestream"
 
 	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/linearize"
 )
 
@@ -27,7 +25,7 @@ const peerUser = "bob"
 // from someone else, so a Matrix user sees the conversation cross both ways.
 type lmPeer struct {
 	engine *linearize.Engine
-	db     *dbutil.Database
+	db     *database.DB
 	user   string
 	ctx    context.Context
 
@@ -42,7 +40,8 @@ func startPeer(ctx context.Context, dir string) (*lmPeer, error) {
 		return nil, fmt.Errorf("failed to listen for the demo LM server: %w", err)
 	}
 	serverName := ln.Addr().String()
-	db, err := dbutil.NewWithDialect("file:"+filepath.Join(dir, "peer.db")+"?_txlock=immediate", "sqlite3-fk-wal")
+	db, err := database.Open(ctx, config.Database{Type: "sqlite3-fk-wal",
+		URI: "file:" + filepath.Join(dir, "peer.db") + "?_txlock=immediate", MaxOpenConns: 1, MaxIdleConns: 2})
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("failed to open the demo LM server's database: %w", err)
@@ -53,7 +52,7 @@ func startPeer(ctx context.Context, dir string) (*lmPeer, error) {
 		AllowPlainHTTP: true,
 		AllowHTTPPeers: true,
 		SigningKeyPath: filepath.Join(dir, "peer.signing.key"),
-	}, db, linearize.Options{Listener: ln})
+	}, db.Database, linearize.Options{Listener: ln})
 	if err != nil {
 		ln.Close()
 		db.Close()

@@ -6,18 +6,15 @@ import (
 	"fmt"
 
 	"github.com/rs/zerolog"
-	"go.mau.fi/util/dbutil"
 	mautrixappservice "maunium.net/go/mautrix/appservice"
 
 	"github.com/lmbridge/lmbridge/appservice"
 	"github.com/lmbridge/lmbridge/bridge"
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/dagview"
+	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/linearize"
 )
-
-// databaseOwner marks the database as lmbridge's, so that pointing two programs at one file fails loudly.
-const databaseOwner = "lmbridge"
 
 // run starts lmbridge's services and blocks until ctx is cancelled or a service fails for good.
 //
@@ -26,7 +23,7 @@ const databaseOwner = "lmbridge"
 // the homeserver is known to answer.
 func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registration) error {
 	log := zerolog.Ctx(ctx)
-	db, err := openDatabase(ctx, cfg.Database)
+	db, err := database.Open(ctx, cfg.Database)
 	if err != nil {
 		return err
 	}
@@ -40,12 +37,12 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 		Homeserver:   cfg.Homeserver,
 		AppService:   cfg.AppService,
 		Registration: reg,
-		DB:           db,
+		DB:           db.Database,
 	})
 	if err != nil {
 		return fmt.Errorf("failed to set up appservice: %w", err)
 	}
-	view := dagview.New(as, db)
+	view := dagview.New(as, db.Database)
 	if err = as.Upgrade(ctx); err != nil {
 		return err
 	}
@@ -55,7 +52,7 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 
 	// The engine delivers LM events to the bridge, and the bridge sends through the engine: the engine is made
 	// first, the bridge registered as its listener before Start, so no event is delivered without it.
-	engine, err := linearize.New(ctx, cfg.LM, db, linearize.Options{})
+	engine, err := linearize.New(ctx, cfg.LM, db.Database, linearize.Options{})
 	if err != nil {
 		return fmt.Errorf("failed to set up the LM engine: %w", err)
 	}
@@ -65,7 +62,7 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 	}
 	br, err := bridge.New(bridge.Params{
 		Config: cfg.Bridge,
-		DB:     db,
+		DB:     db.Database,
 		Users:  users,
 		Matrix: &bridge.MatrixAppService{AS: as, View: view},
 		LM:     engine,
@@ -116,20 +113,4 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 	}
 	log.Info().Msg("Shutting down")
 	return nil
-}
-
-func openDatabase(ctx context.Context, cfg config.Database) (*dbutil.Database, error) {
-	dbLog := zerolog.Ctx(ctx).With().Str("component", "database").Logger()
-	db, err := dbutil.NewFromConfig(databaseOwner, dbutil.Config{
-		PoolConfig: dbutil.PoolConfig{
-			Type:         cfg.Type,
-			URI:          cfg.DriverURI(),
-			MaxOpenConns: cfg.MaxOpenConns,
-			MaxIdleConns: cfg.MaxIdleConns,
-		},
-	}, dbutil.ZeroLogger(dbLog))
-	if err != nil {
-		return nil, fmt.Errorf("failed to open %s database: %w", cfg.Type, err)
-	}
-	return db, nil
 }

@@ -1,0 +1,85 @@
+package database
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// CheckpointInterval is how often the checkpointer copies the WAL into the database file. At the few hundred
+// kilobytes a thousand bridged events write per second the WAL stays a few megabytes at most; an idle database costs
+// one cheap PRAGMA per interval.
+const CheckpointInterval = 25 * time.Millisecond
+
+const checkpointQuery = "PRAGMA wal_checkpoint(PASSIVE)"
+
+// checkpointer runs passive checkpoints on a connection of its own. A passive checkpoint copies what no reader still
+// needs and never blocks the writer; the writer starts the WAL over once everything was copied.
+type checkpointer struct {
+	conn *sql.DB
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func startCheckpointer(ctx context.Context, driverName, uri string) (*checkpointer, error) {
+	conn, err := sql.Open(driverName, uri)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open the checkpointer's connection: %w", err)
+	}
+	conn.SetMaxOpenConns(1)
+	if err = checkpointOnce(ctx, conn); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	c := &checkpointer{conn: conn, stop: stop, done: make(chan struct{})}
+	go c.run(ctx)
+	return c, nil
+}
+
+func (c *checkpointer) run(ctx context.Context) {
+	defer close(c.done)
+	log := zerolog.Ctx(ctx)
+	ticker := time.NewTicker(CheckpointInterval)
+	defer ticker.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		err := checkpointOnce(ctx, c.conn)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			// Logged once per run of failures: the writer goes on, the WAL just grows until it works again.
+			log.Warn().Err(err).Msg("Failed to checkpoint the SQLite WAL")
+			failing = true
+		case err == nil && failing:
+			log.Info().Msg("Checkpointing the SQLite WAL works again")
+			failing = false
+		}
+	}
+}
+
+func checkpointOnce(ctx context.Context, conn *sql.DB) error {
+	var busy, logFrames, copied int
+	if err := conn.QueryRowContext(ctx, checkpointQuery).Scan(&busy, &logFrames, &copied); err != nil {
+		return fmt.Errorf("failed to checkpoint the WAL: %w", err)
+	}
+	return nil
+}
+
+// close stops the loop and copies what is left, so that the database file is complete without its WAL.
+func (c *checkpointer) close() error {
+	c.stop()
+	<-c.done
+	err := checkpointOnce(context.Background(), c.conn)
+	if closeErr := c.conn.Close(); err == nil && closeErr != nil {
+		err = fmt.Errorf("failed to close the checkpointer's connection: %w", closeErr)
+	}
+	return err
+}

@@ -1,0 +1,107 @@
+package database
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lmbridge/lmbridge/config"
+)
+
+func openTemp(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "lmbridge.db")
+	db, err := Open(context.Background(), config.Database{Type: "sqlite3-fk-wal", URI: "file:" + path + "?_txlock=immediate",
+		MaxOpenConns: 1, MaxIdleConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, path
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// writeMegabyte commits 1 MiB of rows, which stays in the WAL until a checkpoint copies it.
+func writeMegabyte(t *testing.T, db *DB) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := db.Exec(ctx, "CREATE TABLE IF NOT EXISTS filler (data BLOB NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	chunk := []byte(strings.Repeat("x", 4096))
+	for i := 0; i < 256; i++ {
+		if _, err := db.Exec(ctx, "INSERT INTO filler (data) VALUES ($1)", chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestWritersDoNotCheckpoint(t *testing.T) {
+	db, _ := openTemp(t)
+	defer db.Close()
+	var pages int
+	if err := db.QueryRow(context.Background(), "PRAGMA wal_autocheckpoint").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if pages != 0 {
+		t.Fatalf("the pool's connection checkpoints every %d pages itself", pages)
+	}
+	var mode string
+	if err := db.QueryRow(context.Background(), "PRAGMA journal_mode").Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if mode != "wal" {
+		t.Fatalf("journal mode is %q, want wal", mode)
+	}
+}
+
+func TestCheckpointerCopiesTheWALInTheBackground(t *testing.T) {
+	db, path := openTemp(t)
+	defer db.Close()
+	writeMegabyte(t, db)
+	deadline := time.Now().Add(5 * time.Second)
+	for fileSize(t, path) < 1<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the database file is still %d bytes: nothing was checkpointed", fileSize(t, path))
+		}
+		time.Sleep(CheckpointInterval)
+	}
+}
+
+func TestCloseCheckpointsWhatIsLeft(t *testing.T) {
+	db, path := openTemp(t)
+	// Stop the loop first, so that only Close's own checkpoint can copy the rows written next.
+	db.checkpointer.stop()
+	<-db.checkpointer.done
+	writeMegabyte(t, db)
+	before := fileSize(t, path)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := fileSize(t, path); after < 1<<20 || before >= 1<<20 {
+		t.Fatalf("database file %d bytes before Close and %d after, want under and over 1 MiB", before, after)
+	}
+}
+
+func TestPostgresHasNoCheckpointer(t *testing.T) {
+	// sql.Open does not connect, so this needs no server.
+	db, err := Open(context.Background(), config.Database{Type: "postgres", URI: "postgres://127.0.0.1:1/none?sslmode=disable",
+		MaxOpenConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if db.checkpointer != nil {
+		t.Fatal("a PostgreSQL database got a SQLite checkpointer")
+	}
+}
