@@ -12,7 +12,7 @@ import (
 // CheckpointInterval is how often the checkpointer copies the WAL into the database file. At the few hundred
 // kilobytes a thousand bridged events write per second the WAL stays a few megabytes at most; an idle database costs
 // one cheap PRAGMA per interval.
-const CheckpointInterval = 25 * time.Millisecond
+const CheckpointInterval = 100 * time.Millisecond
 
 const checkpointQuery = "PRAGMA wal_checkpoint(PASSIVE)"
 

@@ -91,7 +91,8 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	now := e.now().UnixMilli()
 	seq := e.outboxSeq
 	working := make(map[string]*roomState)
-	woken := make(map[string]struct{})
+	// woken maps each destination given rows to the last seq it was given.
+	woken := make(map[string]int64)
 	// fannedOut counts the PDUs queued per destination as hub, for the backlog the hub paces its senders by.
 	fannedOut := make(map[string]int)
 	var appended map[string][]*Event
@@ -160,7 +161,7 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 				seq++
 				refs++
 				outbox.add(d, seq, it.roomID, it.eventID, nil)
-				woken[d] = struct{}{}
+				woken[d] = seq
 				fannedOut[d]++
 			}
 			// Held before the commit: the outbox reads the rows only after it.
@@ -171,13 +172,21 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 		for _, w := range b.extra {
 			seq++
 			outbox.add(w.destination, seq, w.roomID, w.eventID, string(w.lpdu))
-			woken[w.destination] = struct{}{}
+			woken[w.destination] = seq
 		}
 		if err := events.exec(ctx, e.store); err != nil {
 			return err
 		}
 		if err := outbox.exec(ctx, e.store); err != nil {
 			return err
+		}
+		// A destination with no transaction in flight gets these rows marked as its next one in this commit, so that
+		// its worker sends them without a commit of its own first (one commit per event fewer when events come one
+		// at a time).
+		for d, last := range woken {
+			if err := e.store.markIdleDest(ctx, d, last); err != nil {
+				return err
+			}
 		}
 		if b.txn != nil {
 			if err := e.store.putReceivedTxn(ctx, b.txn.origin, b.txn.txnID, b.txn.response, now); err != nil {

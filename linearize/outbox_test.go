@@ -2,6 +2,7 @@ package linearize
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 )
@@ -77,5 +78,34 @@ func TestWaitForBacklogIgnoresFailingDestinations(t *testing.T) {
 	o.queued("down.example", backlogLimit)
 	if !waitReturns(context.Background(), o, time.Second) {
 		t.Fatal("a backlog sent past zero still holds answers")
+	}
+}
+
+// TestIdleDestinationMarkedInTheAppendCommit sends events one at a time from a hub to one participant: the append's
+// commit marks each event as the participant's next transaction, so the hub commits twice per event (the append and
+// the end of the transaction) rather than three times, and every event still arrives once, in order.
+func TestIdleDestinationMarkedInTheAppendCommit(t *testing.T) {
+	ctx := testContext(t)
+	hub := newHTTPNode(t, nil)
+	part := newHTTPNode(t, nil)
+	alice := userAt("alice", hub.name)
+	bob := userAt("bob", part.name)
+	roomID := must(hub.eng.CreateRoom(ctx, alice, nil))
+	must(hub.eng.InviteUser(ctx, roomID, alice, bob))
+	must(part.eng.Join(ctx, roomID, bob, hub.name))
+	waitHead(t, part, roomID, logIDs(t, hub, roomID)[len(logIDs(t, hub, roomID))-1])
+	// Let the listener cursors of the set-up be written first.
+	time.Sleep(cursorSaveInterval + 100*time.Millisecond)
+	commits := hub.eng.store.commits.Load()
+	const sends = 30
+	for i := 0; i < sends; i++ {
+		id := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("one at a time"), time.Time{}))
+		waitHead(t, part, roomID, id)
+	}
+	if n := hub.eng.store.commits.Load() - commits; n > 2*sends+5 {
+		t.Fatalf("the hub committed %d times for %d events sent one at a time, want at most %d", n, sends, 2*sends+5)
+	}
+	if hubLog, partLog := logIDs(t, hub, roomID), logIDs(t, part, roomID); !slices.Equal(hubLog[len(hubLog)-sends:], partLog[len(partLog)-sends:]) {
+		t.Fatal("the participant's log does not end with the hub's last events")
 	}
 }

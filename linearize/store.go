@@ -81,6 +81,11 @@ const (
 		ON CONFLICT (destination) DO UPDATE SET txn_last_seq=excluded.txn_last_seq, retry_count=excluded.retry_count,
 			next_attempt=excluded.next_attempt, last_error=excluded.last_error
 	`
+	// The in-flight mark of an idle destination (txn_last_seq 0) set to $2; a busy one keeps its own.
+	markIdleDestQuery = `
+		INSERT INTO lm_destination (destination, txn_last_seq, retry_count, next_attempt) VALUES ($1, $2, 0, 0)
+		ON CONFLICT (destination) DO UPDATE SET txn_last_seq=excluded.txn_last_seq WHERE lm_destination.txn_last_seq=0
+	`
 	insertPendingLPDUQuery = `INSERT INTO lm_pending_lpdu (lpdu_id, room_id, sent_at) VALUES ($1, $2, $3) ON CONFLICT (lpdu_id) DO NOTHING`
 	deletePendingLPDUQuery = `DELETE FROM lm_pending_lpdu WHERE lpdu_id=$1`
 	// Followed by one placeholder per LPDU ID and a closing parenthesis.
@@ -561,6 +566,16 @@ func (s *store) putDest(ctx context.Context, destination string, d destState, la
 	_, err := s.exec(ctx, upsertDestQuery, destination, d.txnLastSeq, d.retryCount, d.nextAttempt, nullString(lastErr))
 	if err != nil {
 		return fmt.Errorf("failed to store destination %s: %w", destination, err)
+	}
+	return nil
+}
+
+// markIdleDest marks the rows up to lastSeq as destination's next transaction unless one is in flight already. The
+// transaction stays what nextBatch reads for a mark: the first maxPDUsPerTxn rows up to it, whatever their order of
+// arrival, so a retry after a crash sends the same one.
+func (s *store) markIdleDest(ctx context.Context, destination string, lastSeq int64) error {
+	if _, err := s.exec(ctx, markIdleDestQuery, destination, lastSeq); err != nil {
+		return fmt.Errorf("failed to mark the next transaction to %s: %w", destination, err)
 	}
 	return nil
 }
