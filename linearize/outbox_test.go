@@ -101,11 +101,34 @@ func TestIdleDestinationMarkedInTheAppendCommit(t *testing.T) {
 	for i := 0; i < sends; i++ {
 		id := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("one at a time"), time.Time{}))
 		waitHead(t, part, roomID, id)
+		waitOutboxIdle(t, hub)
 	}
 	if n := hub.eng.store.commits.Load() - commits; n > 2*sends+5 {
 		t.Fatalf("the hub committed %d times for %d events sent one at a time, want at most %d", n, sends, 2*sends+5)
 	}
 	if hubLog, partLog := logIDs(t, hub, roomID), logIDs(t, part, roomID); !slices.Equal(hubLog[len(hubLog)-sends:], partLog[len(partLog)-sends:]) {
 		t.Fatal("the participant's log does not end with the hub's last events")
+	}
+}
+
+// waitOutboxIdle waits until nd has nothing queued and no transaction in flight, so that the next event finds its
+// destinations idle.
+func waitOutboxIdle(t *testing.T, nd *node) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var rows, inFlight int64
+		err := nd.db.QueryRow(context.Background(), `SELECT (SELECT COUNT(*) FROM lm_outbox),
+			(SELECT COALESCE(SUM(txn_last_seq), 0) FROM lm_destination)`).Scan(&rows, &inFlight)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows == 0 && inFlight == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox still holds %d rows, %d in flight", rows, inFlight)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
