@@ -20,7 +20,7 @@ import (
 func BenchmarkHubFanout(b *testing.B) {
 	b.Run("flood", func(b *testing.B) { benchmarkHubFanout(b, 0, 0) })
 	b.Run("saturated", func(b *testing.B) { benchmarkHubFanout(b, 0, saturationWindow) })
-	for _, rate := range []int{500, 1000, 2000} {
+	for _, rate := range []int{500, 1000, 2000, 2200} {
 		b.Run(fmt.Sprintf("paced_%d_per_s", rate), func(b *testing.B) { benchmarkHubFanout(b, rate, 0) })
 	}
 }
