@@ -93,6 +93,8 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	working := make(map[string]*roomState)
 	// woken maps each destination given rows to the last seq it was given.
 	woken := make(map[string]int64)
+	// acked are the deferred ends of transactions (see outbox.deferEnd) this commit writes.
+	var acked map[string]int64
 	// fannedOut counts the PDUs queued per destination as hub, for the backlog the hub paces its senders by.
 	fannedOut := make(map[string]int)
 	var appended map[string][]*Event
@@ -183,6 +185,12 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 		// A destination with no transaction in flight gets these rows marked as its next one in this commit, so that
 		// its worker sends them without a commit of its own first (one commit per event fewer when events come one
 		// at a time).
+		acked = e.outbox.ackedFor(woken)
+		for d, last := range acked {
+			if err := e.store.endAcked(ctx, d, last); err != nil {
+				return err
+			}
+		}
 		for d, last := range woken {
 			if err := e.store.markIdleDest(ctx, d, last); err != nil {
 				return err
@@ -211,6 +219,8 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 		e.heads.Store(roomID, rs.headID())
 		e.markDirty(roomID)
 	}
+	e.outbox.forgetAcked(acked)
+	e.outbox.queuedTo(woken)
 	for d, n := range fannedOut {
 		e.outbox.queued(d, n)
 	}

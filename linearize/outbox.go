@@ -42,12 +42,82 @@ type outbox struct {
 	// approximate, and the outbox itself relies only on lm_outbox.
 	backlog map[string]int
 	drained chan struct{}
+	// queuedUpTo is, per destination, the last seq given to it by a commit of this process; acked holds the last
+	// seq of a destination's transaction that succeeded and whose end (rows deleted, mark cleared) is not yet
+	// written. Both only change under the store's write lock or o.lock; see deferEnd.
+	queuedUpTo map[string]int64
+	acked      map[string]int64
 }
 
 func newOutbox(e *Engine) *outbox {
 	return &outbox{e: e, workers: make(map[string]chan struct{}), failing: make(map[string]bool),
-		backlog: make(map[string]int), drained: make(chan struct{})}
+		backlog: make(map[string]int), drained: make(chan struct{}), queuedUpTo: make(map[string]int64),
+		acked: make(map[string]int64)}
 }
+
+// Ending a transaction takes a commit of its own (its rows deleted, the destination's mark cleared or moved to the
+// next transaction). When nothing was queued behind it, that commit is deferred: the next commit that queues rows
+// for the destination writes it (appendAcked), or the worker does after ackFlushDelay. Until then the transaction
+// stays marked in flight, so a crash resends it under the same txnId, which the receiver answers from its record.
+const ackFlushDelay = 200 * time.Millisecond
+
+// queuedTo records, after a commit, the last seq it gave each destination.
+func (o *outbox) queuedTo(woken map[string]int64) {
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	for d, seq := range woken {
+		o.queuedUpTo[d] = max(o.queuedUpTo[d], seq)
+	}
+}
+
+// deferEnd records destination's transaction ending at last as succeeded, with its end left for later, and reports
+// whether it could: only when this process knows nothing was queued behind it.
+func (o *outbox) deferEnd(destination string, last int64) bool {
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	if upTo, known := o.queuedUpTo[destination]; !known || upTo > last {
+		return false
+	}
+	o.acked[destination] = last
+	return true
+}
+
+// takeAcked removes and returns destination's deferred end.
+func (o *outbox) takeAcked(destination string) (int64, bool) {
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	last, ok := o.acked[destination]
+	delete(o.acked, destination)
+	return last, ok
+}
+
+// ackedFor returns the deferred ends of the destinations, for a commit to write.
+func (o *outbox) ackedFor(woken map[string]int64) map[string]int64 {
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	var out map[string]int64
+	for d := range woken {
+		if last, ok := o.acked[d]; ok {
+			if out == nil {
+				out = make(map[string]int64)
+			}
+			out[d] = last
+		}
+	}
+	return out
+}
+
+// forgetAcked drops deferred ends that a commit wrote, unless a newer one replaced them meanwhile.
+func (o *outbox) forgetAcked(written map[string]int64) {
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	for d, last := range written {
+		if o.acked[d] == last {
+			delete(o.acked, d)
+		}
+	}
+}
+
 
 // queued records n PDUs queued for destination as hub.
 func (o *outbox) queued(destination string, n int) {
@@ -178,6 +248,14 @@ func (o *outbox) run(destination string, wake chan struct{}) {
 	ctx := o.ctx
 	log := zerolog.Ctx(ctx).With().Str("destination", destination).Logger()
 	ctx = log.WithContext(ctx)
+	defer func() {
+		// On the way out, write a deferred end rather than leave the transaction to be sent again after the restart.
+		if last, ok := o.takeAcked(destination); ok {
+			if _, err := o.endTransaction(context.WithoutCancel(ctx), destination, last); err != nil {
+				log.Warn().Err(err).Msg("Failed to end the last transaction before stopping")
+			}
+		}
+	}()
 	var next []outboxItem
 	for {
 		var wait time.Duration
@@ -214,6 +292,24 @@ const idleWait = 30 * time.Second
 func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []outboxItem) (time.Duration, []outboxItem, error) {
 	st := o.e.store
 	items := prepared
+	if items == nil {
+		if last, ok := o.takeAcked(destination); ok {
+			// The deferred end of the last transaction, with the next one marked in the same commit.
+			next, err := o.endTransaction(ctx, destination, last)
+			if err != nil {
+				o.lock.Lock()
+				if _, newer := o.acked[destination]; !newer {
+					o.acked[destination] = last
+				}
+				o.lock.Unlock()
+				return minBackoff, nil, err
+			}
+			if len(next) == 0 {
+				return idleWait, nil, nil
+			}
+			items = next
+		}
+	}
 	if items == nil {
 		var wait time.Duration
 		var err error
@@ -271,10 +367,40 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 		}
 		return backoff, nil, fmt.Errorf("failed to send transaction %s: %w", txnID, sendErr)
 	}
-	// One commit ends this transaction and marks the next one, made of what accumulated meanwhile, in flight: a
-	// commit per transaction instead of two, and no read before sending it.
 	var next []outboxItem
-	err := o.e.store.write(ctx, func(ctx context.Context) error {
+	wait := time.Duration(0)
+	if o.deferEnd(destination, last) {
+		wait = ackFlushDelay
+	} else {
+		var err error
+		if next, err = o.endTransaction(ctx, destination, last); err != nil {
+			return minBackoff, nil, err
+		}
+		if len(next) == 0 {
+			// Rows added since the commit have woken the worker (the signal is buffered).
+			wait = idleWait
+		}
+	}
+	hubPDUs := 0
+	for _, it := range items {
+		if it.held {
+			o.e.fanout.release(it.eventID)
+		}
+		if !it.isLPDU {
+			hubPDUs++
+		}
+	}
+	o.sent(destination, hubPDUs)
+	o.e.handleSendResponse(ctx, destination, items, resp)
+	return wait, next, nil
+}
+
+// endTransaction ends destination's transaction up to last and marks the next one, made of what accumulated
+// meanwhile, in flight, in one commit: a commit per transaction instead of two, and no read before sending it.
+func (o *outbox) endTransaction(ctx context.Context, destination string, last int64) ([]outboxItem, error) {
+	st := o.e.store
+	var next []outboxItem
+	err := st.write(ctx, func(ctx context.Context) error {
 		if err := st.deleteOutbox(ctx, destination, last); err != nil {
 			return err
 		}
@@ -289,25 +415,7 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 		}
 		return st.putDest(ctx, destination, ds, "")
 	})
-	if err != nil {
-		return minBackoff, nil, err
-	}
-	hubPDUs := 0
-	for _, it := range items {
-		if it.held {
-			o.e.fanout.release(it.eventID)
-		}
-		if !it.isLPDU {
-			hubPDUs++
-		}
-	}
-	o.sent(destination, hubPDUs)
-	o.e.handleSendResponse(ctx, destination, items, resp)
-	if len(next) == 0 {
-		// Rows added since the commit have woken the worker (the signal is buffered).
-		return idleWait, nil, nil
-	}
-	return 0, next, nil
+	return next, err
 }
 
 // nextBatch reads the transaction to send next: the one marked in flight (a retry, or one marked by the commit that

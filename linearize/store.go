@@ -86,6 +86,7 @@ const (
 		INSERT INTO lm_destination (destination, txn_last_seq, retry_count, next_attempt) VALUES ($1, $2, 0, 0)
 		ON CONFLICT (destination) DO UPDATE SET txn_last_seq=excluded.txn_last_seq WHERE lm_destination.txn_last_seq=0
 	`
+	clearDestMarkQuery     = `UPDATE lm_destination SET txn_last_seq=0 WHERE destination=$1 AND txn_last_seq=$2`
 	insertPendingLPDUQuery = `INSERT INTO lm_pending_lpdu (lpdu_id, room_id, sent_at) VALUES ($1, $2, $3) ON CONFLICT (lpdu_id) DO NOTHING`
 	deletePendingLPDUQuery = `DELETE FROM lm_pending_lpdu WHERE lpdu_id=$1`
 	// Followed by one placeholder per LPDU ID and a closing parenthesis.
@@ -566,6 +567,18 @@ func (s *store) putDest(ctx context.Context, destination string, d destState, la
 	_, err := s.exec(ctx, upsertDestQuery, destination, d.txnLastSeq, d.retryCount, d.nextAttempt, nullString(lastErr))
 	if err != nil {
 		return fmt.Errorf("failed to store destination %s: %w", destination, err)
+	}
+	return nil
+}
+
+// endAcked writes the deferred end of destination's transaction up to last: its rows deleted and, unless the worker
+// has marked the next one already, the destination idle.
+func (s *store) endAcked(ctx context.Context, destination string, last int64) error {
+	if err := s.deleteOutbox(ctx, destination, last); err != nil {
+		return err
+	}
+	if _, err := s.exec(ctx, clearDestMarkQuery, destination, last); err != nil {
+		return fmt.Errorf("failed to end the transaction to %s: %w", destination, err)
 	}
 	return nil
 }
