@@ -118,7 +118,6 @@ func (o *outbox) forgetAcked(written map[string]int64) {
 	}
 }
 
-
 // queued records n PDUs queued for destination as hub.
 func (o *outbox) queued(destination string, n int) {
 	o.lock.Lock()
