@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
@@ -71,15 +72,29 @@ type Database struct {
 
 // LM is lmbridge as a Linearized Matrix server.
 type LM struct {
-	ServerName      string `yaml:"server_name"`
-	Listen          string `yaml:"listen"`
-	TLSCert         string `yaml:"tls_cert"`
-	TLSKey          string `yaml:"tls_key"`
-	AllowPlainHTTP  bool   `yaml:"allow_plain_http"`
-	AllowHTTPPeers  bool   `yaml:"allow_http_peers"`
-	SigningKeyPath  string `yaml:"signing_key_path"`
-	RoomVersion     string `yaml:"room_version"`
-	MaxRequestBytes int64  `yaml:"max_request_bytes"`
+	ServerName     string `yaml:"server_name"`
+	Listen         string `yaml:"listen"`
+	TLSCert        string `yaml:"tls_cert"`
+	TLSKey         string `yaml:"tls_key"`
+	AllowPlainHTTP bool   `yaml:"allow_plain_http"`
+	AllowHTTPPeers bool   `yaml:"allow_http_peers"`
+	// IPRangeBlocklist is checked by the federation client on every connection; nil (a config built in code, as
+	// tests do) blocks nothing, while a config file gets the example's list unless it sets its own.
+	IPRangeBlocklist []string `yaml:"ip_range_blocklist"`
+	SigningKeyPath   string   `yaml:"signing_key_path"`
+	RoomVersion      string   `yaml:"room_version"`
+	MaxRequestBytes  int64    `yaml:"max_request_bytes"`
+}
+
+// BlockedRanges returns IPRangeBlocklist parsed; Validate has refused a config with a malformed entry.
+func (l LM) BlockedRanges() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(l.IPRangeBlocklist))
+	for _, r := range l.IPRangeBlocklist {
+		if prefix, err := netip.ParsePrefix(r); err == nil {
+			out = append(out, prefix.Masked())
+		}
+	}
+	return out
 }
 
 // Bridge is the linking of rooms.

@@ -3,8 +3,10 @@ package config
 import (
 	"errors"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -126,6 +128,8 @@ func TestValidateNamesKey(t *testing.T) {
 		{"lm: {signing_key_path: ''}", "lm.signing_key_path"},
 		{"lm: {room_version: '11'}", "lm.room_version"},
 		{"lm: {max_request_bytes: -5}", "lm.max_request_bytes"},
+		{"lm: {ip_range_blocklist: [10.0.0.0]}", "lm.ip_range_blocklist"},
+		{"lm: {ip_range_blocklist: ['example.com/8']}", "lm.ip_range_blocklist"},
 		{"bridge: {command_prefix: '!lm link'}", "bridge.command_prefix"},
 		{"bridge: {permissions: {'@nobody': admin}}", `bridge.permissions."@nobody"`},
 		{"bridge: {permissions: {hs.example: root}}", `bridge.permissions."hs.example"`},
@@ -143,6 +147,36 @@ func TestValidateNamesKey(t *testing.T) {
 		if !strings.Contains(err.Error(), c.key+":") {
 			t.Errorf("%s: error does not name %s: %v", c.yaml, c.key, err)
 		}
+	}
+}
+
+func TestIPRangeBlocklist(t *testing.T) {
+	cfg, err := Parse(withMinimal(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults := cfg.LM.BlockedRanges()
+	for _, addr := range []string{"127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "fd00::1"} {
+		if !slices.ContainsFunc(defaults, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr(addr)) }) {
+			t.Errorf("the default blocklist lets %s through", addr)
+		}
+	}
+	if slices.ContainsFunc(defaults, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr("93.184.215.14")) }) {
+		t.Error("the default blocklist refuses a public address")
+	}
+	cfg, err = Parse(withMinimal("lm: {ip_range_blocklist: []}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cfg.LM.BlockedRanges()); n != 0 {
+		t.Fatalf("an empty list in the file kept %d default ranges", n)
+	}
+	cfg, err = Parse(withMinimal("lm: {ip_range_blocklist: [203.0.113.7/24]}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.LM.BlockedRanges(); len(got) != 1 || got[0].String() != "203.0.113.0/24" {
+		t.Fatalf("a list of its own gave %v, want just 203.0.113.0/24", got)
 	}
 }
 

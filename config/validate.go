@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"fmt"
 	"maps"
 	"net"
@@ -136,6 +137,11 @@ func (l *LM) validate(p *problems) {
 		p.add("lm.signing_key_path", "must be set")
 	}
 	checkOneOf(p, "lm.room_version", l.RoomVersion, LMRoomVersions)
+	for _, r := range l.IPRangeBlocklist {
+		if _, err := netip.ParsePrefix(r); err != nil {
+			p.add("lm.ip_range_blocklist", "%q is not a CIDR range (e.g. 10.0.0.0/8 or fc00::/7)", r)
+		}
+	}
 	if l.MaxRequestBytes <= 0 {
 		p.add("lm.max_request_bytes", "must be a positive number of bytes")
 	}

@@ -15,7 +15,8 @@ import (
 // setupTransport builds the federation client (our Remote), the key ring (our KeyLookup) and the federation
 // http.Handler, unless Options supplied the first two.
 func (e *Engine) setupTransport() {
-	client := federation.NewClient(e.serverName, e.key, federation.ClientOptions{AllowHTTPPeers: e.cfg.AllowHTTPPeers})
+	client := federation.NewClient(e.serverName, e.key, federation.ClientOptions{AllowHTTPPeers: e.cfg.AllowHTTPPeers,
+		BlockedRanges: e.cfg.BlockedRanges()})
 	client.EventID = func(raw json.RawMessage) (string, error) {
 		p, err := pdu.Parse(raw)
 		if err != nil {

@@ -25,6 +25,7 @@ func TestEditConfigKeepsComments(t *testing.T) {
 		{"homeserver.domain", "hs.example"},
 		{"appservice.port", 1234},
 		{"lm.allow_plain_http", true},
+		{"lm.ip_range_blocklist", []string{}},
 		{"bridge.permissions", map[string]string{"hs.example": "admin"}},
 	})
 	if err != nil {
@@ -35,7 +36,7 @@ func TestEditConfigKeepsComments(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Homeserver.Domain != "hs.example" || cfg.AppService.Port != 1234 || !cfg.LM.AllowPlainHTTP ||
-		len(cfg.Bridge.Permissions) != 1 {
+		len(cfg.Bridge.Permissions) != 1 || len(cfg.LM.IPRangeBlocklist) != 0 {
 		t.Fatalf("edits not applied: %+v %+v %+v", cfg.Homeserver, cfg.AppService, cfg.Bridge)
 	}
 	data, _ := os.ReadFile(path)

@@ -146,6 +146,8 @@ func runDemo(ctx context.Context, opts options, out io.Writer) error {
 		{"lm.listen", lmName},
 		{"lm.allow_plain_http", true},
 		{"lm.allow_http_peers", true},
+		// The demo's LM server is on loopback, which the default blocklist keeps federation away from.
+		{"lm.ip_range_blocklist", []string{}},
 		{"lm.signing_key_path", filepath.Join(bridgeDir, "lmbridge.signing.key")},
 		{"bridge.permissions", map[string]string{serverName: "admin"}},
 		{"logging.min_level", "debug"},

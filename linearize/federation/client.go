@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -39,6 +40,9 @@ type ClientOptions struct {
 	DNS SRVResolver
 	// WellKnownURL overrides where a hostname's well-known document is fetched (tests).
 	WellKnownURL func(hostname string) string
+	// BlockedRanges are addresses no connection may go to (config lm.ip_range_blocklist), checked on the address
+	// actually dialled, after DNS, so a name that resolves differently on the second lookup cannot slip through.
+	BlockedRanges []netip.Prefix
 }
 
 // Client speaks to other LM servers: one method per endpoint, signed with our key, over pooled connections.
@@ -66,6 +70,9 @@ func NewClient(serverName string, key *SigningKey, opts ClientOptions) *Client {
 		MaxResponseBytes: DefaultMaxResponseBytes,
 		dialer:           net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
 		targets:          make(map[string][]string),
+	}
+	if len(opts.BlockedRanges) > 0 {
+		c.dialer.Control = refuseBlocked(opts.BlockedRanges)
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = DefaultClientTimeout
