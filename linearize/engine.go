@@ -95,10 +95,12 @@ type Engine struct {
 	invitesDirty  bool
 	dispatchWake  chan struct{}
 	dispatchDone  chan struct{}
-	cancel        context.CancelFunc
-	handler       http.Handler
-	listener      net.Listener
-	httpDone      chan error
+	// pruneDone is closed when the pruning loop has returned.
+	pruneDone chan struct{}
+	cancel    context.CancelFunc
+	handler   http.Handler
+	listener  net.Listener
+	httpDone  chan error
 }
 
 var (
@@ -201,6 +203,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.dispatchDone = make(chan struct{})
 	go e.dispatchLoop(runCtx)
+	e.pruneDone = make(chan struct{})
+	go func() {
+		defer close(e.pruneDone)
+		e.pruneLoop(runCtx)
+	}()
 	zerolog.Ctx(ctx).Info().Str("server_name", e.serverName).Msg("LM engine started")
 	return nil
 }
@@ -214,6 +221,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	err := e.stopHTTP()
 	e.outbox.stop()
 	<-e.dispatchDone
+	<-e.pruneDone
 	e.cancel = nil
 	return err
 }

@@ -2,6 +2,7 @@ package linearize
 
 import (
 	"context"
+	"strconv"
 	"slices"
 	"testing"
 	"time"
@@ -205,5 +206,53 @@ func TestDeferredEndLostInACrashResendsTheSameTransaction(t *testing.T) {
 			t.Fatalf("event %s is in the participant's log twice", e)
 		}
 		seen[e] = true
+	}
+}
+
+// TestPruneForgetsOldAnswersAndPendingLPDUs fills both growing tables with old and recent rows, more old ones than a
+// batch: pruning removes exactly the old ones.
+func TestPruneForgetsOldAnswersAndPendingLPDUs(t *testing.T) {
+	ctx := testContext(t)
+	nd := newHTTPNode(t, nil)
+	db := nd.db
+	now := time.Now()
+	old, recent := now.Add(-pruneRetention-time.Hour).UnixMilli(), now.Add(-time.Minute).UnixMilli()
+	oldRows := pruneBatch + 7
+	for i := 0; i < oldRows; i++ {
+		if _, err := db.Exec(ctx, insertReceivedTxnQuery, "old.example", "t"+strconv.Itoa(i), "{}", old); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(ctx, insertPendingLPDUQuery, "$old"+strconv.Itoa(i), "!r:x", old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := db.Exec(ctx, insertReceivedTxnQuery, "new.example", "t"+strconv.Itoa(i), "{}", recent); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(ctx, insertPendingLPDUQuery, "$new"+strconv.Itoa(i), "!r:x", recent); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nd.eng.prune(ctx, now.Add(-pruneRetention)); err != nil {
+		t.Fatal(err)
+	}
+	count := func(query string) (n int) {
+		if err := db.QueryRow(ctx, query).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(`SELECT COUNT(*) FROM lm_received_txn WHERE origin='old.example'`); n != 0 {
+		t.Errorf("%d old transaction answers left", n)
+	}
+	if n := count(`SELECT COUNT(*) FROM lm_received_txn WHERE origin='new.example'`); n != 5 {
+		t.Errorf("%d recent transaction answers left, want 5", n)
+	}
+	if n := count(`SELECT COUNT(*) FROM lm_pending_lpdu WHERE lpdu_id LIKE '$old%'`); n != 0 {
+		t.Errorf("%d old pending LPDUs left", n)
+	}
+	if n := count(`SELECT COUNT(*) FROM lm_pending_lpdu WHERE lpdu_id LIKE '$new%'`); n != 5 {
+		t.Errorf("%d recent pending LPDUs left, want 5", n)
 	}
 }
