@@ -2,10 +2,17 @@ package linearize
 
 import (
 	"context"
-	"strconv"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
+
+	"go.mau.fi/util/dbutil"
+
+	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/database"
+	"github.com/lmbridge/lmbridge/internal/testpg"
 )
 
 // waitReturns runs waitForBacklog and reports whether it returned within d.
@@ -212,9 +219,27 @@ func TestDeferredEndLostInACrashResendsTheSameTransaction(t *testing.T) {
 // TestPruneForgetsOldAnswersAndPendingLPDUs fills both growing tables with old and recent rows, more old ones than a
 // batch: pruning removes exactly the old ones.
 func TestPruneForgetsOldAnswersAndPendingLPDUs(t *testing.T) {
-	ctx := testContext(t)
 	nd := newHTTPNode(t, nil)
-	db := nd.db
+	testPrune(t, nd.eng, nd.db)
+}
+
+// TestPruneOnPostgres runs the same on PostgreSQL, whose DELETE has no LIMIT: the queries must work on both.
+func TestPruneOnPostgres(t *testing.T) {
+	ctx := testContext(t)
+	db, err := database.Open(ctx, config.Database{Type: "postgres", URI: testpg.NewDatabaseT(t), MaxOpenConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	eng, err := New(ctx, config.LM{ServerName: "pg.example", SigningKeyPath: filepath.Join(t.TempDir(), "key")}, db.Database, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testPrune(t, eng, db.Database)
+}
+
+func testPrune(t *testing.T, eng *Engine, db *dbutil.Database) {
+	ctx := testContext(t)
 	now := time.Now()
 	old, recent := now.Add(-pruneRetention-time.Hour).UnixMilli(), now.Add(-time.Minute).UnixMilli()
 	oldRows := pruneBatch + 7
@@ -234,7 +259,7 @@ func TestPruneForgetsOldAnswersAndPendingLPDUs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := nd.eng.prune(ctx, now.Add(-pruneRetention)); err != nil {
+	if err := eng.prune(ctx, now.Add(-pruneRetention)); err != nil {
 		t.Fatal(err)
 	}
 	count := func(query string) (n int) {
