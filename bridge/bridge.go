@@ -143,13 +143,38 @@ func (br *Bridge) DB() *bridgedb.Database {
 	return br.db
 }
 
-// LMEventOf returns the LM event a DAG event became (or came from), "" if none.
+// As participant, an event we sent is known by its LPDU ID until the hub's PDU comes back with the event ID. A reply,
+// edit or reaction sent in that moment (a typo fixed at once) would lose its target, so the lookup waits for the echo,
+// polling every echoPoll, while the LPDU is younger than echoWait: long enough for a slow hub, short enough that an LPDU
+// the hub refused (which never gets an event ID) holds the room up only briefly.
+const (
+	echoWait = 10 * time.Second
+	echoPoll = 10 * time.Millisecond
+)
+
+// LMEventOf returns the LM event a DAG event became (or came from), "" if none, waiting for the hub's echo of an LPDU
+// sent less than echoWait ago.
 func (br *Bridge) LMEventOf(ctx context.Context, dagEventID id.EventID) (string, error) {
-	m, err := br.db.GetEventByDAG(ctx, dagEventID)
-	if err != nil || m == nil {
-		return "", err
+	deadline := time.Now().Add(echoWait)
+	for {
+		m, err := br.db.GetEventByDAG(ctx, dagEventID)
+		if err != nil || m == nil {
+			return "", err
+		}
+		if m.LMEventID != "" || m.LPDUID == "" {
+			return m.LMEventID, nil
+		}
+		if br.now().Sub(m.CreatedAt) >= echoWait || time.Now().After(deadline) {
+			zerolog.Ctx(ctx).Warn().Str("dag_event_id", string(dagEventID)).Str("lpdu_id", m.LPDUID).
+				Msg("The hub never echoed the event a relation points at")
+			return "", nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(echoPoll):
+		}
 	}
-	return m.LMEventID, nil
 }
 
 // DAGEventOf returns the DAG event an LM event became (or came from), "" if none.
