@@ -1,10 +1,10 @@
 package config
 
 import (
-	"net/netip"
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
