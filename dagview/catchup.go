@@ -3,6 +3,7 @@ package dagview
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -88,6 +89,31 @@ func (v *View) CatchUpAll(ctx context.Context) error {
 		}
 		total += n
 	}
-	zerolog.Ctx(ctx).Info().Int("rooms", len(rooms)).Int("missed_events", total).Msg("Catch-up finished")
+	level := zerolog.DebugLevel
+	if total > 0 {
+		level = zerolog.InfoLevel
+	}
+	zerolog.Ctx(ctx).WithLevel(level).Int("rooms", len(rooms)).Int("missed_events", total).Msg("Catch-up finished")
 	return nil
+}
+
+// CatchUpInterval is how often RunCatchUp looks for events the homeserver never pushed. Pushes are retried by the
+// homeserver, but one that restarts with its queue in memory (Dendrite) loses what was queued; without this the
+// events would stay missing until lmbridge's own restart.
+const CatchUpInterval = 10 * time.Minute
+
+// RunCatchUp runs CatchUpAll at once and then every interval until ctx ends.
+func (v *View) RunCatchUp(ctx context.Context, interval time.Duration) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		if err := v.CatchUpAll(ctx); err != nil && ctx.Err() == nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to catch up rooms")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
 }

@@ -428,3 +428,30 @@ func TestBatchInterruptedMidwayIsRedeliveredAfterRestart(t *testing.T) {
 		t.Errorf("$m3 counted %d deliveries, want 2 (the interrupted one and the one after the restart)", stream[3].Deliveries)
 	}
 }
+
+// TestRunCatchUpFindsLostPushesWithoutARestart: events the homeserver never pushed (it restarted with its queue in
+// memory) reach the listener at the next periodic catch-up, once, in order.
+func TestRunCatchUpFindsLostPushesWithoutARestart(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(zerolog.Nop().WithContext(context.Background()))
+	f.push(t, "1",
+		stateEvent("$botjoin", "m.room.member", string(bot), bot, map[string]any{"membership": "join"}),
+		textEvent("$m1", "one"),
+	)
+	f.waitDelivered(t, 2)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.view.RunCatchUp(ctx, 50*time.Millisecond)
+	}()
+	defer func() { cancel(); <-done }()
+	time.Sleep(100 * time.Millisecond)
+	f.hs.lock.Lock()
+	f.hs.after = []map[string]any{textEvent("$lost1", "x"), textEvent("$lost2", "y")}
+	f.hs.lock.Unlock()
+	f.waitDelivered(t, 4)
+	time.Sleep(150 * time.Millisecond)
+	if got := fmt.Sprint(f.rec.events()); got != "[$botjoin $m1 $lost1 $lost2]" {
+		t.Errorf("listener got %s, want the lost events once, after the others", got)
+	}
+}

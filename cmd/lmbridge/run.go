@@ -102,9 +102,7 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 			}
 			return
 		}
-		if err := view.CatchUpAll(runCtx); err != nil && runCtx.Err() == nil {
-			log.Warn().Err(err).Msg("Failed to catch up rooms")
-		}
+		view.RunCatchUp(runCtx, dagview.CatchUpInterval)
 	}()
 
 	<-runCtx.Done()
