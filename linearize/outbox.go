@@ -44,7 +44,7 @@ type outbox struct {
 	drained chan struct{}
 	// queuedUpTo is, per destination, the last seq given to it by a commit of this process; acked holds the last
 	// seq of a destination's transaction that succeeded and whose end (rows deleted, mark cleared) is not yet
-	// written. Both only change under the store's write lock or o.lock; see deferEnd.
+	// written (see deferEnd). Both are guarded by lock.
 	queuedUpTo map[string]int64
 	acked      map[string]int64
 }
@@ -57,7 +57,8 @@ func newOutbox(e *Engine) *outbox {
 
 // Ending a transaction takes a commit of its own (its rows deleted, the destination's mark cleared or moved to the
 // next transaction). When nothing was queued behind it, that commit is deferred: the next commit that queues rows
-// for the destination writes it (appendAcked), or the worker does after ackFlushDelay. Until then the transaction
+// for the destination writes it (commitBatch, through ackedFor and forgetAcked), or the worker does after
+// ackFlushDelay. Until then the transaction
 // stays marked in flight, so a crash resends it under the same txnId, which the receiver answers from its record.
 const ackFlushDelay = 200 * time.Millisecond
 
@@ -141,8 +142,9 @@ func (o *outbox) sent(destination string, n int) {
 // senders outpace its slowest destination, and every event would then wait in an outbox queue that only grows. So
 // the answer to a transaction that appended LPDUs waits while a healthy destination has more than backlogLimit
 // PDUs queued (half a transaction besides the one in flight: with 50 the figures of BenchmarkHubFanout were worse):
-// the sender, which may have one transaction in flight, holds its next LPDUs until the hub can carry them. Failing destinations do not count (their rows wait for them), and the wait is bounded, so a stuck
-// destination cannot stall the room.
+// the sender, which may have one transaction in flight, holds its next LPDUs until the hub can carry them. Failing
+// destinations do not count (their rows wait for them), and the wait is bounded, so a stuck destination cannot
+// stall the room.
 const (
 	backlogLimit   = maxPDUsPerTxn / 2
 	backlogMaxWait = 2 * time.Second
