@@ -368,20 +368,6 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 		}
 		return backoff, nil, fmt.Errorf("failed to send transaction %s: %w", txnID, sendErr)
 	}
-	var next []outboxItem
-	wait := time.Duration(0)
-	if o.deferEnd(destination, last) {
-		wait = ackFlushDelay
-	} else {
-		var err error
-		if next, err = o.endTransaction(ctx, destination, last); err != nil {
-			return minBackoff, nil, err
-		}
-		if len(next) == 0 {
-			// Rows added since the commit have woken the worker (the signal is buffered).
-			wait = idleWait
-		}
-	}
 	hubPDUs := 0
 	for _, it := range items {
 		if it.held {
@@ -392,8 +378,21 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 		}
 	}
 	o.sent(destination, hubPDUs)
+	// The listeners hear of refused LPDUs before the transaction's end is written: a crash in between sends the
+	// transaction again, its receiver answers from its record, and they hear it again rather than never.
 	o.e.handleSendResponse(ctx, destination, items, resp)
-	return wait, next, nil
+	if o.deferEnd(destination, last) {
+		return ackFlushDelay, nil, nil
+	}
+	next, err := o.endTransaction(ctx, destination, last)
+	if err != nil {
+		return minBackoff, nil, err
+	}
+	if len(next) == 0 {
+		// Rows added since the commit have woken the worker (the signal is buffered).
+		return idleWait, nil, nil
+	}
+	return 0, next, nil
 }
 
 // endTransaction ends destination's transaction up to last and marks the next one, made of what accumulated
