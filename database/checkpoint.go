@@ -9,9 +9,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// CheckpointInterval is how often the checkpointer copies the WAL into the database file. At the few hundred
-// kilobytes a thousand bridged events write per second the WAL stays a few megabytes at most; an idle database costs
-// one cheap PRAGMA per interval.
+// CheckpointInterval is how often the checkpointer copies the WAL into the database file. A bridged event writes
+// about 17 pages (70 KB) to the WAL, so at 1,000 events/s the WAL grows by about 7 MB between checkpoints, and the
+// file is reused from its start once a checkpoint has copied everything; an idle database costs one cheap PRAGMA per
+// interval. 25 ms cost the same CPU in the benchmarks and four times the fsyncs.
 const CheckpointInterval = 100 * time.Millisecond
 
 const checkpointQuery = "PRAGMA wal_checkpoint(PASSIVE)"
