@@ -28,19 +28,32 @@ func (e *Engine) hubRoom(ctx context.Context, roomID string) (*RoomInfo, error) 
 	return room, nil
 }
 
-// mayRead reports whether origin may read a room's events: it must have a user with a member event in the room's
-// current state (joined, invited, knocking or departed). The draft leaves history visibility undefined (§3.5.3.5).
-func (e *Engine) mayRead(ctx context.Context, roomID, origin string) (bool, error) {
+// mayRead reports whether origin may read the event at index in a room's log. A server with a user joined, invited
+// or knocking may read the whole log; one whose users have all left or been banned may read it up to its last
+// departure, not what came after. Other servers read nothing. The draft leaves history visibility undefined
+// (§3.5.3.5), so this is all it applies.
+func (e *Engine) mayRead(ctx context.Context, roomID, origin string, index int64) (bool, error) {
 	entries, err := e.store.currentState(ctx, roomID)
 	if err != nil {
 		return false, err
 	}
+	departed := int64(-1)
 	for _, st := range entries {
-		if st.Type == "m.room.member" && pdu.ServerName(st.StateKey) == origin {
+		if st.Type != "m.room.member" || pdu.ServerName(st.StateKey) != origin {
+			continue
+		}
+		switch st.Membership {
+		case "join", "invite", "knock":
 			return true, nil
 		}
+		ev, err := e.store.getEvent(ctx, st.EventID)
+		if err != nil {
+			return false, err
+		} else if ev != nil {
+			departed = max(departed, ev.Index)
+		}
 	}
-	return false, nil
+	return index <= departed, nil
 }
 
 func notFound(format string, args ...any) error {
@@ -58,7 +71,7 @@ func (e *Engine) logEvent(ctx context.Context, origin, roomID, eventID string) (
 	} else if ev == nil || ev.RoomID != roomID || ev.Index < 1 {
 		return nil, notFound("unknown event %s in %s", eventID, roomID)
 	}
-	if ok, err := e.mayRead(ctx, roomID, origin); err != nil {
+	if ok, err := e.mayRead(ctx, roomID, origin, ev.Index); err != nil {
 		return nil, err
 	} else if !ok {
 		return nil, notFound("unknown event %s in %s", eventID, roomID)
