@@ -36,6 +36,8 @@ type batch struct {
 	txn   *receivedTxn
 	// pre runs first inside the transaction, for rows that belong with the batch (a new room, a pending LPDU).
 	pre func(ctx context.Context) error
+	// fannedOut, when set, receives the destinations the committed batch queued PDUs for, as hub.
+	fannedOut map[string]int
 }
 
 type receivedTxn struct {
@@ -223,6 +225,9 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	e.outbox.queuedTo(woken)
 	for d, n := range fannedOut {
 		e.outbox.queued(d, n)
+		if b.fannedOut != nil {
+			b.fannedOut[d] += n
+		}
 	}
 	for d := range woken {
 		e.outbox.wake(d)

@@ -150,15 +150,16 @@ const (
 	backlogMaxWait = 2 * time.Second
 )
 
-// waitForBacklog returns once no healthy destination has more than backlogLimit PDUs queued, after backlogMaxWait,
-// or when ctx ends.
-func (o *outbox) waitForBacklog(ctx context.Context) {
+// waitForBacklog returns once none of dests that is healthy has more than backlogLimit PDUs queued, after
+// backlogMaxWait, or when ctx ends. Only the destinations the sender's events went to count: a slow server in one
+// room does not slow the senders of another.
+func (o *outbox) waitForBacklog(ctx context.Context, dests map[string]int) {
 	var timeout <-chan time.Time
 	for {
 		o.lock.Lock()
 		over := false
-		for d, n := range o.backlog {
-			if n > backlogLimit && !o.failing[d] {
+		for d := range dests {
+			if o.backlog[d] > backlogLimit && !o.failing[d] {
 				over = true
 				break
 			}

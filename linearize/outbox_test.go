@@ -15,11 +15,15 @@ import (
 	"github.com/lmbridge/lmbridge/internal/testpg"
 )
 
-// waitReturns runs waitForBacklog and reports whether it returned within d.
-func waitReturns(ctx context.Context, o *outbox, d time.Duration) bool {
+// waitReturns runs waitForBacklog for dests and reports whether it returned within d.
+func waitReturns(ctx context.Context, o *outbox, d time.Duration, dests ...string) bool {
+	set := make(map[string]int)
+	for _, dest := range dests {
+		set[dest] = 1
+	}
 	done := make(chan struct{})
 	go func() {
-		o.waitForBacklog(ctx)
+		o.waitForBacklog(ctx, set)
 		close(done)
 	}()
 	select {
@@ -33,17 +37,20 @@ func waitReturns(ctx context.Context, o *outbox, d time.Duration) bool {
 func TestWaitForBacklogHoldsUntilDrained(t *testing.T) {
 	o := newOutbox(nil)
 	ctx := context.Background()
-	if !waitReturns(ctx, o, time.Second) {
+	if !waitReturns(ctx, o, time.Second, "a.example") {
 		t.Fatal("waited with nothing queued")
 	}
 	o.queued("a.example", backlogLimit)
-	if !waitReturns(ctx, o, time.Second) {
+	if !waitReturns(ctx, o, time.Second, "a.example") {
 		t.Fatal("waited with a backlog at the limit")
 	}
 	o.queued("a.example", 10)
+	if !waitReturns(ctx, o, time.Second, "b.example") {
+		t.Fatal("a sender whose events went elsewhere waited for a.example's backlog")
+	}
 	done := make(chan struct{})
 	go func() {
-		o.waitForBacklog(ctx)
+		o.waitForBacklog(ctx, map[string]int{"a.example": 1, "b.example": 1})
 		close(done)
 	}()
 	select {
@@ -69,22 +76,22 @@ func TestWaitForBacklogIgnoresFailingDestinations(t *testing.T) {
 	o := newOutbox(nil)
 	o.queued("down.example", 10*backlogLimit)
 	o.failing["down.example"] = true
-	if !waitReturns(context.Background(), o, time.Second) {
+	if !waitReturns(context.Background(), o, time.Second, "down.example") {
 		t.Fatal("waited for a destination that is failing")
 	}
 	delete(o.failing, "down.example")
-	if waitReturns(context.Background(), o, 100*time.Millisecond) {
+	if waitReturns(context.Background(), o, 100*time.Millisecond, "down.example") {
 		t.Fatal("did not wait for a healthy destination over the limit")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if !waitReturns(ctx, o, time.Second) {
+	if !waitReturns(ctx, o, time.Second, "down.example") {
 		t.Fatal("kept waiting after the request ended")
 	}
 	// More sent than counted (rows from before a restart) leaves the count at zero, not below.
 	o.sent("down.example", 100*backlogLimit)
 	o.queued("down.example", backlogLimit)
-	if !waitReturns(context.Background(), o, time.Second) {
+	if !waitReturns(context.Background(), o, time.Second, "down.example") {
 		t.Fatal("a backlog sent past zero still holds answers")
 	}
 }

@@ -71,14 +71,14 @@ func (e *Engine) Send(ctx context.Context, origin, txnID string, txn *federation
 		}
 		return &resp, nil
 	}
-	resp, tookLPDUs, err := e.processTransaction(ctx, origin, txnID, txn)
+	resp, paceBy, err := e.processTransaction(ctx, origin, txnID, txn)
 	if err != nil {
 		zerolog.Ctx(ctx).Err(err).Str("origin", origin).Str("txn_id", txnID).Msg("Failed to process transaction")
 		return nil, err
 	}
-	if tookLPDUs {
+	if len(paceBy) > 0 {
 		// Appended and queued already: the wait only delays the sender's next transaction.
-		e.outbox.waitForBacklog(ctx)
+		e.outbox.waitForBacklog(ctx, paceBy)
 	}
 	return resp, nil
 }
@@ -98,8 +98,9 @@ type received struct {
 	err     error
 }
 
-// processTransaction applies a transaction and returns the answer and whether it appended LPDUs as hub.
-func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, bool, error) {
+// processTransaction applies a transaction and returns the answer and, when it appended LPDUs as hub, the
+// destinations their PDUs were queued for (the sender is paced by their backlog).
+func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, map[string]int, error) {
 	arrived := time.Now()
 	log := zerolog.Ctx(ctx).With().Str("origin", origin).Str("txn_id", txnID).Logger()
 	resp := &federation.SendResponse{FailedPDUs: make(map[string]federation.FailedPDU)}
@@ -110,12 +111,12 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			if retry.cause != nil {
 				log.Warn().Err(retry.cause).Str("room_id", retry.roomID).Msg("Asking the sender to retry a transaction")
 			}
-			return nil, false, retry.federationError()
+			return nil, nil, retry.federationError()
 		}
 	}
 	objs, err := e.fillGaps(ctx, origin, objs)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
 
 	e.writeLock.Lock()
@@ -134,7 +135,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			if rs == nil {
 				cached, err := e.loadRoom(ctx, r.room.RoomID)
 				if err != nil {
-					return nil, false, err
+					return nil, nil, err
 				}
 				rs = cached.clone()
 				working[r.room.RoomID] = rs
@@ -154,7 +155,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			}
 			if r.err == nil && it != nil {
 				if err := rs.apply(it.p, it.eventID, rs.headIdx+1); err != nil {
-					return nil, false, err
+					return nil, nil, err
 				}
 				seen[it.eventID] = true
 				items = append(items, *it)
@@ -169,9 +170,12 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	}
 	answer, err := json.Marshal(resp)
 	if err != nil {
-		return nil, false, fmt.Errorf("failed to encode answer: %w", err)
+		return nil, nil, fmt.Errorf("failed to encode answer: %w", err)
 	}
 	b := batch{items: items, txn: &receivedTxn{origin: origin, txnID: txnID, response: answer}}
+	if tookLPDUs {
+		b.fannedOut = make(map[string]int)
+	}
 	if len(pendingEchoes) > 0 {
 		// Our LPDUs echoed back are no longer pending: forget them in the same commit as their log rows.
 		b.pre = func(ctx context.Context) error {
@@ -183,7 +187,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 		for roomID := range working {
 			delete(e.rooms, roomID)
 		}
-		return nil, false, fmt.Errorf("failed to append transaction %s: %w", txnID, err)
+		return nil, nil, fmt.Errorf("failed to append transaction %s: %w", txnID, err)
 	}
 	if e.appended != nil {
 		for _, it := range items {
@@ -193,7 +197,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	for _, id := range pendingEchoes {
 		e.sentLPDUs.Delete(id)
 	}
-	return resp, tookLPDUs, nil
+	return resp, b.fannedOut, nil
 }
 
 // precheckAll runs precheck on every object, spread over the CPUs: signature checks dominate a transaction's cost
