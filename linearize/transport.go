@@ -2,6 +2,7 @@ package linearize
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -28,7 +29,7 @@ func (e *Engine) setupTransport() {
 		e.remote = client
 	}
 	if e.keys == nil {
-		e.keys = federation.NewKeyRing(client)
+		e.keys = newOwnKeyFirst(e.serverName, e.key, federation.NewKeyRing(client))
 	}
 	e.handler = federation.NewServer(e.serverName, federation.NewKeyServer(e.serverName, e.key), e.keys, e,
 		e.cfg.MaxRequestBytes)
@@ -77,4 +78,25 @@ func (e *Engine) stopHTTP() error {
 	err := <-e.httpDone
 	e.httpDone = nil
 	return err
+}
+
+// ownKeyFirst answers for our own current key from the signing key itself, and asks next for anything else: our own
+// signatures (on our users' events in a remote hub's state, say) need no request to ourselves over the network, which
+// the address blocklist or a NAT without hairpinning could refuse.
+type ownKeyFirst struct {
+	serverName string
+	keyID      string
+	public     ed25519.PublicKey
+	next       federation.KeyLookup
+}
+
+func newOwnKeyFirst(serverName string, key *federation.SigningKey, next federation.KeyLookup) ownKeyFirst {
+	return ownKeyFirst{serverName: serverName, keyID: string(key.ID), public: key.Priv.Public().(ed25519.PublicKey), next: next}
+}
+
+func (o ownKeyFirst) VerifyKey(ctx context.Context, serverName, keyID string) (ed25519.PublicKey, error) {
+	if serverName == o.serverName && keyID == o.keyID {
+		return o.public, nil
+	}
+	return o.next.VerifyKey(ctx, serverName, keyID)
 }
