@@ -65,6 +65,8 @@ type LMSide interface {
 	Leave(ctx context.Context, roomID, userID string) (string, error)
 	CurrentState(ctx context.Context, roomID string) ([]linearize.StateEntry, error)
 	GetEventByID(ctx context.Context, eventID string) (*linearize.StoredEvent, error)
+	// Deliveries reports what is queued for the other servers of a room, and their last failures.
+	Deliveries(ctx context.Context, roomID string) ([]linearize.Delivery, error)
 }
 
 var (

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
+	"github.com/lmbridge/lmbridge/linearize"
 )
 
 // PermissionLevel is what bridge.permissions grants a user.
@@ -198,12 +199,32 @@ func (br *Bridge) handleCommand(ctx context.Context, evt *event.Event, link *bri
 		if st.LastError != "" {
 			lastErr = st.LastError + " (" + st.LastErrorAt.UTC().Format(time.RFC3339) + ")"
 		}
-		reply("Linked to %s, hub %s (this bridge is %s, link %s).\nMatrix members (%d): %s\nLM members (%d): %s\nLast error: %s",
+		reply("Linked to %s, hub %s (this bridge is %s, link %s).\nMatrix members (%d): %s\nLM members (%d): %s\nDelivery: %s\nLast error: %s",
 			st.LMRoomID, st.HubServer, st.Role, st.Link.Status, len(st.DAGMembers), joinIDs(st.DAGMembers),
-			len(st.LMMembers), strings.Join(st.LMMembers, ", "), lastErr)
+			len(st.LMMembers), strings.Join(st.LMMembers, ", "), describeDeliveries(st.Deliveries), lastErr)
 	default:
 		reply("Unknown command %q; %s help lists them.", cmd, br.cfg.CommandPrefix)
 	}
+}
+
+// describeDeliveries says, per other LM server, whether everything reached it, or what waits and why.
+func describeDeliveries(ds []linearize.Delivery) string {
+	if len(ds) == 0 {
+		return "no other LM server in the room"
+	}
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		switch {
+		case d.Queued == 0 && d.RetryCount == 0:
+			parts[i] = d.Server + " up to date"
+		case d.RetryCount == 0:
+			parts[i] = fmt.Sprintf("%s %d queued", d.Server, d.Queued)
+		default:
+			parts[i] = fmt.Sprintf("%s %d queued, %d failed attempts, next at %s: %s", d.Server, d.Queued,
+				d.RetryCount, d.NextAttempt.UTC().Format(time.RFC3339), d.LastError)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func joinIDs(ids []id.UserID) string {

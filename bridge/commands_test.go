@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"github.com/lmbridge/lmbridge/linearize"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -76,7 +78,8 @@ func TestCommands(t *testing.T) {
 		t.Errorf("second link = %q", a)
 	}
 	if a := command(t, tb, carol, "$c7", "!lm status"); !strings.Contains(a, l.LMRoomID) || !strings.Contains(a, carolLM) ||
-		!strings.Contains(a, string(alice)) || !strings.Contains(a, "Last error: none") {
+		!strings.Contains(a, string(alice)) || !strings.Contains(a, "Last error: none") ||
+		!strings.Contains(a, "Delivery: no other LM server in the room") {
 		t.Errorf("status = %q", a)
 	}
 	if a := command(t, tb, carol, "$c8", "!lm link !x:remote.example"); !strings.Contains(a, "Usage") {
@@ -99,5 +102,19 @@ func TestCommands(t *testing.T) {
 	}
 	if n := len(tb.mx.callsOf("message")); n != 0 {
 		t.Errorf("!lmx was answered")
+	}
+}
+
+func TestDescribeDeliveries(t *testing.T) {
+	next := time.Date(2026, 11, 22, 1, 2, 3, 0, time.UTC)
+	got := describeDeliveries([]linearize.Delivery{
+		{Server: "a.example"},
+		{Server: "b.example", Queued: 2},
+		{Server: "c.example", Queued: 5, RetryCount: 3, NextAttempt: next, LastError: "connection refused"},
+	})
+	want := "a.example up to date; b.example 2 queued; " +
+		"c.example 5 queued, 3 failed attempts, next at 2026-11-22T01:02:03Z: connection refused"
+	if got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
 	}
 }

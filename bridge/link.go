@@ -132,6 +132,8 @@ type LinkStatus struct {
 	*bridgedb.Link
 	DAGMembers []id.UserID `json:"dag_members"`
 	LMMembers  []string    `json:"lm_members"`
+	// Deliveries are the other LM servers of the room and what waits for each.
+	Deliveries []linearize.Delivery `json:"deliveries"`
 }
 
 // Status returns the link of a DAG room and who is joined on each side.
@@ -156,6 +158,12 @@ func (br *Bridge) Status(ctx context.Context, roomID id.RoomID) (*LinkStatus, er
 				st.LMMembers = append(st.LMMembers, entry.StateKey)
 			}
 		}
+	}
+	if deliveries, err := br.lm.Deliveries(ctx, link.LMRoomID); err == nil {
+		st.Deliveries = deliveries
+	} else {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("lm_room_id", link.LMRoomID).Msg("Failed to read the room's deliveries")
+		st.Deliveries = []linearize.Delivery{}
 	}
 	return st, nil
 }

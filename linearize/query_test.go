@@ -51,3 +51,34 @@ func TestDepartedServerReadsOnlyUpToItsDeparture(t *testing.T) {
 		t.Errorf("an invited server cannot read the room: %v", err)
 	}
 }
+
+// TestDeliveriesShowWhatIsStuck: with the participant down, the hub's status for the room shows the event queued for
+// it and the failure; once the participant is back, nothing is queued and the failure is gone.
+func TestDeliveriesShowWhatIsStuck(t *testing.T) {
+	ctx := testContext(t)
+	hub := newHTTPNode(t, nil)
+	part := newHTTPNode(t, nil)
+	roomID, alice, _ := joinedPair(t, hub, part)
+	if ds := must(part.eng.Deliveries(ctx, roomID)); len(ds) != 1 || ds[0].Server != hub.name {
+		t.Fatalf("the participant's deliveries %+v, want just the hub", ds)
+	}
+	httpNet{}.stop(t, part)
+	must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("while bob's server is down"), time.Time{}))
+	var stuck Delivery
+	hub.rec.waitFor(t, "the failed send", func() bool {
+		ds := must(hub.eng.Deliveries(ctx, roomID))
+		if len(ds) != 1 {
+			t.Fatalf("hub deliveries %+v, want one server", ds)
+		}
+		stuck = ds[0]
+		return stuck.RetryCount > 0
+	})
+	if stuck.Server != part.name || stuck.Queued < 1 || stuck.LastError == "" || !stuck.NextAttempt.After(time.Now().Add(-time.Second)) {
+		t.Fatalf("stuck delivery %+v, want %s with the event queued, an error and a next attempt", stuck, part.name)
+	}
+	httpNet{}.start(t, part)
+	hub.rec.waitFor(t, "the delivery after the restart", func() bool {
+		d := must(hub.eng.Deliveries(ctx, roomID))[0]
+		return d.Queued == 0 && d.RetryCount == 0 && d.LastError == ""
+	})
+}
