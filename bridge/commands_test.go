@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"github.com/lmbridge/lmbridge/linearize"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/linearize"
 )
 
 func TestPermissionOf(t *testing.T) {
