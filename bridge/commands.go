@@ -106,7 +106,7 @@ const helpText = `lmbridge commands:
 • %[1]s link <LM room ID> via <hub server>: link this room to an existing LM room
 • %[1]s invite <LM user ID>: invite an LM user (inviting their ghost does the same)
 • %[1]s unlink: stop bridging this room
-• %[1]s status: the link, its hub, the members on each side and the last error
+• %[1]s status: the link, its hub, the members on each side, what waits for the other LM servers and the last error
 • %[1]s help: this text`
 
 // handleCommand runs a bot command and answers it in the room.
