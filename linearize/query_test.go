@@ -58,7 +58,7 @@ func TestDeliveriesShowWhatIsStuck(t *testing.T) {
 	ctx := testContext(t)
 	hub := newHTTPNode(t, nil)
 	part := newHTTPNode(t, nil)
-	roomID, alice, _ := joinedPair(t, hub, part)
+	roomID, alice, bob := joinedPair(t, hub, part)
 	if ds := must(part.eng.Deliveries(ctx, roomID)); len(ds) != 1 || ds[0].Server != hub.name {
 		t.Fatalf("the participant's deliveries %+v, want just the hub", ds)
 	}
@@ -77,6 +77,8 @@ func TestDeliveriesShowWhatIsStuck(t *testing.T) {
 		t.Fatalf("stuck delivery %+v, want %s with the event queued, an error and a next attempt", stuck, part.name)
 	}
 	httpNet{}.start(t, part)
+	// A request from the participant tells the hub it is back, which retries at once rather than after its backoff.
+	must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text("back"), time.Time{}))
 	hub.rec.waitFor(t, "the delivery after the restart", func() bool {
 		d := must(hub.eng.Deliveries(ctx, roomID))[0]
 		return d.Queued == 0 && d.RetryCount == 0 && d.LastError == ""
