@@ -3,6 +3,7 @@ package linearize
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 
@@ -76,7 +77,27 @@ func (e *Engine) logEvent(ctx context.Context, origin, roomID, eventID string) (
 	} else if !ok {
 		return nil, notFound("unknown event %s in %s", eventID, roomID)
 	}
+	tracker, err := e.visibilityBefore(ctx, origin, roomID, ev.Index)
+	if err != nil {
+		return nil, err
+	}
+	p, err := pdu.Parse(ev.PDU)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse stored event %s: %w", eventID, err)
+	}
+	if !tracker.visible(p) {
+		return nil, notFound("unknown event %s in %s", eventID, roomID)
+	}
 	return ev, nil
+}
+
+// visibilityBefore is a visibility tracker for origin at the state before the event at index.
+func (e *Engine) visibilityBefore(ctx context.Context, origin, roomID string, index int64) (*visibilityTracker, error) {
+	state, err := e.store.stateBefore(ctx, roomID, index)
+	if err != nil {
+		return nil, err
+	}
+	return newVisibilityTracker(origin, state)
 }
 
 // GetEvent implements federation.Handler.
@@ -207,8 +228,43 @@ func (e *Engine) Backfill(ctx context.Context, origin, roomID string, from []str
 		return nil, err
 	}
 	resp := &federation.BackfillResponse{PDUs: make([]json.RawMessage, 0, len(evs))}
+	if len(evs) == 0 {
+		return resp, nil
+	}
+	// evs is newest first; the visibility is followed oldest first from the state before the oldest.
+	tracker, err := e.visibilityBefore(ctx, origin, roomID, evs[len(evs)-1].Index)
+	if err != nil {
+		return nil, err
+	}
 	for i := len(evs) - 1; i >= 0; i-- {
-		resp.PDUs = append(resp.PDUs, evs[i].PDU)
+		raw, err := visibleCopy(tracker, evs[i])
+		if err != nil {
+			return nil, err
+		}
+		resp.PDUs = append(resp.PDUs, raw)
 	}
 	return resp, nil
+}
+
+// visibleCopy returns ev as the tracker's server may see it: whole, or redacted (its place in the log kept, its
+// content not) when the history visibility hides it, and moves the tracker past it.
+func visibleCopy(tracker *visibilityTracker, ev *StoredEvent) (json.RawMessage, error) {
+	p, err := pdu.Parse(ev.PDU)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse stored event %s: %w", ev.EventID, err)
+	}
+	visible := tracker.visible(p)
+	tracker.apply(p)
+	if visible {
+		return ev.PDU, nil
+	}
+	redacted, err := p.Redacted()
+	if err != nil {
+		return nil, fmt.Errorf("failed to redact %s: %w", ev.EventID, err)
+	}
+	raw, err := redacted.Canonical()
+	if err != nil {
+		return nil, fmt.Errorf("failed to encode redacted %s: %w", ev.EventID, err)
+	}
+	return raw, nil
 }

@@ -1,12 +1,14 @@
 package linearize
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
 
 // TestDepartedServerReadsOnlyUpToItsDeparture: a participant server whose only user was kicked may still fetch the
@@ -83,4 +85,62 @@ func TestDeliveriesShowWhatIsStuck(t *testing.T) {
 		d := must(hub.eng.Deliveries(ctx, roomID))[0]
 		return d.Queued == 0 && d.RetryCount == 0 && d.LastError == ""
 	})
+}
+
+// TestHistoryVisibilityForServers: under "joined" a server sees what its users were joined for: not the messages from
+// before, nor from while it was only invited (404 on /event, redacted in /backfill), but its own invite and join, what
+// came after, and what was sent while the room was still "shared".
+func TestHistoryVisibilityForServers(t *testing.T) {
+	ctx := testContext(t)
+	hub := newHTTPNode(t, nil)
+	part := newHTTPNode(t, nil)
+	alice, bob := userAt("alice", hub.name), userAt("bob", part.name)
+	roomID := must(hub.eng.CreateRoom(ctx, alice, nil))
+	underShared := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("said while shared"), time.Time{}))
+	empty := ""
+	must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.history_visibility", &empty, map[string]any{"history_visibility": "joined"}, time.Time{}))
+	before := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("before bob"), time.Time{}))
+	invite := must(hub.eng.InviteUser(ctx, roomID, alice, bob))
+	part.rec.waitFor(t, "bob's invite", func() bool { return lastInvite(part, roomID, bob) != nil })
+	whileInvited := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("while bob is invited"), time.Time{}))
+	join := must(part.eng.Join(ctx, roomID, bob, hub.name))
+	waitHead(t, part, roomID, join)
+	after := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("after bob joined"), time.Time{}))
+
+	for _, id := range []string{underShared, invite, join, after} {
+		if _, err := hub.eng.GetEvent(ctx, part.name, id); err != nil {
+			t.Errorf("bob's server cannot read %s: %v", id, err)
+		}
+	}
+	for _, id := range []string{before, whileInvited} {
+		var fe *federation.Error
+		if _, err := hub.eng.GetEvent(ctx, part.name, id); !errors.As(err, &fe) || fe.Status != http.StatusNotFound {
+			t.Errorf("bob's server read %s from before its join: %v", id, err)
+		}
+	}
+	resp := must(hub.eng.Backfill(ctx, part.name, roomID, []string{after}, 100))
+	bodies := make(map[string]bool)
+	for _, raw := range resp.PDUs {
+		p := must(pdu.Parse(raw))
+		var c struct {
+			Body string `json:"body"`
+		}
+		_ = json.Unmarshal(p.Content, &c)
+		if c.Body != "" {
+			bodies[c.Body] = true
+		}
+	}
+	for body, want := range map[string]bool{"said while shared": true, "before bob": false,
+		"while bob is invited": false, "after bob joined": true} {
+		if bodies[body] != want {
+			t.Errorf("backfill shows %q: %v, want %v (bodies %v)", body, bodies[body], want, bodies)
+		}
+	}
+	if n := len(resp.PDUs); n < 7 {
+		t.Errorf("backfill returned %d events, want the whole log with hidden ones redacted in place", n)
+	}
+	// The hub's own users see everything: the filter is only for other servers.
+	if _, err := hub.eng.GetEvent(ctx, hub.name, before); err != nil {
+		t.Errorf("the hub cannot read its own room: %v", err)
+	}
 }
