@@ -105,3 +105,24 @@ func TestPostgresHasNoCheckpointer(t *testing.T) {
 		t.Fatal("a PostgreSQL database got a SQLite checkpointer")
 	}
 }
+
+func TestSynchronousLevelPerType(t *testing.T) {
+	for typ, want := range map[string]int{"sqlite3-fk-wal": 1, "sqlite3-fk-wal-fullsync": 2} {
+		path := filepath.Join(t.TempDir(), "lmbridge.db")
+		db, err := Open(context.Background(), config.Database{Type: typ, URI: "file:" + path + "?_txlock=immediate", MaxOpenConns: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var level, fk int
+		if err = db.QueryRow(context.Background(), "PRAGMA synchronous").Scan(&level); err != nil {
+			t.Fatal(err)
+		}
+		if err = db.QueryRow(context.Background(), "PRAGMA foreign_keys").Scan(&fk); err != nil {
+			t.Fatal(err)
+		}
+		_ = db.Close()
+		if level != want || fk != 1 {
+			t.Errorf("%s: synchronous %d, foreign_keys %d; want %d and 1", typ, level, fk, want)
+		}
+	}
+}
