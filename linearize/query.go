@@ -31,8 +31,8 @@ func (e *Engine) hubRoom(ctx context.Context, roomID string) (*RoomInfo, error) 
 
 // mayRead reports whether origin may read the event at index in a room's log. A server with a user joined, invited
 // or knocking may read the whole log; one whose users have all left or been banned may read it up to its last
-// departure, not what came after. Other servers read nothing. The draft leaves history visibility undefined
-// (§3.5.3.5), so this is all it applies.
+// departure, not what came after. Other servers read nothing. History visibility narrows this further, per event
+// (visibility.go).
 func (e *Engine) mayRead(ctx context.Context, roomID, origin string, index int64) (bool, error) {
 	entries, err := e.store.currentState(ctx, roomID)
 	if err != nil {
