@@ -47,14 +47,23 @@ func benchmarkHubFanout(b *testing.B, rate, window int) {
 	// delivered[eventID] counts participants holding the event; done[eventID] is when the last one appended it.
 	delivered := make(map[string]int)
 	done := make(map[string]time.Time)
+	// committed[eventID] is when the hub's append committed; arrivedAll[eventID] is when the last participant
+	// received the transaction that carried it: the stages the latency splits into.
+	committed := make(map[string]time.Time)
+	arrivedAll := make(map[string]time.Time)
 	hub := newHTTPNode(b, func(eventID string, at time.Time) {
-		lock.Lock()
-		received[eventID] = at
-		lock.Unlock()
-	})
-	onPart := func(eventID string, _ time.Time) {
 		now := time.Now()
 		lock.Lock()
+		received[eventID] = at
+		committed[eventID] = now
+		lock.Unlock()
+	})
+	onPart := func(eventID string, arrived time.Time) {
+		now := time.Now()
+		lock.Lock()
+		if arrived.After(arrivedAll[eventID]) {
+			arrivedAll[eventID] = arrived
+		}
 		delivered[eventID]++
 		if delivered[eventID] == participants {
 			done[eventID] = now
@@ -81,6 +90,8 @@ func benchmarkHubFanout(b *testing.B, rate, window int) {
 	clear(received)
 	clear(delivered)
 	clear(done)
+	clear(committed)
+	clear(arrivedAll)
 	inFlight = 0
 	lock.Unlock()
 	startLen := len(logIDs(b, hub, roomID))
@@ -174,16 +185,22 @@ func benchmarkHubFanout(b *testing.B, rate, window int) {
 	}
 	lock.Lock()
 	defer lock.Unlock()
-	var lat []time.Duration
+	var lat, atHub, toPart, atPart []time.Duration
 	for id, at := range done {
 		if r, ok := received[id]; ok {
 			lat = append(lat, at.Sub(r))
+			atHub = append(atHub, committed[id].Sub(r))
+			toPart = append(toPart, arrivedAll[id].Sub(committed[id]))
+			atPart = append(atPart, at.Sub(arrivedAll[id]))
 		}
 	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000
+	for _, l := range [][]time.Duration{lat, atHub, toPart, atPart} {
+		slices.Sort(l)
 	}
+	pctOf := func(l []time.Duration, p float64) float64 {
+		return float64(l[min(len(l)-1, int(float64(len(l))*p))].Microseconds()) / 1000
+	}
+	pct := func(p float64) float64 { return pctOf(lat, p) }
 	if len(lat) != b.N {
 		b.Fatalf("measured the latency of %d events, want %d", len(lat), b.N)
 	}
@@ -193,6 +210,11 @@ func benchmarkHubFanout(b *testing.B, rate, window int) {
 	b.ReportMetric(pct(0.50), "p50_ms")
 	b.ReportMetric(pct(0.99), "p99_ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max_ms")
+	// Where the time goes, each stage's own p99: the hub's /send until its append commits; the outbox until the last
+	// participant receives the transaction; that participant's checks and append.
+	b.ReportMetric(pctOf(atHub, 0.99), "hub-p99_ms")
+	b.ReportMetric(pctOf(toPart, 0.99), "outbox-p99_ms")
+	b.ReportMetric(pctOf(atPart, 0.99), "part-p99_ms")
 	// CPU time of all four engines per event: what the machine's load does not change. 2 cores / this = the
 	// events/s an unloaded 2-core machine could accept.
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu_ms/event")
