@@ -18,6 +18,13 @@ import (
 // maxPDUsPerTxn is the draft's cap on PDUs in one /send transaction (§12.5.1).
 const maxPDUsPerTxn = 50
 
+// maxLPDUsPerTxn caps the LPDUs in one transaction to a hub, well below maxPDUsPerTxn. A hub completes and appends a
+// transaction's LPDUs one after another and fans them out as one batch, so every LPDU of a big transaction waits for
+// all of them, and for the other senders' transactions queued before it: at saturation, 50-LPDU transactions from
+// three participants kept events 25-40 ms inside the hub before their fan-out began. Smaller transactions cost the
+// hub more commits and requests per event; 20 was the best trade measured (docs/BENCHMARKS.md, issue 4).
+const maxLPDUsPerTxn = 20
+
 const (
 	minBackoff = 200 * time.Millisecond
 	maxBackoff = 5 * time.Minute

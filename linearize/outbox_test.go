@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,5 +278,97 @@ func testPrune(t *testing.T, eng *Engine, db *dbutil.Database) {
 	}
 	if n := count(`SELECT COUNT(*) FROM lm_pending_lpdu WHERE lpdu_id LIKE '$new%'`); n != 5 {
 		t.Errorf("%d recent pending LPDUs left, want 5", n)
+	}
+}
+
+// TestOutboxBatchCapsLPDUs reads a destination's outbox holding LPDUs and PDUs mixed: a batch ends before the LPDU
+// that would exceed maxLPDUsPerTxn, PDUs do not count, and the same rows give the same batch.
+func TestOutboxBatchCapsLPDUs(t *testing.T) {
+	ctx := testContext(t)
+	nd := newHTTPNode(t, nil)
+	const dest = "other.example"
+	// Every third row is a PDU (its body read from the log, absent here); the rest are LPDUs.
+	var want []int64
+	lpdus := 0
+	for seq := int64(1); seq <= 45; seq++ {
+		var lpdu any
+		if seq%3 != 0 {
+			lpdu = `{"n":` + strconv.FormatInt(seq, 10) + `}`
+			lpdus++
+		}
+		if lpdus <= maxLPDUsPerTxn {
+			want = append(want, seq)
+		}
+		if _, err := nd.db.Exec(ctx, `INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES ($1, $2, $3, $4, $5)`,
+			dest, seq, "!r:other.example", "$e"+strconv.FormatInt(seq, 10), lpdu); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		items, err := nd.eng.store.outboxBatch(ctx, dest, 1<<62-1, maxPDUsPerTxn, nd.eng.fanout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for _, it := range items {
+			got = append(got, it.seq)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("batch holds seqs %v, want %v", got, want)
+		}
+	}
+}
+
+// TestParticipantSendsLPDUsInSmallTransactions queues more LPDUs than one transaction takes while the hub is down:
+// once it is back they reach it in transactions of at most maxLPDUsPerTxn, every one once and in order.
+func TestParticipantSendsLPDUsInSmallTransactions(t *testing.T) {
+	ctx := testContext(t)
+	var lock sync.Mutex
+	// perTxn counts the LPDUs the hub appended per received transaction (each has its own arrival time).
+	perTxn := make(map[time.Time]int)
+	hub := newHTTPNode(t, func(_ string, arrived time.Time) {
+		lock.Lock()
+		perTxn[arrived]++
+		lock.Unlock()
+	})
+	part := newHTTPNode(t, nil)
+	roomID, _, bob := joinedPair(t, hub, part)
+	waitOutboxIdle(t, part)
+	lock.Lock()
+	clear(perTxn)
+	lock.Unlock()
+	httpNet{}.stop(t, hub)
+	const n = 2*maxLPDUsPerTxn + 5
+	var sent []string
+	for i := range n {
+		sent = append(sent, must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text(strconv.Itoa(i)), time.Time{})))
+	}
+	httpNet{}.start(t, hub)
+	part.rec.waitFor(t, "every LPDU's echo", func() bool {
+		evs := part.rec.roomEvents(roomID)
+		return len(evs) > 0 && evs[len(evs)-1].LPDUID == sent[n-1]
+	})
+	ours := make(map[string]bool)
+	for _, id := range sent {
+		ours[id] = true
+	}
+	var echoed []string
+	for _, ev := range part.rec.roomEvents(roomID) {
+		if ours[ev.LPDUID] {
+			echoed = append(echoed, ev.LPDUID)
+		}
+	}
+	if !slices.Equal(echoed, sent) {
+		t.Fatalf("the hub appended LPDUs %v, want %v once each in order", echoed, sent)
+	}
+	lock.Lock()
+	defer lock.Unlock()
+	largest, total := 0, 0
+	for _, c := range perTxn {
+		largest = max(largest, c)
+		total += c
+	}
+	if total != n || largest != maxLPDUsPerTxn {
+		t.Fatalf("the hub appended %d LPDUs, at most %d per transaction; want %d, at most %d", total, largest, n, maxLPDUsPerTxn)
 	}
 }

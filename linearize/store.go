@@ -469,8 +469,9 @@ type outboxItem struct {
 	held bool
 }
 
-// outboxBatch reads up to limit outbox rows of destination up to seq maxSeq, with the bodies of log events taken from
-// bodies where held, else read from the log in one query.
+// outboxBatch reads up to limit outbox rows of destination up to seq maxSeq, ending before the row that would make
+// more than maxLPDUsPerTxn LPDUs, with the bodies of log events taken from bodies where held, else read from the log in
+// one query. The same rows give the same batch, so a retry after a crash sends the same transaction.
 func (s *store) outboxBatch(ctx context.Context, destination string, maxSeq int64, limit int, bodies *fanoutBodies) ([]outboxItem, error) {
 	rows, err := s.db.Query(ctx, outboxBatchQuery, destination, maxSeq, limit)
 	if err != nil {
@@ -479,6 +480,7 @@ func (s *store) outboxBatch(ctx context.Context, destination string, maxSeq int6
 	defer rows.Close()
 	var out []outboxItem
 	var missing []string
+	lpdus := 0
 	for rows.Next() {
 		var it outboxItem
 		var body string
@@ -486,6 +488,9 @@ func (s *store) outboxBatch(ctx context.Context, destination string, maxSeq int6
 			return nil, fmt.Errorf("failed to scan outbox of %s: %w", destination, err)
 		}
 		if it.isLPDU {
+			if lpdus++; lpdus > maxLPDUsPerTxn {
+				break
+			}
 			it.body = json.RawMessage(body)
 		} else if it.body, it.held = bodies.get(it.eventID); !it.held {
 			missing = append(missing, it.eventID)
