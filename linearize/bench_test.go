@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	mautrixfed "maunium.net/go/mautrix/federation"
+
 	"github.com/lmbridge/lmbridge/internal/cpustat"
 )
 
@@ -26,6 +28,17 @@ func BenchmarkHubFanout(b *testing.B) {
 		b.Run(fmt.Sprintf("paced_%d_per_s", rate), func(b *testing.B) { benchmarkHubFanout(b, rate, 0) })
 	}
 }
+
+// benchKeys are the signing keys of the hub and the participants in every case. A server's peers keep their keys, and
+// sigverify keeps a table per busy key, at most 32 per process: keys new in every case would use them up after four
+// cases and leave the later ones verifying at crypto/ed25519's speed.
+var benchKeys = sync.OnceValue(func() []*mautrixfed.SigningKey {
+	keys := make([]*mautrixfed.SigningKey, 4)
+	for i := range keys {
+		keys[i] = mautrixfed.GenerateSigningKey()
+	}
+	return keys
+})
 
 // saturationWindow is how many events the saturated case keeps between the SendEvent call and delivery to every
 // participant: the participants send as fast as the hub takes them, which is what the target describes,
@@ -51,7 +64,7 @@ func benchmarkHubFanout(b *testing.B, rate, window int) {
 	// received the transaction that carried it: the stages the latency splits into.
 	committed := make(map[string]time.Time)
 	arrivedAll := make(map[string]time.Time)
-	hub := newHTTPNode(b, func(eventID string, at time.Time) {
+	hub := newHTTPNodeWithKey(b, benchKeys()[0], func(eventID string, at time.Time) {
 		now := time.Now()
 		lock.Lock()
 		received[eventID] = at
@@ -77,7 +90,7 @@ func benchmarkHubFanout(b *testing.B, rate, window int) {
 	roomID := must(hub.eng.CreateRoom(ctx, alice, nil))
 	var parts []*node
 	for i := 0; i < participants; i++ {
-		part := newHTTPNode(b, onPart)
+		part := newHTTPNodeWithKey(b, benchKeys()[1+i], onPart)
 		user := userAt("user", part.name)
 		must(hub.eng.InviteUser(ctx, roomID, alice, user))
 		must(part.eng.Join(ctx, roomID, user, hub.name))

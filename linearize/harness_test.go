@@ -328,12 +328,17 @@ func (httpNet) newNode(t testing.TB, _ string) *node {
 
 // newHTTPNode starts an engine on loopback; appended, if set, is installed as the engine's append hook.
 func newHTTPNode(t testing.TB, appended func(eventID string, received time.Time)) *node {
+	return newHTTPNodeWithKey(t, mautrixfed.GenerateSigningKey(), appended)
+}
+
+// newHTTPNodeWithKey starts an engine on loopback that signs with key.
+func newHTTPNodeWithKey(t testing.TB, key *mautrixfed.SigningKey, appended func(eventID string, received time.Time)) *node {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("failed to listen: %v", err)
 	}
-	nd := &node{name: ln.Addr().String(), dbPath: filepath.Join(t.TempDir(), "lm.db"), key: mautrixfed.GenerateSigningKey()}
+	nd := &node{name: ln.Addr().String(), dbPath: filepath.Join(t.TempDir(), "lm.db"), key: key}
 	nd.ln = ln
 	nd.appended = appended
 	httpNet{}.start(t, nd)
