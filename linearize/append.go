@@ -34,7 +34,7 @@ type batch struct {
 	items []appendItem
 	extra []outboxWrite
 	txn   *receivedTxn
-	// pre runs first inside the transaction, for rows that belong with the batch (a new room, a pending LPDU).
+	// pre runs first inside the transaction, for rows that belong with the batch (a new room, send keys).
 	pre func(ctx context.Context) error
 	// fannedOut, when set, receives the destinations the committed batch queued PDUs for, as hub.
 	fannedOut map[string]int

@@ -506,9 +506,6 @@ func (e *Engine) handleSendResponse(ctx context.Context, destination string, ite
 			continue
 		}
 		e.sentLPDUs.Delete(it.eventID)
-		if _, err := e.store.removePendingLPDU(ctx, it.eventID); err != nil {
-			log.Err(err).Msg("Failed to forget refused LPDU")
-		}
 		for _, nl := range e.listeners {
 			nl.l.OnLPDUFailed(ctx, it.roomID, it.eventID, failed.Error)
 		}

@@ -8,10 +8,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Two tables only grow: the answers to received /send transactions (kept so that a repeated txnId is answered, not
-// applied again) and our LPDUs not yet echoed by their hub. A sender retries a transaction for minutes to hours, and
-// an LPDU the hub has not echoed in a day never will be, so both are pruned after pruneRetention, in small batches so
-// that no other write waits long behind the pruning.
+// The answers to received /send transactions are kept so that a repeated txnId is answered, not applied again. A
+// sender retries a transaction for minutes to hours, so they are pruned after pruneRetention, in small batches so that
+// no other write waits long behind the pruning.
 const (
 	pruneRetention = 24 * time.Hour
 	pruneInterval  = time.Hour
@@ -19,15 +18,10 @@ const (
 )
 
 // Row-value IN works in SQLite and PostgreSQL alike, where DELETE … LIMIT does not.
-const (
-	pruneReceivedTxnQuery = `
-		DELETE FROM lm_received_txn WHERE (origin, txn_id) IN (
-			SELECT origin, txn_id FROM lm_received_txn WHERE received_at < $1 LIMIT $2
-		)`
-	prunePendingLPDUQuery = `
-		DELETE FROM lm_pending_lpdu WHERE lpdu_id IN (SELECT lpdu_id FROM lm_pending_lpdu WHERE sent_at < $1 LIMIT $2)
-	`
-)
+const pruneReceivedTxnQuery = `
+	DELETE FROM lm_received_txn WHERE (origin, txn_id) IN (
+		SELECT origin, txn_id FROM lm_received_txn WHERE received_at < $1 LIMIT $2
+	)`
 
 // pruneLoop prunes at start and every pruneInterval until ctx ends.
 func (e *Engine) pruneLoop(ctx context.Context) {
@@ -35,7 +29,7 @@ func (e *Engine) pruneLoop(ctx context.Context) {
 	defer ticker.Stop()
 	for {
 		if err := e.prune(ctx, e.now().Add(-pruneRetention)); err != nil && ctx.Err() == nil {
-			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to prune old transaction answers and pending LPDUs")
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to prune old received transaction answers")
 		}
 		select {
 		case <-ctx.Done():
@@ -45,27 +39,22 @@ func (e *Engine) pruneLoop(ctx context.Context) {
 	}
 }
 
-// prune deletes received-transaction answers and pending LPDUs from before cutoff.
+// prune deletes the received-transaction answers from before cutoff.
 func (e *Engine) prune(ctx context.Context, cutoff time.Time) error {
-	for _, q := range []struct{ name, query string }{
-		{"received transaction answers", pruneReceivedTxnQuery},
-		{"pending LPDUs", prunePendingLPDUQuery},
-	} {
-		var total int64
-		for ctx.Err() == nil {
-			res, err := e.store.exec(ctx, q.query, cutoff.UnixMilli(), pruneBatch)
-			if err != nil {
-				return fmt.Errorf("failed to prune %s: %w", q.name, err)
-			}
-			n, _ := res.RowsAffected()
-			total += n
-			if n < pruneBatch {
-				break
-			}
+	var total int64
+	for ctx.Err() == nil {
+		res, err := e.store.exec(ctx, pruneReceivedTxnQuery, cutoff.UnixMilli(), pruneBatch)
+		if err != nil {
+			return fmt.Errorf("failed to prune received transaction answers: %w", err)
 		}
-		if total > 0 {
-			zerolog.Ctx(ctx).Debug().Int64("rows", total).Str("table", q.name).Msg("Pruned old rows")
+		n, _ := res.RowsAffected()
+		total += n
+		if n < pruneBatch {
+			break
 		}
+	}
+	if total > 0 {
+		zerolog.Ctx(ctx).Debug().Int64("rows", total).Msg("Pruned old received transaction answers")
 	}
 	return nil
 }

@@ -123,7 +123,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	defer e.writeLock.Unlock()
 	working := make(map[string]*roomState)
 	var items []appendItem
-	var pendingEchoes []string
+	var echoed []string
 	tookLPDUs := false
 	seen := make(map[string]bool)
 	for _, r := range objs {
@@ -150,7 +150,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			} else {
 				it, r.err = e.acceptFromHub(ctx, r, rs, seen)
 				if it != nil && it.lpduID != "" {
-					pendingEchoes = append(pendingEchoes, it.lpduID)
+					echoed = append(echoed, it.lpduID)
 				}
 			}
 			if r.err == nil && it != nil {
@@ -176,12 +176,6 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	if tookLPDUs {
 		b.fannedOut = make(map[string]int)
 	}
-	if len(pendingEchoes) > 0 {
-		// Our LPDUs echoed back are no longer pending: forget them in the same commit as their log rows.
-		b.pre = func(ctx context.Context) error {
-			return e.store.removePendingLPDUs(ctx, pendingEchoes)
-		}
-	}
 	if err = e.commitBatch(ctx, b); err != nil {
 		// The cache may hold state the failed transaction never committed; reload it next time.
 		for roomID := range working {
@@ -194,7 +188,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			e.appended(it.eventID, arrived)
 		}
 	}
-	for _, id := range pendingEchoes {
+	for _, id := range echoed {
 		e.sentLPDUs.Delete(id)
 	}
 	return resp, b.fannedOut, nil

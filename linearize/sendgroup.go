@@ -106,9 +106,6 @@ func (e *Engine) commitLPDUs(lpdus []*sendRequest) (*sendRequest, error) {
 						return err
 					}
 				}
-				if err := e.store.addPendingLPDU(ctx, req.id, req.p.RoomID, now); err != nil {
-					return err
-				}
 				if req.with != nil {
 					if err := req.with(ctx, req.id); err != nil {
 						return &errCallerRefused{req: req, err: err}

@@ -64,7 +64,8 @@ func TestSendEventKeyedIsIdempotent(t *testing.T) {
 	}
 }
 
-// TestSendKeyMigration upgrades a database at version 1 (before send keys) and uses a key on it.
+// TestSendKeyMigration upgrades a database at version 1 (before send keys, with the pending-LPDU table) and uses a
+// key on it.
 func TestSendKeyMigration(t *testing.T) {
 	ctx := testContext(t)
 	nd := newHTTPNode(t, nil)
@@ -72,6 +73,9 @@ func TestSendKeyMigration(t *testing.T) {
 	httpNet{}.stop(t, nd)
 	db := openTestDB(t, nd.dbPath)
 	if _, err := db.Exec(ctx, `DROP TABLE lm_send_key`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, `CREATE TABLE lm_pending_lpdu (lpdu_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, sent_at BIGINT NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(ctx, `UPDATE linearize_version SET version=1`); err != nil {
@@ -83,8 +87,14 @@ func TestSendKeyMigration(t *testing.T) {
 	if err := nd.db.QueryRow(ctx, `SELECT version FROM linearize_version`).Scan(&version); err != nil {
 		t.Fatal(err)
 	}
-	if version != 3 {
-		t.Fatalf("version %d after the upgrade, want 3", version)
+	if version != 4 {
+		t.Fatalf("version %d after the upgrade, want 4", version)
+	}
+	var left int
+	if err := nd.db.QueryRow(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name='lm_pending_lpdu'`).Scan(&left); err != nil {
+		t.Fatal(err)
+	} else if left != 0 {
+		t.Fatal("lm_pending_lpdu is still there after the upgrade")
 	}
 	alice := userAt("alice", nd.name)
 	first := must(nd.eng.SendEventKeyed(ctx, roomID, alice, "m.room.message", nil, text("x"), time.Time{}, "k"))

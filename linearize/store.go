@@ -86,15 +86,11 @@ const (
 		INSERT INTO lm_destination (destination, txn_last_seq, retry_count, next_attempt) VALUES ($1, $2, 0, 0)
 		ON CONFLICT (destination) DO UPDATE SET txn_last_seq=excluded.txn_last_seq WHERE lm_destination.txn_last_seq=0
 	`
-	clearDestMarkQuery     = `UPDATE lm_destination SET txn_last_seq=0 WHERE destination=$1 AND txn_last_seq=$2`
-	insertPendingLPDUQuery = `INSERT INTO lm_pending_lpdu (lpdu_id, room_id, sent_at) VALUES ($1, $2, $3) ON CONFLICT (lpdu_id) DO NOTHING`
-	deletePendingLPDUQuery = `DELETE FROM lm_pending_lpdu WHERE lpdu_id=$1`
-	// Followed by one placeholder per LPDU ID and a closing parenthesis.
-	deletePendingLPDUsPrefix = `DELETE FROM lm_pending_lpdu WHERE lpdu_id IN (`
-	getSendKeyQuery          = `SELECT event_id FROM lm_send_key WHERE room_id=$1 AND send_key=$2`
-	insertSendKeyQuery       = `INSERT INTO lm_send_key (room_id, send_key, event_id, sent_at) VALUES ($1, $2, $3, $4)`
-	getCursorQuery           = `SELECT idx FROM lm_listener_cursor WHERE listener=$1 AND room_id=$2`
-	setCursorQuery           = `
+	clearDestMarkQuery = `UPDATE lm_destination SET txn_last_seq=0 WHERE destination=$1 AND txn_last_seq=$2`
+	getSendKeyQuery    = `SELECT event_id FROM lm_send_key WHERE room_id=$1 AND send_key=$2`
+	insertSendKeyQuery = `INSERT INTO lm_send_key (room_id, send_key, event_id, sent_at) VALUES ($1, $2, $3, $4)`
+	getCursorQuery     = `SELECT idx FROM lm_listener_cursor WHERE listener=$1 AND room_id=$2`
+	setCursorQuery     = `
 		INSERT INTO lm_listener_cursor (listener, room_id, idx) VALUES ($1, $2, $3)
 		ON CONFLICT (listener, room_id) DO UPDATE SET idx=excluded.idx
 	`
@@ -598,14 +594,6 @@ func (s *store) markIdleDest(ctx context.Context, destination string, lastSeq in
 	return nil
 }
 
-func (s *store) addPendingLPDU(ctx context.Context, lpduID, roomID string, now int64) error {
-	_, err := s.exec(ctx, insertPendingLPDUQuery, lpduID, roomID, now)
-	if err != nil {
-		return fmt.Errorf("failed to remember LPDU %s: %w", lpduID, err)
-	}
-	return nil
-}
-
 // sentWithKey returns the event or LPDU ID sent into roomID under an idempotency key, or "".
 func (s *store) sentWithKey(ctx context.Context, roomID, key string) (string, error) {
 	var id string
@@ -623,40 +611,6 @@ func (s *store) putSendKey(ctx context.Context, roomID, key, eventID string, now
 		return fmt.Errorf("failed to store send key %s in %s: %w", key, roomID, err)
 	}
 	return nil
-}
-
-// removePendingLPDUs forgets LPDUs whose echoes arrived, in one statement per 100.
-func (s *store) removePendingLPDUs(ctx context.Context, lpduIDs []string) error {
-	for len(lpduIDs) > 0 {
-		n := min(len(lpduIDs), 100)
-		var sb strings.Builder
-		sb.WriteString(deletePendingLPDUsPrefix)
-		args := make([]any, n)
-		for i, id := range lpduIDs[:n] {
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteByte('$')
-			sb.WriteString(strconv.Itoa(i + 1))
-			args[i] = id
-		}
-		sb.WriteByte(')')
-		if _, err := s.exec(ctx, sb.String(), args...); err != nil {
-			return fmt.Errorf("failed to forget %d echoed LPDUs: %w", n, err)
-		}
-		lpduIDs = lpduIDs[n:]
-	}
-	return nil
-}
-
-// removePendingLPDU reports whether the LPDU was still awaited.
-func (s *store) removePendingLPDU(ctx context.Context, lpduID string) (bool, error) {
-	res, err := s.exec(ctx, deletePendingLPDUQuery, lpduID)
-	if err != nil {
-		return false, fmt.Errorf("failed to forget LPDU %s: %w", lpduID, err)
-	}
-	n, _ := res.RowsAffected()
-	return n > 0, nil
 }
 
 func (s *store) cursor(ctx context.Context, listener, roomID string) (int64, error) {
