@@ -120,61 +120,86 @@ func (p *PDU) verifySignatures(ctx context.Context, keys KeyLookup, senderKnown 
 	if sender == "" {
 		return fmt.Errorf("%w: sender %q has no server name", ErrBadSignature, p.Sender)
 	}
-	scratch := getScratch()
-	defer putScratch(scratch)
-	buf := (*scratch)[:0]
-	if p.HubServer != "" {
-		if !senderKnown || p.IsLPDU() {
-			input, err := p.appendCanonical(buf, modeLPDUReference)
-			*scratch = input
-			if err != nil {
-				return err
-			}
-			if err := p.verifyServer(ctx, keys, sender, input); err != nil {
-				return err
-			}
-			if p.IsLPDU() {
-				return nil
-			}
-			buf = input[:0]
-		}
-		input, err := p.appendCanonical(buf, modeReference)
+	// Up to two servers' signatures over two views, checked together so that they share one inversion.
+	var checks [2]serverInput
+	n := 0
+	view := func(mode encodeMode) ([]byte, error) {
+		scratch := getScratch()
+		input, err := p.appendCanonical((*scratch)[:0], mode)
 		*scratch = input
+		checks[n].scratch = scratch
+		return input, err
+	}
+	defer func() {
+		for _, c := range checks {
+			if c.scratch != nil {
+				putScratch(c.scratch)
+			}
+		}
+	}()
+	if p.HubServer != "" && (!senderKnown || p.IsLPDU()) {
+		input, err := view(modeLPDUReference)
 		if err != nil {
 			return err
 		}
-		return p.verifyServer(ctx, keys, p.HubServer, input)
+		checks[n].server, checks[n].input = sender, input
+		n++
 	}
-	input, err := p.appendCanonical(buf, modeReference)
-	*scratch = input
-	if err != nil {
-		return err
+	if p.HubServer == "" || !p.IsLPDU() {
+		input, err := view(modeReference)
+		if err != nil {
+			return err
+		}
+		checks[n].server, checks[n].input = p.HubServer, input
+		if p.HubServer == "" {
+			checks[n].server = sender
+		}
+		n++
 	}
-	return p.verifyServer(ctx, keys, sender, input)
+	return p.verifyServers(ctx, keys, checks[:n])
 }
 
-func (p *PDU) verifyServer(ctx context.Context, keys KeyLookup, server string, input []byte) error {
-	sigs := p.Signatures[server]
-	checked := 0
-	for keyID, sigB64 := range sigs {
-		if !strings.HasPrefix(keyID, "ed25519:") {
-			continue
+// serverInput is a server whose signatures count and the canonical view they sign.
+type serverInput struct {
+	server  string
+	input   []byte
+	scratch *[]byte
+}
+
+// verifyServers checks every ed25519 signature of each server over its view; each server must have at least one.
+func (p *PDU) verifyServers(ctx context.Context, keys KeyLookup, checks []serverInput) error {
+	var items []sigverify.Item
+	type named struct{ server, keyID string }
+	var names []named
+	for _, c := range checks {
+		found := 0
+		for keyID, sigB64 := range p.Signatures[c.server] {
+			if !strings.HasPrefix(keyID, "ed25519:") {
+				continue
+			}
+			sig, err := b64.DecodeString(strings.TrimRight(sigB64, "="))
+			if err != nil || len(sig) != ed25519.SignatureSize {
+				return fmt.Errorf("%w: signature %s of %s is not valid base64 ed25519", ErrBadSignature, keyID, c.server)
+			}
+			pub, err := keys.VerifyKey(ctx, c.server, keyID)
+			if err != nil {
+				return fmt.Errorf("%w: failed to get key %s of %s: %w", ErrBadSignature, keyID, c.server, err)
+			}
+			if len(pub) != ed25519.PublicKeySize {
+				return fmt.Errorf("%w: signature %s of %s does not verify", ErrBadSignature, keyID, c.server)
+			}
+			items = append(items, sigverify.Item{PublicKey: pub, Message: c.input, Signature: sig})
+			names = append(names, named{c.server, keyID})
+			found++
 		}
-		sig, err := b64.DecodeString(strings.TrimRight(sigB64, "="))
-		if err != nil || len(sig) != ed25519.SignatureSize {
-			return fmt.Errorf("%w: signature %s of %s is not valid base64 ed25519", ErrBadSignature, keyID, server)
+		if found == 0 {
+			return fmt.Errorf("%w: no ed25519 signature from %s", ErrBadSignature, c.server)
 		}
-		pub, err := keys.VerifyKey(ctx, server, keyID)
-		if err != nil {
-			return fmt.Errorf("%w: failed to get key %s of %s: %w", ErrBadSignature, keyID, server, err)
-		}
-		if len(pub) != ed25519.PublicKeySize || !sigverify.Verify(pub, input, sig) {
-			return fmt.Errorf("%w: signature %s of %s does not verify", ErrBadSignature, keyID, server)
-		}
-		checked++
 	}
-	if checked == 0 {
-		return fmt.Errorf("%w: no ed25519 signature from %s", ErrBadSignature, server)
+	for i, ok := range sigverify.VerifyBatch(items) {
+		if !ok {
+			return fmt.Errorf("%w: signature %s of %s does not verify", ErrBadSignature, names[i].keyID, names[i].server)
+		}
 	}
 	return nil
 }

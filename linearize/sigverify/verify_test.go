@@ -26,11 +26,23 @@ func check(t testing.TB, pub, msg, sig []byte) bool {
 			t.Fatalf("call %d: Verify = %v, crypto/ed25519 = %v\npub %x\nmsg %x\nsig %x", i, got, want, pub, msg, sig)
 		}
 	}
+	// In a batch, between a valid and an invalid signature of a key with a table: each keeps its own answer.
+	batch := []Item{decoy, {pub, msg, sig}, {decoy.PublicKey, []byte("other"), decoy.Signature}}
+	if got := VerifyBatch(batch); got[0] != true || got[1] != want || got[2] != false {
+		t.Fatalf("VerifyBatch = %v, want [true %v false]\npub %x\nmsg %x\nsig %x", got, want, pub, msg, sig)
+	}
 	if _, err := new(edwards25519.Point).SetBytes(pub); err == nil && len(sig) == 64 && sig[63]&224 == 0 && !hasTable(pub) {
 		t.Fatalf("key %x got no table: its table path was not compared", pub)
 	}
 	return want
 }
+
+// decoy is a valid signature by a key that has a table from its first use in a test.
+var decoy = func() Item {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	msg := []byte("decoy")
+	return Item{pub, msg, ed25519.Sign(priv, msg)}
+}()
 
 func resetKeys() {
 	keysLock.Lock()
@@ -285,4 +297,59 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestVerifyBatchMatchesCryptoEd25519 checks batches mixing keys with tables, a key without one and malformed input,
+// valid and corrupted signatures: every item gets crypto/ed25519's answer.
+func TestVerifyBatchMatchesCryptoEd25519(t *testing.T) {
+	resetKeys()
+	defer resetKeys()
+	type signer struct {
+		pub  ed25519.PublicKey
+		priv ed25519.PrivateKey
+	}
+	var signers []signer
+	for i := 0; i < 4; i++ {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		signers = append(signers, signer{pub, priv})
+	}
+	// All but the last key get their tables.
+	for _, sg := range signers[:3] {
+		for i := 0; i < buildAfter; i++ {
+			Verify(sg.pub, nil, ed25519.Sign(sg.priv, nil))
+		}
+		if !hasTable(sg.pub) {
+			t.Fatal("a key got no table")
+		}
+	}
+	for round := 0; round < 20; round++ {
+		var items []Item
+		for i := 0; i < 12; i++ {
+			sg := signers[(round+i)%len(signers)]
+			msg := []byte{byte(round), byte(i)}
+			sig := ed25519.Sign(sg.priv, msg)
+			switch i % 4 {
+			case 1:
+				sig = flip(sig, (round*31+i*7)%512)
+			case 2:
+				msg = append(msg, 'x')
+			}
+			items = append(items, Item{sg.pub, msg, sig})
+		}
+		items = append(items, Item{signers[0].pub, nil, make([]byte, 63)}, Item{make([]byte, 31), nil, make([]byte, 64)})
+		got := VerifyBatch(items)
+		valid := 0
+		for i, it := range items {
+			want := len(it.PublicKey) == ed25519.PublicKeySize && ed25519.Verify(it.PublicKey, it.Message, it.Signature)
+			if got[i] != want {
+				t.Fatalf("round %d item %d: VerifyBatch = %v, crypto/ed25519 = %v", round, i, got[i], want)
+			}
+			if want {
+				valid++
+			}
+		}
+		if valid == 0 || valid == len(items) {
+			t.Fatalf("round %d: %d of %d valid, want a mix", round, valid, len(items))
+		}
+	}
 }
