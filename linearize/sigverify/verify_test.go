@@ -273,7 +273,8 @@ func FuzzVerifyMatchesCryptoEd25519(f *testing.F) {
 	})
 }
 
-// BenchmarkVerify compares one verification of a 400-byte message by a key seen before, here and in crypto/ed25519.
+// BenchmarkVerify compares one verification of a 400-byte message by a key seen before, here (alone and two to a
+// batch) and in crypto/ed25519.
 func BenchmarkVerify(b *testing.B) {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	msg := make([]byte, 400)
@@ -288,6 +289,18 @@ func BenchmarkVerify(b *testing.B) {
 				b.Fatal("does not verify")
 			}
 		}
+	})
+	// Two signatures in one VerifyBatch, as an event's sender and hub signatures are checked; per signature.
+	b.Run("batch_of_2", func(b *testing.B) {
+		items := []Item{{pub, msg, sig}, {pub, msg, sig}}
+		VerifyBatch(items)
+		b.ReportAllocs()
+		for b.Loop() {
+			if ok := VerifyBatch(items); !ok[0] || !ok[1] {
+				b.Fatal("does not verify")
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(2*b.N), "ns/signature")
 	})
 	b.Run("crypto_ed25519", func(b *testing.B) {
 		b.ReportAllocs()
