@@ -27,9 +27,9 @@ const (
 // from its start again only once a checkpoint has copied all of it, and a passive checkpoint never catches up with a
 // writer that commits while it copies: under steady load the WAL would grow without end, and with it the index every
 // read searches. A restart checkpoint holds writers off while it copies the little the passive ones before it left
-// and waits for readers to move on, a few milliseconds (in the bridge benchmark at 1,000 events/s, once in about 1.5
-// s); at lower rates writes leave gaps and the passive checkpoints complete on their own. 128 MB: a restart is rare
-// enough not to show in a p99, and the index stays a few hash tables long. A variable for the tests.
+// and waits for readers to move on: a few milliseconds, at most restartTimeoutQuery's 20 (in the bridge benchmark at
+// 1,000 events/s, once in about 1.5 s). When writes pause, the passive checkpoints complete on their own. 128 MB: a
+// restart is rare enough not to show in a p99, and the index stays a few hash tables long. A variable for the tests.
 var walRestartFrames = 32768
 
 // checkpointer runs passive checkpoints on a connection of its own. A passive checkpoint copies what no reader still
