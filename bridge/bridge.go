@@ -101,6 +101,8 @@ type Bridge struct {
 	now    func() time.Time
 	// botLM is the bot's identity on LM: the creator of the LM rooms we host, and the author of notices there.
 	botLM string
+	// refused are the LPDUs hubs refused in the last echoWait, so that a relation to one stops waiting for its echo.
+	refused refusedLPDUs
 }
 
 // New makes a Bridge; call Upgrade before handing it events.
@@ -148,7 +150,8 @@ func (br *Bridge) DB() *bridgedb.Database {
 // As participant, an event we sent is known by its LPDU ID until the hub's PDU comes back with the event ID. A reply,
 // edit or reaction sent in that moment (a typo fixed at once) would lose its target, so the lookup waits for the echo,
 // polling every echoPoll, while the LPDU is younger than echoWait: long enough for a slow hub, short enough that an LPDU
-// the hub refused (which never gets an event ID) holds the room up only briefly.
+// whose refusal we never heard of (lost in a crash) holds the room up only briefly. A refusal we heard of ends the
+// wait at once.
 const (
 	echoWait = 10 * time.Second
 	echoPoll = 10 * time.Millisecond
@@ -165,6 +168,11 @@ func (br *Bridge) LMEventOf(ctx context.Context, dagEventID id.EventID) (string,
 		}
 		if m.LMEventID != "" || m.LPDUID == "" {
 			return m.LMEventID, nil
+		}
+		if br.refused.has(m.LPDUID) {
+			zerolog.Ctx(ctx).Info().Str("dag_event_id", string(dagEventID)).Str("lpdu_id", m.LPDUID).
+				Msg("The hub refused the event a relation points at")
+			return "", nil
 		}
 		if br.now().Sub(m.CreatedAt) >= echoWait || time.Now().After(deadline) {
 			zerolog.Ctx(ctx).Warn().Str("dag_event_id", string(dagEventID)).Str("lpdu_id", m.LPDUID).

@@ -53,3 +53,26 @@ func TestRelationWaitsForTheHubEcho(t *testing.T) {
 		t.Fatalf("an event that never crossed gave %q, %v", got, err)
 	}
 }
+
+// TestRelationToARefusedLPDUStopsWaiting has the hub refuse the LPDU a relation points at while the relation waits for
+// its echo: the wait ends with the refusal, not after echoWait.
+func TestRelationToARefusedLPDUStopsWaiting(t *testing.T) {
+	tb := newTestBridge(t, nil, config.Bridge{})
+	ctx := context.Background()
+	if err := tb.DB().InsertLPDU(ctx, dagRoom, "$doomed", "!lm:lm.example", "$lpdu3", string(alice), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	const refusedAfter = 100 * time.Millisecond
+	go func() {
+		time.Sleep(refusedAfter)
+		tb.OnLPDUFailed(ctx, "!lm:lm.example", "$lpdu3", "auth rule 10.b rejected the event")
+	}()
+	start := time.Now()
+	got, err := tb.LMEventOf(ctx, "$doomed")
+	if err != nil || got != "" {
+		t.Fatalf("a relation to a refused LPDU gave %q, %v; want \"\"", got, err)
+	}
+	if waited := time.Since(start); waited < refusedAfter-10*time.Millisecond || waited > refusedAfter+time.Second {
+		t.Fatalf("waited %s for an LPDU refused after %s", waited, refusedAfter)
+	}
+}

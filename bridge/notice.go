@@ -75,6 +75,7 @@ func (br *Bridge) refuseLM(ctx context.Context, link *bridgedb.Link, lmEventID, 
 
 // OnLPDUFailed is called when a hub refused an LPDU we sent for a DAG event: its sender hears why.
 func (br *Bridge) OnLPDUFailed(ctx context.Context, roomID, lpduID, reason string) {
+	br.refused.add(lpduID, br.now())
 	m, err := br.db.GetEventByLPDU(ctx, lpduID)
 	if err != nil || m == nil || m.DAGEventID == "" {
 		zerolog.Ctx(ctx).Warn().Err(err).Str("lm_room_id", roomID).Str("lpdu_id", lpduID).Str("reason", reason).
