@@ -101,7 +101,10 @@ type received struct {
 // processTransaction applies a transaction and returns the answer and, when it appended LPDUs as hub, the
 // destinations their PDUs were queued for (the sender is paced by their backlog).
 func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, map[string]int, error) {
-	arrived := time.Now()
+	arrived, ok := federation.ReceivedAt(ctx)
+	if !ok {
+		arrived = time.Now()
+	}
 	log := zerolog.Ctx(ctx).With().Str("origin", origin).Str("txn_id", txnID).Logger()
 	resp := &federation.SendResponse{FailedPDUs: make(map[string]federation.FailedPDU)}
 	objs := e.precheckAll(ctx, origin, txn.PDUs)

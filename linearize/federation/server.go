@@ -91,12 +91,14 @@ func (s *Server) routes() {
 
 func (s *Server) handle(method, pattern string, fn route) {
 	s.mux.HandleFunc(method+" "+pattern, func(w http.ResponseWriter, r *http.Request) {
+		received := time.Now()
 		in, err := s.authenticate(r)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
 		ctx := zerolog.Ctx(r.Context()).With().Str("origin", in.origin).Logger().WithContext(r.Context())
+		ctx = context.WithValue(ctx, receivedAtKey{}, received)
 		resp, err := fn(ctx, in)
 		if err == nil && isNil(resp) {
 			err = fmt.Errorf("handler for %s returned neither an answer nor an error", pattern)
@@ -107,6 +109,15 @@ func (s *Server) handle(method, pattern string, fn route) {
 		}
 		WriteJSON(w, http.StatusOK, resp)
 	})
+}
+
+type receivedAtKey struct{}
+
+// ReceivedAt is when the request a handler's ctx belongs to reached the server, before its body was read and its
+// X-Matrix signature checked.
+func ReceivedAt(ctx context.Context) (time.Time, bool) {
+	t, ok := ctx.Value(receivedAtKey{}).(time.Time)
+	return t, ok
 }
 
 // ServeHTTP answers unknown paths 404 M_UNRECOGNIZED and known paths with the wrong method 405 M_UNRECOGNIZED, as

@@ -45,7 +45,10 @@ func (h *recordingHandler) Calls() []string {
 
 var testEvent = json.RawMessage(`{"type":"m.room.message","room_id":"!r:hub","sender":"@a:b","content":{"body":"hi é ✓ <b>&amp; 😀 \\u0041"},"origin_server_ts":5}`)
 
-func (h *recordingHandler) Send(_ context.Context, origin, txnID string, txn *Transaction) (*SendResponse, error) {
+func (h *recordingHandler) Send(ctx context.Context, origin, txnID string, txn *Transaction) (*SendResponse, error) {
+	if at, ok := ReceivedAt(ctx); !ok || at.After(time.Now()) || time.Since(at) > time.Minute {
+		return nil, fmt.Errorf("the request's arrival time is %v (set: %v)", at, ok)
+	}
 	if err := h.record("send %s %s %d %d", origin, txnID, len(txn.PDUs), len(txn.EDUs)); err != nil {
 		return nil, err
 	}
