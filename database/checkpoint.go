@@ -102,6 +102,10 @@ func checkpointOnce(ctx context.Context, conn *sql.DB) error {
 	if err := conn.QueryRowContext(ctx, restartQuery).Scan(&busy, &logFrames, &copied); err != nil {
 		return fmt.Errorf("failed to start the WAL over: %w", err)
 	}
+	if busy != 0 {
+		// A reader or writer held on past the timeout; the WAL goes on growing until a later interval gets through.
+		zerolog.Ctx(ctx).Debug().Int("wal_pages", logFrames).Msg("WAL restart gave up waiting, trying again next interval")
+	}
 	return nil
 }
 
