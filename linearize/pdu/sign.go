@@ -168,9 +168,11 @@ type serverInput struct {
 
 // verifyServers checks every ed25519 signature of each server over its view; each server must have at least one.
 func (p *PDU) verifyServers(ctx context.Context, keys KeyLookup, checks []serverInput) error {
-	var items []sigverify.Item
 	type named struct{ server, keyID string }
-	var names []named
+	// Usually one key per server: room for the two servers without allocating.
+	var itemsBuf [4]sigverify.Item
+	var namesBuf [4]named
+	items, names := itemsBuf[:0], namesBuf[:0]
 	for _, c := range checks {
 		found := 0
 		for keyID, sigB64 := range p.Signatures[c.server] {
@@ -196,7 +198,14 @@ func (p *PDU) verifyServers(ctx context.Context, keys KeyLookup, checks []server
 			return fmt.Errorf("%w: no ed25519 signature from %s", ErrBadSignature, c.server)
 		}
 	}
-	for i, ok := range sigverify.VerifyBatch(items) {
+	var okBuf [4]bool
+	ok := okBuf[:0]
+	if len(items) > len(okBuf) {
+		ok = make([]bool, 0, len(items))
+	}
+	ok = ok[:len(items)]
+	sigverify.VerifyBatch(items, ok)
+	for i, ok := range ok {
 		if !ok {
 			return fmt.Errorf("%w: signature %s of %s does not verify", ErrBadSignature, names[i].keyID, names[i].server)
 		}

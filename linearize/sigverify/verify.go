@@ -298,14 +298,17 @@ type Item struct {
 	Signature []byte
 }
 
-// VerifyBatch reports for each item what Verify reports, computing those whose keys have tables with one field
-// inversion between them instead of one each (Montgomery's trick). It is not batch verification in RFC 8032's sense,
-// a random combination of the equations checked at once: every signature is checked on its own, exactly as Verify
-// checks it, and gets its own answer.
-func VerifyBatch(items []Item) []bool {
-	ok := make([]bool, len(items))
-	points := make([]extended, 0, len(items))
-	which := make([]int, 0, len(items))
+// VerifyBatch sets ok[i] to what Verify reports for items[i] (ok must be as long as items), computing those whose
+// keys have tables with one field inversion between them instead of one each (Montgomery's trick). It is not batch
+// verification in RFC 8032's sense, a random combination of the equations checked at once: every signature is
+// checked on its own, exactly as Verify checks it, and gets its own answer.
+func VerifyBatch(items []Item, ok []bool) {
+	ok = ok[:len(items)]
+	// Room for the usual batch (an event's sender and hub signatures) without allocating.
+	var pointsBuf [4]extended
+	var whichBuf [4]int
+	var prefixBuf [4]field.Element
+	points, which := pointsBuf[:0], whichBuf[:0]
 	for i, it := range items {
 		r, done, valid := point(it.PublicKey, it.Message, it.Signature)
 		if done {
@@ -316,10 +319,14 @@ func VerifyBatch(items []Item) []bool {
 		which = append(which, i)
 	}
 	if len(points) == 0 {
-		return ok
+		return
 	}
 	// prefix[j] = Z_0···Z_(j−1); one inversion of the product gives every 1/Z_j.
-	prefix := make([]field.Element, len(points))
+	prefix := prefixBuf[:0]
+	if len(points) > len(prefixBuf) {
+		prefix = make([]field.Element, 0, len(points))
+	}
+	prefix = prefix[:len(points)]
 	acc := new(field.Element).One()
 	for j := range points {
 		prefix[j].Set(acc)
@@ -332,7 +339,7 @@ func VerifyBatch(items []Item) []bool {
 			enc := points[j].bytes()
 			ok[i] = bytes.Equal(items[i].Signature[:32], enc[:])
 		}
-		return ok
+		return
 	}
 	inv := new(field.Element).Invert(acc)
 	var zinv field.Element
@@ -342,7 +349,6 @@ func VerifyBatch(items []Item) []bool {
 		enc := points[j].bytesWith(&zinv)
 		ok[which[j]] = bytes.Equal(items[which[j]].Signature[:32], enc[:])
 	}
-	return ok
 }
 
 // point computes R' = [S]B − [k]A, the point crypto/ed25519 computes with VarTimeDoubleScalarBaseMult and compares

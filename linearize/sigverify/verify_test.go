@@ -28,7 +28,8 @@ func check(t testing.TB, pub, msg, sig []byte) bool {
 	}
 	// In a batch, between a valid and an invalid signature of a key with a table: each keeps its own answer.
 	batch := []Item{decoy, {pub, msg, sig}, {decoy.PublicKey, []byte("other"), decoy.Signature}}
-	if got := VerifyBatch(batch); got[0] != true || got[1] != want || got[2] != false {
+	got := make([]bool, len(batch))
+	if VerifyBatch(batch, got); got[0] != true || got[1] != want || got[2] != false {
 		t.Fatalf("VerifyBatch = %v, want [true %v false]\npub %x\nmsg %x\nsig %x", got, want, pub, msg, sig)
 	}
 	if _, err := new(edwards25519.Point).SetBytes(pub); err == nil && len(sig) == 64 && sig[63]&224 == 0 && !hasTable(pub) {
@@ -293,10 +294,11 @@ func BenchmarkVerify(b *testing.B) {
 	// Two signatures in one VerifyBatch, as an event's sender and hub signatures are checked; per signature.
 	b.Run("batch_of_2", func(b *testing.B) {
 		items := []Item{{pub, msg, sig}, {pub, msg, sig}}
-		VerifyBatch(items)
+		ok := make([]bool, 2)
+		VerifyBatch(items, ok)
 		b.ReportAllocs()
 		for b.Loop() {
-			if ok := VerifyBatch(items); !ok[0] || !ok[1] {
+			if VerifyBatch(items, ok); !ok[0] || !ok[1] {
 				b.Fatal("does not verify")
 			}
 		}
@@ -350,7 +352,8 @@ func TestVerifyBatchMatchesCryptoEd25519(t *testing.T) {
 			items = append(items, Item{sg.pub, msg, sig})
 		}
 		items = append(items, Item{signers[0].pub, nil, make([]byte, 63)}, Item{make([]byte, 31), nil, make([]byte, 64)})
-		got := VerifyBatch(items)
+		got := make([]bool, len(items))
+		VerifyBatch(items, got)
 		valid := 0
 		for i, it := range items {
 			want := len(it.PublicKey) == ed25519.PublicKeySize && ed25519.Verify(it.PublicKey, it.Message, it.Signature)
