@@ -134,11 +134,16 @@ func (p *extended) addNiels(q *niels, sub bool) {
 	p.Z.Multiply(&f, &g)
 }
 
-// bytes is the point's 32-byte encoding: y, with the sign of x in the top bit.
-func (p *extended) bytes() [32]byte {
+// matches reports whether the point's encoding is enc. A point with Z = 0 (which the complete addition law never
+// gives) matches nothing, rather than encoding as 0 through the inverse of 0.
+func (p *extended) matches(enc []byte) bool {
+	if p.Z.Equal(new(field.Element).Zero()) == 1 {
+		return false
+	}
 	var zinv field.Element
 	zinv.Invert(&p.Z)
-	return p.bytesWith(&zinv)
+	got := p.bytesWith(&zinv)
+	return bytes.Equal(enc, got[:])
 }
 
 // bytesWith is bytes given 1/Z.
@@ -287,8 +292,7 @@ func Verify(publicKey ed25519.PublicKey, message, sig []byte) bool {
 	if done {
 		return ok
 	}
-	enc := r.bytes()
-	return bytes.Equal(sig[:32], enc[:])
+	return r.matches(sig[:32])
 }
 
 // Item is one signature for VerifyBatch.
@@ -333,11 +337,10 @@ func VerifyBatch(items []Item, ok []bool) {
 		acc.Multiply(acc, &points[j].Z)
 	}
 	// Z is never zero for a point computed by the complete addition law; if it were, the shared inverse would be
-	// wrong for every point, so each is then encoded on its own.
+	// wrong for every point, so each is then encoded on its own, and one with Z = 0 refused.
 	if acc.Equal(new(field.Element).Zero()) == 1 {
 		for j, i := range which {
-			enc := points[j].bytes()
-			ok[i] = bytes.Equal(items[i].Signature[:32], enc[:])
+			ok[i] = points[j].matches(items[i].Signature[:32])
 		}
 		return
 	}

@@ -369,3 +369,17 @@ func TestVerifyBatchMatchesCryptoEd25519(t *testing.T) {
 		}
 	}
 }
+
+// TestPointWithZeroZMatchesNothing: the inverse of 0 is 0, so a point with Z = 0 would encode as 32 zero bytes, the
+// encoding of a real point (y = 0); it must match nothing instead.
+func TestPointWithZeroZMatchesNothing(t *testing.T) {
+	var p extended
+	p.Y.One()
+	if p.matches(make([]byte, 32)) {
+		t.Fatal("a point with Z = 0 matched the all-zero encoding")
+	}
+	p.Z.One()
+	if p.matches(make([]byte, 32)) || !p.matches(mustHex("0100000000000000000000000000000000000000000000000000000000000000")) {
+		t.Fatal("the identity (0, 1) does not encode as 01 00 … 00")
+	}
+}
