@@ -73,10 +73,7 @@ func TestEchoesForgetSentLPDUs(t *testing.T) {
 	ctx := testContext(t)
 	hub := newHTTPNode(t, nil)
 	part := newHTTPNode(t, nil)
-	alice, bob := userAt("alice", hub.name), userAt("bob", part.name)
-	roomID := must(hub.eng.CreateRoom(ctx, alice, nil))
-	must(hub.eng.InviteUser(ctx, roomID, alice, bob))
-	must(part.eng.Join(ctx, roomID, bob, hub.name))
+	roomID, _, bob := joinedPair(t, hub, part)
 	var lpduIDs []string
 	for i := 0; i < 5; i++ {
 		lpduIDs = append(lpduIDs, must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text(fmt.Sprint("hi ", i)), time.Time{})))

@@ -22,10 +22,7 @@ func TestListenerSkipsOwnEvents(t *testing.T) {
 		httpNet{}.stop(t, nd)
 		httpNet{}.start(t, nd)
 	}
-	alice, bob := userAt("alice", hub.name), userAt("bob", part.name)
-	roomID := must(hub.eng.CreateRoom(ctx, alice, nil))
-	must(hub.eng.InviteUser(ctx, roomID, alice, bob))
-	must(part.eng.Join(ctx, roomID, bob, hub.name))
+	roomID, alice, bob := joinedPair(t, hub, part)
 
 	fromHub := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("from the hub"), time.Time{}))
 	lpduID := must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text("from the participant"), time.Time{}))

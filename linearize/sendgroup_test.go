@@ -14,10 +14,7 @@ func TestSendGroupCommitsTogether(t *testing.T) {
 	ctx := testContext(t)
 	hub := newHTTPNode(t, nil)
 	part := newHTTPNode(t, nil)
-	alice, bob := userAt("alice", hub.name), userAt("bob", part.name)
-	roomID := must(hub.eng.CreateRoom(ctx, alice, nil))
-	must(hub.eng.InviteUser(ctx, roomID, alice, bob))
-	must(part.eng.Join(ctx, roomID, bob, hub.name))
+	roomID, _, bob := joinedPair(t, hub, part)
 
 	newReq := func(room, body, key string) *sendRequest {
 		p := &pdu.PDU{RoomID: room, Type: "m.room.message", Sender: bob, OriginServerTS: time.Now().UnixMilli()}

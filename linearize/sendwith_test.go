@@ -19,10 +19,7 @@ func TestSendEventKeyedWithCommitsTogether(t *testing.T) {
 	ctx := testContext(t)
 	hub := newHTTPNode(t, nil)
 	part := newHTTPNode(t, nil)
-	alice, bob := userAt("alice", hub.name), userAt("bob", part.name)
-	roomID := must(hub.eng.CreateRoom(ctx, alice, nil))
-	must(hub.eng.InviteUser(ctx, roomID, alice, bob))
-	must(part.eng.Join(ctx, roomID, bob, hub.name))
+	roomID, alice, bob := joinedPair(t, hub, part)
 	for _, nd := range []*node{hub, part} {
 		must(nd.db.Exec(ctx, `CREATE TABLE caller_row (event_id TEXT PRIMARY KEY)`))
 	}
