@@ -230,20 +230,7 @@ func (v *View) ensureRoom(ctx context.Context, roomID id.RoomID) (*Room, error) 
 // as a second delivery. The same transaction writes the marks of the room's previous events that are still
 // unwritten: the delivered mark of the last one the listener accepted, and the appservice inbox's handled marks.
 func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (needsDelivery bool, err error) {
-	unmarked, hasUnmarked := v.deliveredUnmarked.Load(evt.RoomID)
-	var inboxMarked func()
-	// Without ctx's cancellation: a cancellable context has mattn/go-sqlite3 run every statement on a goroutine of
-	// its own so that it can interrupt it, a hand-off per statement for a transaction that takes microseconds.
-	err = v.db.DoTxn(context.WithoutCancel(ctx), nil, func(ctx context.Context) error {
-		var markErr error
-		if inboxMarked, markErr = appservice.WriteHandledMarks(ctx); markErr != nil {
-			return markErr
-		}
-		if hasUnmarked {
-			if err := v.markDelivered(ctx, unmarked.(*unmarkedEvents)); err != nil {
-				return err
-			}
-		}
+	err = v.appendTxn(ctx, evt.RoomID, func(ctx context.Context) error {
 		var lastPosition int64
 		var inStream, delivered bool
 		err := v.db.QueryRow(ctx, getPositionAndEventQuery, evt.RoomID, evt.ID).Scan(&lastPosition, &inStream, &delivered)
@@ -276,13 +263,37 @@ func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (n
 		}
 		return nil
 	})
-	if err == nil {
-		inboxMarked()
-		if hasUnmarked {
-			v.deliveredUnmarked.CompareAndDelete(evt.RoomID, unmarked)
-		}
-	}
 	return
+}
+
+// appendTxn runs fn in one database transaction with the writes a room's append carries: first the marks of the
+// room's earlier events that are still unwritten (the appservice inbox's handled marks and the delivered marks of
+// the events the listener accepted), which are known written once it commits.
+func (v *View) appendTxn(ctx context.Context, roomID id.RoomID, fn func(ctx context.Context) error) error {
+	unmarked, hasUnmarked := v.deliveredUnmarked.Load(roomID)
+	var inboxMarked func()
+	// Without ctx's cancellation: a cancellable context has mattn/go-sqlite3 run every statement on a goroutine of
+	// its own so that it can interrupt it, a hand-off per statement for a transaction that takes microseconds.
+	err := v.db.DoTxn(context.WithoutCancel(ctx), nil, func(ctx context.Context) error {
+		var err error
+		if inboxMarked, err = appservice.WriteHandledMarks(ctx); err != nil {
+			return err
+		}
+		if hasUnmarked {
+			if err = v.markDelivered(ctx, unmarked.(*unmarkedEvents)); err != nil {
+				return err
+			}
+		}
+		return fn(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	inboxMarked()
+	if hasUnmarked {
+		v.deliveredUnmarked.CompareAndDelete(roomID, unmarked)
+	}
+	return nil
 }
 
 // appendEvents appends a run of a room's events to its stream, as appendEvent does one, in one database transaction:
@@ -291,19 +302,8 @@ func (v *View) appendEvent(ctx context.Context, evt *event.Event, raw []byte) (n
 // delivery about to be made counted.
 func (v *View) appendEvents(ctx context.Context, events []*event.Event, raws [][]byte) (appended int, err error) {
 	roomID := events[0].RoomID
-	unmarked, hasUnmarked := v.deliveredUnmarked.Load(roomID)
-	var inboxMarked func()
-	err = v.db.DoTxn(context.WithoutCancel(ctx), nil, func(ctx context.Context) error {
+	err = v.appendTxn(ctx, roomID, func(ctx context.Context) error {
 		appended = 0
-		var markErr error
-		if inboxMarked, markErr = appservice.WriteHandledMarks(ctx); markErr != nil {
-			return markErr
-		}
-		if hasUnmarked {
-			if err := v.markDelivered(ctx, unmarked.(*unmarkedEvents)); err != nil {
-				return err
-			}
-		}
 		var position int64
 		if err := v.db.QueryRow(ctx, getPositionQuery, roomID).Scan(&position); err != nil {
 			return fmt.Errorf("failed to read room cursor: %w", err)
@@ -337,10 +337,6 @@ func (v *View) appendEvents(ctx context.Context, events []*event.Event, raws [][
 	})
 	if err != nil {
 		return 0, err
-	}
-	inboxMarked()
-	if hasUnmarked {
-		v.deliveredUnmarked.CompareAndDelete(roomID, unmarked)
 	}
 	return appended, nil
 }
