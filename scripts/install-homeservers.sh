@@ -21,16 +21,8 @@ export PATH=/usr/local/go/bin:$PATH:/usr/sbin:/sbin
 mkdir -p "$cache"
 started=$(date +%s)
 log() { printf '[install-homeservers %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-as_root() {
-	if [ "$(id -u)" = 0 ]; then
-		"$@"
-	elif command -v sudo >/dev/null; then
-		sudo "$@"
-	else
-		log "need root (or sudo) to run: $*"
-		return 1
-	fi
-}
+# shellcheck source=scripts/as-root.sh
+. "$(dirname "${BASH_SOURCE[0]}")/as-root.sh"
 elapsed() { echo "$(($(date +%s) - $1))s"; }
 
 # quietly LOG CMD... runs CMD with its output in LOG, and shows the end of LOG only when CMD fails.

@@ -8,16 +8,8 @@
 set -euo pipefail
 
 log() { printf '[install-postgres %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-as_root() {
-	if [ "$(id -u)" = 0 ]; then
-		"$@"
-	elif command -v sudo >/dev/null; then
-		sudo "$@"
-	else
-		log "need root (or sudo) to run: $*"
-		return 1
-	fi
-}
+# shellcheck source=scripts/as-root.sh
+. "$(dirname "${BASH_SOURCE[0]}")/as-root.sh"
 
 # The newest installed server binaries, e.g. /usr/lib/postgresql/15/bin.
 find_bin() {
