@@ -540,7 +540,7 @@ func testLinkedFromMatrix(ctx context.Context, t *testing.T, st *bridgeStack) {
 		t.Fatal(err)
 	}
 	if st.hs.Kind == tesths.Dendrite {
-		// Dendrite v0.15.2 never pushes a redaction to application services: its roomserver reports it as
+		// Dendrite v0.13.8 never pushes a redaction to application services: its roomserver reports it as
 		// OutputTypeRedactedEvent, and appservice/consumers/roomserver.go forwards only new room events and invites.
 		t.Log("Dendrite does not send redactions to application services; the DAG → LM redaction is not checked")
 	} else {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-homeservers.sh installs the real homeservers lmbridge's end-to-end tests run against:
-#   - Dendrite v0.15.2, built from the nested tools module tools/homeserver into $LMBRIDGE_CACHE/bin;
+#   - Dendrite v0.13.8 (github.com/matrix-org/dendrite, Apache-2.0), built from the nested tools module tools/homeserver into $LMBRIDGE_CACHE/bin;
 #   - Synapse from Debian sid, in a debootstrap chroot at $LMBRIDGE_CACHE/synapse-root (needs root; sudo otherwise).
 # It is idempotent: what is already installed is kept. Progress goes to stderr; stdout carries only the
 # `export` lines for the test run, so callers can `eval "$(scripts/install-homeservers.sh)"`.
@@ -46,14 +46,14 @@ install_dendrite() {
 		log "Dendrite: already built in $bin"
 		return
 	fi
-	log "Dendrite: building v0.15.2 from tools/homeserver into $bin (CGO_ENABLED=0, ~1.5 min on a fresh machine)"
+	log "Dendrite: building v0.13.8 from tools/homeserver into $bin (CGO_ENABLED=0, ~1.5 min on a fresh machine)"
 	mkdir -p "$bin"
 	# `go mod download` is silent, unlike the ~90 "go: downloading" lines the build would print.
 	(cd "$repo/tools/homeserver" && go mod download)
 	(cd "$repo/tools/homeserver" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bin/" \
-		github.com/element-hq/dendrite/cmd/dendrite \
-		github.com/element-hq/dendrite/cmd/generate-keys \
-		github.com/element-hq/dendrite/cmd/generate-config)
+		github.com/matrix-org/dendrite/cmd/dendrite \
+		github.com/matrix-org/dendrite/cmd/generate-keys \
+		github.com/matrix-org/dendrite/cmd/generate-config)
 	echo "$want" >"$bin/.stamp"
 	log "Dendrite: built in $(elapsed "$t0")"
 }
