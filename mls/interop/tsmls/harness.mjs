@@ -300,12 +300,18 @@ const ops = {
     const c = member(req.client);
     const cs = await impl(c.suite);
     const msg = decodeMessage(req.message, "message", "mls_public_message", "mls_private_message");
-    const before = epochOf(c.state);
+    // The callback is told whether the handshake message is a commit or a proposal (a PrivateMessage says so only
+    // once decrypted); it accepts everything, as ts-mls's acceptAll does.
+    let handshake;
+    const accept = (incoming) => {
+      handshake = incoming.kind;
+      return acceptAll(incoming);
+    };
     let res;
     if (msg.wireformat === "mls_public_message") {
-      res = { kind: "newState", ...(await processPublicMessage(c.state, msg.publicMessage, pskIndex(c, c.state), cs, acceptAll)) };
+      res = { kind: "newState", ...(await processPublicMessage(c.state, msg.publicMessage, pskIndex(c, c.state), cs, accept)) };
     } else {
-      res = await processPrivateMessage(c.state, msg.privateMessage, pskIndex(c, c.state), cs, acceptAll);
+      res = await processPrivateMessage(c.state, msg.privateMessage, pskIndex(c, c.state), cs, accept);
     }
     c.state = res.newState;
     zero(res.consumed);
@@ -313,8 +319,8 @@ const ops = {
       return { kind: "application", plaintext: toHex(res.message), epoch: epochOf(c.state) };
     }
     const epoch = epochOf(c.state);
-    const answer = { kind: epoch !== before ? "commit" : "proposal", epoch, active: c.state.groupActiveState.kind };
-    if (epoch !== before && c.pending !== undefined) {
+    const answer = { kind: handshake ?? "unknown", epoch, active: c.state.groupActiveState.kind };
+    if (handshake === "commit" && c.pending !== undefined) {
       // Another member's commit for this epoch won; the client's own pending commit can never apply now.
       c.pending = undefined;
       answer.pendingDiscarded = true;
@@ -386,6 +392,14 @@ const ops = {
       res.exporter = toHex(await mlsExporter(c.state.keySchedule.exporterSecret, e.label, fromHex(e.context ?? "", "exporter.context"), e.length, cs));
     }
     return res;
+  },
+
+  // psk gives a client an external PSK (RFC 9420 §8.4), so it can process or make a commit with a psk proposal.
+  async psk(req) {
+    const c = client(req.client, { create: true });
+    const id = fromHex(req.pskId, "pskId");
+    c.psks[Buffer.from(id).toString("base64")] = fromHex(req.secret, "secret");
+    return {};
   },
 
   async drop(req) {
