@@ -100,7 +100,7 @@ install_tsmls() {
 		echo "npm is not installed: the ts-mls interop tests will fail (install Node 20 with npm)"
 		return 0
 	fi
-	npm ci --prefix mls/interop/tsmls --no-audit --no-fund --loglevel=error >/dev/null
+	npm ci --prefix mls/interop/tsmls --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
 }
 step "npm ci (ts-mls for mls/interop)" install_tsmls
 export LMBRIDGE_TEST_REQUIRE_TSMLS=${LMBRIDGE_TEST_REQUIRE_TSMLS:-1}
