@@ -7,6 +7,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/mls/ciphersuite"
 	"github.com/lmbridge/lmbridge/mls/codec"
+	"github.com/lmbridge/lmbridge/mls/keyschedule"
 )
 
 // ErrEncryptedGroupInfoMissing means AddMember was called before
@@ -26,7 +27,7 @@ func welcomeKey(s *ciphersuite.Suite, welcomeSecret []byte) (key, nonce []byte) 
 // SealGroupInfo encrypts gi with the key and nonce derived from the epoch's
 // welcome secret and sets w.EncryptedGroupInfo.
 func (w *Welcome) SealGroupInfo(s *ciphersuite.Suite, welcomeSecret []byte, gi *GroupInfo) error {
-	key, nonce := welcomeKey(s, welcomeSecret)
+	key, nonce := keyschedule.WelcomeKeyNonce(s, welcomeSecret)
 	ct, err := s.Seal(key, nonce, nil, codec.Marshal(gi))
 	if err != nil {
 		return fmt.Errorf("encrypting group info: %w", err)
@@ -86,7 +87,7 @@ func (w *Welcome) DecryptGroupSecrets(s *ciphersuite.Suite, ref, initPriv []byte
 // from the joiner secret and PSK secret by the key schedule). The caller
 // still verifies its signature and confirmation tag.
 func (w *Welcome) DecryptGroupInfo(s *ciphersuite.Suite, welcomeSecret []byte) (*GroupInfo, error) {
-	key, nonce := welcomeKey(s, welcomeSecret)
+	key, nonce := keyschedule.WelcomeKeyNonce(s, welcomeSecret)
 	pt, err := s.Open(key, nonce, nil, w.EncryptedGroupInfo)
 	if err != nil {
 		return nil, fmt.Errorf("decrypting group info: %w", err)

@@ -1,12 +1,13 @@
 package wire_test
 
 import (
-	"bytes"
 	"testing"
 
 	"github.com/lmbridge/lmbridge/mls/ciphersuite"
 	"github.com/lmbridge/lmbridge/mls/codec"
+	"github.com/lmbridge/lmbridge/mls/framing"
 	"github.com/lmbridge/lmbridge/mls/internal/vectors"
+	"github.com/lmbridge/lmbridge/mls/keyschedule"
 	"github.com/lmbridge/lmbridge/mls/wire"
 )
 
@@ -62,8 +63,9 @@ func testWelcomeCase(t *testing.T, i int, id uint16, initPriv, signerPub, kpMsg,
 		t.Errorf("case %d: %d PSKs, but the vector gives no PSK values", i, len(gs.PSKs))
 		return
 	}
-	ks := newEpochSecrets(s, gs.JoinerSecret, nil)
-	gi, err := w.DecryptGroupInfo(s, ks.welcomeSecret)
+	// No PSKs: the PSK secret is zero.
+	welcomeSecret := keyschedule.FromJoiner(s, gs.JoinerSecret, nil, nil).WelcomeSecret
+	gi, err := w.DecryptGroupInfo(s, welcomeSecret)
 	if err != nil {
 		t.Errorf("case %d: %v", i, err)
 		return
@@ -71,14 +73,17 @@ func testWelcomeCase(t *testing.T, i int, id uint16, initPriv, signerPub, kpMsg,
 	if err := gi.Verify(s, signerPub); err != nil {
 		t.Errorf("case %d: %v", i, err)
 	}
-	tag := ks.confirmationTag(&gi.GroupContext)
-	if !bytes.Equal(tag, gi.ConfirmationTag) {
-		t.Errorf("case %d: confirmation tag %x, want %x", i, tag, gi.ConfirmationTag)
+	ks := keyschedule.FromJoiner(s, gs.JoinerSecret, nil, codec.Marshal(&gi.GroupContext))
+	if err := framing.VerifyConfirmationTag(s, ks.ConfirmationKey, gi.GroupContext.ConfirmedTranscriptHash, gi.ConfirmationTag); err != nil {
+		t.Errorf("case %d: %v", i, err)
+	}
+	if framing.VerifyConfirmationTag(s, ks.MembershipKey, gi.GroupContext.ConfirmedTranscriptHash, gi.ConfirmationTag) == nil {
+		t.Errorf("case %d: the confirmation tag verifies with the wrong key", i)
 	}
 
 	// A wrong welcome secret, a changed GroupInfo and an unknown key
 	// package must all fail.
-	if _, err := w.DecryptGroupInfo(s, ks.member); err == nil {
+	if _, err := w.DecryptGroupInfo(s, gs.JoinerSecret); err == nil {
 		t.Errorf("case %d: group info decrypts with the wrong secret", i)
 	}
 	gi.Signer++
