@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 
+	"github.com/lmbridge/lmbridge/mls/codec"
 	tm "github.com/lmbridge/lmbridge/mls/treemath"
 )
 
@@ -140,4 +141,28 @@ func (k *PrivateKeys) derivePath(t *Tree, nodes []tm.NodeIndex, secret []byte) (
 		k.Set(x, privs[i])
 	}
 	return secret, nil
+}
+
+// MarshalMLS encodes the keys for storage: the leaf index, then each node
+// index with its private key. The encoding holds secrets.
+func (k *PrivateKeys) MarshalMLS(w *codec.Writer) {
+	w.Uint32(uint32(k.leaf))
+	w.Vector(func(w *codec.Writer) {
+		for _, e := range k.keys {
+			w.Uint32(uint32(e.node))
+			w.Opaque(e.priv)
+		}
+	})
+}
+
+// UnmarshalMLS decodes what MarshalMLS wrote.
+func (k *PrivateKeys) UnmarshalMLS(r *codec.Reader) {
+	k.leaf = tm.LeafIndex(r.Uint32())
+	k.keys = nil
+	r.Vector(func(r *codec.Reader) {
+		for !r.Empty() {
+			x := tm.NodeIndex(r.Uint32())
+			k.keys = append(k.keys, nodeKey{x, append([]byte(nil), r.Opaque()...)})
+		}
+	})
 }

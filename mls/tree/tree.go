@@ -96,6 +96,11 @@ func FromRatchetTree(s *ciphersuite.Suite, rt wire.RatchetTree) (*Tree, error) {
 		case isLeaf && n.Leaf != nil && n.Parent == nil:
 			t.nodes[i].leaf = n.Leaf
 		case !isLeaf && n.Parent != nil && n.Leaf == nil:
+			for _, l := range n.Parent.UnmergedLeaves {
+				if uint64(l) >= uint64(t.NumLeaves()) {
+					return nil, fmt.Errorf("%w: node %d lists unmerged leaf %d beyond the tree", ErrMalformed, i, l)
+				}
+			}
 			t.nodes[i].parent = n.Parent
 		default:
 			return nil, fmt.Errorf("%w: node %d has the wrong type", ErrMalformed, i)

@@ -17,13 +17,6 @@ var ErrEncryptedGroupInfoMissing = errors.New("wire: welcome has no encrypted gr
 
 const welcomeLabel = "Welcome"
 
-// welcomeKey derives the AEAD key and nonce for the GroupInfo from the
-// welcome secret (RFC 9420 §12.4.3.1).
-func welcomeKey(s *ciphersuite.Suite, welcomeSecret []byte) (key, nonce []byte) {
-	return s.ExpandWithLabel(welcomeSecret, "key", nil, s.KeySize()),
-		s.ExpandWithLabel(welcomeSecret, "nonce", nil, s.NonceSize())
-}
-
 // SealGroupInfo encrypts gi with the key and nonce derived from the epoch's
 // welcome secret and sets w.EncryptedGroupInfo.
 func (w *Welcome) SealGroupInfo(s *ciphersuite.Suite, welcomeSecret []byte, gi *GroupInfo) error {
