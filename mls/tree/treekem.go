@@ -128,7 +128,8 @@ func (p *Path) SecretFor(l tm.LeafIndex) (tm.NodeIndex, []byte) {
 // member sender and merges it into t (RFC 9420 §7.5): the number of nodes
 // must match sender's filtered direct path, the leaf node must be a commit
 // leaf signed in group groupID whose parent hash matches the path. t is
-// unchanged if a check fails.
+// unchanged if a check fails. Apply the commit's proposals first; for an
+// external commit, Add the joiner's leaf node first and pass its index.
 func (t *Tree) MergeUpdatePath(sender tm.LeafIndex, up *wire.UpdatePath, groupID []byte) error {
 	if uint64(sender) >= uint64(t.NumLeaves()) {
 		return fmt.Errorf("merging update path: %w: leaf %d", ErrLeafIndex, sender)
