@@ -173,3 +173,26 @@ func BenchmarkTreeHash(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkVerify is a joiner's check of the tree it is given: decoding,
+// every leaf signature, unmerged leaves and parent hashes.
+func BenchmarkVerify(b *testing.B) {
+	s, _ := ciphersuite.Lookup(1)
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("leaves=%d", n), func(b *testing.B) {
+			g := newBenchGroup(b, s, n)
+			enc := g.tree.Encode()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				tr, err := Decode(s, enc)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := tr.Verify(g.groupID); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
