@@ -13,8 +13,11 @@ package secrettree
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/lmbridge/lmbridge/mls/ciphersuite"
+	"github.com/lmbridge/lmbridge/mls/codec"
 	"github.com/lmbridge/lmbridge/mls/treemath"
 )
 
@@ -86,16 +89,17 @@ type Tree struct {
 	suite   *ciphersuite.Suite
 	nLeaves uint32
 	cfg     Config
-	// nodes holds the node secrets not yet consumed, indexed by NodeIndex.
-	nodes  [][]byte
-	leaves []*leafRatchets
+	// nodes holds the node secrets not yet consumed. Only the frontier of
+	// what has been derived is there, so a map stays small for any size.
+	nodes  map[treemath.NodeIndex][]byte
+	leaves map[treemath.LeafIndex]*leafRatchets
 }
 
 // New makes the secret tree of an epoch with nLeaves leaves from its
 // encryption secret. The tree keeps its own copy of the secret.
 func New(suite *ciphersuite.Suite, encryptionSecret []byte, nLeaves uint32, cfg Config) *Tree {
 	t := &Tree{suite: suite, nLeaves: nLeaves, cfg: cfg.withDefaults(),
-		nodes: make([][]byte, treemath.NodeWidth(nLeaves)), leaves: make([]*leafRatchets, nLeaves)}
+		nodes: map[treemath.NodeIndex][]byte{}, leaves: map[treemath.LeafIndex]*leafRatchets{}}
 	if nLeaves > 0 {
 		t.nodes[treemath.Root(nLeaves)] = append([]byte(nil), encryptionSecret...)
 	}
@@ -162,11 +166,11 @@ func (t *Tree) leafSecret(x treemath.NodeIndex) []byte {
 			t.nodes[left] = t.suite.ExpandWithLabel(t.nodes[p], "tree", []byte("left"), nh)
 			t.nodes[right] = t.suite.ExpandWithLabel(t.nodes[p], "tree", []byte("right"), nh)
 			wipe(t.nodes[p])
-			t.nodes[p] = nil
+			delete(t.nodes, p)
 		}
 	}
 	s := t.nodes[x]
-	t.nodes[x] = nil
+	delete(t.nodes, x)
 	return s
 }
 
@@ -270,4 +274,94 @@ func SenderDataKeyNonce(suite *ciphersuite.Suite, senderDataSecret, ciphertext [
 // elsewhere, so this is best effort.
 func wipe(b []byte) {
 	clear(b)
+}
+
+// MarshalMLS encodes the tree's remaining secrets, so that a group's state
+// can be saved. The encoding holds key material: store it as a secret.
+func (t *Tree) MarshalMLS(w *codec.Writer) {
+	w.Uint32(t.nLeaves)
+	w.Vector(func(w *codec.Writer) {
+		for _, x := range slices.Sorted(maps.Keys(t.nodes)) {
+			w.Uint32(uint32(x))
+			w.Opaque(t.nodes[x])
+		}
+	})
+	w.Vector(func(w *codec.Writer) {
+		for _, l := range slices.Sorted(maps.Keys(t.leaves)) {
+			lr := t.leaves[l]
+			w.Uint32(uint32(l))
+			for _, r := range lr.r {
+				w.Optional(r.secret != nil, func(w *codec.Writer) { w.Opaque(r.secret) })
+				w.Uint32(r.next)
+				w.Vector(func(w *codec.Writer) {
+					for _, s := range r.skipped {
+						w.Uint32(s.generation)
+						w.Opaque(s.Key)
+						w.Opaque(s.Nonce)
+					}
+				})
+			}
+		}
+	})
+}
+
+// Decode restores a tree encoded by MarshalMLS.
+func Decode(suite *ciphersuite.Suite, data []byte, cfg Config) (*Tree, error) {
+	r := codec.NewReader(data)
+	n := r.Uint32()
+	if r.Err() == nil && n > 1<<30 {
+		r.Fail(fmt.Errorf("%d leaves: %w", n, ErrLeafOutOfRange))
+	}
+	if r.Err() != nil {
+		return nil, fmt.Errorf("decoding secret tree: %w", r.Err())
+	}
+	t := &Tree{suite: suite, nLeaves: n, cfg: cfg.withDefaults(),
+		nodes: map[treemath.NodeIndex][]byte{}, leaves: map[treemath.LeafIndex]*leafRatchets{}}
+	own := func(b []byte) []byte { return append([]byte{}, b...) }
+	// Indices must increase, as MarshalMLS writes them, so that each state
+	// has one encoding.
+	r.Vector(func(r *codec.Reader) {
+		next := uint32(0)
+		for !r.Empty() {
+			x := r.Uint32()
+			s := r.Opaque()
+			if x < next || x >= treemath.NodeWidth(n) {
+				r.Fail(fmt.Errorf("node %d: %w", x, ErrLeafOutOfRange))
+				return
+			}
+			t.nodes[treemath.NodeIndex(x)] = own(s)
+			next = x + 1
+		}
+	})
+	r.Vector(func(r *codec.Reader) {
+		next := uint32(0)
+		for !r.Empty() {
+			l := r.Uint32()
+			if l < next || l >= n {
+				r.Fail(fmt.Errorf("leaf %d: %w", l, ErrLeafOutOfRange))
+				return
+			}
+			lr := &leafRatchets{}
+			for i := range lr.r {
+				rt := &ratchet{}
+				if r.Optional() {
+					rt.secret = own(r.Opaque())
+				}
+				rt.next = r.Uint32()
+				r.Vector(func(r *codec.Reader) {
+					for !r.Empty() {
+						g := r.Uint32()
+						rt.skipped = append(rt.skipped, skipped{generation: g, KeyNonce: KeyNonce{Key: own(r.Opaque()), Nonce: own(r.Opaque())}})
+					}
+				})
+				lr.r[i] = rt
+			}
+			t.leaves[treemath.LeafIndex(l)] = lr
+			next = l + 1
+		}
+	})
+	if err := r.Finish(); err != nil {
+		return nil, fmt.Errorf("decoding secret tree: %w", err)
+	}
+	return t, nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/lmbridge/lmbridge/mls/ciphersuite"
+	"github.com/lmbridge/lmbridge/mls/codec"
 	"github.com/lmbridge/lmbridge/mls/internal/vectors"
 	"github.com/lmbridge/lmbridge/mls/treemath"
 )
@@ -149,4 +150,55 @@ func TestDeletion(t *testing.T) {
 	if tree.nodes[treemath.LeafIndex(5).Node()] != nil {
 		t.Error("leaf secret kept after its ratchets were derived")
 	}
+}
+
+func TestSaveLoad(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	secret := bytes.Repeat([]byte{9}, 32)
+	a := New(s, secret, 8, Config{})
+	ref := New(s, secret, 8, Config{})
+	if _, err := a.Get(3, Application, 4); err != nil { // keeps 0..3 as skipped
+		t.Fatal(err)
+	}
+	if _, err := a.Get(6, Handshake, 0); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Decode(s, codec.Marshal(a), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []struct {
+		leaf treemath.LeafIndex
+		typ  RatchetType
+		gen  uint32
+	}{{3, Application, 2}, {3, Application, 5}, {6, Handshake, 1}, {0, Application, 0}, {7, Handshake, 3}} {
+		want, _ := ref.Get(q.leaf, q.typ, q.gen)
+		got, err := b.Get(q.leaf, q.typ, q.gen)
+		if err != nil || !bytes.Equal(got.Key, want.Key) || !bytes.Equal(got.Nonce, want.Nonce) {
+			t.Fatalf("%+v after reload: %v", q, err)
+		}
+	}
+	if _, err := b.Get(3, Application, 4); !errors.Is(err, ErrGenerationConsumed) {
+		t.Fatalf("consumed generation came back after reload: %v", err)
+	}
+	if _, err := Decode(s, []byte{0, 0, 0, 2, 0}, Config{}); err == nil {
+		t.Fatal("truncated state decoded")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	s, _ := ciphersuite.Lookup(1)
+	tr := New(s, bytes.Repeat([]byte{9}, 32), 4, Config{})
+	_, _ = tr.Get(1, Application, 2)
+	f.Add(codec.Marshal(tr))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		tr, err := Decode(s, in, Config{MaxForward: 8})
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(codec.Marshal(tr), in) {
+			t.Fatalf("state %x re-encodes differently", in)
+		}
+		_, _ = tr.Get(0, Handshake, 1)
+	})
 }
