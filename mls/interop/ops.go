@@ -67,6 +67,9 @@ type KeyPackageOptions struct {
 	// Extensions and Proposals are non-default extension and proposal types to list in capabilities.
 	Extensions []uint16 `json:"capExtensions,omitempty"`
 	Proposals  []uint16 `json:"capProposals,omitempty"`
+	// CompressedECDSA keeps ts-mls 1.6.4's own signature key for the ECDSA suites (2, 5, 7): a compressed SEC1
+	// point, where RFC 9420 §5.1.1 wants the uncompressed one that the harness gives by default.
+	CompressedECDSA bool `json:"compressedEcdsa,omitempty"`
 }
 
 // Proposal is one proposal to make or commit. Make one with AddProposal, RemoveProposal, PSKProposal or

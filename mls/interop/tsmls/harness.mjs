@@ -84,6 +84,10 @@ function identityOf(req, c) {
   return new TextEncoder().encode(c.name);
 }
 
+function keyOpts(req) {
+  return { compressedEcdsa: req.compressedEcdsa === true };
+}
+
 function capsOf(req) {
   return capabilities({
     grease: req.grease === true,
@@ -103,7 +107,7 @@ function extensionsOf(list, what) {
 async function takeKeyPackage(req, c, suite) {
   const i = c.keyPackages.findIndex((k) => k.suite === suite);
   if (i >= 0) return c.keyPackages.splice(i, 1)[0];
-  return newKeyPackage(suite, identityOf(req, c), capsOf(req));
+  return newKeyPackage(suite, identityOf(req, c), capsOf(req), keyOpts(req));
 }
 
 function pskIndex(c, state) {
@@ -193,7 +197,7 @@ const ops = {
     const c = client(req.client, { create: true });
     const suite = suiteOf(req, c);
     c.suite ??= suite;
-    const kp = await newKeyPackage(suite, identityOf(req, c), capsOf(req));
+    const kp = await newKeyPackage(suite, identityOf(req, c), capsOf(req), keyOpts(req));
     c.keyPackages.push(kp);
     return { keyPackage: encodeKeyPackageMsg(kp.publicPackage), ref: toHex(kp.ref) };
   },

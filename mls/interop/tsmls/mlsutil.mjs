@@ -6,6 +6,7 @@ import {
   defaultLifetime,
   encodeMlsMessage,
   generateKeyPackage,
+  generateKeyPackageWithKey,
   getCiphersuiteFromName,
   getCiphersuiteImpl,
 } from "ts-mls";
@@ -126,11 +127,29 @@ export function capabilities({ grease = false, extensions = [], proposals = [] }
   };
 }
 
+// ecdsaCurves maps the ECDSA suites to their curve in @noble/curves.
+const ecdsaCurves = { 2: "p256", 5: "p521", 7: "p384" };
+
 // newKeyPackage generates a KeyPackage with a basic credential and returns it with its private keys and its ref.
-export async function newKeyPackage(suite, identity, caps) {
+//
+// For the ECDSA suites (2, 5, 7) ts-mls 1.6.4's own key generation publishes the signature key as a compressed SEC1
+// point (noble's default), where RFC 9420 §5.1.1 wants the uncompressed point (TLS's UncompressedPointRepresentation;
+// the test vectors use it too). So the harness makes the key pair itself and hands ts-mls the uncompressed point, which
+// ts-mls accepts; compressedEcdsa keeps ts-mls's own encoding, to see how a peer copes with it.
+export async function newKeyPackage(suite, identity, caps, { compressedEcdsa = false } = {}) {
   const cs = await impl(suite);
   const credential = { credentialType: "basic", identity };
-  const { publicPackage, privatePackage } = await generateKeyPackage(credential, caps ?? capabilities(), defaultLifetime, [], cs);
+  const curve = ecdsaCurves[Number(suite)];
+  let pkg;
+  if (curve !== undefined && !compressedEcdsa) {
+    const nist = await import("@noble/curves/nist.js");
+    const signKey = nist[curve].utils.randomSecretKey();
+    const publicKey = nist[curve].getPublicKey(signKey, false);
+    pkg = await generateKeyPackageWithKey(credential, caps ?? capabilities(), defaultLifetime, [], { signKey, publicKey }, cs);
+  } else {
+    pkg = await generateKeyPackage(credential, caps ?? capabilities(), defaultLifetime, [], cs);
+  }
+  const { publicPackage, privatePackage } = pkg;
   const ref = await makeKeyPackageRef(publicPackage, cs.hash);
   return { publicPackage, privatePackage, ref, suite: Number(suite) };
 }
