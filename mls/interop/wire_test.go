@@ -124,9 +124,12 @@ func goDecodesTSMLS(t *testing.T, ctx context.Context, h *interop.Harness, s *ci
 	checkTree(t, s, "after the add", c.Tree, groupID, st.TreeHash)
 
 	// A commit with a path, then the tree with parent hashes to check.
-	c, err = h.Commit(ctx, name("bob"), nil, interop.CommitOptions{})
+	c, err = h.Commit(ctx, name("bob"), nil, interop.CommitOptions{GroupInfo: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if m = decodeMessage(t, "the commit's GroupInfo", c.GroupInfo); m.GroupInfo == nil || m.GroupInfo.GroupContext.Epoch != c.Epoch {
+		t.Fatalf("the GroupInfo asked for with the commit is not one of epoch %d", c.Epoch)
 	}
 	m = decodeMessage(t, "commit with a path", c.Message)
 	if m.PublicMessage == nil || m.PublicMessage.Content.Commit == nil || m.PublicMessage.Content.Commit.Path == nil {

@@ -180,12 +180,12 @@ function applyCommit(req, c, newState, consumed) {
 
 async function commitResult(req, c, res, cs) {
   applyCommit(req, c, res.newState, res.consumed);
-  const out = { commit: encodeMsg(res.commit), epoch: epochOf(res.newState), tree: encodeTree(res.newState.ratchetTree) };
-  if (res.welcome !== undefined) out.welcome = encodeWelcomeMsg(res.welcome);
+  const answer = { commit: encodeMsg(res.commit), epoch: epochOf(res.newState), tree: encodeTree(res.newState.ratchetTree) };
+  if (res.welcome !== undefined) answer.welcome = encodeWelcomeMsg(res.welcome);
   if (req.groupInfo === true) {
-    out.groupInfo = encodeGroupInfoMsg(await createGroupInfoWithExternalPubAndRatchetTree(res.newState, [], cs));
+    answer.groupInfo = encodeGroupInfoMsg(await createGroupInfoWithExternalPubAndRatchetTree(res.newState, [], cs));
   }
-  return out;
+  return answer;
 }
 
 const ops = {
