@@ -70,6 +70,14 @@ type KeyPackageOptions struct {
 	// CompressedECDSA keeps ts-mls 1.6.4's own signature key for the ECDSA suites (2, 5, 7): a compressed SEC1
 	// point, where RFC 9420 §5.1.1 wants the uncompressed one that the harness gives by default.
 	CompressedECDSA bool `json:"compressedEcdsa,omitempty"`
+	// Lifetime bounds the KeyPackage's validity; nil keeps ts-mls's default, 0 to 2^63-1 seconds.
+	Lifetime *Lifetime `json:"lifetime,omitempty"`
+}
+
+// Lifetime is a KeyPackage's validity period in Unix seconds (RFC 9420 §7.2).
+type Lifetime struct {
+	NotBefore int64 `json:"notBefore"`
+	NotAfter  int64 `json:"notAfter"`
 }
 
 // Proposal is one proposal to make or commit. Make one with AddProposal, RemoveProposal, PSKProposal or

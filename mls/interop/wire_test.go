@@ -75,7 +75,8 @@ func goDecodesTSMLS(t *testing.T, ctx context.Context, h *interop.Harness, s *ci
 		who    string
 		grease bool
 	}{{"bob", false}, {"carol", true}} {
-		kp, err := h.KeyPackageWith(ctx, name(c.who), id, []byte(c.who), interop.KeyPackageOptions{Grease: c.grease})
+		life := &interop.Lifetime{NotBefore: time.Now().Unix() - 3600, NotAfter: time.Now().Unix() + 7*24*3600}
+		kp, err := h.KeyPackageWith(ctx, name(c.who), id, []byte(c.who), interop.KeyPackageOptions{Grease: c.grease, Lifetime: life})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,6 +89,9 @@ func goDecodesTSMLS(t *testing.T, ctx context.Context, h *interop.Harness, s *ci
 		}
 		if err = m.KeyPackage.Verify(s); err != nil {
 			t.Fatalf("%s's KeyPackage (grease %v) does not verify: %v", c.who, c.grease, err)
+		}
+		if lt := m.KeyPackage.LeafNode.Lifetime; lt.NotBefore != uint64(life.NotBefore) || lt.NotAfter != uint64(life.NotAfter) {
+			t.Fatalf("KeyPackage lifetime %+v, want %+v", lt, *life)
 		}
 		if ref := m.KeyPackage.Ref(s); !bytes.Equal(ref, kp.Ref) {
 			t.Fatalf("KeyPackageRef %x, ts-mls computes %x", ref, kp.Ref)

@@ -85,7 +85,15 @@ function identityOf(req, c) {
 }
 
 function keyOpts(req) {
-  return { compressedEcdsa: req.compressedEcdsa === true };
+  const opts = { compressedEcdsa: req.compressedEcdsa === true };
+  if (req.lifetime !== undefined) {
+    const { notBefore, notAfter } = req.lifetime ?? {};
+    if (!Number.isInteger(notBefore) || !Number.isInteger(notAfter) || notBefore < 0 || notAfter < notBefore) {
+      throw new Error('lifetime: want {"notBefore": seconds, "notAfter": seconds} with notBefore <= notAfter');
+    }
+    opts.lifetime = { notBefore: BigInt(notBefore), notAfter: BigInt(notAfter) };
+  }
+  return opts;
 }
 
 function capsOf(req) {

@@ -136,7 +136,9 @@ const ecdsaCurves = { 2: "p256", 5: "p521", 7: "p384" };
 // point (noble's default), where RFC 9420 §5.1.1 wants the uncompressed point (TLS's UncompressedPointRepresentation;
 // the test vectors use it too). So the harness makes the key pair itself and hands ts-mls the uncompressed point, which
 // ts-mls accepts; compressedEcdsa keeps ts-mls's own encoding, to see how a peer copes with it.
-export async function newKeyPackage(suite, identity, caps, { compressedEcdsa = false } = {}) {
+//
+// lifetime defaults to ts-mls's: from 0 to 2^63-1 seconds, which a peer enforcing a maximum lifetime refuses.
+export async function newKeyPackage(suite, identity, caps, { compressedEcdsa = false, lifetime = defaultLifetime } = {}) {
   const cs = await impl(suite);
   const credential = { credentialType: "basic", identity };
   const curve = ecdsaCurves[Number(suite)];
@@ -145,9 +147,9 @@ export async function newKeyPackage(suite, identity, caps, { compressedEcdsa = f
     const nist = await import("@noble/curves/nist.js");
     const signKey = nist[curve].utils.randomSecretKey();
     const publicKey = nist[curve].getPublicKey(signKey, false);
-    pkg = await generateKeyPackageWithKey(credential, caps ?? capabilities(), defaultLifetime, [], { signKey, publicKey }, cs);
+    pkg = await generateKeyPackageWithKey(credential, caps ?? capabilities(), lifetime, [], { signKey, publicKey }, cs);
   } else {
-    pkg = await generateKeyPackage(credential, caps ?? capabilities(), defaultLifetime, [], cs);
+    pkg = await generateKeyPackage(credential, caps ?? capabilities(), lifetime, [], cs);
   }
   const { publicPackage, privatePackage } = pkg;
   const ref = await makeKeyPackageRef(publicPackage, cs.hash);
