@@ -1,12 +1,15 @@
 package linearize
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/lmbridge/lmbridge/linearize/federation"
 )
 
 // snapshotDB copies nd's database as it is committed now, through VACUUM INTO: what a SIGKILL at this moment would
@@ -203,4 +206,157 @@ func TestRestoredBackupReusesNoTxnID(t *testing.T) {
 		checkLPDUsOnce(t, hub, roomID, sent)
 		checkLogPiece(t, hub, part, roomID)
 	})
+}
+
+// TestOutboxSeqNeverGoesBack empties the outbox and restarts, cleanly and as a kill: the seqs given after the restart
+// follow those given before, although no row is left to show them.
+func TestOutboxSeqNeverGoesBack(t *testing.T) {
+	ctx := testContext(t)
+	hub, part := newHTTPNode(t, nil), newHTTPNode(t, nil)
+	roomID, alice, _ := joinedPair(t, hub, part)
+	seqOf := func() int64 {
+		hub.eng.writeLock.Lock()
+		defer hub.eng.writeLock.Unlock()
+		return hub.eng.outboxSeq
+	}
+	for _, kill := range []bool{false, true} {
+		id := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("before"), time.Time{}))
+		waitHead(t, part, roomID, id)
+		waitOutboxIdle(t, hub)
+		before := seqOf()
+		restart(t, hub, kill)
+		if after := seqOf(); after != before {
+			t.Fatalf("the outbox's last seq is %d after the restart, %d before", after, before)
+		}
+		// The next row queued gets the next seq: the participant is down, so it stays to be read.
+		httpNet{}.stop(t, part)
+		id = must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("after"), time.Time{}))
+		var seq int64
+		if err := hub.db.QueryRow(ctx, `SELECT seq FROM lm_outbox WHERE event_id=$1`, id).Scan(&seq); err != nil {
+			t.Fatal(err)
+		} else if seq != before+1 {
+			t.Fatalf("the event after the restart was queued at seq %d, want %d", seq, before+1)
+		}
+		httpNet{}.start(t, part)
+		waitHead(t, part, roomID, id)
+	}
+}
+
+// outboxCount counts nd's rows queued for dest.
+func outboxCount(t *testing.T, nd *node, dest string) int {
+	t.Helper()
+	var n int
+	if err := nd.db.QueryRow(testContext(t), `SELECT COUNT(*) FROM lm_outbox WHERE destination=$1`, dest).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// destOf reads nd's in-flight mark and retry count for dest.
+func destOf(t *testing.T, nd *node, dest string) destState {
+	t.Helper()
+	return must(nd.eng.store.getDest(testContext(t), dest))
+}
+
+// waitUntil polls cond every 20 ms until it holds, failing after 20 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDepartedServerIsNotRetriedForever: a server whose last user was removed while it was down gets the event that
+// removed them if it comes back within the bound, and otherwise, once it has failed that many times, the hub drops
+// what it queued for it and stops retrying. A server still joined keeps its rows however long it is down.
+func TestDepartedServerIsNotRetriedForever(t *testing.T) {
+	ctx := testContext(t)
+	hub, part, stay := newHTTPNode(t, nil), newHTTPNode(t, nil), newHTTPNode(t, nil)
+	hub.eng.outbox.departedRetries.Store(4)
+	roomID, alice, bob := joinedPair(t, hub, part)
+	carol := userAt("carol", stay.name)
+	must(hub.eng.InviteUser(ctx, roomID, alice, carol))
+	waitHead(t, stay, roomID, must(stay.eng.Join(ctx, roomID, carol, hub.name)))
+
+	// Down for less than the bound: the kick reaches bob's server once it is back.
+	waitOutboxIdle(t, hub)
+	httpNet{}.stop(t, part)
+	kick := must(hub.eng.Kick(ctx, roomID, alice, bob, "away"))
+	waitUntil(t, "a failed attempt to reach bob's server", func() bool { return destOf(t, hub, part.name).retryCount >= 2 })
+	if n := outboxCount(t, hub, part.name); n != 1 {
+		t.Fatalf("%d rows queued for bob's server before the bound, want the kick", n)
+	}
+	// However long the restart takes on a busy machine.
+	hub.eng.outbox.departedRetries.Store(1000)
+	httpNet{}.start(t, part)
+	waitHead(t, part, roomID, kick)
+
+	// Bob back in, then his server and carol's down for good while alice talks and kicks him again.
+	must(hub.eng.InviteUser(ctx, roomID, alice, bob))
+	join := must(part.eng.Join(ctx, roomID, bob, hub.name))
+	waitHead(t, part, roomID, join)
+	waitHead(t, stay, roomID, join)
+	waitOutboxIdle(t, hub)
+	hub.eng.outbox.departedRetries.Store(4)
+	httpNet{}.stop(t, part)
+	httpNet{}.stop(t, stay)
+	var last string
+	for i := range 2 {
+		last = must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text(fmt.Sprintf("m%d", i)), time.Time{}))
+	}
+	kick = must(hub.eng.Kick(ctx, roomID, alice, bob, "gone"))
+	waitUntil(t, "the rows of bob's server dropped", func() bool { return outboxCount(t, hub, part.name) == 0 })
+	if ds := destOf(t, hub, part.name); ds.txnLastSeq != 0 {
+		t.Fatalf("a transaction up to %d is still in flight to bob's server after its rows were dropped", ds.txnLastSeq)
+	}
+	// Carol's server is still in the room: it keeps its rows past the bound.
+	waitUntil(t, "carol's server to fail past the bound", func() bool { return destOf(t, hub, stay.name).retryCount > 4 })
+	if n := outboxCount(t, hub, stay.name); n != 3 {
+		t.Fatalf("%d rows queued for carol's server, want 3", n)
+	}
+	// Nothing more is tried for bob's server.
+	time.Sleep(time.Second)
+	if ds := destOf(t, hub, part.name); ds.retryCount != 0 || outboxCount(t, hub, part.name) != 0 {
+		t.Fatalf("bob's server retried %d times after its rows were dropped", ds.retryCount)
+	}
+	httpNet{}.start(t, stay)
+	waitHead(t, stay, roomID, kick)
+	if !slices.Contains(logIDs(t, stay, roomID), last) {
+		t.Fatal("carol's server is missing alice's messages")
+	}
+	checkLogPiece(t, hub, stay, roomID)
+}
+
+// TestLPDUSentAgainIsAppendedOnce sends the hub, under a txnId it has not seen, an LPDU it completed already (what a
+// participant restored from a backup, or upgraded across a change of txnIds, does): the hub accepts it without
+// appending it again.
+func TestLPDUSentAgainIsAppendedOnce(t *testing.T) {
+	ctx := testContext(t)
+	hub, part := newHTTPNode(t, nil), newHTTPNode(t, nil)
+	roomID, _, bob := joinedPair(t, hub, part)
+	// With the hub down, the LPDU waits in the participant's outbox, where its body can be read.
+	httpNet{}.stop(t, hub)
+	lpduID := must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text("once"), time.Time{}))
+	var body string
+	if err := part.db.QueryRow(ctx, `SELECT lpdu FROM lm_outbox WHERE event_id=$1`, lpduID).Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	httpNet{}.start(t, hub)
+	waitLPDU(t, part, roomID, lpduID)
+	for _, txnID := range []string{"again-1", "again-2"} {
+		resp, err := part.eng.remote.SendTransaction(ctx, hub.name, txnID, &federation.Transaction{PDUs: []json.RawMessage{json.RawMessage(body), json.RawMessage(body)}})
+		if err != nil {
+			t.Fatal(err)
+		} else if len(resp.FailedPDUs) != 0 {
+			t.Fatalf("the hub refused the LPDU sent again: %v", resp.FailedPDUs)
+		}
+	}
+	after := must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text("after"), time.Time{}))
+	waitLPDU(t, part, roomID, after)
+	checkLPDUsOnce(t, hub, roomID, []string{lpduID, after})
+	checkLogPiece(t, hub, part, roomID)
 }

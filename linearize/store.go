@@ -87,6 +87,8 @@ const (
 	`
 	// Followed by one placeholder per event ID and a closing parenthesis.
 	eventBodiesPrefix = `SELECT event_id, pdu FROM lm_event WHERE event_id IN (`
+	// Followed by one placeholder per LPDU ID and a closing parenthesis.
+	loggedLPDUsPrefix = `SELECT lpdu_id FROM lm_event WHERE lpdu_id IN (`
 	deleteOutboxQuery = `DELETE FROM lm_outbox WHERE destination=$1 AND seq<=$2`
 	getDestQuery      = `SELECT txn_last_seq, retry_count, next_attempt FROM lm_destination WHERE destination=$1`
 	upsertDestQuery   = `
@@ -588,12 +590,12 @@ func (s *store) outboxBatch(ctx context.Context, destination string, maxSeq int6
 	return out, nil
 }
 
-// eventBodies reads the stored PDUs of log events by ID.
-func (s *store) eventBodies(ctx context.Context, eventIDs []string) (map[string]json.RawMessage, error) {
+// inQuery appends to prefix one placeholder per ID and the closing parenthesis, and returns the IDs as arguments.
+func inQuery(prefix string, ids []string) (string, []any) {
 	var sb strings.Builder
-	sb.WriteString(eventBodiesPrefix)
-	args := make([]any, len(eventIDs))
-	for i, id := range eventIDs {
+	sb.WriteString(prefix)
+	args := make([]any, len(ids))
+	for i, id := range ids {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
@@ -602,7 +604,32 @@ func (s *store) eventBodies(ctx context.Context, eventIDs []string) (map[string]
 		args[i] = id
 	}
 	sb.WriteByte(')')
-	rows, err := s.db.Query(ctx, sb.String(), args...)
+	return sb.String(), args
+}
+
+// loggedLPDUs returns those of lpduIDs whose completion the log holds.
+func (s *store) loggedLPDUs(ctx context.Context, lpduIDs []string) ([]string, error) {
+	query, args := inQuery(loggedLPDUsPrefix, lpduIDs)
+	rows, err := s.db.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up completed LPDUs: %w", err)
+	}
+	defer rows.Close()
+	var found []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("failed to scan completed LPDUs: %w", err)
+		}
+		found = append(found, id)
+	}
+	return found, rows.Err()
+}
+
+// eventBodies reads the stored PDUs of log events by ID.
+func (s *store) eventBodies(ctx context.Context, eventIDs []string) (map[string]json.RawMessage, error) {
+	query, args := inQuery(eventBodiesPrefix, eventIDs)
+	rows, err := s.db.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
