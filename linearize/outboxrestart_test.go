@@ -360,3 +360,26 @@ func TestLPDUSentAgainIsAppendedOnce(t *testing.T) {
 	checkLPDUsOnce(t, hub, roomID, []string{lpduID, after})
 	checkLogPiece(t, hub, part, roomID)
 }
+
+// TestOutboxSeqMigrationStartsAtTheQueuedRows upgrades a database at version 4 with rows queued: the kept seq starts
+// at the largest of them, so the first seq given after the upgrade follows them.
+func TestOutboxSeqMigrationStartsAtTheQueuedRows(t *testing.T) {
+	ctx := testContext(t)
+	nd := newHTTPNode(t, nil)
+	httpNet{}.stop(t, nd)
+	db := openTestDB(t, nd.dbPath)
+	for _, q := range []string{`DROP TABLE lm_outbox_seq`, `DROP INDEX lm_event_lpdu_idx`, `UPDATE linearize_version SET version=4`,
+		`INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES ('a.example', 3, '!r:x', '$a', '{}'), ('b.example', 7, '!r:x', '$b', '{}')`} {
+		if _, err := db.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = db.Close()
+	httpNet{}.start(t, nd)
+	var kept int64
+	if err := nd.db.QueryRow(ctx, `SELECT seq FROM lm_outbox_seq`).Scan(&kept); err != nil {
+		t.Fatal(err)
+	} else if kept != 7 {
+		t.Fatalf("the upgrade kept seq %d, want 7", kept)
+	}
+}
