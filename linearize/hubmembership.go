@@ -118,6 +118,9 @@ func (e *Engine) SendMembership(ctx context.Context, origin, membership, txnID s
 	}
 	switch membership {
 	case auth.MembershipJoin:
+		if e.beforeJoinAnswer != nil {
+			e.beforeJoinAnswer(ctx, ev)
+		}
 		return e.sendJoinResponse(ctx, ev)
 	case auth.MembershipKnock:
 		stripped, err := e.strippedState(ctx, room.RoomID)
@@ -336,6 +339,11 @@ func (e *Engine) inviteRemote(ctx context.Context, roomID string, p *pdu.PDU, lp
 		signed, err := e.checkCountersigned(resp, it.eventID)
 		if err != nil {
 			return nil, err
+		}
+		if e.inviteCountersigned != nil {
+			if err = e.inviteCountersigned(ctx, it.eventID); err != nil {
+				return nil, err
+			}
 		}
 		e.writeLock.Lock()
 		rs, err = e.loadRoom(ctx, roomID)

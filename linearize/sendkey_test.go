@@ -64,16 +64,18 @@ func TestSendEventKeyedIsIdempotent(t *testing.T) {
 	}
 }
 
-// TestSendKeyMigration upgrades a database at version 1 (before send keys, with the pending-LPDU table) and uses a
-// key on it.
+// TestSendKeyMigration upgrades a database at version 1 (before send keys and the join tables, with the pending-LPDU
+// table) and uses a key on it.
 func TestSendKeyMigration(t *testing.T) {
 	ctx := testContext(t)
 	nd := newHTTPNode(t, nil)
 	roomID := must(nd.eng.CreateRoom(ctx, userAt("alice", nd.name), nil))
 	httpNet{}.stop(t, nd)
 	db := openTestDB(t, nd.dbPath)
-	if _, err := db.Exec(ctx, `DROP TABLE lm_send_key`); err != nil {
-		t.Fatal(err)
+	for _, table := range []string{"lm_send_key", "lm_join_pending", "lm_join"} {
+		if _, err := db.Exec(ctx, `DROP TABLE `+table); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := db.Exec(ctx, `CREATE TABLE lm_pending_lpdu (lpdu_id TEXT PRIMARY KEY, room_id TEXT NOT NULL, sent_at BIGINT NOT NULL)`); err != nil {
 		t.Fatal(err)
@@ -87,8 +89,8 @@ func TestSendKeyMigration(t *testing.T) {
 	if err := nd.db.QueryRow(ctx, `SELECT version FROM linearize_version`).Scan(&version); err != nil {
 		t.Fatal(err)
 	}
-	if version != 4 {
-		t.Fatalf("version %d after the upgrade, want 4", version)
+	if version != 5 {
+		t.Fatalf("version %d after the upgrade, want 5", version)
 	}
 	var left int
 	if err := nd.db.QueryRow(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name='lm_pending_lpdu'`).Scan(&left); err != nil {
