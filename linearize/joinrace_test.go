@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,5 +352,47 @@ func TestJoinRetryIsBounded(t *testing.T) {
 	}
 	if room := must(part.eng.Room(ctx, roomID)); room != nil {
 		t.Fatalf("a refused join left the room behind: %+v", room)
+	}
+}
+
+// TestSecondUserJoinsFollowedRoom: a second user of a server already in the room joins, with the hub answering
+// send_join before its fan-out (ours) and after it (eigen's order). The room is not held back meanwhile, and the
+// participant's log stays the hub's, in order, with both joins once.
+func TestSecondUserJoinsFollowedRoom(t *testing.T) {
+	for _, order := range []string{"answer first", "fan-out first"} {
+		t.Run(order, func(t *testing.T) {
+			var hub *node
+			if order == "answer first" {
+				hub = newHTTPNode(t, nil)
+			} else {
+				hub, _, _ = eigenOrderHub(t)
+			}
+			part := newHTTPNode(t, nil)
+			ctx := testContext(t)
+			alice, bob, carol := userAt("alice", hub.name), userAt("bob", part.name), userAt("carol", part.name)
+			roomID := must(hub.eng.CreateRoom(ctx, alice, nil))
+			must(hub.eng.InviteUser(ctx, roomID, alice, bob))
+			bobJoin := must(part.eng.Join(ctx, roomID, bob, hub.name))
+			must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("hi bob"), time.Time{}))
+			must(hub.eng.InviteUser(ctx, roomID, alice, carol))
+			carolJoin := must(part.eng.Join(ctx, roomID, carol, hub.name))
+			waitHead(t, part, roomID, logIDs(t, hub, roomID)[len(logIDs(t, hub, roomID))-1])
+			later := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("hi both"), time.Time{}))
+			waitHead(t, part, roomID, later)
+			checkMirror(t, hub, part, roomID, nil)
+			got := logIDs(t, part, roomID)
+			if got[0] != bobJoin || !slices.Contains(got, carolJoin) {
+				t.Fatalf("participant log %v, want it to start with bob's join %s and hold carol's %s", got, bobJoin, carolJoin)
+			}
+			membership := ""
+			for _, st := range must(part.eng.CurrentState(ctx, roomID)) {
+				if st.Type == "m.room.member" && st.StateKey == carol {
+					membership = st.Membership
+				}
+			}
+			if membership != "join" {
+				t.Fatalf("carol's membership is %q in the participant's state, want join", membership)
+			}
+		})
 	}
 }
