@@ -232,8 +232,8 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 
 // joinAttempts runs make_join and send_join, recording the LPDU first when record is set (a crash before the answer
 // then resends it, see resumeJoin). A refusal (403) is retried for up to joinRetryFor, with backoff, when we hold an
-// invite for the user that we countersigned: the hub may not have appended it yet. Otherwise, or once the time is up,
-// the hub's refusal is returned as it came.
+// invite for the user that we countersigned and have not seen in the room: the hub may not have appended it yet.
+// Otherwise, or once the time is up, the hub's refusal is returned as it came.
 func (e *Engine) joinAttempts(ctx context.Context, roomID, userID, hub, membership string, record bool) (*pdu.PDU, string, *federation.SendJoinResponse, error) {
 	start := time.Now()
 	wait := joinRetryFirstWait
@@ -253,7 +253,7 @@ func (e *Engine) joinAttempts(ctx context.Context, roomID, userID, hub, membersh
 		if !errors.As(err, &fe) || fe.Status != http.StatusForbidden || time.Since(start)+wait > e.joinRetryFor {
 			return nil, "", nil, err
 		}
-		if invited, ierr := e.countersignedInvite(ctx, roomID, userID); ierr != nil || !invited {
+		if invited, ierr := e.unseenInvite(ctx, roomID, userID); ierr != nil || !invited {
 			return nil, "", nil, errors.Join(err, ierr)
 		}
 		zerolog.Ctx(ctx).Debug().Err(err).Str("room_id", roomID).Str("user_id", userID).Dur("retry_in", wait).
@@ -270,12 +270,19 @@ func (e *Engine) joinAttempts(ctx context.Context, roomID, userID, hub, membersh
 	}
 }
 
-const countersignedInviteQuery = `SELECT COUNT(*) FROM lm_invite WHERE room_id=$1 AND target=$2`
+// An invite we countersigned that we have not seen in the room (in our log, or in a send_join answer's state) may
+// not be in the hub's log yet; one we have seen is, and a refusal then has another reason (a kick, a ban).
+const unseenInviteQuery = `
+	SELECT COUNT(*) FROM lm_invite i WHERE i.room_id=$1 AND i.target=$2
+		AND NOT EXISTS (SELECT 1 FROM lm_event e WHERE e.event_id=i.event_id)
+		AND NOT EXISTS (SELECT 1 FROM lm_outlier o WHERE o.event_id=i.event_id)
+`
 
-// countersignedInvite reports whether we countersigned an invite of userID into roomID (inviteAsTarget keeps each).
-func (e *Engine) countersignedInvite(ctx context.Context, roomID, userID string) (bool, error) {
+// unseenInvite reports whether we countersigned an invite of userID into roomID (inviteAsTarget keeps each) that we
+// have not seen the hub append.
+func (e *Engine) unseenInvite(ctx context.Context, roomID, userID string) (bool, error) {
 	var n int
-	if err := e.db.QueryRow(ctx, countersignedInviteQuery, roomID, userID).Scan(&n); err != nil {
+	if err := e.db.QueryRow(ctx, unseenInviteQuery, roomID, userID).Scan(&n); err != nil {
 		return false, fmt.Errorf("failed to look up invites of %s to %s: %w", userID, roomID, err)
 	}
 	return n > 0, nil
