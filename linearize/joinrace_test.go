@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -394,5 +396,67 @@ func TestSecondUserJoinsFollowedRoom(t *testing.T) {
 				t.Fatalf("carol's membership is %q in the participant's state, want join", membership)
 			}
 		})
+	}
+}
+
+// orderedReplayRemote is replayRemote with eigen A's order: before it answers send_join, it delivers A's /send of
+// the completed join (recorded just after the send_join in the trace, sent before the answer by eigen's code).
+type orderedReplayRemote struct {
+	replayRemote
+	beforeAnswer func()
+}
+
+func (r *orderedReplayRemote) SendJoin(ctx context.Context, dest, txnID string, event json.RawMessage) (*federation.SendJoinResponse, error) {
+	r.beforeAnswer()
+	return r.replayRemote.SendJoin(ctx, dest, txnID, event)
+}
+
+// TestEigenParticipantJoinEchoFirst joins eigen A's recorded room as eigen B, with A's /send of the join arriving
+// while send_join is still unanswered: it must be answered 200 with nothing failed, and the mirror must hold A's
+// timeline from the join on, the join once.
+func TestEigenParticipantJoinEchoFirst(t *testing.T) {
+	trace := loadCapture(t, "10-eigen-to-eigen-federation-trace.json")
+	invite, makeJoin, sendJoin := trace[0], trace[2], trace[3]
+	var joinLPDU pdu.PDU
+	if err := json.Unmarshal(sendJoin.RequestBody, &joinLPDU); err != nil {
+		t.Fatal(err)
+	}
+	remote := &orderedReplayRemote{replayRemote: replayRemote{Remote: unreachable{}}}
+	_ = json.Unmarshal(makeJoin.ResponseBody, &remote.makeJoin)
+	_ = json.Unmarshal(sendJoin.ResponseBody, &remote.sendJoin)
+	part := startAs(t, eigenB, eigenKeys(t), remote, func() time.Time { return time.UnixMilli(joinLPDU.OriginServerTS) })
+	ctx := testContext(t)
+	if ans := replay(t, part, invite); ans.status != http.StatusOK {
+		t.Fatalf("invite: %d %s", ans.status, ans.body)
+	}
+	var echo rawAnswer
+	remote.beforeAnswer = func() { echo = replay(t, part, trace[5]) }
+	var req federation.InviteRequest
+	_ = json.Unmarshal(invite.RequestBody, &req)
+	ev := must(pdu.Parse(req.Event))
+	joinID := must(part.eng.Join(ctx, ev.RoomID, *ev.StateKey, eigenA))
+	if echo.status != http.StatusOK || !strings.Contains(string(echo.body), `"failed_pdus":{}`) {
+		t.Fatalf("/send of the join before send_join answered: %d %s", echo.status, echo.body)
+	}
+	for _, i := range []int{6, 8} {
+		if ans := replay(t, part, trace[i]); ans.status != http.StatusOK || !strings.Contains(string(ans.body), `"failed_pdus":{}`) {
+			t.Fatalf("replayed /send %d: %d %s", i, ans.status, ans.body)
+		}
+	}
+	var dump struct {
+		Response struct {
+			Body []struct {
+				EventID string `json:"event_id"`
+			} `json:"body"`
+		} `json:"response"`
+	}
+	_ = json.Unmarshal(must(os.ReadFile(filepath.Join(eigenDir, "20-hub-dump-room.json"))), &dump)
+	var want []string
+	for _, e := range dump.Response.Body {
+		want = append(want, e.EventID)
+	}
+	got := logIDs(t, part, ev.RoomID)
+	if i := slices.Index(want, joinID); i < 0 || !slices.Equal(got, want[i:]) {
+		t.Fatalf("our mirror:\n%v\neigen A's timeline:\n%v", got, want)
 	}
 }
