@@ -368,7 +368,8 @@ func TestOutboxSeqMigrationStartsAtTheQueuedRows(t *testing.T) {
 	nd := newHTTPNode(t, nil)
 	httpNet{}.stop(t, nd)
 	db := openTestDB(t, nd.dbPath)
-	for _, q := range []string{`DROP TABLE lm_outbox_seq`, `DROP INDEX lm_event_lpdu_idx`, `UPDATE linearize_version SET version=4`,
+	for _, q := range []string{`DROP TABLE lm_outbox_seq`, `DROP INDEX lm_event_lpdu_idx`, `DROP TABLE lm_join_pending`, `DROP TABLE lm_join`,
+		`UPDATE linearize_version SET version=4`,
 		`INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES ('a.example', 3, '!r:x', '$a', '{}'), ('b.example', 7, '!r:x', '$b', '{}')`} {
 		if _, err := db.Exec(ctx, q); err != nil {
 			t.Fatal(err)
