@@ -164,7 +164,9 @@ func (br *Bridge) handleCommand(ctx context.Context, evt *event.Event, link *bri
 		case len(args) == 3 && strings.EqualFold(args[1], "via"):
 			l, err := br.LinkToLM(ctx, evt.RoomID, args[0], args[2], evt.Sender)
 			if err != nil {
-				reply("Could not link this room: %v", err)
+				// The provisioning API's message, which tells a blocked, unknown or refusing hub from a failing one.
+				_, _, msg := linkErrorAnswer(err, args[2])
+				reply("Could not link this room: %s", msg)
 				return
 			}
 			reply("Linked this room to the LM room %s through its hub %s.", l.LMRoomID, l.HubServer)

@@ -123,7 +123,7 @@ func (br *Bridge) provGetLink(w http.ResponseWriter, r *http.Request) {
 func (br *Bridge) provCreateLink(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxProvisioningBody+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "M_BAD_JSON", "Failed to read request body")
+		writeError(w, http.StatusBadRequest, "M_BAD_JSON", "Failed to read request body: "+err.Error())
 		return
 	} else if len(body) > maxProvisioningBody {
 		writeError(w, http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "Request body is larger than 64 KiB")

@@ -154,6 +154,12 @@ func TestProvisioningLinkErrors(t *testing.T) {
 		ts, public := setup(t, []string{"127.0.0.0/8"})
 		check(t, ts, "hub on a blocked address", request(public, ts.remote.ServerName(), alice), http.StatusForbidden, "M_FORBIDDEN",
 			"blocked", "lm.ip_range_blocklist", ts.remote.ServerName())
+		// The bot's answer to the command says the same.
+		tb := &testBridge{Bridge: ts.br, mx: ts.mx}
+		if a := command(t, tb, alice, "$blocked", "!lm link "+public+" via "+ts.remote.ServerName()); !strings.Contains(a, "Could not link") ||
+			!strings.Contains(a, "is blocked by this bridge's lm.ip_range_blocklist") {
+			t.Errorf("answer to a link through a blocked hub = %q", a)
+		}
 	})
 	t.Run("hub refuses or fails", func(t *testing.T) {
 		ts, public := setup(t, nil)
