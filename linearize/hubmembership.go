@@ -123,7 +123,7 @@ func (e *Engine) SendMembership(ctx context.Context, origin, membership, txnID s
 		}
 		return e.sendJoinResponse(ctx, ev)
 	case auth.MembershipKnock:
-		stripped, err := e.strippedState(ctx, room.RoomID)
+		stripped, err := e.strippedState(ctx, room.RoomID, "")
 		if err != nil {
 			return nil, err
 		}
@@ -219,14 +219,17 @@ var strippedStateTypes = []string{
 	"m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules", "m.room.canonical_alias",
 }
 
-func (e *Engine) strippedState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
+// strippedState is the room's stripped state for an invite or knock. An invite also shows the inviter's own member
+// event, as Synapse's does: the invited user's server learns who invites them by name, before it is in the room.
+func (e *Engine) strippedState(ctx context.Context, roomID, inviter string) ([]json.RawMessage, error) {
 	entries, err := e.store.currentState(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
 	var out []json.RawMessage
 	for _, st := range entries {
-		if st.StateKey != "" || !slices.Contains(strippedStateTypes, st.Type) {
+		isInviter := inviter != "" && st.Type == auth.TypeMember && st.StateKey == inviter
+		if !isInviter && (st.StateKey != "" || !slices.Contains(strippedStateTypes, st.Type)) {
 			continue
 		}
 		ev, err := e.store.getEvent(ctx, st.EventID)
@@ -239,7 +242,7 @@ func (e *Engine) strippedState(ctx context.Context, roomID string) ([]json.RawMe
 		if err = json.Unmarshal(ev.PDU, &f); err != nil {
 			continue
 		}
-		stripped, err := json.Marshal(map[string]any{"sender": f.Sender, "type": f.Type, "state_key": "", "content": f.Content})
+		stripped, err := json.Marshal(map[string]any{"sender": f.Sender, "type": f.Type, "state_key": st.StateKey, "content": f.Content})
 		if err != nil {
 			return nil, err
 		}
@@ -326,7 +329,7 @@ func (e *Engine) inviteRemote(ctx context.Context, roomID string, p *pdu.PDU, lp
 		} else if err != nil {
 			return nil, err
 		}
-		stripped, err := e.strippedState(ctx, roomID)
+		stripped, err := e.strippedState(ctx, roomID, p.Sender)
 		if err != nil {
 			return nil, err
 		}

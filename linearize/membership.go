@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -89,7 +90,21 @@ func (e *Engine) InviteUser(ctx context.Context, roomID, sender, target string) 
 // state and auth chain verified and stored. The room then follows the hub's log from the join on. It returns the
 // join's event ID.
 func (e *Engine) Join(ctx context.Context, roomID, userID, hub string) (string, error) {
-	return e.join(ctx, roomID, userID, hub, auth.MembershipJoin)
+	return e.join(ctx, roomID, userID, hub, auth.MembershipJoin, nil)
+}
+
+// JoinWithProfile is Join with the user's display name and avatar (each left out when empty) in the join event
+// itself, as Matrix servers fill in a make_join template: the room's other servers know the user by name from their
+// first event on, rather than from a second member event after the join.
+func (e *Engine) JoinWithProfile(ctx context.Context, roomID, userID, hub, displayname, avatarURL string) (string, error) {
+	profile := map[string]any{}
+	if displayname != "" {
+		profile["displayname"] = displayname
+	}
+	if avatarURL != "" {
+		profile["avatar_url"] = avatarURL
+	}
+	return e.join(ctx, roomID, userID, hub, auth.MembershipJoin, profile)
 }
 
 // Knock knocks on a room that hub owns as userID; the room's stripped state is returned. The hub's answer to the
@@ -98,7 +113,7 @@ func (e *Engine) Knock(ctx context.Context, roomID, userID, hub string) ([]json.
 	if pdu.ServerName(userID) != e.serverName {
 		return nil, fmt.Errorf("%w: %s", ErrNotOurUser, userID)
 	}
-	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipKnock)
+	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipKnock, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -112,9 +127,9 @@ func (e *Engine) Knock(ctx context.Context, roomID, userID, hub string) ([]json.
 	return resp.StrippedState, nil
 }
 
-// makeMembershipLPDU runs make_<membership> against hub and returns our signed LPDU made from the template: its ID,
-// wire form, the event, and the room version.
-func (e *Engine) makeMembershipLPDU(ctx context.Context, roomID, userID, hub, membership string) (string, json.RawMessage, *pdu.PDU, string, error) {
+// makeMembershipLPDU runs make_<membership> against hub and returns our signed LPDU made from the template, with extra
+// added to the template's content (its membership stays): its ID, wire form, the event, and the room version.
+func (e *Engine) makeMembershipLPDU(ctx context.Context, roomID, userID, hub, membership string, extra map[string]any) (string, json.RawMessage, *pdu.PDU, string, error) {
 	var versions []string
 	if membership != auth.MembershipLeave {
 		versions = supportedVersions()
@@ -143,6 +158,22 @@ func (e *Engine) makeMembershipLPDU(ctx context.Context, roomID, userID, hub, me
 		RoomID: roomID, Type: auth.TypeMember, StateKey: pdu.StringPtr(userID), Sender: userID,
 		OriginServerTS: e.now().UnixMilli(), Content: tmpl.Content,
 	}
+	if len(extra) > 0 {
+		var content map[string]any
+		if err = json.Unmarshal(tmpl.Content, &content); err != nil {
+			return "", nil, nil, "", fmt.Errorf("%w: make_%s template content: %w", ErrBadRemoteAnswer, membership, err)
+		} else if content == nil {
+			return "", nil, nil, "", fmt.Errorf("%w: make_%s template content is null", ErrBadRemoteAnswer, membership)
+		}
+		for k, v := range extra {
+			if k != "membership" {
+				content[k] = v
+			}
+		}
+		if err = p.SetContent(content); err != nil {
+			return "", nil, nil, "", err
+		}
+	}
 	lpduID, raw, err := e.makeLPDU(p, hub)
 	if err != nil {
 		return "", nil, nil, "", err
@@ -161,7 +192,7 @@ const (
 	joinRetryMaxWait   = time.Second
 )
 
-func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership string) (string, error) {
+func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership string, extra map[string]any) (string, error) {
 	if pdu.ServerName(userID) != e.serverName {
 		return "", fmt.Errorf("%w: %s", ErrNotOurUser, userID)
 	}
@@ -173,8 +204,12 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 		return "", err
 	}
 	if existing != nil && existing.Role == RoleHub {
-		return e.SendEvent(ctx, roomID, userID, auth.TypeMember, pdu.StringPtr(userID),
-			map[string]any{"membership": membership}, time.Time{})
+		content := maps.Clone(extra)
+		if content == nil {
+			content = map[string]any{}
+		}
+		content["membership"] = membership
+		return e.SendEvent(ctx, roomID, userID, auth.TypeMember, pdu.StringPtr(userID), content, time.Time{})
 	}
 	// A room another of our users is joined to keeps receiving the hub's events, the echo of this join among them,
 	// in order: it is not marked joining, and nothing is held back.
@@ -210,7 +245,7 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 			}
 		}
 	}
-	lpdu, version, resp, err := e.joinAttempts(ctx, roomID, userID, hub, membership, !followed)
+	lpdu, version, resp, err := e.joinAttempts(ctx, roomID, userID, hub, membership, extra, !followed)
 	if err != nil {
 		restore()
 		return "", err
@@ -234,11 +269,11 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 // then resends it, see resumeJoin). A refusal (403) is retried for up to joinRetryFor, with backoff, when we hold an
 // invite for the user that we countersigned and have not seen in the room: the hub may not have appended it yet.
 // Otherwise, or once the time is up, the hub's refusal is returned as it came.
-func (e *Engine) joinAttempts(ctx context.Context, roomID, userID, hub, membership string, record bool) (*pdu.PDU, string, *federation.SendJoinResponse, error) {
+func (e *Engine) joinAttempts(ctx context.Context, roomID, userID, hub, membership string, extra map[string]any, record bool) (*pdu.PDU, string, *federation.SendJoinResponse, error) {
 	start := time.Now()
 	wait := joinRetryFirstWait
 	for {
-		lpduID, raw, lpdu, version, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, membership)
+		lpduID, raw, lpdu, version, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, membership, extra)
 		if err == nil && record {
 			err = e.recordJoin(ctx, roomID, userID, version, raw)
 		}
@@ -485,7 +520,7 @@ func (e *Engine) Leave(ctx context.Context, roomID, userID string) (string, erro
 	if err != nil {
 		return "", err
 	}
-	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipLeave)
+	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipLeave, nil)
 	if err != nil {
 		return "", err
 	}
