@@ -6,12 +6,27 @@ import (
 	"strings"
 
 	"maunium.net/go/mautrix"
+
+	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
 // checkHSToken checks the homeserver's hs_token, from the Authorization header or the legacy access_token query
 // parameter. As the application service spec says: no token is 401, a token that does not match is 403 M_FORBIDDEN,
-// and when both are given both must match.
+// and when both are given both must match. A request that passes no longer counts against its address's bound; one
+// that fails has its connection closed after the answer, its body unread.
 func (as *AppService) checkHSToken(w http.ResponseWriter, r *http.Request) bool {
+	// Set before the refusal is written, taken back if the token matches.
+	httpguard.CloseAfterAnswer(w, r)
+	if !as.hsTokenMatches(w, r) {
+		return false
+	}
+	w.Header().Del("Connection")
+	// The homeserver is not bounded as an origin: the listener's bounds are its own.
+	_ = httpguard.Authenticated(r, "")
+	return true
+}
+
+func (as *AppService) hsTokenMatches(w http.ResponseWriter, r *http.Request) bool {
 	var tokens []string
 	if header := r.Header.Get("Authorization"); header != "" {
 		token, ok := strings.CutPrefix(header, "Bearer ")
