@@ -15,24 +15,22 @@ import (
 // and when both are given both must match. A request that passes no longer counts against its address's bound; one
 // that fails has its connection closed after the answer, its body unread.
 func (as *AppService) checkHSToken(w http.ResponseWriter, r *http.Request) bool {
-	// Set before the refusal is written, taken back if the token matches.
-	httpguard.CloseAfterAnswer(w, r)
-	if !as.hsTokenMatches(w, r) {
+	if refusal, ok := as.hsTokenMatches(r); !ok {
+		httpguard.CloseAfterAnswer(w, r)
+		refusal.Write(w)
 		return false
 	}
-	w.Header().Del("Connection")
 	// The homeserver is not bounded as an origin: the listener's bounds are its own.
 	_ = httpguard.Authenticated(r, "")
 	return true
 }
 
-func (as *AppService) hsTokenMatches(w http.ResponseWriter, r *http.Request) bool {
+func (as *AppService) hsTokenMatches(r *http.Request) (mautrix.RespError, bool) {
 	var tokens []string
 	if header := r.Header.Get("Authorization"); header != "" {
 		token, ok := strings.CutPrefix(header, "Bearer ")
 		if !ok {
-			mautrix.MMissingToken.WithMessage("Authorization header is not a Bearer token").Write(w)
-			return false
+			return mautrix.MMissingToken.WithMessage("Authorization header is not a Bearer token"), false
 		}
 		tokens = append(tokens, token)
 	}
@@ -40,14 +38,12 @@ func (as *AppService) hsTokenMatches(w http.ResponseWriter, r *http.Request) boo
 		tokens = append(tokens, query.Get("access_token"))
 	}
 	if len(tokens) == 0 {
-		mautrix.MMissingToken.WithMessage("Missing hs_token: no Authorization header and no access_token parameter").Write(w)
-		return false
+		return mautrix.MMissingToken.WithMessage("Missing hs_token: no Authorization header and no access_token parameter"), false
 	}
 	for _, token := range tokens {
 		if subtle.ConstantTimeCompare([]byte(token), []byte(as.reg.ServerToken)) != 1 {
-			mautrix.MForbidden.WithMessage("The hs_token does not match the registration").Write(w)
-			return false
+			return mautrix.MForbidden.WithMessage("The hs_token does not match the registration"), false
 		}
 	}
-	return true
+	return mautrix.RespError{}, true
 }

@@ -69,11 +69,16 @@ func (r *Refusal) Write(w http.ResponseWriter, req *http.Request) {
 	_, _ = w.Write(data)
 }
 
-// CloseAfterAnswer marks an HTTP/1 connection to be closed once the answer is written. An answer given before the
-// request's body was read needs it: net/http would otherwise read up to 256 KiB of the body first, at whatever pace
-// the client sends it, to keep the connection. HTTP/2 resets the stream instead and needs nothing.
+// CloseAfterAnswer makes an HTTP/1 connection close once the answer is written, without reading any more of the
+// request: it is for answers given before the body was read through. net/http would otherwise read up to 256 KiB of
+// the rest of the body, at whatever pace the client sends it, to keep the connection, before the answer (when the
+// length is known) or after it (when the body is chunked). Call it before writing the answer, and only when the
+// body will not be read. HTTP/2 resets the stream instead and needs nothing.
 func CloseAfterAnswer(w http.ResponseWriter, req *http.Request) {
-	if req.ProtoMajor == 1 {
-		w.Header().Set("Connection", "close")
+	if req.ProtoMajor != 1 {
+		return
 	}
+	w.Header().Set("Connection", "close")
+	// Reads fail from now on; the answer is still written.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
