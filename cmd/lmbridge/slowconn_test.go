@@ -453,3 +453,37 @@ func TestSlowConnectionsOnBothListeners(t *testing.T) {
 		t.Errorf("%d of %d slow connections still open 45 s after they were opened", fig.stillOpen, fig.conns)
 	}
 }
+
+// BenchmarkSlowConnections reports lmbridge's memory and the latency of good requests with n slow-body connections
+// held on each listener, for several n; run it with -benchtime=1x (each iteration is a whole scenario, about 15 s).
+// LMBRIDGE_SLOW_CONNS=500,2000 picks the counts.
+func BenchmarkSlowConnections(b *testing.B) {
+	counts := []int{500, 2000, 4000}
+	if env := os.Getenv("LMBRIDGE_SLOW_CONNS"); env != "" {
+		counts = nil
+		for field := range strings.SplitSeq(env, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(field))
+			if err != nil {
+				b.Fatalf("LMBRIDGE_SLOW_CONNS: %v", err)
+			}
+			counts = append(counts, n)
+		}
+	}
+	for _, n := range counts {
+		b.Run(fmt.Sprintf("per-listener=%d", n), func(b *testing.B) {
+			for range b.N {
+				p := startLMBridgeProc(b)
+				fig := runSlowConnections(b, p, n, 0)
+				for _, f := range fig.failures {
+					b.Error(f)
+				}
+				b.ReportMetric(float64(fig.rssBeforeKiB)/1024, "idle-RSS-MiB")
+				b.ReportMetric(float64(fig.rssHeldKiB)/1024, "held-RSS-MiB")
+				b.ReportMetric(float64(fig.peakKiB)/1024, "peak-RSS-MiB")
+				b.ReportMetric(float64(fig.rssHeldKiB-fig.rssBeforeKiB)/float64(fig.conns), "KiB/conn")
+				b.ReportMetric(float64(fig.latencyPercentile(0.5).Microseconds())/1000, "good-p50-ms")
+				b.ReportMetric(float64(fig.latencyPercentile(1).Microseconds())/1000, "good-max-ms")
+			}
+		})
+	}
+}
