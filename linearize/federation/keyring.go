@@ -79,13 +79,7 @@ func NewKeyRing(fetcher KeyFetcher) *KeyRing {
 
 var _ KeyLookup = (*KeyRing)(nil)
 
-func (kr *KeyRing) state(serverName string) *serverKeyState {
-	kr.lock.Lock()
-	defer kr.lock.Unlock()
-	return kr.stateLocked(serverName)
-}
-
-// stateLocked is state with kr.lock held.
+// stateLocked returns serverName's entry, made if need be; kr.lock is held.
 func (kr *KeyRing) stateLocked(serverName string) *serverKeyState {
 	if kr.servers == nil {
 		kr.servers = make(map[string]*serverKeyState)

@@ -436,6 +436,7 @@ func TestKeyAnswerIsReadThroughASmallBound(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("limit of %d bytes", MaxServerKeysBytes)) {
 				t.Fatalf("a 10 MB key answer: got %v, want a refusal naming the %d-byte limit", err, MaxServerKeysBytes)
 			}
+			t.Logf("read %d bytes of a %d-byte key answer: %v", read.Load(), answerBytes, err)
 			if got := read.Load(); got > 4*MaxServerKeysBytes {
 				t.Errorf("read %d bytes of a 10 MB key answer, want at most about %d", got, MaxServerKeysBytes)
 			}
