@@ -134,5 +134,7 @@ func writeHealth(w http.ResponseWriter, ok bool) {
 }
 
 func (as *AppService) unrecognized(w http.ResponseWriter, r *http.Request) {
+	// Whatever body it has is not read.
+	httpguard.CloseAfterAnswer(w, r)
 	mautrix.MUnrecognized.WithMessage("Unrecognized endpoint %s %s", r.Method, r.URL.Path).Write(w)
 }

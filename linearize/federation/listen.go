@@ -62,8 +62,8 @@ const (
 	listenWriteTimeout      = 2 * time.Minute
 	listenIdleTimeout       = 90 * time.Second
 	listenMaxHeaderBytes    = 64 << 10
-	// listenMaxConns and listenMaxRequests bound the goroutines and buffers of connections: a connection costs
-	// about 10 KiB of memory idle and 20 KiB with a request (see docs/RELIABILITY.md).
+	// listenMaxConns and listenMaxRequests bound the goroutines and buffers of connections: a connection with a
+	// request waiting for its body costs about 20 KiB (measured, see docs/RELIABILITY.md).
 	listenMaxConns    = 8192
 	listenMaxRequests = 4096
 	// listenBodyBudget bounds the request bodies held at once, whatever their number.

@@ -162,6 +162,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeUnrecognized(w http.ResponseWriter, status int, r *http.Request) {
+	// Whatever body it has is not read.
+	httpguard.CloseAfterAnswer(w, r)
 	msg := "Unrecognized request"
 	if status == http.StatusMethodNotAllowed {
 		msg = "Method " + r.Method + " is not allowed here"
