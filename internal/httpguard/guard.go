@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -66,7 +67,20 @@ type Guard struct {
 	// lastConnWarning rate-limits the log line about refused connections.
 	lastConnWarning time.Time
 	refusedConns    int
+	// peakConns is the most connections open at once since memory was last given back (see ConnState).
+	peakConns   int
+	lastRelease time.Time
 }
+
+const (
+	// floodConns is how many connections at once make a flood, whose memory is given back to the system once it
+	// is over: once the connections are down to floodOverFraction of their peak, and after floodReleaseDelay, for
+	// the last of them to close. The Go runtime would otherwise keep most of it for several GC cycles, which an
+	// idle process has every two minutes.
+	floodConns        = 1024
+	floodOverFraction = 8
+	floodReleaseDelay = time.Second
+)
 
 // New makes a Guard; name says which listener it guards, in the log of ctx.
 func New(ctx context.Context, name string, limits Limits) *Guard {
@@ -130,6 +144,7 @@ func (g *Guard) ConnState(c net.Conn, state http.ConnState) {
 			}
 		}
 		conns, fromIP := g.conns, g.connsByIP[ip]
+		g.peakConns = max(g.peakConns, g.conns)
 		g.lock.Unlock()
 		if over {
 			// Closed here, the connection still goes through StateClosed, which uncounts it.
@@ -147,7 +162,19 @@ func (g *Guard) ConnState(c net.Conn, state http.ConnState) {
 		if g.connsByIP[ip]--; g.connsByIP[ip] <= 0 {
 			delete(g.connsByIP, ip)
 		}
+		peak := g.peakConns
+		release := peak >= floodConns && g.conns <= peak/floodOverFraction && time.Since(g.lastRelease) > time.Minute
+		if release {
+			g.peakConns, g.lastRelease = g.conns, time.Now()
+		}
 		g.lock.Unlock()
+		if release {
+			time.AfterFunc(floodReleaseDelay, func() {
+				debug.FreeOSMemory()
+				g.log.Info().Str("listener", g.name).Int("peak_connections", peak).
+					Msg("Connection flood is over, gave its memory back to the system")
+			})
+		}
 	}
 }
 
