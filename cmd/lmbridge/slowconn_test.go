@@ -3,8 +3,16 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -48,6 +56,8 @@ type lmbridgeProc struct {
 	hsToken    string
 	logPath    string
 	done       chan struct{}
+	// fedScheme is http, or https when the federation listener has a certificate.
+	fedScheme string
 }
 
 func freeAddr(t testing.TB) string {
@@ -61,11 +71,13 @@ func freeAddr(t testing.TB) string {
 	return addr
 }
 
-func startLMBridgeProc(t testing.TB) *lmbridgeProc {
+// startLMBridgeProc starts lmbridge; with useTLS its federation listener has a self-signed certificate for
+// 127.0.0.1.
+func startLMBridgeProc(t testing.TB, useTLS bool) *lmbridgeProc {
 	t.Helper()
 	dir := t.TempDir()
 	p := &lmbridgeProc{dir: dir, asAddr: freeAddr(t), lmAddr: freeAddr(t), serverName: "lm.test",
-		logPath: filepath.Join(dir, "lmbridge.log"), done: make(chan struct{})}
+		logPath: filepath.Join(dir, "lmbridge.log"), done: make(chan struct{}), fedScheme: "http"}
 	_, asPort, _ := net.SplitHostPort(p.asAddr)
 	port, _ := strconv.Atoi(asPort)
 	cfg := map[string]any{
@@ -81,6 +93,12 @@ func startLMBridgeProc(t testing.TB) *lmbridgeProc {
 			"ip_range_blocklist": []string{},
 		},
 		"logging": map[string]any{"min_level": "info", "format": "json"},
+	}
+	if useTLS {
+		lm := cfg["lm"].(map[string]any)
+		lm["tls_cert"], lm["tls_key"] = writeSelfSignedCert(t, dir)
+		delete(lm, "allow_plain_http")
+		p.fedScheme = "https"
 	}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -130,9 +148,10 @@ func startLMBridgeProc(t testing.TB) *lmbridgeProc {
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
-	for _, url := range []string{"http://" + p.asAddr + "/_matrix/mau/live", "http://" + p.lmAddr + "/_matrix/key/v2/server"} {
+	client := insecureClient(5 * time.Second)
+	for _, url := range []string{"http://" + p.asAddr + "/_matrix/mau/live", p.fedScheme + "://" + p.lmAddr + "/_matrix/key/v2/server"} {
 		for {
-			resp, err := http.Get(url)
+			resp, err := client.Get(url)
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
@@ -208,7 +227,7 @@ type slowConn struct {
 // openSlowConns opens n connections to addr from the given local addresses in turn, each sending head (request line
 // and headers, Content-Length included) and the first byte of its body. A goroutine per connection waits for the
 // server to close it.
-func openSlowConns(t testing.TB, addr string, n int, from []string, head func(i int) string) []*slowConn {
+func openSlowConns(t testing.TB, addr string, useTLS bool, n int, from []string, head func(i int) string) []*slowConn {
 	t.Helper()
 	conns := make([]*slowConn, 0, n)
 	for i := range n {
@@ -220,6 +239,13 @@ func openSlowConns(t testing.TB, addr string, n int, from []string, head func(i 
 		conn, err := dialer.Dial("tcp", addr)
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
+		}
+		if useTLS {
+			tlsConn := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+			if err = tlsConn.Handshake(); err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			conn = tlsConn
 		}
 		sc := &slowConn{conn: conn, opened: time.Now(), closed: make(chan struct{})}
 		t.Cleanup(func() { _ = conn.Close() })
@@ -257,6 +283,45 @@ func trickle(conns []*slowConn, interval time.Duration, stop <-chan struct{}) {
 			_, _ = sc.conn.Write([]byte(" "))
 		}
 	}
+}
+
+// insecureClient is an HTTP client that trusts any certificate: lmbridge's is the test's own, self-signed.
+func insecureClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+}
+
+// writeSelfSignedCert writes a certificate and key for 127.0.0.1 into dir and returns their paths.
+func writeSelfSignedCert(t testing.TB, dir string) (certPath, keyPath string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "lmbridge test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err = os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err = os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath
 }
 
 // goodServer is an LM server of the test's own: it publishes its key on loopback and signs its requests.
@@ -311,12 +376,12 @@ func runSlowConnections(t testing.TB, p *lmbridgeProc, n int, waitClose time.Dur
 		fedFrom = append(fedFrom, fmt.Sprintf("127.0.%d.%d", 1+i/250, 1+i%250))
 	}
 	// The largest body each listener accepts, so that a buffer sized from Content-Length would be the largest.
-	fedConns := openSlowConns(t, p.lmAddr, n, fedFrom, func(i int) string {
+	fedConns := openSlowConns(t, p.lmAddr, p.fedScheme == "https", n, fedFrom, func(i int) string {
 		return fmt.Sprintf("PUT /_matrix/federation/v1/send/slow%d HTTP/1.1\r\nHost: %s\r\n"+
 			"Authorization: X-Matrix origin=\"slow%d.test\",destination=\"%s\",key=\"ed25519:a\",sig=\"c2lnbmF0dXJl\"\r\n"+
 			"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n", i, p.lmAddr, i%len(fedFrom), p.serverName, federation.DefaultMaxRequestBytes)
 	})
-	asConns := openSlowConns(t, p.asAddr, n, []string{"127.0.0.1"}, func(i int) string {
+	asConns := openSlowConns(t, p.asAddr, false, n, []string{"127.0.0.1"}, func(i int) string {
 		return fmt.Sprintf("PUT /_matrix/app/v1/transactions/slow%d HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
 			"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n", i, p.asAddr, p.hsToken, 16<<20)
 	})
@@ -341,7 +406,7 @@ func runSlowConnections(t testing.TB, p *lmbridgeProc, n int, waitClose time.Dur
 		fig.failures = append(fig.failures, fmt.Sprintf("%d slow connections were closed within 2 s, not held", closedEarly))
 	}
 
-	client := &http.Client{Timeout: time.Second}
+	client := insecureClient(time.Second)
 	for i := range 10 {
 		start := time.Now()
 		if err := goodTransaction(client, p, fmt.Sprintf("good%d", i)); err != nil {
@@ -395,7 +460,7 @@ func goodFederationSend(client *http.Client, p *lmbridgeProc, good *goodServer, 
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequest(http.MethodPut, "http://"+p.lmAddr+uri, bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPut, p.fedScheme+"://"+p.lmAddr+uri, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -436,7 +501,7 @@ func TestSlowConnectionsOnBothListeners(t *testing.T) {
 	if testing.Short() {
 		t.Skip("holds 4,000 connections for about 35 s")
 	}
-	p := startLMBridgeProc(t)
+	p := startLMBridgeProc(t, false)
 	fig := runSlowConnections(t, p, 2000, 45*time.Second)
 	t.Logf("%d slow connections: lmbridge fds %d, RSS %d KiB before, %d KiB held, peak %d KiB, %d KiB after they closed; "+
 		"good requests p50 %s, max %s; all closed within %s",
@@ -461,7 +526,7 @@ func TestSlowConnectionsOnBothListeners(t *testing.T) {
 
 // BenchmarkSlowConnections reports lmbridge's memory and the latency of good requests with n slow-body connections
 // held on each listener, for several n; run it with -benchtime=1x (each iteration is a whole scenario, about 15 s).
-// LMBRIDGE_SLOW_CONNS=500,2000 picks the counts.
+// LMBRIDGE_SLOW_CONNS=500,2000 picks the counts; LMBRIDGE_SLOW_TLS=1 serves federation over TLS.
 func BenchmarkSlowConnections(b *testing.B) {
 	counts := []int{500, 2000, 4000}
 	if env := os.Getenv("LMBRIDGE_SLOW_CONNS"); env != "" {
@@ -474,10 +539,11 @@ func BenchmarkSlowConnections(b *testing.B) {
 			counts = append(counts, n)
 		}
 	}
+	useTLS := os.Getenv("LMBRIDGE_SLOW_TLS") == "1"
 	for _, n := range counts {
 		b.Run(fmt.Sprintf("per-listener=%d", n), func(b *testing.B) {
 			for range b.N {
-				p := startLMBridgeProc(b)
+				p := startLMBridgeProc(b, useTLS)
 				fig := runSlowConnections(b, p, n, 0)
 				for _, f := range fig.failures {
 					b.Error(f)
