@@ -1,0 +1,208 @@
+// Package group is the MLS group state machine (RFC 9420 §§11–12): create
+// a group, make KeyPackages, join from a Welcome, propose and commit Add,
+// Update, Remove, PreSharedKey and GroupContextExtensions changes (with or
+// without an UpdatePath, by value or by reference), welcome new members, and
+// protect and unprotect application messages.
+//
+// A Group is one member's view of one epoch; each commit moves it to the
+// next. It is not safe for concurrent use. Its state (which holds private
+// keys) is saved and restored with Save and Load, through a Store.
+package group
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lmbridge/lmbridge/mls/ciphersuite"
+	"github.com/lmbridge/lmbridge/mls/codec"
+	"github.com/lmbridge/lmbridge/mls/keyschedule"
+	"github.com/lmbridge/lmbridge/mls/secrettree"
+	"github.com/lmbridge/lmbridge/mls/tree"
+	"github.com/lmbridge/lmbridge/mls/treemath"
+	"github.com/lmbridge/lmbridge/mls/wire"
+)
+
+// Sentinel errors, wrapped with what was being done.
+var (
+	// ErrWrongGroup means a message for another group.
+	ErrWrongGroup = errors.New("group: message for another group")
+	// ErrWrongEpoch means a message for an epoch other than the current one.
+	ErrWrongEpoch = errors.New("group: message for another epoch")
+	// ErrNotMember means a sender, signer or leaf that is not a member.
+	ErrNotMember = errors.New("group: not a member")
+	// ErrInvalidProposal means a proposal or proposal list that breaks the
+	// rules of RFC 9420 §12.2 (or names a proposal this member has not seen).
+	ErrInvalidProposal = errors.New("group: invalid proposal")
+	// ErrInvalidCommit means a commit that does not follow RFC 9420 §12.4.
+	ErrInvalidCommit = errors.New("group: invalid commit")
+	// ErrInvalidWelcome means a Welcome this KeyPackage cannot join from.
+	ErrInvalidWelcome = errors.New("group: invalid welcome")
+	// ErrUnknownPSK means a PSK that the PSK store does not hold.
+	ErrUnknownPSK = errors.New("group: unknown PSK")
+	// ErrCapabilities means a leaf or extension that capabilities forbid.
+	ErrCapabilities = errors.New("group: unsupported capability")
+	// ErrCredential means the authentication service rejected a credential.
+	ErrCredential = errors.New("group: credential rejected")
+	// ErrPendingCommit means an own commit is pending (or none is).
+	ErrPendingCommit = errors.New("group: pending commit state")
+	// ErrWireFormat means a message whose wire format this operation does not
+	// take (e.g. an application message in a PublicMessage).
+	ErrWireFormat = errors.New("group: wrong wire format")
+)
+
+// AuthService validates credentials: the authentication service of RFC 9420
+// §5.3.1, the application's hook for identity.
+type AuthService interface {
+	// ValidateCredential accepts or rejects cred as the credential of a
+	// member with signature public key sigKey.
+	ValidateCredential(cred *wire.Credential, sigKey []byte) error
+}
+
+// PSKStore finds external pre-shared keys by ID.
+type PSKStore interface {
+	ExternalPSK(id []byte) (secret []byte, ok bool)
+}
+
+// Config is what a Group needs beyond its state.
+type Config struct {
+	// Auth validates every credential the group sees; nil accepts all
+	// (only for tests).
+	Auth AuthService
+	// PSKs holds external PSKs; nil holds none.
+	PSKs PSKStore
+	// SecretTree bounds the out-of-order window of each epoch.
+	SecretTree secrettree.Config
+	// PaddingBlock pads PrivateMessage content to a multiple of this many
+	// bytes (0: no padding).
+	PaddingBlock int
+	// Now is the clock for key package lifetimes; nil means time.Now.
+	Now func() time.Time
+	// MaxPastResumptionPSKs is how many past epochs' resumption PSKs are
+	// kept for PSK proposals (0: DefaultMaxPastResumptionPSKs).
+	MaxPastResumptionPSKs int
+}
+
+// DefaultMaxPastResumptionPSKs is Config.MaxPastResumptionPSKs's default.
+const DefaultMaxPastResumptionPSKs = 8
+
+// Group is one member's state of an MLS group in its current epoch.
+type Group struct {
+	cfg   Config
+	suite *ciphersuite.Suite
+
+	ctx      wire.GroupContext
+	ctxBytes []byte
+
+	tree *tree.Tree
+	keys *tree.PrivateKeys
+	me   treemath.LeafIndex
+	// sigPriv is this member's signature private key.
+	sigPriv []byte
+
+	epoch   *keyschedule.Epoch
+	secrets *secrettree.Tree
+	// interim is the interim transcript hash of this epoch.
+	interim []byte
+
+	// proposals are those received (or sent) in this epoch, in order.
+	proposals []cachedProposal
+	// resumption holds recent epochs' resumption PSKs, oldest first.
+	resumption []resumptionPSK
+	// pendingUpdates are the leaf keys of this member's Update proposals
+	// of this epoch, until one is committed.
+	pendingUpdates []pendingUpdate
+	// pending is this member's own commit, waiting for the delivery
+	// service to sequence it.
+	pending *pendingCommit
+}
+
+type cachedProposal struct {
+	ref      []byte
+	proposal wire.Proposal
+	sender   wire.Sender
+}
+
+type pendingUpdate struct {
+	pub, priv []byte
+}
+
+type resumptionPSK struct {
+	epoch  uint64
+	secret []byte
+}
+
+// Suite is the group's ciphersuite.
+func (g *Group) Suite() *ciphersuite.Suite { return g.suite }
+
+// GroupID is the group's ID.
+func (g *Group) GroupID() []byte { return g.ctx.GroupID }
+
+// Epoch is the current epoch number.
+func (g *Group) Epoch() uint64 { return g.ctx.Epoch }
+
+// LeafIndex is this member's leaf.
+func (g *Group) LeafIndex() treemath.LeafIndex { return g.me }
+
+// Context is the current GroupContext. Do not modify it.
+func (g *Group) Context() *wire.GroupContext { return &g.ctx }
+
+// EpochAuthenticator is the epoch's authenticator, which members may compare
+// out of band to check they share the epoch.
+func (g *Group) EpochAuthenticator() []byte { return g.epoch.EpochAuthenticator }
+
+// Export is the MLS-Exporter of the current epoch.
+func (g *Group) Export(label string, context []byte, length int) []byte {
+	return g.epoch.Export(label, context, length)
+}
+
+// Tree is the group's ratchet tree. Do not modify it.
+func (g *Group) Tree() *tree.Tree { return g.tree }
+
+// Members calls fn for each member's leaf index and leaf node, in order.
+func (g *Group) Members(fn func(treemath.LeafIndex, *wire.LeafNode) bool) { g.tree.Members(fn) }
+
+// setContext installs a new group context and its encoding.
+func (g *Group) setContext(ctx wire.GroupContext) {
+	g.ctx = ctx
+	g.ctxBytes = codec.Marshal(&g.ctx)
+}
+
+// startEpoch installs an epoch's secrets and a fresh secret tree, and keeps
+// the epoch's resumption PSK.
+func (g *Group) startEpoch(e *keyschedule.Epoch, confirmationTag []byte) {
+	g.epoch = e
+	g.secrets = secrettree.New(g.suite, e.EncryptionSecret, g.tree.NumLeaves(), g.cfg.SecretTree)
+	g.interim = interimHash(g.suite, g.ctx.ConfirmedTranscriptHash, confirmationTag)
+	g.proposals = nil
+	g.pendingUpdates = nil
+	max := g.cfg.MaxPastResumptionPSKs
+	if max <= 0 {
+		max = DefaultMaxPastResumptionPSKs
+	}
+	g.resumption = append(g.resumption, resumptionPSK{epoch: g.ctx.Epoch, secret: e.ResumptionPSK})
+	if len(g.resumption) > max {
+		g.resumption = append(g.resumption[:0], g.resumption[len(g.resumption)-max:]...)
+	}
+}
+
+func (g *Group) now() time.Time {
+	if g.cfg.Now != nil {
+		return g.cfg.Now()
+	}
+	return time.Now()
+}
+
+func (g *Group) validateCredential(ln *wire.LeafNode) error {
+	if g.cfg.Auth == nil {
+		return nil
+	}
+	if err := g.cfg.Auth.ValidateCredential(&ln.Credential, ln.SignatureKey); err != nil {
+		return fmt.Errorf("%w: %w", ErrCredential, err)
+	}
+	return nil
+}
+
+func errorf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
+}
