@@ -1,0 +1,289 @@
+package group
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/lmbridge/lmbridge/mls/ciphersuite"
+	"github.com/lmbridge/lmbridge/mls/codec"
+	"github.com/lmbridge/lmbridge/mls/treemath"
+	"github.com/lmbridge/lmbridge/mls/wire"
+)
+
+// roundTrip encodes and decodes a message, as the network would.
+func roundTrip(t testing.TB, m *wire.MLSMessage) *wire.MLSMessage {
+	t.Helper()
+	var out wire.MLSMessage
+	if err := codec.Unmarshal(codec.Marshal(m), &out); err != nil {
+		t.Fatalf("message does not decode: %v", err)
+	}
+	return &out
+}
+
+func newMember(t testing.TB, s *ciphersuite.Suite, name string) (*Identity, *wire.KeyPackage, *KeyPackagePrivate) {
+	t.Helper()
+	id, err := NewIdentity(s, []byte(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, priv, err := NewKeyPackage(s, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, kp, priv
+}
+
+// commitAndDeliver has members[from] commit opts, merges it, delivers it to
+// every other member, and checks that all agree on the epoch authenticator.
+func commitAndDeliver(t *testing.T, members []*Group, from int, opts CommitOptions) *CommitResult {
+	t.Helper()
+	res, err := members[from].Commit(opts)
+	if err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if err := members[from].MergePendingCommit(); err != nil {
+		t.Fatal(err)
+	}
+	msg := roundTrip(t, res.Commit)
+	for i, g := range members {
+		if i == from || g == nil {
+			continue
+		}
+		p, err := g.Process(msg)
+		if err != nil {
+			t.Fatalf("member %d processing commit: %v", i, err)
+		}
+		if p.Kind != KindCommit {
+			t.Fatalf("member %d: kind %d", i, p.Kind)
+		}
+		if p.Removed {
+			members[i] = nil
+			continue
+		}
+		if !bytes.Equal(g.EpochAuthenticator(), members[from].EpochAuthenticator()) {
+			t.Fatalf("member %d disagrees on the epoch authenticator", i)
+		}
+	}
+	return res
+}
+
+func joinFrom(t *testing.T, w *wire.Welcome, kp *wire.KeyPackage, priv *KeyPackagePrivate, opts JoinOptions) *Group {
+	t.Helper()
+	var m wire.MLSMessage
+	if err := codec.Unmarshal(codec.Marshal(&wire.MLSMessage{Welcome: w}), &m); err != nil {
+		t.Fatal(err)
+	}
+	g, err := Join(Config{}, m.Welcome, kp, priv, opts)
+	if err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	return g
+}
+
+func checkApplication(t *testing.T, members []*Group, from int, text string) {
+	t.Helper()
+	m, err := members[from].Protect([]byte(text), []byte("ad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := roundTrip(t, m)
+	for i, g := range members {
+		if i == from || g == nil {
+			continue
+		}
+		p, err := g.Process(msg)
+		if err != nil {
+			t.Fatalf("member %d: %v", i, err)
+		}
+		if p.Kind != KindApplication || string(p.ApplicationData) != text || string(p.AuthenticatedData) != "ad" || p.Sender.LeafIndex != members[from].LeafIndex() {
+			t.Fatalf("member %d got %+v", i, p)
+		}
+		// A replay does not decrypt twice.
+		if _, err := g.Process(msg); err == nil {
+			t.Fatalf("member %d accepted a replay", i)
+		}
+	}
+}
+
+func TestGroupLifecycle(t *testing.T) {
+	for id := ciphersuite.ID(1); id <= 7; id++ {
+		t.Run(fmt.Sprintf("suite%d", id), func(t *testing.T) { lifecycle(t, id) })
+	}
+}
+
+func lifecycle(t *testing.T, id ciphersuite.ID) {
+	s, _ := ciphersuite.Lookup(id)
+	alice, _, _ := newMember(t, s, "alice")
+	a, err := Create(Config{}, s, []byte("group-"+s.ID().String()), alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Alice adds Bob and Carol; the Welcome carries the tree.
+	_, bkp, bpriv := newMember(t, s, "bob")
+	_, ckp, cpriv := newMember(t, s, "carol")
+	members := []*Group{a}
+	res := commitAndDeliver(t, members, 0, CommitOptions{Add: []*wire.KeyPackage{bkp, ckp}, RatchetTreeInWelcome: true})
+	b := joinFrom(t, res.Welcome, bkp, bpriv, JoinOptions{})
+	c := joinFrom(t, res.Welcome, ckp, cpriv, JoinOptions{})
+	members = append(members, b, c)
+	for i, g := range members {
+		if !bytes.Equal(g.EpochAuthenticator(), a.EpochAuthenticator()) || g.Epoch() != 1 {
+			t.Fatalf("member %d: not in alice's epoch", i)
+		}
+	}
+	checkApplication(t, members, 1, "hello from bob")
+
+	// Bob adds Dave without a path; the tree goes out of band.
+	_, dkp, dpriv := newMember(t, s, "dave")
+	res = commitAndDeliver(t, members, 1, CommitOptions{Add: []*wire.KeyPackage{dkp}, NoPath: true})
+	if res.Commit.PublicMessage.Content.Commit.Path != nil {
+		t.Fatal("NoPath commit has a path")
+	}
+	d := joinFrom(t, res.Welcome, dkp, dpriv, JoinOptions{RatchetTree: b.Tree().RatchetTree()})
+	members = append(members, d)
+	checkApplication(t, members, 3, "dave here")
+
+	// Carol proposes an update; Dave proposes removing Bob (privately);
+	// Alice commits both by reference, as a PrivateMessage.
+	up, err := c.ProposeUpdate(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := d.ProposeRemove(b.LeafIndex(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pm := range []*wire.MLSMessage{roundTrip(t, up), roundTrip(t, rm)} {
+		for _, g := range members {
+			if p, err := g.Process(pm); err != nil && !errors.Is(err, ErrNotMember) {
+				// The proposer's own copy is ignored (already cached); a
+				// PrivateMessage cannot be decrypted by its sender.
+				if g == c && pm.PublicMessage != nil || g == d && pm.PrivateMessage != nil {
+					continue
+				}
+				t.Fatalf("processing proposal: %v", err)
+			} else if err == nil && p.Kind != KindProposal {
+				t.Fatalf("kind %d", p.Kind)
+			}
+		}
+	}
+	commitAndDeliver(t, members, 0, CommitOptions{Private: true})
+	if members[1] != nil {
+		t.Fatal("bob was not told he was removed")
+	}
+	members = []*Group{a, c, d}
+	checkApplication(t, members, 1, "carol after her update")
+
+	// An empty commit refreshes Dave's path.
+	commitAndDeliver(t, members, 2, CommitOptions{})
+	checkApplication(t, members, 0, "alice in epoch 4")
+	if a.Epoch() != 4 {
+		t.Fatalf("epoch %d", a.Epoch())
+	}
+	if !bytes.Equal(a.Export("test", []byte("ctx"), 32), d.Export("test", []byte("ctx"), 32)) {
+		t.Fatal("exporters differ")
+	}
+}
+
+func TestCommitRejections(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	alice, _, _ := newMember(t, s, "alice")
+	a, _ := Create(Config{}, s, []byte("g"), alice, nil)
+	_, bkp, bpriv := newMember(t, s, "bob")
+	res := commitAndDeliver(t, []*Group{a}, 0, CommitOptions{Add: []*wire.KeyPackage{bkp}, RatchetTreeInWelcome: true})
+	b := joinFrom(t, res.Welcome, bkp, bpriv, JoinOptions{})
+
+	// A commit for the wrong epoch, a tampered one, a second commit for an
+	// epoch already left.
+	res, err := a.Commit(CommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Commit(CommitOptions{}); !errors.Is(err, ErrPendingCommit) {
+		t.Fatalf("second pending commit: %v", err)
+	}
+	tampered := roundTrip(t, res.Commit)
+	tampered.PublicMessage.Auth.ConfirmationTag[0] ^= 1
+	if _, err := b.Process(tampered); err == nil {
+		t.Fatal("tampered commit accepted")
+	}
+	before := b.EpochAuthenticator()
+	good := roundTrip(t, res.Commit)
+	if _, err := b.Process(good); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(before, b.EpochAuthenticator()) {
+		t.Fatal("epoch did not change")
+	}
+	if _, err := b.Process(roundTrip(t, res.Commit)); !errors.Is(err, ErrWrongEpoch) {
+		t.Fatalf("stale commit: %v", err)
+	}
+	// Alice never merged: her own commit comes back through Process.
+	if _, err := a.Process(roundTrip(t, res.Commit)); !errors.Is(err, ErrPendingCommit) {
+		t.Fatalf("own commit: %v", err)
+	}
+	if err := a.MergePendingCommit(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.EpochAuthenticator(), b.EpochAuthenticator()) {
+		t.Fatal("members disagree")
+	}
+	// Removing a non-member and adding a member twice are invalid.
+	if _, err := a.Commit(CommitOptions{Remove: []treemath.LeafIndex{7}}); !errors.Is(err, ErrInvalidProposal) {
+		t.Fatalf("remove of non-member: %v", err)
+	}
+	if _, err := a.Commit(CommitOptions{Add: []*wire.KeyPackage{bkp}}); !errors.Is(err, ErrInvalidProposal) {
+		t.Fatalf("add of a member's key package: %v", err)
+	}
+	// An application message in a PublicMessage is refused; one from the
+	// wrong group too.
+	m, _ := a.Protect([]byte("x"), nil)
+	m.PrivateMessage.GroupID = []byte("other")
+	if _, err := b.Process(m); !errors.Is(err, ErrWrongGroup) {
+		t.Fatalf("other group: %v", err)
+	}
+}
+
+func TestPSKCommit(t *testing.T) {
+	s, _ := ciphersuite.Lookup(3)
+	psks := pskMap{"shared": bytes.Repeat([]byte{5}, 32)}
+	alice, _, _ := newMember(t, s, "alice")
+	a, _ := Create(Config{PSKs: psks}, s, []byte("g"), alice, nil)
+	_, bkp, bpriv := newMember(t, s, "bob")
+	id, err := a.NewPSKID([]byte("shared"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Commit(CommitOptions{Add: []*wire.KeyPackage{bkp}, PSKs: []wire.PreSharedKeyID{id}, RatchetTreeInWelcome: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.MergePendingCommit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Join(Config{}, res.Welcome, bkp, bpriv, JoinOptions{}); !errors.Is(err, ErrUnknownPSK) {
+		t.Fatalf("join without the PSK: %v", err)
+	}
+	b, err := Join(Config{PSKs: psks}, res.Welcome, bkp, bpriv, JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.EpochAuthenticator(), b.EpochAuthenticator()) {
+		t.Fatal("members disagree")
+	}
+	// A resumption PSK of the previous epoch.
+	res2, err := b.Commit(CommitOptions{PSKs: []wire.PreSharedKeyID{{Type: wire.PSKResumption, Usage: wire.UsageApplication,
+		GroupID: []byte("g"), Epoch: 1, Nonce: bytes.Repeat([]byte{1}, 32)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = b.MergePendingCommit()
+	if _, err := a.Process(roundTrip(t, res2.Commit)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.EpochAuthenticator(), b.EpochAuthenticator()) {
+		t.Fatal("members disagree after resumption PSK")
+	}
+}
