@@ -173,6 +173,11 @@ func (g *Group) setContext(ctx wire.GroupContext) {
 func (g *Group) startEpoch(e *keyschedule.Epoch, confirmationTag []byte) {
 	g.epoch = e
 	g.secrets = secrettree.New(g.suite, e.EncryptionSecret, g.tree.NumLeaves(), g.cfg.SecretTree)
+	// The secret tree has its own copy; the RFC wants the rest gone (§9.2).
+	clear(e.EncryptionSecret)
+	e.EncryptionSecret = nil
+	clear(e.JoinerSecret)
+	e.JoinerSecret = nil
 	g.interim = interimHash(g.suite, g.ctx.ConfirmedTranscriptHash, confirmationTag)
 	g.proposals = nil
 	g.pendingUpdates = nil
