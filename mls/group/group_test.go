@@ -401,3 +401,66 @@ func FuzzProcess(f *testing.F) {
 		_, _ = g.Process(&m)
 	})
 }
+
+func TestExternalJoin(t *testing.T) {
+	for _, id := range []ciphersuite.ID{1, 2, 4} {
+		s, _ := ciphersuite.Lookup(id)
+		alice, _, _ := newMember(t, s, "alice")
+		a, _ := Create(Config{}, s, []byte("g"), alice, nil)
+		_, bkp, bpriv := newMember(t, s, "bob")
+		res := commitAndDeliver(t, []*Group{a}, 0, CommitOptions{Add: []*wire.KeyPackage{bkp}})
+		b := joinFrom(t, res.Welcome, bkp, bpriv, JoinOptions{RatchetTree: a.Tree().RatchetTree()})
+
+		// Carol joins from a GroupInfo with the tree in it.
+		gi, err := a.GroupInfo(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gim wire.MLSMessage
+		if err := codec.Unmarshal(codec.Marshal(&wire.MLSMessage{GroupInfo: gi}), &gim); err != nil {
+			t.Fatal(err)
+		}
+		carol, _, _ := newMember(t, s, "carol")
+		c, commit, err := JoinExternal(Config{}, gim.GroupInfo, carol, ExternalJoinOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range []*Group{a, b} {
+			if _, err := g.Process(roundTrip(t, commit)); err != nil {
+				t.Fatalf("processing external commit: %v", err)
+			}
+			if !bytes.Equal(g.EpochAuthenticator(), c.EpochAuthenticator()) {
+				t.Fatal("members disagree after external commit")
+			}
+		}
+		members := []*Group{a, b, c}
+		checkApplication(t, members, 2, "carol joined")
+		commitAndDeliver(t, members, 2, CommitOptions{})
+
+		// Bob resyncs: joins again externally, removing his old leaf.
+		gi, _ = c.GroupInfo(false)
+		old := b.LeafIndex()
+		bob2, _, _ := newMember(t, s, "bob")
+		b2, commit, err := JoinExternal(Config{}, gi, bob2, ExternalJoinOptions{RatchetTree: c.Tree().RatchetTree(), Resync: &old})
+		if err != nil {
+			t.Fatal(err)
+		}
+		members = []*Group{a, b, c}
+		for i, g := range members {
+			p, err := g.Process(roundTrip(t, commit))
+			if err != nil {
+				t.Fatalf("member %d processing resync: %v", i, err)
+			}
+			if g == b {
+				if !p.Removed {
+					t.Fatal("old bob not removed")
+				}
+				continue
+			}
+			if !bytes.Equal(g.EpochAuthenticator(), b2.EpochAuthenticator()) {
+				t.Fatal("members disagree after resync")
+			}
+		}
+		checkApplication(t, []*Group{a, b2, c}, 1, "bob is back")
+	}
+}

@@ -67,36 +67,9 @@ func Join(cfg Config, w *wire.Welcome, kp *wire.KeyPackage, priv *KeyPackagePriv
 		return nil, fmt.Errorf("%w: %w", ErrInvalidWelcome, err)
 	}
 	gc := &gi.GroupContext
-	if gc.Version != wire.MLS10 || gc.CipherSuite != s.ID() {
-		return nil, fmt.Errorf("%w: group info for version %d suite %d", ErrInvalidWelcome, gc.Version, gc.CipherSuite)
-	}
-
-	rt := opts.RatchetTree
-	var fromExt wire.RatchetTree
-	if ok, err := gi.Extensions.Decode(wire.ExtensionRatchetTree, &fromExt); err != nil {
-		return nil, fmt.Errorf("%w: ratchet tree extension: %w", ErrInvalidWelcome, err)
-	} else if ok {
-		rt = fromExt
-	}
-	if rt == nil {
-		return nil, fmt.Errorf("%w: no ratchet tree", ErrInvalidWelcome)
-	}
-	t, err := tree.FromRatchetTree(s, rt)
+	t, err := verifiedTree(s, gi, opts.RatchetTree)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidWelcome, err)
-	}
-	if err := t.Verify(gc.GroupID); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidWelcome, err)
-	}
-	if !bytes.Equal(t.Hash(), gc.TreeHash) {
-		return nil, fmt.Errorf("%w: tree hash differs from the group info's", ErrInvalidWelcome)
-	}
-	signer := t.Leaf(gi.Signer)
-	if signer == nil {
-		return nil, fmt.Errorf("%w: group info signer %d is not a member", ErrInvalidWelcome, gi.Signer)
-	}
-	if err := gi.Verify(s, signer.SignatureKey); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidWelcome, err)
+		return nil, err
 	}
 
 	g := &Group{cfg: cfg, suite: s, sigPriv: priv.SigPriv, tree: t}
