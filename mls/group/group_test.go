@@ -464,3 +464,82 @@ func TestExternalJoin(t *testing.T) {
 		checkApplication(t, []*Group{a, b2, c}, 1, "bob is back")
 	}
 }
+
+func TestPublicGroup(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	alice, _, _ := newMember(t, s, "alice")
+	a, _ := Create(Config{}, s, []byte("g"), alice, nil)
+	gi, _ := a.GroupInfo(true)
+	ds, err := NewPublicGroup(Config{}, gi, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// deliver sends a commit through the DS first, as a hub would.
+	deliver := func(from *Group, res *CommitResult, to ...*Group) {
+		t.Helper()
+		if _, err := ds.Process(roundTrip(t, res.Commit)); err != nil {
+			t.Fatalf("DS refused commit: %v", err)
+		}
+		if err := from.MergePendingCommit(); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range to {
+			if _, err := g.Process(roundTrip(t, res.Commit)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(codec.Marshal(ds.Context()), codec.Marshal(from.Context())) {
+			t.Fatal("DS context differs from the members'")
+		}
+	}
+	_, bkp, bpriv := newMember(t, s, "bob")
+	res, _ := a.Commit(CommitOptions{Add: []*wire.KeyPackage{bkp}, RatchetTreeInWelcome: true})
+	deliver(a, res)
+	b := joinFrom(t, res.Welcome, bkp, bpriv, JoinOptions{})
+
+	// Bob proposes an update; both then commit in epoch 1: the DS takes
+	// Alice's and refuses Bob's.
+	up, _ := b.ProposeUpdate(false)
+	if _, err := ds.Process(roundTrip(t, up)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Process(roundTrip(t, up)); err != nil {
+		t.Fatal(err)
+	}
+	ra, _ := a.Commit(CommitOptions{})
+	rb, _ := b.Commit(CommitOptions{})
+	deliver(a, ra)
+	if _, err := ds.Process(roundTrip(t, rb.Commit)); !errors.Is(err, ErrWrongEpoch) {
+		t.Fatalf("second commit for epoch 1: %v", err)
+	}
+	b.DiscardPendingCommit()
+	if _, err := b.Process(roundTrip(t, ra.Commit)); err != nil {
+		t.Fatal(err)
+	}
+	// A forged signature and a private commit are refused.
+	rc, _ := b.Commit(CommitOptions{})
+	forged := roundTrip(t, rc.Commit)
+	forged.PublicMessage.Auth.Signature[3] ^= 1
+	if _, err := ds.Process(forged); err == nil {
+		t.Fatal("forged commit accepted")
+	}
+	deliver(b, rc, a)
+	rp, _ := a.Commit(CommitOptions{Private: true})
+	if _, err := ds.Process(roundTrip(t, rp.Commit)); !errors.Is(err, ErrWireFormat) {
+		t.Fatalf("private commit: %v", err)
+	}
+	// An external join through the DS.
+	gi, _ = a.GroupInfo(false)
+	a.DiscardPendingCommit()
+	carol, _, _ := newMember(t, s, "carol")
+	_, ext, err := JoinExternal(Config{}, gi, carol, ExternalJoinOptions{RatchetTree: ds.Tree().RatchetTree()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ds.Process(roundTrip(t, ext)); err != nil {
+		t.Fatalf("DS refused external commit: %v", err)
+	}
+	if ds.Epoch() != 4 {
+		t.Fatalf("DS at epoch %d", ds.Epoch())
+	}
+}

@@ -173,72 +173,27 @@ func (g *Group) cacheProposal(ac *framing.AuthenticatedContent) error {
 // processCommit applies another member's commit (§12.4.2). It changes the
 // group only if every check passes.
 func (g *Group) processCommit(ac *framing.AuthenticatedContent) (removed bool, err error) {
-	c := ac.Content.Commit
-	sender := ac.Content.Sender
-	var committer *treemath.LeafIndex
-	switch sender.Type {
-	case wire.SenderMember:
-		if sender.LeafIndex == g.me {
-			return false, fmt.Errorf("%w: own commit; use MergePendingCommit", ErrPendingCommit)
-		}
-		l := sender.LeafIndex
-		committer = &l
-	case wire.SenderNewMemberCommit:
-	default:
-		return false, fmt.Errorf("%w: commit from sender type %d", ErrInvalidCommit, sender.Type)
+	if ac.Content.Sender.Type == wire.SenderMember && ac.Content.Sender.LeafIndex == g.me {
+		return false, fmt.Errorf("%w: own commit; use MergePendingCommit", ErrPendingCommit)
 	}
-	props, err := g.resolve(c, sender)
+	st, err := g.stageCommit(ac)
 	if err != nil {
 		return false, err
 	}
-	t := g.tree.Clone()
-	res, err := g.applyProposals(t, props, committer)
-	if err != nil {
-		return false, err
-	}
-	if res.needsPath && c.Path == nil {
-		return false, fmt.Errorf("%w: proposals require a path", ErrInvalidCommit)
-	}
-	if res.reinit != nil {
-		return false, fmt.Errorf("%w: reinit is not supported", ErrInvalidProposal)
-	}
-
-	// An external committer joins at the leftmost free leaf.
-	if committer == nil {
-		if err := g.checkLeafNode(t, &c.Path.LeafNode, wire.SourceCommit, nextFreeLeaf(t), res.extensions); err != nil {
-			return false, fmt.Errorf("external committer's leaf: %w", err)
-		}
-		l := t.Add(&c.Path.LeafNode)
-		committer = &l
-	}
-
-	newCtx := g.ctx
-	newCtx.Epoch++
-	newCtx.Extensions = res.extensions
-	keys := g.keys.Clone()
-	if !res.removedMe {
-		if err := g.adoptUpdate(t, keys); err != nil {
-			return false, err
-		}
-	}
-	var commitSecret []byte
-	if c.Path != nil {
-		if err := g.checkLeafNode(t, &c.Path.LeafNode, wire.SourceCommit, *committer, res.extensions); err != nil {
-			return false, fmt.Errorf("committer's path leaf: %w", err)
-		}
-		if err := t.MergeUpdatePath(*committer, c.Path, g.ctx.GroupID); err != nil {
-			return false, fmt.Errorf("%w: %w", ErrInvalidCommit, err)
-		}
-	}
-	newCtx.TreeHash = t.Hash()
-	if res.removedMe {
+	if st.res.removedMe {
 		// Nothing more to learn: the commit's secrets are not for us.
 		g.pending = nil
 		return true, nil
 	}
+	c, t, newCtx := ac.Content.Commit, st.tree, st.ctx
+	keys := g.keys.Clone()
+	if err := g.adoptUpdate(t, keys); err != nil {
+		return false, err
+	}
+	var commitSecret []byte
 	if c.Path != nil {
 		provisional := codec.Marshal(&newCtx)
-		commitSecret, _, err = t.DecryptPath(keys, *committer, c.Path, res.added, provisional)
+		commitSecret, _, err = t.DecryptPath(keys, st.committer, c.Path, st.res.added, provisional)
 		if err != nil {
 			return false, fmt.Errorf("%w: %w", ErrInvalidCommit, err)
 		}
@@ -247,20 +202,20 @@ func (g *Group) processCommit(ac *framing.AuthenticatedContent) (removed bool, e
 	}
 
 	initSecret := g.epoch.InitSecret
-	if res.externalInit != nil {
+	if st.res.externalInit != nil {
 		priv, _, err := g.epoch.ExternalKeyPair()
 		if err != nil {
 			return false, err
 		}
-		if initSecret, err = receiveExternalInit(g, priv, res.externalInit.KEMOutput); err != nil {
+		if initSecret, err = receiveExternalInit(g, priv, st.res.externalInit.KEMOutput); err != nil {
 			return false, fmt.Errorf("%w: %w", ErrInvalidCommit, err)
 		}
 	}
-	pskSecret, err := g.pskSecret(res.psks)
+	pskSecret, err := g.pskSecret(st.res.psks)
 	if err != nil {
 		return false, err
 	}
-	newCtx.ConfirmedTranscriptHash = framing.ConfirmedTranscriptHash(g.suite, g.interim, ac)
+	newCtx.ConfirmedTranscriptHash = st.confirmed
 	epoch := nextEpoch(g.suite, initSecret, commitSecret, pskSecret, codec.Marshal(&newCtx))
 	if err := framing.VerifyConfirmationTag(g.suite, epoch.ConfirmationKey, newCtx.ConfirmedTranscriptHash, ac.Auth.ConfirmationTag); err != nil {
 		return false, fmt.Errorf("%w: %w", ErrInvalidCommit, err)
@@ -271,6 +226,74 @@ func (g *Group) processCommit(ac *framing.AuthenticatedContent) (removed bool, e
 	g.startEpoch(epoch, ac.Auth.ConfirmationTag)
 	g.pending = nil
 	return false, nil
+}
+
+// stagedCommit is the public outcome of a commit: what anyone who sees it
+// (a member or the delivery service) can compute.
+type stagedCommit struct {
+	tree      *tree.Tree
+	committer treemath.LeafIndex
+	res       *applied
+	// ctx is the provisional GroupContext: the next epoch's, with the old
+	// confirmed transcript hash; confirmed is the new one.
+	ctx       wire.GroupContext
+	confirmed []byte
+}
+
+// stageCommit resolves and applies a verified commit's proposals and merges
+// its path into a copy of the tree (§12.4.2), without touching the group.
+func (g *Group) stageCommit(ac *framing.AuthenticatedContent) (*stagedCommit, error) {
+	c := ac.Content.Commit
+	sender := ac.Content.Sender
+	var committer *treemath.LeafIndex
+	switch sender.Type {
+	case wire.SenderMember:
+		l := sender.LeafIndex
+		committer = &l
+	case wire.SenderNewMemberCommit:
+	default:
+		return nil, fmt.Errorf("%w: commit from sender type %d", ErrInvalidCommit, sender.Type)
+	}
+	if ac.Auth.ConfirmationTag == nil {
+		return nil, fmt.Errorf("%w: no confirmation tag", ErrInvalidCommit)
+	}
+	props, err := g.resolve(c, sender)
+	if err != nil {
+		return nil, err
+	}
+	t := g.tree.Clone()
+	res, err := g.applyProposals(t, props, committer)
+	if err != nil {
+		return nil, err
+	}
+	if res.needsPath && c.Path == nil {
+		return nil, fmt.Errorf("%w: proposals require a path", ErrInvalidCommit)
+	}
+	if res.reinit != nil {
+		return nil, fmt.Errorf("%w: reinit is not supported", ErrInvalidProposal)
+	}
+	// An external committer joins at the leftmost free leaf.
+	if committer == nil {
+		if err := g.checkLeafNode(t, &c.Path.LeafNode, wire.SourceCommit, nextFreeLeaf(t), res.extensions); err != nil {
+			return nil, fmt.Errorf("external committer's leaf: %w", err)
+		}
+		l := t.Add(&c.Path.LeafNode)
+		committer = &l
+	}
+	if c.Path != nil {
+		if err := g.checkLeafNode(t, &c.Path.LeafNode, wire.SourceCommit, *committer, res.extensions); err != nil {
+			return nil, fmt.Errorf("committer's path leaf: %w", err)
+		}
+		if err := t.MergeUpdatePath(*committer, c.Path, g.ctx.GroupID); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidCommit, err)
+		}
+	}
+	st := &stagedCommit{tree: t, committer: *committer, res: res, ctx: g.ctx}
+	st.ctx.Epoch++
+	st.ctx.Extensions = res.extensions
+	st.ctx.TreeHash = t.Hash()
+	st.confirmed = framing.ConfirmedTranscriptHash(g.suite, g.interim, ac)
+	return st, nil
 }
 
 // adoptUpdate installs the private key of this member's Update proposal if
