@@ -156,3 +156,27 @@ func verifiedTree(s *ciphersuite.Suite, gi *wire.GroupInfo, rt wire.RatchetTree)
 	}
 	return t, nil
 }
+
+// ExternalProposal makes a proposal from the external sender at index
+// senderIndex of the group's external_senders extension (a delivery
+// service removing a member, say), signed with that sender's key. The
+// group's members check it against the extension.
+func ExternalProposal(s *ciphersuite.Suite, groupID []byte, epoch uint64, senderIndex uint32, sigPriv []byte, p wire.Proposal) (*wire.MLSMessage, error) {
+	return outsideProposal(s, groupID, epoch, wire.Sender{Type: wire.SenderExternal, ExternalIndex: senderIndex}, sigPriv, p)
+}
+
+// JoinProposal makes a new member's proposal to add itself (sender type
+// new_member_proposal), signed with the key of kp's leaf.
+func JoinProposal(s *ciphersuite.Suite, groupID []byte, epoch uint64, kp *wire.KeyPackage, sigPriv []byte) (*wire.MLSMessage, error) {
+	return outsideProposal(s, groupID, epoch, wire.Sender{Type: wire.SenderNewMemberProposal}, sigPriv, &wire.Add{KeyPackage: *kp})
+}
+
+func outsideProposal(s *ciphersuite.Suite, groupID []byte, epoch uint64, sender wire.Sender, sigPriv []byte, p wire.Proposal) (*wire.MLSMessage, error) {
+	ac := &framing.AuthenticatedContent{WireFormat: wire.WireFormatPublicMessage, Content: wire.FramedContent{
+		GroupID: groupID, Epoch: epoch, Sender: sender, ContentType: wire.ContentProposal, Proposal: p}}
+	// Senders outside the group sign without the GroupContext.
+	if err := ac.Sign(s, sigPriv, nil); err != nil {
+		return nil, fmt.Errorf("making external proposal: %w", err)
+	}
+	return &wire.MLSMessage{PublicMessage: ac.PublicMessage(s, nil, nil)}, nil
+}

@@ -543,3 +543,50 @@ func TestPublicGroup(t *testing.T) {
 		t.Fatalf("DS at epoch %d", ds.Epoch())
 	}
 }
+
+func TestExternalSenders(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	alice, _, _ := newMember(t, s, "alice")
+	a, _ := Create(Config{}, s, []byte("g"), alice, nil)
+	_, bkp, bpriv := newMember(t, s, "bob")
+	res := commitAndDeliver(t, []*Group{a}, 0, CommitOptions{Add: []*wire.KeyPackage{bkp}, RatchetTreeInWelcome: true})
+	b := joinFrom(t, res.Welcome, bkp, bpriv, JoinOptions{})
+	members := []*Group{a, b}
+
+	// Alice installs a delivery service as external sender.
+	dsPriv, dsPub, _ := s.GenerateSignatureKeyPair()
+	exts := wire.Extensions{wire.NewExtension(wire.ExtensionExternalSenders,
+		&wire.ExternalSenders{{SignatureKey: dsPub, Credential: wire.BasicCredential([]byte("ds"))}})}
+	commitAndDeliver(t, members, 0, CommitOptions{Extensions: &exts})
+	if _, ok := b.Context().Extensions.Find(wire.ExtensionExternalSenders); !ok {
+		t.Fatal("bob did not take the new extensions")
+	}
+
+	// Carol asks to join; the DS proposes removing Bob; Alice commits both.
+	_, ckp, cpriv := newMember(t, s, "carol")
+	cprop, err := JoinProposal(s, a.GroupID(), a.Epoch(), ckp, cpriv.SigPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := ExternalProposal(s, a.GroupID(), a.Epoch(), 0, dsPriv, &wire.Remove{Removed: b.LeafIndex()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := ExternalProposal(s, a.GroupID(), a.Epoch(), 0, cpriv.SigPriv, &wire.Remove{Removed: a.LeafIndex()})
+	for _, g := range members {
+		for _, m := range []*wire.MLSMessage{cprop, rm} {
+			if p, err := g.Process(roundTrip(t, m)); err != nil || p.Kind != KindProposal {
+				t.Fatalf("processing outside proposal: %v", err)
+			}
+		}
+		if _, err := g.Process(roundTrip(t, forged)); err == nil {
+			t.Fatal("external proposal with the wrong key accepted")
+		}
+	}
+	res = commitAndDeliver(t, members, 0, CommitOptions{})
+	if members[1] != nil {
+		t.Fatal("bob not removed")
+	}
+	c := joinFrom(t, res.Welcome, ckp, cpriv, JoinOptions{RatchetTree: a.Tree().RatchetTree()})
+	checkApplication(t, []*Group{a, c}, 1, "carol, added on her own proposal")
+}
