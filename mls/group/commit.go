@@ -21,6 +21,9 @@ type CommitOptions struct {
 	PSKs   []wire.PreSharedKeyID
 	// Extensions, if not nil, replaces the GroupContext extensions.
 	Extensions *wire.Extensions
+	// ReInit closes the group in favour of a new one with these parameters
+	// (it must be the only proposal; see ReInit).
+	ReInit *wire.ReInit
 	// NoPath leaves out the UpdatePath when the proposals allow it. By
 	// default every commit refreshes the committer's path (post-compromise
 	// security).
@@ -49,6 +52,8 @@ type pendingCommit struct {
 	ctx   wire.GroupContext
 	epoch *keyschedule.Epoch
 	tag   []byte
+	// reinit is the ReInit the commit closes the group with, if any.
+	reinit *wire.ReInit
 }
 
 // Commit makes a commit of the cached proposals and those opts adds (§12.4).
@@ -58,6 +63,9 @@ type pendingCommit struct {
 func (g *Group) Commit(opts CommitOptions) (*CommitResult, error) {
 	if g.pending != nil {
 		return nil, fmt.Errorf("committing: %w: a commit is already pending", ErrPendingCommit)
+	}
+	if g.reinit != nil {
+		return nil, ErrGroupClosed
 	}
 	me := wire.Sender{Type: wire.SenderMember, LeafIndex: g.me}
 	var refs []wire.ProposalOrRef
@@ -73,6 +81,9 @@ func (g *Group) Commit(opts CommitOptions) (*CommitResult, error) {
 	byValue := func(p wire.Proposal) {
 		refs = append(refs, wire.ProposalOrRef{Proposal: p})
 		props = append(props, resolvedProposal{p, me})
+	}
+	if opts.ReInit != nil {
+		byValue(opts.ReInit)
 	}
 	if opts.Extensions != nil {
 		byValue(&wire.GroupContextExtensions{Extensions: *opts.Extensions})
@@ -141,7 +152,7 @@ func (g *Group) Commit(opts CommitOptions) (*CommitResult, error) {
 		return nil, fmt.Errorf("committing: %w", err)
 	}
 	out := &CommitResult{Commit: msg}
-	g.pending = &pendingCommit{tree: t, keys: keys, ctx: newCtx, epoch: epoch, tag: ac.Auth.ConfirmationTag}
+	g.pending = &pendingCommit{tree: t, keys: keys, ctx: newCtx, epoch: epoch, tag: ac.Auth.ConfirmationTag, reinit: res.reinit}
 	if len(res.added) > 0 {
 		if out.Welcome, err = g.welcome(res, path, joiner, opts.RatchetTreeInWelcome); err != nil {
 			g.pending = nil
@@ -187,7 +198,35 @@ func (g *Group) MergePendingCommit() error {
 	g.setContext(p.ctx)
 	g.startEpoch(p.epoch, p.tag)
 	g.pending = nil
+	g.reinit = p.reinit
 	return nil
+}
+
+// ReInit is the ReInit a commit closed the group with, or nil. Once it is
+// set, the group only serves as the ResumptionStore of the new group: one
+// member creates that group with ReInit's parameters and commits the other
+// members' KeyPackages with the PSK of ReInitPSK; joiners pass this group
+// as Config.Resumption to Join.
+func (g *Group) ReInit() *wire.ReInit { return g.reinit }
+
+// ReInitPSK is the resumption PSK (usage reinit) of this group's final
+// epoch, for the new group's first commit.
+func (g *Group) ReInitPSK() (wire.PreSharedKeyID, error) {
+	return g.resumptionPSKID(wire.UsageReInit)
+}
+
+// BranchPSK is the resumption PSK (usage branch) of the current epoch, for
+// the first commit of a group branched from this one.
+func (g *Group) BranchPSK() (wire.PreSharedKeyID, error) {
+	return g.resumptionPSKID(wire.UsageBranch)
+}
+
+func (g *Group) resumptionPSKID(usage wire.ResumptionPSKUsage) (wire.PreSharedKeyID, error) {
+	nonce := make([]byte, g.suite.HashSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return wire.PreSharedKeyID{}, err
+	}
+	return wire.PreSharedKeyID{Type: wire.PSKResumption, Usage: usage, GroupID: g.ctx.GroupID, Epoch: g.ctx.Epoch, Nonce: nonce}, nil
 }
 
 // DiscardPendingCommit forgets the pending commit (the delivery service
@@ -220,6 +259,9 @@ func (g *Group) padding(ac *framing.AuthenticatedContent) int {
 
 // Protect encrypts application data as a PrivateMessage from this member.
 func (g *Group) Protect(data, authenticatedData []byte) (*wire.MLSMessage, error) {
+	if g.reinit != nil {
+		return nil, ErrGroupClosed
+	}
 	ac := &framing.AuthenticatedContent{WireFormat: wire.WireFormatPrivateMessage, Content: wire.FramedContent{
 		GroupID: g.ctx.GroupID, Epoch: g.ctx.Epoch, Sender: wire.Sender{Type: wire.SenderMember, LeafIndex: g.me},
 		AuthenticatedData: authenticatedData, ContentType: wire.ContentApplication, ApplicationData: data}}
@@ -235,6 +277,9 @@ func (g *Group) Protect(data, authenticatedData []byte) (*wire.MLSMessage, error
 
 // propose signs a proposal from this member and caches it.
 func (g *Group) propose(p wire.Proposal, private bool) (*wire.MLSMessage, error) {
+	if g.reinit != nil {
+		return nil, ErrGroupClosed
+	}
 	wf := wire.WireFormatPublicMessage
 	if private {
 		wf = wire.WireFormatPrivateMessage

@@ -24,22 +24,27 @@ func receiveExternalInit(g *Group, externalPriv, kemOutput []byte) ([]byte, erro
 
 // pskSecret finds each PSK's value and combines them (§8.4).
 func (g *Group) pskSecret(ids []wire.PreSharedKeyID) ([]byte, error) {
-	return pskSecretFrom(g.suite, ids, g.cfg.PSKs, g.resumptionPSK)
+	return pskSecretFrom(g.suite, ids, g.cfg, g)
 }
 
-func (g *Group) resumptionPSK(id *wire.PreSharedKeyID) ([]byte, bool) {
-	if id.Usage != wire.UsageApplication || string(id.GroupID) != string(g.ctx.GroupID) {
+// ResumptionPSK is the resumption PSK of one of this group's recent epochs
+// (Config.MaxPastResumptionPSKs of them), so that a Group is the
+// ResumptionStore of the groups a reinit or branch makes from it.
+func (g *Group) ResumptionPSK(groupID []byte, epoch uint64) ([]byte, bool) {
+	if string(groupID) != string(g.ctx.GroupID) {
 		return nil, false
 	}
 	for _, r := range g.resumption {
-		if r.epoch == id.Epoch {
+		if r.epoch == epoch {
 			return r.secret, true
 		}
 	}
 	return nil, false
 }
 
-func pskSecretFrom(s *ciphersuite.Suite, ids []wire.PreSharedKeyID, store PSKStore, resumption func(*wire.PreSharedKeyID) ([]byte, bool)) ([]byte, error) {
+// pskSecretFrom finds each PSK, external ones in cfg.PSKs, resumption ones
+// of the group itself (self, nil for a joiner) or else in cfg.Resumption.
+func pskSecretFrom(s *ciphersuite.Suite, ids []wire.PreSharedKeyID, cfg Config, self *Group) ([]byte, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -50,12 +55,15 @@ func pskSecretFrom(s *ciphersuite.Suite, ids []wire.PreSharedKeyID, store PSKSto
 		ok := false
 		switch id.Type {
 		case wire.PSKExternal:
-			if store != nil {
-				secret, ok = store.ExternalPSK(id.ID)
+			if cfg.PSKs != nil {
+				secret, ok = cfg.PSKs.ExternalPSK(id.ID)
 			}
 		case wire.PSKResumption:
-			if resumption != nil {
-				secret, ok = resumption(id)
+			if self != nil && id.Usage == wire.UsageApplication {
+				secret, ok = self.ResumptionPSK(id.GroupID, id.Epoch)
+			}
+			if !ok && cfg.Resumption != nil {
+				secret, ok = cfg.Resumption.ResumptionPSK(id.GroupID, id.Epoch)
 			}
 		}
 		if !ok {

@@ -105,7 +105,7 @@ func JoinExternal(cfg Config, gi *wire.GroupInfo, id *Identity, opts ExternalJoi
 	if err := ac.Sign(s, id.SigPriv, g.ctxBytes); err != nil {
 		return nil, nil, fmt.Errorf("joining externally: %w", err)
 	}
-	pskSecret, err := pskSecretFrom(s, res.psks, cfg.PSKs, nil)
+	pskSecret, err := pskSecretFrom(s, res.psks, cfg, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("joining externally: %w", err)
 	}

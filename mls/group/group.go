@@ -46,6 +46,9 @@ var (
 	ErrCredential = errors.New("group: credential rejected")
 	// ErrPendingCommit means an own commit is pending (or none is).
 	ErrPendingCommit = errors.New("group: pending commit state")
+	// ErrGroupClosed means a group that a ReInit commit closed: its
+	// members move to the new group (see ReInit).
+	ErrGroupClosed = errors.New("group: closed by reinit")
 	// ErrWireFormat means a message whose wire format this operation does not
 	// take (e.g. an application message in a PublicMessage).
 	ErrWireFormat = errors.New("group: wrong wire format")
@@ -64,6 +67,13 @@ type PSKStore interface {
 	ExternalPSK(id []byte) (secret []byte, ok bool)
 }
 
+// ResumptionStore finds the resumption PSKs of other groups, for a group
+// that a reinit or branch starts from one (a *Group is one, for its own
+// recent epochs).
+type ResumptionStore interface {
+	ResumptionPSK(groupID []byte, epoch uint64) (secret []byte, ok bool)
+}
+
 // Config is what a Group needs beyond its state.
 type Config struct {
 	// Auth validates every credential the group sees; nil accepts all
@@ -71,6 +81,9 @@ type Config struct {
 	Auth AuthService
 	// PSKs holds external PSKs; nil holds none.
 	PSKs PSKStore
+	// Resumption holds resumption PSKs of other groups (the old group, for
+	// a reinit or branch); nil holds none.
+	Resumption ResumptionStore
 	// SecretTree bounds the out-of-order window of each epoch.
 	SecretTree secrettree.Config
 	// PaddingBlock pads PrivateMessage content to a multiple of this many
@@ -115,6 +128,8 @@ type Group struct {
 	// pending is this member's own commit, waiting for the delivery
 	// service to sequence it.
 	pending *pendingCommit
+	// reinit is set once a ReInit commit closed the group.
+	reinit *wire.ReInit
 }
 
 type cachedProposal struct {

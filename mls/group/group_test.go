@@ -590,3 +590,55 @@ func TestExternalSenders(t *testing.T) {
 	c := joinFrom(t, res.Welcome, ckp, cpriv, JoinOptions{RatchetTree: a.Tree().RatchetTree()})
 	checkApplication(t, []*Group{a, c}, 1, "carol, added on her own proposal")
 }
+
+func TestReInit(t *testing.T) {
+	s1, _ := ciphersuite.Lookup(1)
+	s3, _ := ciphersuite.Lookup(3)
+	alice, _, _ := newMember(t, s1, "alice")
+	a, _ := Create(Config{}, s1, []byte("old"), alice, nil)
+	bob, bkp, bpriv := newMember(t, s1, "bob")
+	res := commitAndDeliver(t, []*Group{a}, 0, CommitOptions{Add: []*wire.KeyPackage{bkp}, RatchetTreeInWelcome: true})
+	b := joinFrom(t, res.Welcome, bkp, bpriv, JoinOptions{})
+
+	ri := &wire.ReInit{GroupID: []byte("new"), Version: wire.MLS10, CipherSuite: 3}
+	if _, err := a.Commit(CommitOptions{ReInit: ri, Remove: []treemath.LeafIndex{1}}); !errors.Is(err, ErrInvalidProposal) {
+		t.Fatalf("reinit with another proposal: %v", err)
+	}
+	commitAndDeliver(t, []*Group{a, b}, 0, CommitOptions{ReInit: ri})
+	for _, g := range []*Group{a, b} {
+		if g.ReInit() == nil {
+			t.Fatal("group not closed by reinit")
+		}
+		if _, err := g.Protect([]byte("x"), nil); !errors.Is(err, ErrGroupClosed) {
+			t.Fatalf("protect after reinit: %v", err)
+		}
+	}
+	// The new group, in suite 3, starts from the old one's last epoch.
+	a2, err := Create(Config{Resumption: a}, s3, ri.GroupID, alice, ri.Extensions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bkp2, bpriv2, err := NewKeyPackage(s3, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	psk, _ := a.ReInitPSK()
+	res, err = a2.Commit(CommitOptions{Add: []*wire.KeyPackage{bkp2}, PSKs: []wire.PreSharedKeyID{psk}, RatchetTreeInWelcome: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = a2.MergePendingCommit()
+	if _, err := Join(Config{}, res.Welcome, bkp2, bpriv2, JoinOptions{}); !errors.Is(err, ErrUnknownPSK) {
+		t.Fatalf("join without the old group: %v", err)
+	}
+	b2, err := Join(Config{Resumption: b}, res.Welcome, bkp2, bpriv2, JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkApplication(t, []*Group{a2, b2}, 1, "in the new group")
+	// The closed state survives a save.
+	a3, err := UnmarshalState(a.MarshalState(), Config{})
+	if err != nil || a3.ReInit() == nil {
+		t.Fatalf("reinit lost on reload: %v", err)
+	}
+}

@@ -58,7 +58,7 @@ func Join(cfg Config, w *wire.Welcome, kp *wire.KeyPackage, priv *KeyPackagePriv
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidWelcome, err)
 	}
-	pskSecret, err := pskSecretFrom(s, gs.PSKs, cfg.PSKs, nil)
+	pskSecret, err := pskSecretFrom(s, gs.PSKs, cfg, nil)
 	if err != nil {
 		return nil, fmt.Errorf("joining: %w", err)
 	}

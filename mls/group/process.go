@@ -44,6 +44,9 @@ type Processed struct {
 // returns application data. A commit this member sent is applied only by
 // MergePendingCommit.
 func (g *Group) Process(m *wire.MLSMessage) (*Processed, error) {
+	if g.reinit != nil {
+		return nil, ErrGroupClosed
+	}
 	ac, err := g.unprotect(m)
 	if err != nil {
 		return nil, err
@@ -225,6 +228,7 @@ func (g *Group) processCommit(ac *framing.AuthenticatedContent) (removed bool, e
 	g.setContext(newCtx)
 	g.startEpoch(epoch, ac.Auth.ConfirmationTag)
 	g.pending = nil
+	g.reinit = st.res.reinit
 	return false, nil
 }
 
@@ -268,9 +272,6 @@ func (g *Group) stageCommit(ac *framing.AuthenticatedContent) (*stagedCommit, er
 	}
 	if res.needsPath && c.Path == nil {
 		return nil, fmt.Errorf("%w: proposals require a path", ErrInvalidCommit)
-	}
-	if res.reinit != nil {
-		return nil, fmt.Errorf("%w: reinit is not supported", ErrInvalidProposal)
 	}
 	// An external committer joins at the leftmost free leaf.
 	if committer == nil {

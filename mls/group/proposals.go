@@ -137,6 +137,9 @@ func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer
 			if len(props) != 1 {
 				return nil, errorf(ErrInvalidProposal, "proposal %d: reinit with other proposals", i)
 			}
+			if _, err := ciphersuite.Lookup(p.CipherSuite); err != nil || p.Version != wire.MLS10 {
+				return nil, errorf(ErrInvalidProposal, "proposal %d: reinit to version %d suite %d", i, p.Version, p.CipherSuite)
+			}
 			res.reinit = p
 		default:
 			return nil, errorf(ErrInvalidProposal, "proposal %d: unsupported type %d", i, rp.proposal.ProposalType())

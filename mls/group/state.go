@@ -85,7 +85,9 @@ func (g *Group) MarshalState() []byte {
 		p := g.pending
 		marshalEpochState(w, &p.ctx, p.tree, p.keys, p.epoch)
 		w.Opaque(p.tag)
+		w.Optional(p.reinit != nil, func(w *codec.Writer) { p.reinit.MarshalMLS(w) })
 	})
+	w.Optional(g.reinit != nil, func(w *codec.Writer) { g.reinit.MarshalMLS(w) })
 	return w.Bytes()
 }
 
@@ -152,8 +154,10 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 		p := &pendingCommit{}
 		p.tree, p.keys, p.epoch = unmarshalEpochState(r, s, &p.ctx)
 		p.tag = own(r.Opaque())
+		p.reinit = unmarshalReInit(r)
 		g.pending = p
 	}
+	g.reinit = unmarshalReInit(r)
 	if err := r.Finish(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidState, err)
 	}
@@ -186,6 +190,15 @@ func unmarshalEpochState(r *codec.Reader, s *ciphersuite.Suite, ctx *wire.GroupC
 		r.Fail(fmt.Errorf("group context for suite %d", ctx.CipherSuite))
 	}
 	return t, keys, e
+}
+
+func unmarshalReInit(r *codec.Reader) *wire.ReInit {
+	if !r.Optional() {
+		return nil
+	}
+	ri := &wire.ReInit{}
+	ri.UnmarshalMLS(r)
+	return ri
 }
 
 // own copies b, so a loaded state does not alias the caller's buffer.
