@@ -75,8 +75,15 @@ func (g *Group) Commit(opts CommitOptions) (*CommitResult, error) {
 			// The committer's path replaces its own updates (§12.2).
 			continue
 		}
+		// A cached proposal that conflicts with those before it (a second
+		// remove of a leaf, a reinit among others) is left out rather than
+		// failing the commit (§12.2).
+		cand := append(props[:len(props):len(props)], resolvedProposal{cp.proposal, cp.sender})
+		if _, err := g.applyProposals(g.tree.Clone(), cand, &g.me); err != nil {
+			continue
+		}
 		refs = append(refs, wire.ProposalOrRef{Reference: cp.ref})
-		props = append(props, resolvedProposal{cp.proposal, cp.sender})
+		props = cand
 	}
 	byValue := func(p wire.Proposal) {
 		refs = append(refs, wire.ProposalOrRef{Proposal: p})

@@ -642,3 +642,41 @@ func TestReInit(t *testing.T) {
 		t.Fatalf("reinit lost on reload: %v", err)
 	}
 }
+
+func TestCommitSkipsConflictingProposals(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	alice, _, _ := newMember(t, s, "alice")
+	a, _ := Create(Config{}, s, []byte("g"), alice, nil)
+	var kps []*wire.KeyPackage
+	var privs []*KeyPackagePrivate
+	for _, n := range []string{"bob", "carol", "dave"} {
+		_, kp, priv := newMember(t, s, n)
+		kps, privs = append(kps, kp), append(privs, priv)
+	}
+	res := commitAndDeliver(t, []*Group{a}, 0, CommitOptions{Add: kps, RatchetTreeInWelcome: true})
+	b := joinFrom(t, res.Welcome, kps[0], privs[0], JoinOptions{})
+	c := joinFrom(t, res.Welcome, kps[1], privs[1], JoinOptions{})
+	d := joinFrom(t, res.Welcome, kps[2], privs[2], JoinOptions{})
+	members := []*Group{a, b, c, d}
+	// Bob and Carol both propose removing Dave; Alice commits one of them.
+	for _, from := range []*Group{b, c} {
+		m, err := from.ProposeRemove(d.LeafIndex(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range members {
+			if g != from {
+				if _, err := g.Process(roundTrip(t, m)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	res = commitAndDeliver(t, members, 0, CommitOptions{})
+	if n := len(res.Commit.PublicMessage.Content.Commit.Proposals); n != 1 {
+		t.Fatalf("commit has %d proposals, want 1", n)
+	}
+	if members[3] != nil {
+		t.Fatal("dave not removed")
+	}
+}
