@@ -201,6 +201,7 @@ func (g *Group) MergePendingCommit() error {
 	if p == nil {
 		return fmt.Errorf("merging: %w: no commit pending", ErrPendingCommit)
 	}
+	g.retire()
 	g.tree, g.keys = p.tree, p.keys
 	g.setContext(p.ctx)
 	g.startEpoch(p.epoch, p.tag)

@@ -91,6 +91,11 @@ type Config struct {
 	PaddingBlock int
 	// Now is the clock for key package lifetimes; nil means time.Now.
 	Now func() time.Time
+	// PastEpochs is how many previous epochs' application keys are kept,
+	// so that application messages sent before a commit but delivered
+	// after it still decrypt (0: none). Handshake messages are accepted
+	// only for the current epoch.
+	PastEpochs int
 	// MaxPastResumptionPSKs is how many past epochs' resumption PSKs are
 	// kept for PSK proposals (0: DefaultMaxPastResumptionPSKs).
 	MaxPastResumptionPSKs int
@@ -130,6 +135,32 @@ type Group struct {
 	pending *pendingCommit
 	// reinit is set once a ReInit commit closed the group.
 	reinit *wire.ReInit
+	// past holds recent epochs' application keys, oldest first.
+	past []pastEpoch
+}
+
+// pastEpoch is what decrypting and checking a late application message of
+// an earlier epoch takes.
+type pastEpoch struct {
+	epoch            uint64
+	ctxBytes         []byte
+	tree             *tree.Tree
+	secrets          *secrettree.Tree
+	senderDataSecret []byte
+}
+
+// retire keeps the current epoch's application keys (up to
+// Config.PastEpochs of them) before the group moves on.
+func (g *Group) retire() {
+	if g.cfg.PastEpochs <= 0 || g.secrets == nil {
+		return
+	}
+	g.past = append(g.past, pastEpoch{epoch: g.ctx.Epoch, ctxBytes: g.ctxBytes, tree: g.tree,
+		secrets: g.secrets, senderDataSecret: g.epoch.SenderDataSecret})
+	if n := len(g.past) - g.cfg.PastEpochs; n > 0 {
+		clear(g.past[:n])
+		g.past = append(g.past[:0], g.past[n:]...)
+	}
 }
 
 type cachedProposal struct {

@@ -680,3 +680,39 @@ func TestCommitSkipsConflictingProposals(t *testing.T) {
 		t.Fatal("dave not removed")
 	}
 }
+
+func TestLateApplicationMessage(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	cfg := Config{PastEpochs: 1}
+	alice, _, _ := newMember(t, s, "alice")
+	a, _ := Create(cfg, s, []byte("g"), alice, nil)
+	_, bkp, bpriv := newMember(t, s, "bob")
+	res, _ := a.Commit(CommitOptions{Add: []*wire.KeyPackage{bkp}, RatchetTreeInWelcome: true})
+	_ = a.MergePendingCommit()
+	b, err := Join(cfg, res.Welcome, bkp, bpriv, JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bob sends in epoch 1; Alice commits twice before it arrives.
+	late, _ := b.Protect([]byte("late"), nil)
+	later, _ := b.Protect([]byte("later"), nil)
+	for range 2 {
+		commitAndDeliver(t, []*Group{a, b}, 0, CommitOptions{})
+		if a.Epoch() == 2 {
+			if p, err := a.Process(roundTrip(t, late)); err != nil || string(p.ApplicationData) != "late" {
+				t.Fatalf("message of the previous epoch: %v", err)
+			}
+		}
+	}
+	// Two epochs back is beyond PastEpochs = 1, even after a reload.
+	a2, err := UnmarshalState(a.MarshalState(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a2.Process(roundTrip(t, later)); !errors.Is(err, ErrWrongEpoch) {
+		t.Fatalf("message of two epochs back: %v", err)
+	}
+	if !bytes.Equal(a2.MarshalState(), a.MarshalState()) {
+		t.Fatal("state with past epochs does not re-encode")
+	}
+}

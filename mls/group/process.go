@@ -89,6 +89,9 @@ func (g *Group) unprotect(m *wire.MLSMessage) (*framing.AuthenticatedContent, er
 		}
 	case m.PrivateMessage != nil:
 		pm := m.PrivateMessage
+		if pm.Epoch < g.ctx.Epoch && pm.ContentType == wire.ContentApplication && bytes.Equal(pm.GroupID, g.ctx.GroupID) {
+			return g.unprotectPast(pm)
+		}
 		if err := g.checkGroupEpoch(pm.GroupID, pm.Epoch); err != nil {
 			return nil, err
 		}
@@ -107,6 +110,30 @@ func (g *Group) unprotect(m *wire.MLSMessage) (*framing.AuthenticatedContent, er
 		return nil, err
 	}
 	return ac, nil
+}
+
+// unprotectPast decrypts and checks an application message of a past epoch
+// whose keys are kept.
+func (g *Group) unprotectPast(pm *wire.PrivateMessage) (*framing.AuthenticatedContent, error) {
+	for i := range g.past {
+		p := &g.past[i]
+		if p.epoch != pm.Epoch {
+			continue
+		}
+		ac, err := framing.Decrypt(g.suite, pm, p.secrets, p.senderDataSecret)
+		if err != nil {
+			return nil, fmt.Errorf("decrypting private message of epoch %d: %w", pm.Epoch, err)
+		}
+		ln := p.tree.Leaf(ac.Content.Sender.LeafIndex)
+		if ln == nil {
+			return nil, fmt.Errorf("%w: sender leaf %d in epoch %d", ErrNotMember, ac.Content.Sender.LeafIndex, pm.Epoch)
+		}
+		if err := ac.Verify(g.suite, ln.SignatureKey, p.ctxBytes); err != nil {
+			return nil, err
+		}
+		return ac, nil
+	}
+	return nil, fmt.Errorf("%w: message for epoch %d, group at %d", ErrWrongEpoch, pm.Epoch, g.ctx.Epoch)
 }
 
 func (g *Group) checkGroupEpoch(groupID []byte, epoch uint64) error {
@@ -224,6 +251,7 @@ func (g *Group) processCommit(ac *framing.AuthenticatedContent) (removed bool, e
 		return false, fmt.Errorf("%w: %w", ErrInvalidCommit, err)
 	}
 
+	g.retire()
 	g.tree, g.keys = t, keys
 	g.setContext(newCtx)
 	g.startEpoch(epoch, ac.Auth.ConfirmationTag)

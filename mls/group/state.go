@@ -88,6 +88,17 @@ func (g *Group) MarshalState() []byte {
 		w.Optional(p.reinit != nil, func(w *codec.Writer) { p.reinit.MarshalMLS(w) })
 	})
 	w.Optional(g.reinit != nil, func(w *codec.Writer) { g.reinit.MarshalMLS(w) })
+	w.Vector(func(w *codec.Writer) {
+		for i := range g.past {
+			p := &g.past[i]
+			w.Uint64(p.epoch)
+			w.Opaque(p.ctxBytes)
+			rt := p.tree.RatchetTree()
+			rt.MarshalMLS(w)
+			w.Vector(p.secrets.MarshalMLS)
+			w.Opaque(p.senderDataSecret)
+		}
+	})
 	return w.Bytes()
 }
 
@@ -158,6 +169,28 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 		g.pending = p
 	}
 	g.reinit = unmarshalReInit(r)
+	r.Vector(func(r *codec.Reader) {
+		for !r.Empty() {
+			p := pastEpoch{epoch: r.Uint64(), ctxBytes: own(r.Opaque())}
+			var rt wire.RatchetTree
+			rt.UnmarshalMLS(r)
+			st := r.Opaque()
+			p.senderDataSecret = own(r.Opaque())
+			if r.Err() != nil {
+				return
+			}
+			var err error
+			if p.tree, err = tree.FromRatchetTree(s, rt); err != nil {
+				r.Fail(err)
+				return
+			}
+			if p.secrets, err = secrettree.Decode(s, st, cfg.SecretTree); err != nil {
+				r.Fail(err)
+				return
+			}
+			g.past = append(g.past, p)
+		}
+	})
 	if err := r.Finish(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidState, err)
 	}
