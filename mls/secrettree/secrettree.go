@@ -220,6 +220,47 @@ func (t *Tree) Get(leaf treemath.LeafIndex, typ RatchetType, g uint32) (KeyNonce
 	return t.advance(r), nil
 }
 
+// Peek returns the key and nonce for generation g like Get but deletes
+// nothing, so that a forged message naming g cannot burn the key of the
+// genuine one: a receiver peeks, decrypts, and calls Delete on success.
+func (t *Tree) Peek(leaf treemath.LeafIndex, typ RatchetType, g uint32) (KeyNonce, error) {
+	r, err := t.ratchetFor(leaf, typ)
+	if err != nil {
+		return KeyNonce{}, err
+	}
+	if g < r.next || r.secret == nil {
+		for _, s := range r.skipped {
+			if s.generation == g {
+				return s.KeyNonce, nil
+			}
+		}
+		return KeyNonce{}, fmt.Errorf("leaf %d generation %d: %w", leaf, g, ErrGenerationConsumed)
+	}
+	if g-r.next > t.cfg.MaxForward {
+		return KeyNonce{}, fmt.Errorf("leaf %d generation %d, next expected %d: %w", leaf, g, r.next, ErrTooFarAhead)
+	}
+	s := t.suite
+	secret := r.secret
+	for gen := r.next; gen < g; gen++ {
+		next := s.DeriveTreeSecret(secret, "secret", gen, s.HashSize())
+		if gen != r.next {
+			wipe(secret)
+		}
+		secret = next
+	}
+	kn := KeyNonce{Key: s.DeriveTreeSecret(secret, "key", g, s.KeySize()), Nonce: s.DeriveTreeSecret(secret, "nonce", g, s.NonceSize())}
+	if g != r.next {
+		wipe(secret)
+	}
+	return kn, nil
+}
+
+// Delete consumes generation g as Get does, once its message decrypted.
+func (t *Tree) Delete(leaf treemath.LeafIndex, typ RatchetType, g uint32) error {
+	_, err := t.Get(leaf, typ, g)
+	return err
+}
+
 func (t *Tree) keep(r *ratchet, s skipped) {
 	if t.cfg.MaxSkipped == 0 {
 		wipe(s.Key)
