@@ -152,12 +152,20 @@ type pastEpoch struct {
 // retire keeps the current epoch's application keys (up to
 // Config.PastEpochs of them) before the group moves on.
 func (g *Group) retire() {
-	if g.cfg.PastEpochs <= 0 || g.secrets == nil {
+	if g.secrets == nil {
+		return
+	}
+	if g.cfg.PastEpochs <= 0 {
+		g.secrets.Wipe()
 		return
 	}
 	g.past = append(g.past, pastEpoch{epoch: g.ctx.Epoch, ctxBytes: g.ctxBytes, tree: g.tree,
 		secrets: g.secrets, senderDataSecret: g.epoch.SenderDataSecret})
 	if n := len(g.past) - g.cfg.PastEpochs; n > 0 {
+		for _, p := range g.past[:n] {
+			p.secrets.Wipe()
+			clear(p.senderDataSecret)
+		}
 		clear(g.past[:n])
 		g.past = append(g.past[:0], g.past[n:]...)
 	}
@@ -217,6 +225,22 @@ func (g *Group) setContext(ctx wire.GroupContext) {
 // startEpoch installs an epoch's secrets and a fresh secret tree, and keeps
 // the epoch's resumption PSK.
 func (g *Group) startEpoch(e *keyschedule.Epoch, confirmationTag []byte) {
+	if old := g.epoch; old != nil {
+		// The previous epoch's secrets go (§9.2, §16.6); its sender data
+		// secret stays with its kept application keys, its resumption PSK
+		// in g.resumption.
+		for _, s := range []*[]byte{&old.WelcomeSecret, &old.EpochSecret, &old.ExporterSecret, &old.ExternalSecret,
+			&old.ConfirmationKey, &old.MembershipKey, &old.InitSecret} {
+			clear(*s)
+			*s = nil
+		}
+		if g.cfg.PastEpochs <= 0 {
+			clear(old.SenderDataSecret)
+		}
+	}
+	for _, u := range g.pendingUpdates {
+		clear(u.priv)
+	}
 	g.epoch = e
 	g.secrets = secrettree.New(g.suite, e.EncryptionSecret, g.tree.NumLeaves(), g.cfg.SecretTree)
 	// The secret tree has its own copy; the RFC wants the rest gone (§9.2).
@@ -232,8 +256,11 @@ func (g *Group) startEpoch(e *keyschedule.Epoch, confirmationTag []byte) {
 		max = DefaultMaxPastResumptionPSKs
 	}
 	g.resumption = append(g.resumption, resumptionPSK{epoch: g.ctx.Epoch, secret: e.ResumptionPSK})
-	if len(g.resumption) > max {
-		g.resumption = append(g.resumption[:0], g.resumption[len(g.resumption)-max:]...)
+	if n := len(g.resumption) - max; n > 0 {
+		for _, r := range g.resumption[:n] {
+			clear(r.secret)
+		}
+		g.resumption = append(g.resumption[:0], g.resumption[n:]...)
 	}
 }
 

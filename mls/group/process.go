@@ -334,7 +334,8 @@ func (g *Group) adoptUpdate(t *tree.Tree, keys *tree.PrivateKeys) error {
 	}
 	for _, u := range g.pendingUpdates {
 		if bytes.Equal(u.pub, pub) {
-			keys.Set(g.me.Node(), u.priv)
+			// A copy: the pending updates' keys are wiped with the epoch.
+			keys.Set(g.me.Node(), append([]byte(nil), u.priv...))
 			return nil
 		}
 	}

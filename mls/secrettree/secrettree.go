@@ -135,6 +135,10 @@ func (t *Tree) ratchetFor(leaf treemath.LeafIndex, typ RatchetType) (*ratchet, e
 		return lr.r[typ], nil
 	}
 	secret := t.leafSecret(leaf.Node())
+	if secret == nil {
+		// Wiped, or a state that lost it: derive nothing from nothing.
+		return nil, fmt.Errorf("leaf %d: %w", leaf, ErrGenerationConsumed)
+	}
 	nh := t.suite.HashSize()
 	lr := &leafRatchets{r: [2]*ratchet{
 		{secret: t.suite.ExpandWithLabel(secret, "handshake", nil, nh)},
@@ -158,6 +162,9 @@ func (t *Tree) leafSecret(x treemath.NodeIndex) []byte {
 				start = i
 				break
 			}
+		}
+		if start < 0 {
+			return nil
 		}
 		nh := t.suite.HashSize()
 		for i := start; i >= 0; i-- {
@@ -295,6 +302,26 @@ func (t *Tree) advance(r *ratchet) KeyNonce {
 	}
 	wipe(old)
 	return kn
+}
+
+// Wipe deletes every secret the tree still holds, when its epoch is over.
+func (t *Tree) Wipe() {
+	for x, s := range t.nodes {
+		wipe(s)
+		delete(t.nodes, x)
+	}
+	for l, lr := range t.leaves {
+		for _, r := range lr.r {
+			wipe(r.secret)
+			r.secret = nil
+			for _, s := range r.skipped {
+				wipe(s.Key)
+				wipe(s.Nonce)
+			}
+			r.skipped = nil
+		}
+		delete(t.leaves, l)
+	}
 }
 
 // SenderDataKeyNonce derives the key and nonce that protect a

@@ -230,3 +230,20 @@ func TestPeek(t *testing.T) {
 		t.Fatalf("peek of a consumed generation: %v", err)
 	}
 }
+
+func TestWipe(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	tr := New(s, bytes.Repeat([]byte{4}, 32), 4, Config{})
+	kn, _ := tr.Get(1, Application, 3)
+	_ = kn
+	tr.Wipe()
+	if len(tr.nodes) != 0 || len(tr.leaves) != 0 {
+		t.Fatal("secrets left after Wipe")
+	}
+	// A wiped tree derives nothing.
+	for _, l := range []treemath.LeafIndex{1, 2} {
+		if _, err := tr.Get(l, Application, 4); !errors.Is(err, ErrGenerationConsumed) {
+			t.Fatalf("leaf %d after Wipe: %v", l, err)
+		}
+	}
+}
