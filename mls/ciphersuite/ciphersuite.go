@@ -157,3 +157,24 @@ func (s *Suite) Hash(data []byte) []byte {
 // NewHash returns a fresh instance of the suite's hash, for hashing input
 // written in pieces (transcript hashes, tree hashes).
 func (s *Suite) NewHash() hash.Hash { return s.newHash() }
+
+// String is the suite's RFC 9420 name.
+func (id ID) String() string {
+	switch id {
+	case MLS128DHKEMX25519AES128GCMSHA256Ed25519:
+		return "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"
+	case MLS128DHKEMP256AES128GCMSHA256P256:
+		return "MLS_128_DHKEMP256_AES128GCM_SHA256_P256"
+	case MLS128DHKEMX25519ChaCha20Poly1305SHA256Ed25519:
+		return "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519"
+	case MLS256DHKEMX448AES256GCMSHA512Ed448:
+		return "MLS_256_DHKEMX448_AES256GCM_SHA512_Ed448"
+	case MLS256DHKEMP521AES256GCMSHA512P521:
+		return "MLS_256_DHKEMP521_AES256GCM_SHA512_P521"
+	case MLS256DHKEMX448ChaCha20Poly1305SHA512Ed448:
+		return "MLS_256_DHKEMX448_CHACHA20POLY1305_SHA512_Ed448"
+	case MLS256DHKEMP384AES256GCMSHA384P384:
+		return "MLS_256_DHKEMP384_AES256GCM_SHA384_P384"
+	}
+	return fmt.Sprintf("ciphersuite(%d)", uint16(id))
+}

@@ -86,7 +86,7 @@ func (s *Suite) GenerateKeyPair() (priv, pub []byte, err error) {
 
 // HPKEPublicKey derives the public key of an HPKE private key.
 func (s *Suite) HPKEPublicKey(priv []byte) ([]byte, error) {
-	sk, err := s.kem.UnmarshalBinaryPrivateKey(priv)
+	sk, err := s.kem.UnmarshalBinaryPrivateKey(s.padScalar(priv))
 	if err != nil {
 		return nil, fmt.Errorf("decoding HPKE private key: %w: %w", ErrInvalidKey, err)
 	}
@@ -106,7 +106,7 @@ func (s *Suite) publicKey(pub []byte) (kem.PublicKey, error) {
 }
 
 func (s *Suite) privateKey(priv []byte) (kem.PrivateKey, error) {
-	sk, err := s.kem.UnmarshalBinaryPrivateKey(priv)
+	sk, err := s.kem.UnmarshalBinaryPrivateKey(s.padScalar(priv))
 	if err != nil {
 		return nil, fmt.Errorf("decoding HPKE private key: %w: %w", ErrInvalidKey, err)
 	}
@@ -190,6 +190,17 @@ func (s *Suite) ExportSecretReceiver(priv, kemOutput, info, exporterContext []by
 		return nil, fmt.Errorf("setting up HPKE receiver: %w: %w", ErrDecrypt, err)
 	}
 	return opener.Export(exporterContext, uint(length)), nil
+}
+
+// padScalar left-pads a NIST-curve private key to Nsk bytes: some encoders
+// strip the leading zero bytes of the scalar (one P-521 key in 256 has one).
+func (s *Suite) padScalar(priv []byte) []byte {
+	if s.kemBitmask == 0 || len(priv) >= s.nsk {
+		return priv
+	}
+	p := make([]byte, s.nsk)
+	copy(p[s.nsk-len(priv):], priv)
+	return p
 }
 
 func concat(parts ...[]byte) []byte {

@@ -18,6 +18,10 @@ func (s *Suite) MAC(key, data []byte) []byte {
 	return m.Sum(make([]byte, 0, s.nh))
 }
 
+// NewMAC returns an HMAC with the suite's hash keyed with key, for MACs
+// over input written in pieces.
+func (s *Suite) NewMAC(key []byte) hash.Hash { return hmac.New(s.newHash, key) }
+
 // Extract is HKDF-Extract(salt, ikm). An empty salt is a string of Nh
 // zeros, as HMAC pads it anyway.
 func (s *Suite) Extract(salt, ikm []byte) []byte {

@@ -42,16 +42,31 @@ var (
 
 // AuthenticatedContent is a FramedContent with its wire format and
 // authentication data (§6.1).
+//
+// Signing, verifying, tagging and hashing encode Content once and keep the
+// encoding, so Content must not change after the first of them.
 type AuthenticatedContent struct {
 	WireFormat wire.WireFormat
 	Content    wire.FramedContent
 	Auth       wire.FramedContentAuthData
+
+	enc []byte // encoded Content, once needed
+}
+
+// encoded is the TLS encoding of a.Content, computed once: a commit with a
+// path to a large group is tens of kilobytes, and the signature, membership
+// tag and transcript hash all cover it.
+func (a *AuthenticatedContent) encoded() []byte {
+	if a.enc == nil {
+		a.enc = codec.Marshal(&a.Content)
+	}
+	return a.enc
 }
 
 // MarshalMLS implements codec.Marshaler.
 func (a *AuthenticatedContent) MarshalMLS(w *codec.Writer) {
 	w.Uint16(uint16(a.WireFormat))
-	a.Content.MarshalMLS(w)
+	w.Raw(a.encoded())
 	a.Auth.Marshal(w, a.Content.ContentType)
 }
 
@@ -60,6 +75,7 @@ func (a *AuthenticatedContent) UnmarshalMLS(r *codec.Reader) {
 	a.WireFormat = wire.WireFormat(r.Uint16())
 	a.Content.UnmarshalMLS(r)
 	a.Auth.Unmarshal(r, a.Content.ContentType)
+	a.enc = nil
 }
 
 const tbsLabel = "FramedContentTBS"
@@ -74,14 +90,14 @@ func needsContext(t wire.SenderType) bool {
 func (a *AuthenticatedContent) marshalTBS(w *codec.Writer, groupContext []byte) {
 	w.Uint16(uint16(wire.MLS10))
 	w.Uint16(uint16(a.WireFormat))
-	a.Content.MarshalMLS(w)
+	w.Raw(a.encoded())
 	if needsContext(a.Content.Sender.Type) {
 		w.Raw(groupContext)
 	}
 }
 
 func (a *AuthenticatedContent) tbs(groupContext []byte) []byte {
-	w := codec.NewWriter(make([]byte, 0, 256+len(groupContext)))
+	w := codec.NewWriter(make([]byte, 0, 4+len(a.encoded())+len(groupContext)))
 	a.marshalTBS(w, groupContext)
 	return w.Bytes()
 }
@@ -108,10 +124,17 @@ func (a *AuthenticatedContent) Verify(s *ciphersuite.Suite, pub, groupContext []
 
 // MembershipTag is MAC(membership_key, AuthenticatedContentTBM) (§6.2).
 func (a *AuthenticatedContent) MembershipTag(s *ciphersuite.Suite, membershipKey, groupContext []byte) []byte {
-	w := codec.NewWriter(make([]byte, 0, 384+len(groupContext)))
-	a.marshalTBS(w, groupContext)
-	a.Auth.Marshal(w, a.Content.ContentType)
-	return s.MAC(membershipKey, w.Bytes())
+	// Streamed into the MAC rather than copied into one buffer.
+	m := s.NewMAC(membershipKey)
+	m.Write([]byte{byte(wire.MLS10 >> 8), byte(wire.MLS10), byte(a.WireFormat >> 8), byte(a.WireFormat)})
+	m.Write(a.encoded())
+	if needsContext(a.Content.Sender.Type) {
+		m.Write(groupContext)
+	}
+	var w codec.Writer
+	a.Auth.Marshal(&w, a.Content.ContentType)
+	m.Write(w.Bytes())
+	return m.Sum(nil)
 }
 
 // PublicMessage frames a as a PublicMessage, with the membership tag when

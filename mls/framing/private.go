@@ -120,7 +120,9 @@ func Decrypt(s *ciphersuite.Suite, m *wire.PrivateMessage, tree *secrettree.Tree
 	var guard [4]byte
 	copy(guard[:], sd[8:])
 
-	kn, err := tree.Get(leaf, ratchetType(m.ContentType), gen)
+	// Peek, and delete the key only once the message decrypts: a member can
+	// forge sender data naming any generation.
+	kn, err := tree.Peek(leaf, ratchetType(m.ContentType), gen)
 	if err != nil {
 		return nil, fmt.Errorf("decrypting message from leaf %d generation %d: %w", leaf, gen, err)
 	}
@@ -129,6 +131,9 @@ func Decrypt(s *ciphersuite.Suite, m *wire.PrivateMessage, tree *secrettree.Tree
 	pt, err := s.Open(kn.Key, guardNonce(kn.Nonce, guard), aad.Bytes(), m.Ciphertext)
 	if err != nil {
 		return nil, fmt.Errorf("decrypting message from leaf %d: %w: %w", leaf, ErrDecrypt, err)
+	}
+	if err := tree.Delete(leaf, ratchetType(m.ContentType), gen); err != nil {
+		return nil, fmt.Errorf("decrypting message from leaf %d: %w", leaf, err)
 	}
 
 	return parseContent(m, leaf, pt)

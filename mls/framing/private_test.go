@@ -188,3 +188,24 @@ func FuzzDecrypt(f *testing.F) {
 		}
 	})
 }
+
+// A message that fails to decrypt does not use up its generation's key.
+func TestFailedDecryptKeepsKey(t *testing.T) {
+	g := newTestGroup(t, 1)
+	send := secrettree.New(g.s, g.encryptionSecret, 2, secrettree.Config{})
+	a := g.appContent([]byte("hello"))
+	_ = a.Sign(g.s, g.sigPriv, g.gc)
+	pm, err := a.Encrypt(g.s, send, g.senderDataSecret, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := secrettree.New(g.s, g.encryptionSecret, 2, secrettree.Config{})
+	bad := *pm
+	bad.AuthenticatedData = []byte("forged")
+	if _, err := Decrypt(g.s, &bad, recv, g.senderDataSecret); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("forged: %v", err)
+	}
+	if _, err := Decrypt(g.s, pm, recv, g.senderDataSecret); err != nil {
+		t.Fatalf("genuine message after a forged one: %v", err)
+	}
+}

@@ -10,12 +10,14 @@ import (
 // ConfirmedTranscriptHash is Hash(interim_transcript_hash_[n-1] ||
 // ConfirmedTranscriptHashInput) for the commit a (§8.2).
 func ConfirmedTranscriptHash(s *ciphersuite.Suite, interimBefore []byte, a *AuthenticatedContent) []byte {
-	w := codec.NewWriter(make([]byte, 0, 512))
-	w.Raw(interimBefore)
-	w.Uint16(uint16(a.WireFormat))
-	a.Content.MarshalMLS(w)
-	w.Opaque(a.Auth.Signature)
-	return s.Hash(w.Bytes())
+	h := s.NewHash()
+	h.Write(interimBefore)
+	h.Write([]byte{byte(a.WireFormat >> 8), byte(a.WireFormat)})
+	h.Write(a.encoded())
+	var b [4]byte
+	h.Write(codec.AppendVarint(b[:0], len(a.Auth.Signature)))
+	h.Write(a.Auth.Signature)
+	return h.Sum(nil)
 }
 
 // InterimTranscriptHash is Hash(confirmed_transcript_hash_[n] ||

@@ -61,6 +61,16 @@ func FromJoiner(s *ciphersuite.Suite, joinerSecret, pskSecret, groupContext []by
 	return e
 }
 
+// WelcomeSecret is the welcome secret of the epoch with joinerSecret and
+// pskSecret (nil: no PSKs), which a joiner needs before it has the
+// GroupContext (it is in the GroupInfo the welcome secret decrypts).
+func WelcomeSecret(s *ciphersuite.Suite, joinerSecret, pskSecret []byte) []byte {
+	if pskSecret == nil {
+		pskSecret = make([]byte, s.HashSize())
+	}
+	return s.DeriveSecret(s.Extract(joinerSecret, pskSecret), "welcome")
+}
+
 // FromEpochSecret derives an epoch's secrets from its epoch secret alone
 // (the joiner and welcome secrets stay nil), as when a group is created.
 func FromEpochSecret(s *ciphersuite.Suite, epochSecret []byte) *Epoch {

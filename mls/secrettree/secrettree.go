@@ -135,6 +135,10 @@ func (t *Tree) ratchetFor(leaf treemath.LeafIndex, typ RatchetType) (*ratchet, e
 		return lr.r[typ], nil
 	}
 	secret := t.leafSecret(leaf.Node())
+	if secret == nil {
+		// Wiped, or a state that lost it: derive nothing from nothing.
+		return nil, fmt.Errorf("leaf %d: %w", leaf, ErrGenerationConsumed)
+	}
 	nh := t.suite.HashSize()
 	lr := &leafRatchets{r: [2]*ratchet{
 		{secret: t.suite.ExpandWithLabel(secret, "handshake", nil, nh)},
@@ -158,6 +162,9 @@ func (t *Tree) leafSecret(x treemath.NodeIndex) []byte {
 				start = i
 				break
 			}
+		}
+		if start < 0 {
+			return nil
 		}
 		nh := t.suite.HashSize()
 		for i := start; i >= 0; i-- {
@@ -220,6 +227,47 @@ func (t *Tree) Get(leaf treemath.LeafIndex, typ RatchetType, g uint32) (KeyNonce
 	return t.advance(r), nil
 }
 
+// Peek returns the key and nonce for generation g like Get but deletes
+// nothing, so that a forged message naming g cannot burn the key of the
+// genuine one: a receiver peeks, decrypts, and calls Delete on success.
+func (t *Tree) Peek(leaf treemath.LeafIndex, typ RatchetType, g uint32) (KeyNonce, error) {
+	r, err := t.ratchetFor(leaf, typ)
+	if err != nil {
+		return KeyNonce{}, err
+	}
+	if g < r.next || r.secret == nil {
+		for _, s := range r.skipped {
+			if s.generation == g {
+				return s.KeyNonce, nil
+			}
+		}
+		return KeyNonce{}, fmt.Errorf("leaf %d generation %d: %w", leaf, g, ErrGenerationConsumed)
+	}
+	if g-r.next > t.cfg.MaxForward {
+		return KeyNonce{}, fmt.Errorf("leaf %d generation %d, next expected %d: %w", leaf, g, r.next, ErrTooFarAhead)
+	}
+	s := t.suite
+	secret := r.secret
+	for gen := r.next; gen < g; gen++ {
+		next := s.DeriveTreeSecret(secret, "secret", gen, s.HashSize())
+		if gen != r.next {
+			wipe(secret)
+		}
+		secret = next
+	}
+	kn := KeyNonce{Key: s.DeriveTreeSecret(secret, "key", g, s.KeySize()), Nonce: s.DeriveTreeSecret(secret, "nonce", g, s.NonceSize())}
+	if g != r.next {
+		wipe(secret)
+	}
+	return kn, nil
+}
+
+// Delete consumes generation g as Get does, once its message decrypted.
+func (t *Tree) Delete(leaf treemath.LeafIndex, typ RatchetType, g uint32) error {
+	_, err := t.Get(leaf, typ, g)
+	return err
+}
+
 func (t *Tree) keep(r *ratchet, s skipped) {
 	if t.cfg.MaxSkipped == 0 {
 		wipe(s.Key)
@@ -254,6 +302,26 @@ func (t *Tree) advance(r *ratchet) KeyNonce {
 	}
 	wipe(old)
 	return kn
+}
+
+// Wipe deletes every secret the tree still holds, when its epoch is over.
+func (t *Tree) Wipe() {
+	for x, s := range t.nodes {
+		wipe(s)
+		delete(t.nodes, x)
+	}
+	for l, lr := range t.leaves {
+		for _, r := range lr.r {
+			wipe(r.secret)
+			r.secret = nil
+			for _, s := range r.skipped {
+				wipe(s.Key)
+				wipe(s.Nonce)
+			}
+			r.skipped = nil
+		}
+		delete(t.leaves, l)
+	}
 }
 
 // SenderDataKeyNonce derives the key and nonce that protect a

@@ -202,3 +202,48 @@ func FuzzDecode(f *testing.F) {
 		_, _ = tr.Get(0, Handshake, 1)
 	})
 }
+
+func TestPeek(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	secret := bytes.Repeat([]byte{4}, 32)
+	a := New(s, secret, 2, Config{})
+	ref := New(s, secret, 2, Config{})
+	for _, g := range []uint32{3, 3, 0, 5} {
+		kn, err := a.Peek(1, Application, g)
+		want, _ := New(s, secret, 2, Config{}).Get(1, Application, g)
+		if err != nil || !bytes.Equal(kn.Key, want.Key) || !bytes.Equal(kn.Nonce, want.Nonce) {
+			t.Fatalf("peek %d: %v", g, err)
+		}
+	}
+	// Peeking consumed nothing: every generation is still there.
+	for g := uint32(0); g < 6; g++ {
+		got, err := a.Get(1, Application, g)
+		want, _ := ref.Get(1, Application, g)
+		if err != nil || !bytes.Equal(got.Key, want.Key) {
+			t.Fatalf("get %d after peeks: %v", g, err)
+		}
+	}
+	if err := a.Delete(1, Application, 2); !errors.Is(err, ErrGenerationConsumed) {
+		t.Fatalf("delete of a consumed generation: %v", err)
+	}
+	if _, err := a.Peek(1, Application, 2); !errors.Is(err, ErrGenerationConsumed) {
+		t.Fatalf("peek of a consumed generation: %v", err)
+	}
+}
+
+func TestWipe(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	tr := New(s, bytes.Repeat([]byte{4}, 32), 4, Config{})
+	kn, _ := tr.Get(1, Application, 3)
+	_ = kn
+	tr.Wipe()
+	if len(tr.nodes) != 0 || len(tr.leaves) != 0 {
+		t.Fatal("secrets left after Wipe")
+	}
+	// A wiped tree derives nothing.
+	for _, l := range []treemath.LeafIndex{1, 2} {
+		if _, err := tr.Get(l, Application, 4); !errors.Is(err, ErrGenerationConsumed) {
+			t.Fatalf("leaf %d after Wipe: %v", l, err)
+		}
+	}
+}
