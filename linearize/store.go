@@ -97,7 +97,8 @@ const (
 		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (destination) DO UPDATE SET txn_last_seq=excluded.txn_last_seq, retry_count=excluded.retry_count,
 			next_attempt=excluded.next_attempt, last_error=excluded.last_error,
-			sent_up_to=CASE WHEN excluded.sent_up_to > lm_destination.sent_up_to THEN excluded.sent_up_to ELSE lm_destination.sent_up_to END
+			sent_up_to=CASE WHEN excluded.sent_up_to > lm_destination.sent_up_to
+				THEN excluded.sent_up_to ELSE lm_destination.sent_up_to END
 	`
 	// The in-flight mark of an idle destination (txn_last_seq 0) set to $2; a busy one keeps its own.
 	markIdleDestQuery = `
