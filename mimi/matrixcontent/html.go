@@ -2,6 +2,7 @@ package matrixcontent
 
 import (
 	"html"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -164,6 +165,8 @@ func attrOK(n *xhtml.Node, key string) (string, bool) {
 	return "", false
 }
 
+var reSpaces = regexp.MustCompile(`[ \t\r\n\f]+`)
+
 var blockTags = map[atom.Atom]bool{
 	atom.P: true, atom.Div: true, atom.H1: true, atom.H2: true, atom.H3: true, atom.H4: true, atom.H5: true,
 	atom.H6: true, atom.Blockquote: true, atom.Pre: true, atom.Ul: true, atom.Ol: true, atom.Li: true,
@@ -182,7 +185,12 @@ func htmlToText(src string) (string, error) {
 	walk = func(n *xhtml.Node) {
 		switch n.Type {
 		case xhtml.TextNode:
-			out.WriteString(n.Data)
+			// HTML whitespace rules: runs collapse, and nothing starts a line with a space.
+			text := reSpaces.ReplaceAllString(n.Data, " ")
+			if out.Len() == 0 || strings.HasSuffix(out.String(), "\n") {
+				text = strings.TrimLeft(text, " ")
+			}
+			out.WriteString(text)
 			return
 		case xhtml.ElementNode:
 		default:
