@@ -25,8 +25,16 @@ func renderMarkdown(src string, link func(href string) string) string {
 }
 
 type mdRenderer struct {
-	link func(string) string
+	link  func(string) string
+	depth int
 }
+
+// Bounds that keep rendering linear in hostile input.
+const (
+	maxLinkLabel  = 1000
+	maxLinkDest   = 4096
+	maxQuoteDepth = 16
+)
 
 var (
 	reHeading  = regexp.MustCompile(`^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$`)
@@ -41,9 +49,9 @@ var (
 func blank(line string) bool { return strings.TrimSpace(line) == "" }
 
 // startsBlock reports whether line interrupts a paragraph.
-func startsBlock(line string) bool {
+func (r *mdRenderer) startsBlock(line string) bool {
 	return reHeading.MatchString(line) || reFence.MatchString(line) || reHR.MatchString(line) ||
-		reQuote.MatchString(line) || reBullet.MatchString(line) || reOrdered.MatchString(line)
+		(reQuote.MatchString(line) && r.depth < maxQuoteDepth) || reBullet.MatchString(line) || reOrdered.MatchString(line)
 }
 
 func (r *mdRenderer) blocks(out *strings.Builder, lines []string) {
@@ -82,13 +90,15 @@ func (r *mdRenderer) blocks(out *strings.Builder, lines []string) {
 		case reHR.MatchString(line):
 			out.WriteString("<hr>\n")
 			i++
-		case reQuote.MatchString(line):
+		case reQuote.MatchString(line) && r.depth < maxQuoteDepth:
 			var inner []string
 			for ; i < len(lines) && reQuote.MatchString(lines[i]); i++ {
 				inner = append(inner, reQuote.ReplaceAllString(lines[i], ""))
 			}
 			out.WriteString("<blockquote>\n")
+			r.depth++
 			r.blocks(out, inner)
+			r.depth--
 			out.WriteString("</blockquote>\n")
 		case reBullet.MatchString(line) || reOrdered.MatchString(line):
 			i = r.list(out, lines, i)
@@ -96,7 +106,7 @@ func (r *mdRenderer) blocks(out *strings.Builder, lines []string) {
 			i = r.table(out, lines, i)
 		default:
 			var para []string
-			for ; i < len(lines) && !blank(lines[i]) && (len(para) == 0 || !startsBlock(lines[i])); i++ {
+			for ; i < len(lines) && !blank(lines[i]) && (len(para) == 0 || !r.startsBlock(lines[i])); i++ {
 				para = append(para, lines[i])
 			}
 			out.WriteString("<p>" + r.inline(strings.Join(para, "\n")) + "</p>\n")
@@ -368,14 +378,27 @@ func (r *mdRenderer) inline(s string) string {
 // processEmphasis matches delimiter runs as CommonMark §6.2 describes (including the "rule
 // of three"), and GFM strikethrough (runs of one or two tildes of equal length).
 func processEmphasis(nodes []inlineNode) {
+	// bottom remembers, per kind of closer, below which index no opener can be found, so a
+	// run of unmatched closers costs linear time (CommonMark's openers_bottom).
+	type kind struct {
+		char    byte
+		mod3    int
+		canOpen bool
+	}
+	bottom := map[kind]int{}
 	for ci := range nodes {
 		closer := nodes[ci].delim
 		if closer == nil || !closer.canClose {
 			continue
 		}
+		k := kind{closer.char, closer.orig % 3, closer.canOpen}
 		for closer.count > 0 {
 			oi := -1
-			for j := ci - 1; j >= 0; j-- {
+			floor, seen := bottom[k]
+			if !seen {
+				floor = -1
+			}
+			for j := ci - 1; j > floor; j-- {
 				o := nodes[j].delim
 				if o == nil || !o.canOpen || o.count == 0 || o.char != closer.char {
 					continue
@@ -391,6 +414,9 @@ func processEmphasis(nodes []inlineNode) {
 				break
 			}
 			if oi < 0 {
+				if closer.char != '~' {
+					bottom[k] = ci - 1
+				}
 				break
 			}
 			opener := nodes[oi].delim
@@ -499,7 +525,10 @@ func autolink(s string) (string, int) {
 func linkAt(s string) (label, dest string, n int) {
 	depth := 0
 	i := 0
-	for ; i < len(s); i++ {
+	// Bounded scans keep a paragraph of unmatched brackets linear (CommonMark bounds link
+	// labels to 999 characters for the same reason).
+	limit := min(len(s), maxLinkLabel)
+	for ; i < limit; i++ {
 		switch s[i] {
 		case '\\':
 			i++
@@ -519,7 +548,7 @@ func linkAt(s string) (label, dest string, n int) {
 			break
 		}
 	}
-	if i >= len(s) || i+1 >= len(s) || s[i+1] != '(' {
+	if i >= limit || i+1 >= len(s) || s[i+1] != '(' {
 		return "", "", 0
 	}
 	label = s[1:i]
@@ -536,7 +565,7 @@ func linkAt(s string) (label, dest string, n int) {
 		j += end + 2
 	} else {
 		start, parens := j, 0
-		for ; j < len(s); j++ {
+		for ; j < len(s) && j-start < maxLinkDest; j++ {
 			c := s[j]
 			if c == '\\' && j+1 < len(s) {
 				j++

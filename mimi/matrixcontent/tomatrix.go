@@ -42,6 +42,10 @@ type ToMatrixOptions struct {
 	Languages []string
 }
 
+// maxFormattedInput is the size of text above which no HTML is rendered: Matrix events are
+// limited to 64 KiB, so such a message cannot be sent formatted anyway.
+const maxFormattedInput = 65536
+
 // piece is one thing a body part becomes before events are assembled.
 type piece struct {
 	msg      *event.MessageEventContent // text or media
@@ -319,6 +323,11 @@ func (r *renderer) single(p *content.NestedPart, part *content.SinglePart) ([]pi
 		pc.msg = &event.MessageEventContent{MsgType: event.MsgText, Body: text}
 		return []piece{pc}, nil
 	case "text/markdown":
+		if len(text) > maxFormattedInput {
+			// Larger than any Matrix event can be: send the source as it is.
+			pc.msg = &event.MessageEventContent{MsgType: event.MsgText, Body: text}
+			return []piece{pc}, nil
+		}
 		formatted := renderMarkdown(text, r.linker(&pc.mentions))
 		if strings.Count(formatted, "<p>") == 1 && strings.HasPrefix(formatted, "<p>") && strings.HasSuffix(formatted, "</p>") {
 			formatted = strings.TrimSuffix(strings.TrimPrefix(formatted, "<p>"), "</p>")
