@@ -30,6 +30,7 @@ import (
 	"github.com/lmbridge/lmbridge/linearize"
 	"github.com/lmbridge/lmbridge/linearize/federation"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // The benchmarks run the real appservice intake, dagview, bridge and LM engines on one SQLite database, as
@@ -351,18 +352,14 @@ func processCPU(b *testing.B) time.Duration {
 
 // timedLM notes when the engine has appended and queued each event the bridge sends, keyed by message body.
 type timedLM struct {
-	LMSide
+	remote.Rooms
 	lock sync.Mutex
 	done map[string]time.Time
 }
 
-func (t *timedLM) SendEventKeyed(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string) (string, error) {
-	return t.SendEventKeyedWith(ctx, roomID, sender, evtType, stateKey, content, ts, key, nil)
-}
-
-func (t *timedLM) SendEventKeyedWith(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string, with func(ctx context.Context, eventID string) error) (string, error) {
-	evtID, err := t.LMSide.SendEventKeyedWith(ctx, roomID, sender, evtType, stateKey, content, ts, key, with)
-	if c, ok := content.(Content); ok && err == nil {
+func (t *timedLM) SendRoomEvent(ctx context.Context, req *remote.SendRequest) (remote.EventID, error) {
+	evtID, err := t.Rooms.SendRoomEvent(ctx, req)
+	if c, ok := req.Content.(Content); ok && err == nil {
 		if body, ok := c["body"].(string); ok {
 			t.lock.Lock()
 			t.done[body] = time.Now()
@@ -384,7 +381,7 @@ func BenchmarkDAGToLM(b *testing.B) {
 	if _, err = st.remote.Join(ctx, link.LMRoomID, st.bob, testLM); err != nil {
 		b.Fatal(err)
 	}
-	timed := &timedLM{LMSide: st.ours, done: make(map[string]time.Time)}
+	timed := &timedLM{Rooms: st.ours, done: make(map[string]time.Time)}
 	st.br.lm = timed
 	st.dagTimes.reset()
 	n := b.N

@@ -99,12 +99,12 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	var acked map[string]int64
 	// fannedOut counts the PDUs queued per destination as hub, for the backlog the hub paces its senders by.
 	fannedOut := make(map[string]int)
-	var appended map[string][]*Event
+	var appended map[string][]heldEvent
 	// Events whose PDUs were handed to the fan-out bodies, taken back if the transaction does not commit.
 	var held []string
 	err := e.store.write(ctx, func(ctx context.Context) error {
 		held = held[:0]
-		appended = make(map[string][]*Event)
+		appended = make(map[string][]heldEvent)
 		if b.pre != nil {
 			if err := b.pre(ctx); err != nil {
 				return err
