@@ -22,6 +22,7 @@ import (
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/linearize/federation"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
+	"github.com/lmbridge/lmbridge/linearize/upgrades"
 )
 
 // DefaultRoomVersion is the room version of rooms we create when the config names none.
@@ -132,7 +133,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 	if cfg.RoomVersion == "" {
 		cfg.RoomVersion = DefaultRoomVersion
 	}
-	child := db.Child("linearize_version", upgradeTable, nil)
+	child := db.Child("linearize_version", upgrades.Table, nil)
 	if err := child.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("failed to upgrade linearize tables: %w", err)
 	}

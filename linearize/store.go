@@ -3,7 +3,6 @@ package linearize
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,11 +15,6 @@ import (
 
 	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
-
-//go:embed upgrades/*.sql
-var upgrades embed.FS
-
-var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(upgrades, "upgrades").Finish()
 
 const (
 	insertRoomQuery = `
