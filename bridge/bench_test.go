@@ -272,12 +272,12 @@ func newBenchStack(b *testing.B) (*benchStack, context.Context) {
 		remoteName: {string(remoteKey.ID): remoteKey.Priv.Public().(ed25519.PublicKey)},
 	}
 	st.ours, err = linearize.New(ctx, cfg.LM, db, linearize.Options{SigningKey: ourKey, Keys: keys,
-		Remote: directRemote{origin: testLM, peer: func() federation.Handler { return st.remote }}})
+		Remote: directRemote{origin: testLM, peer: func() federation.Handler { return st.remote.Federation() }}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	st.remote, err = linearize.New(ctx, config.LM{ServerName: remoteName}, openRawDB(b), linearize.Options{SigningKey: remoteKey,
-		Keys: keys, Remote: directRemote{origin: remoteName, peer: func() federation.Handler { return st.ours }}})
+		Keys: keys, Remote: directRemote{origin: remoteName, peer: func() federation.Handler { return st.ours.Federation() }}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -500,7 +500,7 @@ func BenchmarkLMToDAG(b *testing.B) {
 		}
 	}
 	// The first event warms the ghost up (registration, join), which happens once per ghost, not per event.
-	if _, err = st.ours.Send(ctx, "remote.example", "warm", &federation.Transaction{PDUs: pdus[:1]}); err != nil {
+	if _, err = st.ours.Federation().Send(ctx, "remote.example", "warm", &federation.Transaction{PDUs: pdus[:1]}); err != nil {
 		b.Fatal(err)
 	}
 	for _, ok := st.hs.arrivedAt("m0"); !ok; _, ok = st.hs.arrivedAt("m0") {
@@ -518,7 +518,7 @@ func BenchmarkLMToDAG(b *testing.B) {
 		if wait := time.Until(offered[i]); wait > 0 {
 			time.Sleep(wait)
 		}
-		resp, err := st.ours.Send(ctx, "remote.example", "b"+strconv.Itoa(i), &federation.Transaction{PDUs: pdus[i : i+1]})
+		resp, err := st.ours.Federation().Send(ctx, "remote.example", "b"+strconv.Itoa(i), &federation.Transaction{PDUs: pdus[i : i+1]})
 		if err != nil || len(resp.FailedPDUs) > 0 {
 			b.Fatalf("send %d: %v %v", i, err, resp)
 		}

@@ -32,7 +32,7 @@ func (e *Engine) setupTransport() {
 	if e.keys == nil {
 		e.keys = newOwnKeyFirst(e.serverName, e.key, federation.NewKeyRing(client))
 	}
-	e.handler = federation.NewServer(e.serverName, federation.NewKeyServer(e.serverName, e.key), e.keys, e,
+	e.handler = federation.NewServer(e.serverName, federation.NewKeyServer(e.serverName, e.key), e.keys, inbound{e},
 		e.cfg.MaxRequestBytes)
 }
 
