@@ -2,10 +2,11 @@ package linearize
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"slices"
-	"strconv"
-	"strings"
+
+	"go.mau.fi/util/dbutil"
 
 	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
@@ -46,45 +47,50 @@ type receivedTxn struct {
 	response json.RawMessage
 }
 
-// multiInsert builds one INSERT of many rows, so a batch costs a statement per table rather than per row.
-type multiInsert struct {
-	prefix string
-	cols   int
-	args   []any
+// eventRow is one lm_event row of a batch, and outboxRow one lm_outbox row: a batch inserts each table's rows in one
+// statement (dbutil's mass insert), so it costs a statement per table rather than per row.
+type eventRow struct {
+	roomID, eventID, evtType, sender, pdu string
+	idx, receivedAt                       int64
+	lpduID, stateKey                      sql.NullString
 }
 
-func (m *multiInsert) add(values ...any) {
-	m.args = append(m.args, values...)
+func (r eventRow) GetMassInsertValues() [9]any {
+	return [9]any{r.roomID, r.idx, r.eventID, r.lpduID, r.evtType, r.stateKey, r.sender, r.pdu, r.receivedAt}
 }
 
-func (m *multiInsert) exec(ctx context.Context, s *store) error {
-	if len(m.args) == 0 {
-		return nil
-	}
-	var sb strings.Builder
-	sb.WriteString(m.prefix)
-	for row := 0; row < len(m.args)/m.cols; row++ {
-		if row > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteByte('(')
-		for c := 0; c < m.cols; c++ {
-			if c > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteByte('$')
-			sb.WriteString(strconv.Itoa(row*m.cols + c + 1))
-		}
-		sb.WriteByte(')')
-	}
-	_, err := s.exec(ctx, sb.String(), m.args...)
-	return err
+type outboxRow struct {
+	destination, roomID, eventID string
+	seq                          int64
+	// lpdu is nil for a log event to fan out.
+	lpdu any
+}
+
+func (r outboxRow) GetMassInsertValues() [5]any {
+	return [5]any{r.destination, r.seq, r.roomID, r.eventID, r.lpdu}
 }
 
 const (
-	insertEventsPrefix = `INSERT INTO lm_event (room_id, idx, event_id, lpdu_id, event_type, state_key, sender, pdu, received_at) VALUES `
-	insertOutboxPrefix = `INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES `
+	insertEventQuery  = `INSERT INTO lm_event (room_id, idx, event_id, lpdu_id, event_type, state_key, sender, pdu, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
+	insertOutboxQuery = `INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES ($1, $2, $3, $4, $5)`
 )
+
+var (
+	insertEventsBuilder = dbutil.NewMassInsertBuilder[eventRow, [0]any, [9]any](insertEventQuery,
+		"($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)")
+	insertOutboxBuilder = dbutil.NewMassInsertBuilder[outboxRow, [0]any, [5]any](insertOutboxQuery, "($%d, $%d, $%d, $%d, $%d)")
+)
+
+// massInsert runs one INSERT of rows through builder; no rows is no statement.
+func massInsert[Item dbutil.MassInsertable[Dyn], Dyn dbutil.Array](ctx context.Context, s *store,
+	builder *dbutil.MassInsertBuilder[Item, [0]any, Dyn], rows []Item) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	query, args := builder.Build([0]any{}, rows)
+	_, err := s.exec(ctx, query, args...)
+	return err
+}
 
 // commitBatch writes appended events (with their state and, as hub, their fan-out rows), extra outbox rows and an
 // optional received-transaction answer in one database transaction, then publishes the new room states and wakes the
@@ -136,8 +142,8 @@ type batchPlan struct {
 	// held are the events whose PDUs were handed to the fan-out bodies, taken back if the transaction does not
 	// commit.
 	held   []string
-	events multiInsert
-	outbox multiInsert
+	events []eventRow
+	outbox []outboxRow
 	states []stateWrite
 }
 
@@ -156,8 +162,6 @@ func (e *Engine) planBatch(ctx context.Context, b batch, now int64) (*batchPlan,
 		woken:     make(map[string]int64),
 		fannedOut: make(map[string]int),
 		appended:  make(map[string][]heldEvent),
-		events:    multiInsert{prefix: insertEventsPrefix, cols: 9},
-		outbox:    multiInsert{prefix: insertOutboxPrefix, cols: 5},
 	}
 	for _, it := range b.items {
 		rs := plan.working[it.roomID]
@@ -183,8 +187,9 @@ func (e *Engine) planBatch(ctx context.Context, b batch, now int64) (*batchPlan,
 			}
 		}
 		idx := rs.headIdx + 1
-		plan.events.add(it.roomID, idx, it.eventID, nullString(it.lpduID), it.p.Type, nullStringPtr(it.p.StateKey),
-			it.p.Sender, string(it.raw), now)
+		plan.events = append(plan.events, eventRow{roomID: it.roomID, idx: idx, eventID: it.eventID,
+			lpduID: nullString(it.lpduID), evtType: it.p.Type, stateKey: nullStringPtr(it.p.StateKey), sender: it.p.Sender,
+			pdu: string(it.raw), receivedAt: now})
 		if err := rs.apply(it.p, it.eventID, idx); err != nil {
 			return plan, err
 		}
@@ -210,7 +215,7 @@ func (e *Engine) planBatch(ctx context.Context, b batch, now int64) (*batchPlan,
 			}
 			plan.seq++
 			refs++
-			plan.outbox.add(d, plan.seq, it.roomID, it.eventID, nil)
+			plan.outbox = append(plan.outbox, outboxRow{destination: d, seq: plan.seq, roomID: it.roomID, eventID: it.eventID})
 			plan.woken[d] = plan.seq
 			plan.fannedOut[d]++
 		}
@@ -221,7 +226,8 @@ func (e *Engine) planBatch(ctx context.Context, b batch, now int64) (*batchPlan,
 	}
 	for _, w := range b.extra {
 		plan.seq++
-		plan.outbox.add(w.destination, plan.seq, w.roomID, w.eventID, string(w.lpdu))
+		plan.outbox = append(plan.outbox, outboxRow{destination: w.destination, seq: plan.seq, roomID: w.roomID,
+			eventID: w.eventID, lpdu: string(w.lpdu)})
 		plan.woken[w.destination] = plan.seq
 	}
 	return plan, nil
@@ -234,10 +240,10 @@ func (e *Engine) writeBatch(ctx context.Context, b batch, plan *batchPlan, now i
 			return err
 		}
 	}
-	if err := plan.events.exec(ctx, e.store); err != nil {
+	if err := massInsert(ctx, e.store, insertEventsBuilder, plan.events); err != nil {
 		return err
 	}
-	if err := plan.outbox.exec(ctx, e.store); err != nil {
+	if err := massInsert(ctx, e.store, insertOutboxBuilder, plan.outbox); err != nil {
 		return err
 	}
 	if plan.seq != e.outboxSeq {
