@@ -205,11 +205,11 @@ func (s *serviceTimes) snapshot() []time.Duration {
 
 // timedListener times the bridge's handling of LM events.
 type timedListener struct {
-	linearize.Listener
+	remote.Listener
 	times *serviceTimes
 }
 
-func (l *timedListener) OnEvent(ctx context.Context, evt *linearize.Event) error {
+func (l *timedListener) OnEvent(ctx context.Context, evt *remote.Event) error {
 	defer l.times.since(time.Now())
 	return l.Listener.OnEvent(ctx, evt)
 }
@@ -463,7 +463,7 @@ func BenchmarkDAGToLM(b *testing.B) {
 // request arriving at the homeserver.
 func BenchmarkLMToDAG(b *testing.B) {
 	st, ctx := newBenchStack(b)
-	roomID, err := st.remote.CreateRoom(ctx, st.bob, []linearize.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
+	roomID, err := st.remote.CreateRoom(ctx, st.bob, []remote.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
 	if err != nil {
 		b.Fatal(err)
 	}
