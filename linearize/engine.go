@@ -141,7 +141,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		cfg:           cfg,
 		serverName:    cfg.ServerName,
 		db:            child,
-		store:         &store{db: child},
+		store:         newStore(child),
 		key:           opts.SigningKey,
 		keys:          opts.Keys,
 		remote:        opts.Remote,
