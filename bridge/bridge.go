@@ -59,7 +59,7 @@ type Params struct {
 	DB     *dbutil.Database
 	Users  *UserMapper
 	Matrix MatrixSide
-	// LM is the LM side; *linearize.Engine is the real one.
+	// LM is the LM side; *linearize.Engine is the real one (cmd/lmbridge wires it in).
 	LM remote.Rooms
 	// Now is the clock for stored timestamps; time.Now by default.
 	Now func() time.Time

@@ -4,7 +4,12 @@
 // appended event, received invites and refused LPDUs.
 //
 // The event model, hashes, signatures and auth rules are in linearize/pdu and linearize/auth; the HTTP transport is
-// linearize/federation. This package joins them into rooms.
+// linearize/federation; the tables' migrations are linearize/upgrades. This package joins them into rooms.
+//
+// The Engine's exported methods are the local API (create, send, join, leave, state, deliveries); rooms.go is the
+// same API as the bridge's protocol-neutral seam, remote.Rooms, with the seam's typed IDs and errors. What other LM
+// servers call (/send, make_ and send_ membership, /invite, the queries) is the unexported inbound type in send.go,
+// hubmembership.go and query.go, served by the federation listener.
 package linearize
 
 import (
