@@ -30,6 +30,7 @@ import (
 	"github.com/lmbridge/lmbridge/linearize"
 	"github.com/lmbridge/lmbridge/linearize/federation"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // The benchmarks run the real appservice intake, dagview, bridge and LM engines on one SQLite database, as
@@ -204,11 +205,11 @@ func (s *serviceTimes) snapshot() []time.Duration {
 
 // timedListener times the bridge's handling of LM events.
 type timedListener struct {
-	linearize.Listener
+	remote.Listener
 	times *serviceTimes
 }
 
-func (l *timedListener) OnEvent(ctx context.Context, evt *linearize.Event) error {
+func (l *timedListener) OnEvent(ctx context.Context, evt *remote.Event) error {
 	defer l.times.since(time.Now())
 	return l.Listener.OnEvent(ctx, evt)
 }
@@ -271,12 +272,12 @@ func newBenchStack(b *testing.B) (*benchStack, context.Context) {
 		remoteName: {string(remoteKey.ID): remoteKey.Priv.Public().(ed25519.PublicKey)},
 	}
 	st.ours, err = linearize.New(ctx, cfg.LM, db, linearize.Options{SigningKey: ourKey, Keys: keys,
-		Remote: directRemote{origin: testLM, peer: func() federation.Handler { return st.remote }}})
+		Remote: directRemote{origin: testLM, peer: func() federation.Handler { return st.remote.Federation() }}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	st.remote, err = linearize.New(ctx, config.LM{ServerName: remoteName}, openRawDB(b), linearize.Options{SigningKey: remoteKey,
-		Keys: keys, Remote: directRemote{origin: remoteName, peer: func() federation.Handler { return st.ours }}})
+		Keys: keys, Remote: directRemote{origin: remoteName, peer: func() federation.Handler { return st.ours.Federation() }}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -351,18 +352,14 @@ func processCPU(b *testing.B) time.Duration {
 
 // timedLM notes when the engine has appended and queued each event the bridge sends, keyed by message body.
 type timedLM struct {
-	LMSide
+	remote.Rooms
 	lock sync.Mutex
 	done map[string]time.Time
 }
 
-func (t *timedLM) SendEventKeyed(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string) (string, error) {
-	return t.SendEventKeyedWith(ctx, roomID, sender, evtType, stateKey, content, ts, key, nil)
-}
-
-func (t *timedLM) SendEventKeyedWith(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string, with func(ctx context.Context, eventID string) error) (string, error) {
-	evtID, err := t.LMSide.SendEventKeyedWith(ctx, roomID, sender, evtType, stateKey, content, ts, key, with)
-	if c, ok := content.(Content); ok && err == nil {
+func (t *timedLM) SendRoomEvent(ctx context.Context, req *remote.SendRequest) (remote.EventID, error) {
+	evtID, err := t.Rooms.SendRoomEvent(ctx, req)
+	if c, ok := req.Content.(Content); ok && err == nil {
 		if body, ok := c["body"].(string); ok {
 			t.lock.Lock()
 			t.done[body] = time.Now()
@@ -384,7 +381,7 @@ func BenchmarkDAGToLM(b *testing.B) {
 	if _, err = st.remote.Join(ctx, link.LMRoomID, st.bob, testLM); err != nil {
 		b.Fatal(err)
 	}
-	timed := &timedLM{LMSide: st.ours, done: make(map[string]time.Time)}
+	timed := &timedLM{Rooms: st.ours, done: make(map[string]time.Time)}
 	st.br.lm = timed
 	st.dagTimes.reset()
 	n := b.N
@@ -466,7 +463,7 @@ func BenchmarkDAGToLM(b *testing.B) {
 // request arriving at the homeserver.
 func BenchmarkLMToDAG(b *testing.B) {
 	st, ctx := newBenchStack(b)
-	roomID, err := st.remote.CreateRoom(ctx, st.bob, []linearize.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
+	roomID, err := st.remote.CreateRoom(ctx, st.bob, []remote.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -503,7 +500,7 @@ func BenchmarkLMToDAG(b *testing.B) {
 		}
 	}
 	// The first event warms the ghost up (registration, join), which happens once per ghost, not per event.
-	if _, err = st.ours.Send(ctx, "remote.example", "warm", &federation.Transaction{PDUs: pdus[:1]}); err != nil {
+	if _, err = st.ours.Federation().Send(ctx, "remote.example", "warm", &federation.Transaction{PDUs: pdus[:1]}); err != nil {
 		b.Fatal(err)
 	}
 	for _, ok := st.hs.arrivedAt("m0"); !ok; _, ok = st.hs.arrivedAt("m0") {
@@ -521,7 +518,7 @@ func BenchmarkLMToDAG(b *testing.B) {
 		if wait := time.Until(offered[i]); wait > 0 {
 			time.Sleep(wait)
 		}
-		resp, err := st.ours.Send(ctx, "remote.example", "b"+strconv.Itoa(i), &federation.Transaction{PDUs: pdus[i : i+1]})
+		resp, err := st.ours.Federation().Send(ctx, "remote.example", "b"+strconv.Itoa(i), &federation.Transaction{PDUs: pdus[i : i+1]})
 		if err != nil || len(resp.FailedPDUs) > 0 {
 			b.Fatalf("send %d: %v %v", i, err, resp)
 		}

@@ -1,12 +1,12 @@
 // Package bridge links DAG rooms on the homeserver with LM rooms: the links themselves, the ID and user maps, the
 // translation of events both ways, echo suppression, the bot's commands and the provisioning API. It sees the
-// homeserver through MatrixSide and the LM engine through LMSide, and receives both sides' events as a
-// dagview.Listener and a linearize.Listener.
+// homeserver through MatrixSide and the LM rooms through the protocol-neutral remote.Rooms (package linearize is
+// the implementation cmd/lmbridge wires in), and receives both sides' events as a dagview.Listener and a
+// remote.Listener.
 package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -20,7 +20,7 @@ import (
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/dagview"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // MembershipUnban is the membership MatrixSide.SetMembership takes to lift a ban (a leave sent by someone else to a
@@ -47,34 +47,9 @@ type MatrixSide interface {
 	StateEvents(ctx context.Context, roomID id.RoomID) ([]*event.Event, error)
 }
 
-// LMSide is the LM engine as the bridge uses it; *linearize.Engine is the real one.
-type LMSide interface {
-	ServerName() string
-	CreateRoom(ctx context.Context, creator string, initial []linearize.InitialState) (string, error)
-	// SendEvent returns the event ID in a room we are hub of, the LPDU ID in a room another hub owns.
-	SendEvent(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time) (string, error)
-	// SendEventKeyed is SendEvent made idempotent by key, stored with the log row or the queued LPDU: a repeated key
-	// sends nothing and returns the first ID, so a DAG event redelivered after a crash cannot reach LM twice.
-	SendEventKeyed(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string) (string, error)
-	// SendEventKeyedWith is SendEventKeyed running with inside the send's database transaction once the ID is known
-	// (or in a transaction of its own when the key was used before): the bridge's mapping row commits with the send.
-	SendEventKeyedWith(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string, with func(ctx context.Context, eventID string) error) (string, error)
-	InviteUser(ctx context.Context, roomID, sender, target string) (string, error)
-	// JoinWithProfile joins through the hub with the user's display name and avatar in the join event itself, so that
-	// the other servers of the room show the user by name from the first join on.
-	JoinWithProfile(ctx context.Context, roomID, userID, hub, displayname, avatarURL string) (string, error)
-	Knock(ctx context.Context, roomID, userID, hub string) ([]json.RawMessage, error)
-	Leave(ctx context.Context, roomID, userID string) (string, error)
-	CurrentState(ctx context.Context, roomID string) ([]linearize.StateEntry, error)
-	GetEventByID(ctx context.Context, eventID string) (*linearize.StoredEvent, error)
-	// Deliveries reports what is queued for the other servers of a room, and their last failures.
-	Deliveries(ctx context.Context, roomID string) ([]linearize.Delivery, error)
-}
-
 var (
-	_ LMSide             = (*linearize.Engine)(nil)
-	_ linearize.Listener = (*Bridge)(nil)
-	_ dagview.Listener   = (*Bridge)(nil)
+	_ remote.Listener  = (*Bridge)(nil)
+	_ dagview.Listener = (*Bridge)(nil)
 )
 
 // Params are what New needs.
@@ -84,7 +59,8 @@ type Params struct {
 	DB     *dbutil.Database
 	Users  *UserMapper
 	Matrix MatrixSide
-	LM     LMSide
+	// LM is the LM side; *linearize.Engine is the real one (cmd/lmbridge wires it in).
+	LM remote.Rooms
 	// Now is the clock for stored timestamps; time.Now by default.
 	Now func() time.Time
 	// Log is for the database's own logging; request handling logs through the logger in ctx.
@@ -97,7 +73,7 @@ type Bridge struct {
 	db     *bridgedb.Database
 	users  *UserMapper
 	matrix MatrixSide
-	lm     LMSide
+	lm     remote.Rooms
 	tr     *translator
 	links  *linkCache
 	now    func() time.Time
@@ -112,8 +88,8 @@ func New(p Params) (*Bridge, error) {
 	if p.DB == nil || p.Users == nil || p.Matrix == nil || p.LM == nil {
 		return nil, errors.New("bridge needs a database, a user mapper, a Matrix side and an LM side")
 	}
-	if p.Users.LMServerName != p.LM.ServerName() {
-		return nil, fmt.Errorf("user mapper's LM server %s is not the engine's %s", p.Users.LMServerName, p.LM.ServerName())
+	if p.Users.LMServerName != string(p.LM.Server()) {
+		return nil, fmt.Errorf("user mapper's LM server %s is not the engine's %s", p.Users.LMServerName, p.LM.Server())
 	}
 	botLM, err := p.Users.LMUserOf(p.Users.BotUserID)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // PermissionLevel is what bridge.permissions grants a user.
@@ -215,7 +215,7 @@ func (br *Bridge) handleCommand(ctx context.Context, evt *event.Event, link *bri
 }
 
 // describeDeliveries says, per other LM server, whether everything reached it, or what waits and why.
-func describeDeliveries(ds []linearize.Delivery) string {
+func describeDeliveries(ds []remote.Delivery) string {
 	if len(ds) == 0 {
 		return "no other LM server in the room"
 	}
@@ -223,7 +223,7 @@ func describeDeliveries(ds []linearize.Delivery) string {
 	for i, d := range ds {
 		switch {
 		case d.Queued == 0 && d.RetryCount == 0:
-			parts[i] = d.Server + " up to date"
+			parts[i] = string(d.Server) + " up to date"
 		case d.RetryCount == 0:
 			parts[i] = fmt.Sprintf("%s %d queued", d.Server, d.Queued)
 		default:
@@ -254,6 +254,7 @@ func (br *Bridge) inviteLM(ctx context.Context, link *bridgedb.Link, by id.UserI
 	if err != nil {
 		return err
 	}
-	_, err = br.lm.InviteUser(ctx, link.LMRoomID, byLM, target)
+	_, err = br.lm.InviteToRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(byLM),
+		Target: remote.UserID(target)})
 	return err
 }

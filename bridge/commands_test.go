@@ -9,7 +9,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/config"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 func TestPermissionOf(t *testing.T) {
@@ -107,7 +107,7 @@ func TestCommands(t *testing.T) {
 
 func TestDescribeDeliveries(t *testing.T) {
 	next := time.Date(2026, 11, 22, 1, 2, 3, 0, time.UTC)
-	got := describeDeliveries([]linearize.Delivery{
+	got := describeDeliveries([]remote.Delivery{
 		{Server: "a.example"},
 		{Server: "b.example", Queued: 2},
 		{Server: "c.example", Queued: 5, RetryCount: 3, NextAttempt: next, LastError: "connection refused"},

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"maunium.net/go/mautrix/event"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 var errAfterMapping = errors.New("crash after the mapping row")
@@ -16,12 +16,14 @@ var errAfterMapping = errors.New("crash after the mapping row")
 // failingCommitLM is the real engine whose send transaction fails after the bridge's function has written the
 // mapping row, as a crash before the commit would leave it.
 type failingCommitLM struct {
-	LMSide
+	remote.Rooms
 	fail bool
 }
 
-func (f *failingCommitLM) SendEventKeyedWith(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string, with func(ctx context.Context, eventID string) error) (string, error) {
-	return f.LMSide.SendEventKeyedWith(ctx, roomID, sender, evtType, stateKey, content, ts, key, func(ctx context.Context, eventID string) error {
+func (f *failingCommitLM) SendRoomEvent(ctx context.Context, req *remote.SendRequest) (remote.EventID, error) {
+	with := req.With
+	failing := *req
+	failing.With = func(ctx context.Context, eventID remote.EventID) error {
 		if err := with(ctx, eventID); err != nil {
 			return err
 		}
@@ -29,7 +31,8 @@ func (f *failingCommitLM) SendEventKeyedWith(ctx context.Context, roomID, sender
 			return errAfterMapping
 		}
 		return nil
-	})
+	}
+	return f.Rooms.SendRoomEvent(ctx, &failing)
 }
 
 // TestDAGMappingCommitsWithLMEvent checks that a DAG event's mapping row and its LM event commit together: when the
@@ -37,7 +40,7 @@ func (f *failingCommitLM) SendEventKeyedWith(ctx context.Context, roomID, sender
 // is offered again, and it then crosses once.
 func TestDAGMappingCommitsWithLMEvent(t *testing.T) {
 	tb, link, ctx := linkedHub(t)
-	lm := &failingCommitLM{LMSide: tb.eng, fail: true}
+	lm := &failingCommitLM{Rooms: tb.eng, fail: true}
 	tb.lm = lm
 	before, err := tb.eng.Events(ctx, link.LMRoomID, 0, 1000)
 	if err != nil {

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -13,7 +14,14 @@ import (
 // TestRelationWaitsForTheHubEcho: as participant, a DAG event we sent is known by its LPDU ID until the hub echoes it.
 // A reply looked up in that moment gets the LM event ID once the echo is recorded, not an empty target; an LPDU older
 // than echoWait (refused, never echoed) is not waited for.
+//
+// It runs in a synctest bubble: the echo's delay, the polling and echoWait are on the bubble's clock, so the test
+// neither sleeps nor depends on the machine's speed.
 func TestRelationWaitsForTheHubEcho(t *testing.T) {
+	synctest.Test(t, testRelationWaitsForTheHubEcho)
+}
+
+func testRelationWaitsForTheHubEcho(t *testing.T) {
 	tb := newTestBridge(t, nil, config.Bridge{})
 	ctx := context.Background()
 	db := tb.DB()
@@ -57,6 +65,10 @@ func TestRelationWaitsForTheHubEcho(t *testing.T) {
 // TestRelationToARefusedLPDUStopsWaiting has the hub refuse the LPDU a relation points at while the relation waits for
 // its echo: the wait ends with the refusal, not after echoWait.
 func TestRelationToARefusedLPDUStopsWaiting(t *testing.T) {
+	synctest.Test(t, testRelationToARefusedLPDUStopsWaiting)
+}
+
+func testRelationToARefusedLPDUStopsWaiting(t *testing.T) {
 	tb := newTestBridge(t, nil, config.Bridge{})
 	ctx := context.Background()
 	if err := tb.DB().InsertLPDU(ctx, dagRoom, "$doomed", "!lm:lm.example", "$lpdu3", string(alice), time.Now()); err != nil {

@@ -12,9 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
-	"github.com/lmbridge/lmbridge/linearize"
-	"github.com/lmbridge/lmbridge/linearize/auth"
-	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // sent is what crossed for one event: the ID on the other side, whether it is an LPDU ID awaiting the hub's echo, and
@@ -133,14 +131,16 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 	// same reason as the bridge's own statements. The mapping row is written in the engine's transaction: a commit
 	// fewer per event, and no crash can leave the event sent but not marked processed.
 	out := &sent{isLPDU: link.Role == bridgedb.RoleParticipant}
-	lmID, err := br.lm.SendEventKeyedWith(context.WithoutCancel(ctx), link.LMRoomID, sender, evt.Type.Type, evt.StateKey, content, ts(evt.Timestamp), evt.ID.String(),
-		func(ctx context.Context, lmID string) error {
-			return br.recordDAG(ctx, evt, link, &sent{lmID: lmID, isLPDU: out.isLPDU})
-		})
+	lmID, err := br.lm.SendRoomEvent(context.WithoutCancel(ctx), &remote.SendRequest{Room: remote.RoomID(link.LMRoomID),
+		Sender: remote.UserID(sender), Type: evt.Type.Type, StateKey: evt.StateKey, Content: content,
+		TS: ts(evt.Timestamp), Key: evt.ID.String(),
+		With: func(ctx context.Context, lmID remote.EventID) error {
+			return br.recordDAG(ctx, evt, link, &sent{lmID: string(lmID), isLPDU: out.isLPDU})
+		}})
 	if err != nil {
 		return nil, fmt.Errorf("failed to send to LM: %w", err)
 	}
-	out.lmID, out.recorded = lmID, true
+	out.lmID, out.recorded = string(lmID), true
 	return out, nil
 }
 
@@ -170,20 +170,26 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 	if !isKnownMembership(mc.Membership) {
 		return nil, fmt.Errorf("%w (membership %q)", ErrUnsupportedType, mc.Membership)
 	}
-	room, hub, self := link.LMRoomID, link.HubServer, evt.Sender == target
-	var lmID string
+	self := evt.Sender == target
+	req := &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(senderLM),
+		Target: remote.UserID(targetLM), Via: remote.ServerName(link.HubServer)}
+	var lmID remote.EventID
 	switch {
 	case mc.Membership == event.MembershipJoin && self:
 		lmID, err = br.joinLM(ctx, link, targetLM, mc, evt.ID.String())
 	case mc.Membership == event.MembershipKnock && self && link.Role == bridgedb.RoleParticipant:
-		_, err = br.lm.Knock(ctx, room, targetLM, hub)
+		err = br.lm.KnockRoom(ctx, req)
 	case mc.Membership == event.MembershipLeave && self && link.Role == bridgedb.RoleParticipant:
-		_, err = br.lm.Leave(ctx, room, targetLM)
+		_, err = br.lm.LeaveRoom(ctx, req)
 	case mc.Membership == event.MembershipInvite:
-		lmID, err = br.lm.InviteUser(ctx, room, senderLM, targetLM)
+		lmID, err = br.lm.InviteToRoom(ctx, req)
 	default:
 		// Kicks, bans, unbans, and leaves and knocks in a room we host are plain member events on LM.
-		lmID, err = br.lm.SendEventKeyed(ctx, room, senderLM, event.StateMember.Type, &targetLM, mc.content(), ts(evt.Timestamp), evt.ID.String())
+		req.Membership, req.Reason, req.TS, req.Key = string(mc.Membership), mc.Reason, ts(evt.Timestamp), evt.ID.String()
+		if mc.Membership == event.MembershipJoin {
+			req.Displayname, req.AvatarURL = mc.Displayname, mc.AvatarURL
+		}
+		lmID, err = br.lm.SetMembership(ctx, req)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to carry %s of %s to LM: %w", mc.Membership, target, err)
@@ -193,26 +199,31 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 		// echo could be matched by; nothing refers to member events by ID, so none is recorded.
 		return nil, nil
 	}
-	return &sent{lmID: lmID}, nil
+	return &sent{lmID: string(lmID)}, nil
 }
 
 // joinLM joins a Matrix user's LM identity to the LM room: as hub a hub-local join, invited by the bot first when
 // the join rules want an invite; as participant make_join/send_join through the hub, the profile in the join itself.
 // A join over a join is a profile change. key is the DAG join's event ID: a refused first attempt stores no key, so
 // the retry after the invite reuses it.
-func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string, mc memberChange, key string) (string, error) {
-	content := mc.content()
+func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string, mc memberChange, key string) (remote.EventID, error) {
+	req := &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
+		Target: remote.UserID(userLM), Membership: string(event.MembershipJoin), Reason: mc.Reason,
+		Displayname: mc.Displayname, AvatarURL: mc.AvatarURL, Via: remote.ServerName(link.HubServer), Key: key}
 	if link.Role == bridgedb.RoleHub || mc.PrevMembership == event.MembershipJoin {
-		evtID, err := br.lm.SendEventKeyed(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now(), key)
+		req.TS = br.now()
+		evtID, err := br.lm.SetMembership(ctx, req)
 		if err == nil || link.Role != bridgedb.RoleHub || !isForbidden(err) {
 			return evtID, err
 		}
-		if _, err = br.lm.InviteUser(ctx, link.LMRoomID, br.botLM, userLM); err != nil {
+		invite := &remote.MembershipRequest{Room: req.Room, Sender: remote.UserID(br.botLM), Target: req.Target}
+		if _, err = br.lm.InviteToRoom(ctx, invite); err != nil {
 			return "", fmt.Errorf("failed to invite %s before joining: %w", userLM, err)
 		}
-		return br.lm.SendEventKeyed(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now(), key)
+		req.TS = br.now()
+		return br.lm.SetMembership(ctx, req)
 	}
-	return br.lm.JoinWithProfile(ctx, link.LMRoomID, userLM, link.HubServer, mc.Displayname, mc.AvatarURL)
+	return br.lm.JoinRoom(ctx, req)
 }
 
 // dagCreators returns the v12 creators of a DAG room from dagview's state.
@@ -234,14 +245,14 @@ func findState(state []*event.Event, evtType event.Type, stateKey string) *event
 }
 
 func isForbidden(err error) bool {
-	return errors.Is(err, linearize.ErrForbidden) || errors.Is(err, auth.ErrForbidden)
+	return errors.Is(err, remote.ErrForbidden)
 }
 
 // isPermanent says whether an error means the event can never cross (tell the sender) rather than not yet (retry).
 func isPermanent(err error) bool {
-	var fedErr *federation.Error
-	if errors.As(err, &fedErr) {
-		return fedErr.Status >= 400 && fedErr.Status < 500 && fedErr.Status != http.StatusTooManyRequests
+	var peerErr *remote.PeerError
+	if errors.As(err, &peerErr) {
+		return peerErr.Status >= 400 && peerErr.Status < 500 && peerErr.Status != http.StatusTooManyRequests
 	}
 	var httpErr mautrix.HTTPError
 	if errors.As(err, &httpErr) && httpErr.Response != nil {
@@ -249,8 +260,8 @@ func isPermanent(err error) bool {
 		return code >= 400 && code < 500 && code != http.StatusTooManyRequests
 	}
 	for _, perm := range []error{ErrUnsupportedType, ErrTooLarge, ErrUnknownTarget, ErrEncrypted, ErrInvalidUserID,
-		ErrUserIDTooLong, ErrNotOurs, linearize.ErrForbidden, auth.ErrForbidden, linearize.ErrUnknownRoom,
-		linearize.ErrNotJoined, linearize.ErrNotOurUser} {
+		ErrUserIDTooLong, ErrNotOurs, remote.ErrForbidden, remote.ErrNotFound, remote.ErrNotJoined,
+		remote.ErrNotOurUser} {
 		if errors.Is(err, perm) {
 			return true
 		}

@@ -12,12 +12,12 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
-// OnEvent takes one event of an LM room's log, in log order (linearize.Listener). Like HandleDAGEvent, an error
+// OnEvent takes one event of an LM room's log, in log order (remote.Listener). Like HandleDAGEvent, an error
 // means try again later, and an event that can never cross is answered with a notice and counts as handled.
-func (br *Bridge) OnEvent(ctx context.Context, ev *linearize.Event) error {
+func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 	link, err := br.linkByLM(ctx, ev.RoomID)
 	if err != nil {
 		return err
@@ -66,7 +66,7 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *linearize.Event) error {
 	return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
 }
 
-func (br *Bridge) handleLM(ctx context.Context, ev *linearize.Event, link *bridgedb.Link) (id.EventID, error) {
+func (br *Bridge) handleLM(ctx context.Context, ev *remote.Event, link *bridgedb.Link) (id.EventID, error) {
 	isState := ev.StateKey != nil
 	if err := classify(ev.Type, isState); err != nil {
 		return "", err
@@ -135,7 +135,7 @@ func isForbiddenHTTP(err error) bool {
 }
 
 // lmMemberToDAG carries a membership change of an LM user (or one an LM user made to a Matrix user) to the DAG room.
-func (br *Bridge) lmMemberToDAG(ctx context.Context, ev *linearize.Event, link *bridgedb.Link, ghost id.UserID) error {
+func (br *Bridge) lmMemberToDAG(ctx context.Context, ev *remote.Event, link *bridgedb.Link, ghost id.UserID) error {
 	target := *ev.StateKey
 	targetMX, err := br.users.MatrixSideOf(target)
 	if err != nil {
@@ -227,7 +227,7 @@ func (br *Bridge) ensureGhostProfile(ctx context.Context, lmUser, displayname, a
 // when a link starts from an LM room that already has members.
 func (br *Bridge) syncLMMembers(ctx context.Context, link *bridgedb.Link) {
 	log := zerolog.Ctx(ctx)
-	state, err := br.lm.CurrentState(ctx, link.LMRoomID)
+	state, err := br.lm.RoomState(ctx, remote.RoomID(link.LMRoomID))
 	if err != nil {
 		log.Err(err).Str("lm_room_id", link.LMRoomID).Msg("Failed to read LM room state for members")
 		return
@@ -241,7 +241,7 @@ func (br *Bridge) syncLMMembers(ctx context.Context, link *bridgedb.Link) {
 		if err != nil {
 			continue
 		}
-		if stored, err := br.lm.GetEventByID(ctx, entry.EventID); err == nil && stored != nil {
+		if stored, err := br.lm.RoomEvent(ctx, entry.EventID); err == nil && stored != nil {
 			if p, err := parseStoredMember(stored); err == nil {
 				if p.Displayname == "" {
 					p.Displayname = entry.StateKey
@@ -257,14 +257,14 @@ func (br *Bridge) syncLMMembers(ctx context.Context, link *bridgedb.Link) {
 	}
 }
 
-func parseStoredMember(stored *linearize.StoredEvent) (memberChange, error) {
-	var f struct {
-		Sender   string  `json:"sender"`
-		StateKey string  `json:"state_key"`
-		Content  Content `json:"content"`
-	}
-	if err := json.Unmarshal(stored.PDU, &f); err != nil {
+func parseStoredMember(stored *remote.Event) (memberChange, error) {
+	var content Content
+	if err := json.Unmarshal(stored.Content, &content); err != nil {
 		return memberChange{}, err
 	}
-	return parseMember(f.Sender, f.StateKey, f.Content, nil), nil
+	stateKey := ""
+	if stored.StateKey != nil {
+		stateKey = *stored.StateKey
+	}
+	return parseMember(stored.Sender, stateKey, content, nil), nil
 }

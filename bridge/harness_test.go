@@ -19,6 +19,7 @@ import (
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // matrixCall is one thing the bridge asked of the homeserver.
@@ -213,7 +214,7 @@ type testBridge struct {
 	raw *dbutil.Database
 }
 
-func newTestBridge(t testing.TB, lm LMSide, cfg config.Bridge) *testBridge {
+func newTestBridge(t testing.TB, lm remote.Rooms, cfg config.Bridge) *testBridge {
 	t.Helper()
 	db := openRawDB(t)
 	var eng *linearize.Engine

@@ -11,7 +11,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
 	"github.com/lmbridge/lmbridge/config"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // linkedHub is a bridge with the seeded DAG room linked as hub to a new LM room of the real engine.
@@ -249,7 +249,7 @@ func TestEchoesAndDuplicatesDoNotCross(t *testing.T) {
 	// Our own LM users' events coming back through the listener are echoes too.
 	tb.mx.reset()
 	for _, ev := range after {
-		le := &linearize.Event{RoomID: link.LMRoomID, EventID: ev.EventID}
+		le := &remote.Event{RoomID: link.LMRoomID, EventID: ev.EventID}
 		full := tb.lmEvent(t, ev.EventID)
 		le.Type, le.Sender = full["type"].(string), full["sender"].(string)
 		if sk, ok := full["state_key"].(string); ok {
@@ -288,9 +288,9 @@ func TestDAGEventRedeliveredAfterCrashCrossesOnce(t *testing.T) {
 }
 
 // lmEvent builds a listener event from a remote LM user.
-func lmEv(roomID, eventID, sender, evtType string, stateKey *string, content map[string]any) *linearize.Event {
+func lmEv(roomID, eventID, sender, evtType string, stateKey *string, content map[string]any) *remote.Event {
 	raw, _ := jsonMarshal(content)
-	return &linearize.Event{RoomID: roomID, EventID: eventID, Sender: sender, Type: evtType, StateKey: stateKey,
+	return &remote.Event{RoomID: roomID, EventID: eventID, Sender: sender, Type: evtType, StateKey: stateKey,
 		OriginServerTS: 1_600_000_000_000, Content: raw}
 }
 
@@ -299,7 +299,7 @@ func TestLMToDAG(t *testing.T) {
 	room := link.LMRoomID
 	sendDAG(t, tb, ctx, mkEvent(dagRoom, "$root", alice, event.EventMessage, nil, map[string]any{"msgtype": "m.text", "body": "hello"}))
 	rootLM, _ := tb.LMEventOf(ctx, "$root")
-	deliver := func(ev *linearize.Event) {
+	deliver := func(ev *remote.Event) {
 		t.Helper()
 		if err := tb.OnEvent(ctx, ev); err != nil {
 			t.Fatalf("OnEvent(%s): %v", ev.EventID, err)

@@ -16,23 +16,24 @@ import (
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // lmRecorder is the listener of the other LM server: it keeps what it is told.
 type lmRecorder struct {
 	lock    sync.Mutex
-	events  []*linearize.Event
-	invites []*linearize.Invite
+	events  []*remote.Event
+	invites []*remote.Invite
 }
 
-func (r *lmRecorder) OnEvent(_ context.Context, evt *linearize.Event) error {
+func (r *lmRecorder) OnEvent(_ context.Context, evt *remote.Event) error {
 	r.lock.Lock()
 	defer r.lock.Unlock()
 	r.events = append(r.events, evt)
 	return nil
 }
 
-func (r *lmRecorder) OnInvite(_ context.Context, inv *linearize.Invite) error {
+func (r *lmRecorder) OnInvite(_ context.Context, inv *remote.Invite) error {
 	r.lock.Lock()
 	defer r.lock.Unlock()
 	r.invites = append(r.invites, inv)
@@ -41,7 +42,7 @@ func (r *lmRecorder) OnInvite(_ context.Context, inv *linearize.Invite) error {
 
 func (r *lmRecorder) OnLPDUFailed(context.Context, string, string, string) {}
 
-func (r *lmRecorder) find(pred func(*linearize.Event) bool) *linearize.Event {
+func (r *lmRecorder) find(pred func(*remote.Event) bool) *remote.Event {
 	r.lock.Lock()
 	defer r.lock.Unlock()
 	for _, ev := range r.events {
@@ -53,13 +54,13 @@ func (r *lmRecorder) find(pred func(*linearize.Event) bool) *linearize.Event {
 }
 
 // startEngine starts a real LM engine on a loopback port, plain HTTP, its server name being its address.
-func startEngine(t *testing.T, ctx context.Context, l linearize.Listener, name string) *linearize.Engine {
+func startEngine(t *testing.T, ctx context.Context, l remote.Listener, name string) *linearize.Engine {
 	t.Helper()
 	return startEngineBlocking(t, ctx, l, name, nil)
 }
 
 // startEngineBlocking is startEngine with lm.ip_range_blocklist set to blocked.
-func startEngineBlocking(t *testing.T, ctx context.Context, l linearize.Listener, name string, blocked []string) *linearize.Engine {
+func startEngineBlocking(t *testing.T, ctx context.Context, l remote.Listener, name string, blocked []string) *linearize.Engine {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -127,29 +128,29 @@ func newTwoServersBlocking(t *testing.T, ctx context.Context, blocked []string) 
 
 type forwardListener struct {
 	lock sync.RWMutex
-	l    linearize.Listener
+	l    remote.Listener
 }
 
-func (f *forwardListener) set(l linearize.Listener) {
+func (f *forwardListener) set(l remote.Listener) {
 	f.lock.Lock()
 	f.l = l
 	f.lock.Unlock()
 }
 
-func (f *forwardListener) get() linearize.Listener {
+func (f *forwardListener) get() remote.Listener {
 	f.lock.RLock()
 	defer f.lock.RUnlock()
 	return f.l
 }
 
-func (f *forwardListener) OnEvent(ctx context.Context, evt *linearize.Event) error {
+func (f *forwardListener) OnEvent(ctx context.Context, evt *remote.Event) error {
 	if l := f.get(); l != nil {
 		return l.OnEvent(ctx, evt)
 	}
 	return context.DeadlineExceeded
 }
 
-func (f *forwardListener) OnInvite(ctx context.Context, inv *linearize.Invite) error {
+func (f *forwardListener) OnInvite(ctx context.Context, inv *remote.Invite) error {
 	if l := f.get(); l != nil {
 		return l.OnInvite(ctx, inv)
 	}
@@ -209,7 +210,7 @@ func TestIntegrationLinkedFromMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "carol's invite on her server", func() bool {
-		return ts.rec.find(func(ev *linearize.Event) bool {
+		return ts.rec.find(func(ev *remote.Event) bool {
 			return ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == carolRemote && ev.Sender == ts.alice
 		}) != nil
 	})
@@ -226,7 +227,7 @@ func TestIntegrationLinkedFromMatrix(t *testing.T) {
 	}
 	helloLM, _ := ts.br.LMEventOf(ctx, "$hello")
 	eventually(t, "alice's message on bob's server", func() bool {
-		return ts.rec.find(func(ev *linearize.Event) bool { return ev.EventID == helloLM && ev.Sender == ts.alice }) != nil
+		return ts.rec.find(func(ev *remote.Event) bool { return ev.EventID == helloLM && ev.Sender == ts.alice }) != nil
 	})
 	// LM → Matrix: bob replies from his server; the ghost posts it with bob's timestamp and the reply rewritten.
 	reply, _ := json.Marshal(map[string]any{"msgtype": "m.text", "body": "hi alice",
@@ -245,7 +246,7 @@ func TestIntegrationLinkedFromMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "bob's kick on his server", func() bool {
-		return ts.rec.find(func(ev *linearize.Event) bool {
+		return ts.rec.find(func(ev *remote.Event) bool {
 			return ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == ts.bob && ev.Sender == ts.alice
 		}) != nil
 	})
@@ -255,7 +256,7 @@ func TestIntegrationLinkedFromLM(t *testing.T) {
 	ctx := testContext(t)
 	ts := newTwoServers(t, ctx)
 	// bob creates a room on his server and invites alice's LM identity: the bridge makes a portal.
-	roomID, err := ts.remote.CreateRoom(ctx, ts.bob, []linearize.InitialState{{Type: "m.room.name", Content: map[string]any{"name": "Bob's room"}}})
+	roomID, err := ts.remote.CreateRoom(ctx, ts.bob, []remote.InitialState{{Type: "m.room.name", Content: map[string]any{"name": "Bob's room"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +282,7 @@ func TestIntegrationLinkedFromLM(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "alice's join on bob's server", func() bool {
-		return ts.rec.find(func(ev *linearize.Event) bool {
+		return ts.rec.find(func(ev *remote.Event) bool {
 			return ev.Type == "m.room.member" && ev.Sender == ts.alice && ev.StateKey != nil && *ev.StateKey == ts.alice
 		}) != nil
 	})
@@ -292,7 +293,7 @@ func TestIntegrationLinkedFromLM(t *testing.T) {
 	}
 	eventually(t, "alice's message mapped to the hub's event", func() bool {
 		m, _ := ts.br.DB().GetEventByDAG(ctx, "$fromalice")
-		return m != nil && m.LMEventID != "" && ts.rec.find(func(ev *linearize.Event) bool { return ev.EventID == m.LMEventID }) != nil
+		return m != nil && m.LMEventID != "" && ts.rec.find(func(ev *remote.Event) bool { return ev.EventID == m.LMEventID }) != nil
 	})
 	content, _ := json.Marshal(map[string]any{"msgtype": "m.text", "body": "hello alice"})
 	if _, err = ts.remote.SendEvent(ctx, roomID, ts.bob, "m.room.message", nil, json.RawMessage(content), time.Time{}); err != nil {

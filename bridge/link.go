@@ -13,7 +13,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 var (
@@ -45,11 +45,12 @@ func (br *Bridge) LinkAsHub(ctx context.Context, roomID id.RoomID, by string) (*
 	if err != nil {
 		return nil, err
 	}
-	lmRoomID, err := br.lm.CreateRoom(ctx, br.botLM, initial)
+	newRoomID, err := br.lm.NewRoom(ctx, remote.UserID(br.botLM), initial)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create LM room: %w", err)
 	}
-	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: br.lm.ServerName(),
+	lmRoomID := string(newRoomID)
+	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: string(br.lm.Server()),
 		Role: bridgedb.RoleHub, Status: bridgedb.LinkActive, CreatedBy: by, CreatedAt: br.now()}
 	if err = br.insertLink(ctx, link); err != nil {
 		return nil, err
@@ -72,7 +73,7 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	if hub == "" || strings.ContainsAny(hub, "/@!# ") {
 		return nil, fmt.Errorf("%w: %q is not a server name", ErrInvalidLinkRequest, hub)
 	}
-	if hub == br.lm.ServerName() {
+	if hub == string(br.lm.Server()) {
 		return nil, fmt.Errorf("%w: %s is hosted by this bridge; link rooms it hosts from their own link", ErrInvalidLinkRequest, lmRoomID)
 	}
 	if existing, err := br.linkByLM(ctx, lmRoomID); err != nil {
@@ -94,7 +95,8 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	}
 	byContent, _ := parseContent(byMember.Content.VeryRaw)
 	byProfile := parseMember(byLM, byLM, byContent, nil)
-	if _, err = br.lm.JoinWithProfile(ctx, lmRoomID, byLM, hub, byProfile.Displayname, byProfile.AvatarURL); err != nil {
+	if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(lmRoomID), Sender: remote.UserID(byLM),
+		Via: remote.ServerName(hub), Displayname: byProfile.Displayname, AvatarURL: byProfile.AvatarURL}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
 	}
 	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: hub, Role: bridgedb.RoleParticipant,
@@ -139,7 +141,7 @@ type LinkStatus struct {
 	DAGMembers []id.UserID `json:"dag_members"`
 	LMMembers  []string    `json:"lm_members"`
 	// Deliveries are the other LM servers of the room and what waits for each.
-	Deliveries []linearize.Delivery `json:"deliveries"`
+	Deliveries []remote.Delivery `json:"deliveries"`
 }
 
 // Status returns the link of a DAG room and who is joined on each side.
@@ -158,18 +160,18 @@ func (br *Bridge) Status(ctx context.Context, roomID id.RoomID) (*LinkStatus, er
 			}
 		}
 	}
-	if state, err := br.lm.CurrentState(ctx, link.LMRoomID); err == nil {
+	if state, err := br.lm.RoomState(ctx, remote.RoomID(link.LMRoomID)); err == nil {
 		for _, entry := range state {
 			if entry.Type == event.StateMember.Type && entry.Membership == string(event.MembershipJoin) {
 				st.LMMembers = append(st.LMMembers, entry.StateKey)
 			}
 		}
 	}
-	if deliveries, err := br.lm.Deliveries(ctx, link.LMRoomID); err == nil {
+	if deliveries, err := br.lm.DeliveryStatus(ctx, remote.RoomID(link.LMRoomID)); err == nil {
 		st.Deliveries = deliveries
 	} else {
 		zerolog.Ctx(ctx).Warn().Err(err).Str("lm_room_id", link.LMRoomID).Msg("Failed to read the room's deliveries")
-		st.Deliveries = []linearize.Delivery{}
+		st.Deliveries = []remote.Delivery{}
 	}
 	return st, nil
 }
@@ -199,9 +201,9 @@ func (br *Bridge) checkLinkable(ctx context.Context, roomID id.RoomID) ([]*event
 }
 
 // projectState turns the DAG room's state into the initial state of a new LM room.
-func (br *Bridge) projectState(ctx context.Context, state []*event.Event) ([]linearize.InitialState, error) {
+func (br *Bridge) projectState(ctx context.Context, state []*event.Event) ([]remote.InitialState, error) {
 	creators := roomCreators(findState(state, event.StateCreate, ""))
-	var initial []linearize.InitialState
+	var initial []remote.InitialState
 	for _, evtType := range []event.Type{event.StatePowerLevels, event.StateJoinRules, event.StateHistoryVisibility,
 		event.StateRoomName, event.StateTopic, event.StateRoomAvatar} {
 		evt := findState(state, evtType, "")
@@ -218,7 +220,7 @@ func (br *Bridge) projectState(ctx context.Context, state []*event.Event) ([]lin
 		if evtType == event.StatePowerLevels {
 			content["users"].(map[string]any)[br.botLM] = creatorLevel
 		}
-		initial = append(initial, linearize.InitialState{Type: evtType.Type, Content: content})
+		initial = append(initial, remote.InitialState{Type: evtType.Type, Content: content})
 	}
 	return initial, nil
 }
@@ -277,7 +279,7 @@ func (br *Bridge) markBridged(ctx context.Context, link *bridgedb.Link) {
 // In a room that is linked already, the inviter's ghost invites the Matrix user to the DAG room. Otherwise a portal
 // room is made: created by the inviter's ghost, the bot and the Matrix user invited; when the Matrix user joins it,
 // we join the LM room for them through the hub.
-func (br *Bridge) OnInvite(ctx context.Context, inv *linearize.Invite) error {
+func (br *Bridge) OnInvite(ctx context.Context, inv *remote.Invite) error {
 	log := zerolog.Ctx(ctx).With().Str("lm_room_id", inv.RoomID).Str("inviter", inv.Sender).Str("invitee", inv.Target).Logger()
 	ctx = log.WithContext(ctx)
 	user, err := br.users.MatrixUserOf(inv.Target)
@@ -369,7 +371,8 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 	case event.MembershipJoin:
 		content, _ := parseContent(evt.Content.VeryRaw)
 		profile := parseMember(userLM, userLM, content, nil)
-		if _, err = br.lm.JoinWithProfile(ctx, link.LMRoomID, userLM, link.HubServer, profile.Displayname, profile.AvatarURL); err != nil {
+		if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
+			Via: remote.ServerName(link.HubServer), Displayname: profile.Displayname, AvatarURL: profile.AvatarURL}); err != nil {
 			return fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
 		}
 		if err = br.activateLink(ctx, link); err != nil {
@@ -381,7 +384,7 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 		zerolog.Ctx(ctx).Info().Str("lm_room_id", link.LMRoomID).Msg("Joined LM room for the portal's user")
 		return nil
 	case event.MembershipLeave:
-		if _, err = br.lm.Leave(ctx, link.LMRoomID, userLM); err != nil {
+		if _, err = br.lm.LeaveRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM)}); err != nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to decline LM invite")
 		}
 		if err = br.deleteLink(ctx, link); err != nil {

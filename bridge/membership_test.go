@@ -9,7 +9,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/config"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 func TestDAGMembershipToLM(t *testing.T) {
@@ -77,7 +77,7 @@ func TestDAGMembershipToLM(t *testing.T) {
 
 func TestLMKnockAndBanReachMatrix(t *testing.T) {
 	tb, link, ctx := linkedHub(t)
-	deliver := func(ev *linearize.Event) {
+	deliver := func(ev *remote.Event) {
 		t.Helper()
 		if err := tb.OnEvent(ctx, ev); err != nil {
 			t.Fatal(err)

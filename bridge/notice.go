@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // ts turns a millisecond timestamp into the time the sends take; zero stays zero (now).
@@ -68,7 +69,8 @@ func (br *Bridge) refuseLM(ctx context.Context, link *bridgedb.Link, lmEventID, 
 		return
 	}
 	content := noticeContent("⚠️ Your event was not bridged to Matrix: "+reason.Error(), lmEventID, sender)
-	if _, err := br.lm.SendEvent(ctx, link.LMRoomID, br.botLM, event.EventMessage.Type, nil, content, time.Time{}); err != nil {
+	if _, err := br.lm.SendRoomEvent(ctx, &remote.SendRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(br.botLM),
+		Type: event.EventMessage.Type, Content: content}); err != nil {
 		zerolog.Ctx(ctx).Err(err).Str("lm_event_id", lmEventID).Msg("Failed to send not-bridged notice on LM")
 	}
 }

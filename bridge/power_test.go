@@ -11,7 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/config"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // setPowerLevels replaces the power levels of the seeded room, as a new power-level event in dagview would.
@@ -90,7 +90,7 @@ func TestLinkToLMRefusedWithoutBotPower(t *testing.T) {
 	tb := &testBridge{Bridge: ts.br, mx: ts.mx}
 	tb.seedDAGRoom()
 	tb.setPowerLevels(map[string]any{"users": map[string]any{string(carol): 50}})
-	roomID, err := ts.remote.CreateRoom(ctx, ts.bob, []linearize.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
+	roomID, err := ts.remote.CreateRoom(ctx, ts.bob, []remote.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

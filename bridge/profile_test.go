@@ -9,7 +9,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // firstJoinOn returns the content of user's first join in the hub's log of roomID, nil if there is none.
@@ -27,7 +27,7 @@ func firstJoinOn(ts *twoServers, roomID, user string) map[string]any {
 	return nil
 }
 
-func lmContentOf(ev *linearize.Event) map[string]any {
+func lmContentOf(ev *remote.Event) map[string]any {
 	c, _ := parseContent(ev.Content)
 	return c
 }
@@ -42,7 +42,7 @@ func TestParticipantJoinsCarryTheProfile(t *testing.T) {
 	tb.seedDAGRoom()
 	ts.mx.setState(mkEvent(dagRoom, "$join-alice", alice, event.StateMember, sk(string(alice)),
 		map[string]any{"membership": "join", "displayname": "Alice", "avatar_url": "mxc://hs.example/alice"}))
-	roomID, err := ts.remote.CreateRoom(ctx, ts.bob, []linearize.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
+	roomID, err := ts.remote.CreateRoom(ctx, ts.bob, []remote.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
-	"github.com/lmbridge/lmbridge/linearize"
-	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // ProvisioningPrefix is where the provisioning API lives on the application-service listener.
@@ -170,7 +169,7 @@ func (br *Bridge) provCreateLink(w http.ResponseWriter, r *http.Request) {
 // failed in the bridge is a 500, and a hub that failed or could not be reached a 502 or 504.
 func linkErrorAnswer(err error, hub string) (int, string, string) {
 	msg := err.Error()
-	var fedErr *federation.Error
+	var peerErr *remote.PeerError
 	var dnsErr *net.DNSError
 	switch {
 	case errors.Is(err, ErrAlreadyLinked):
@@ -182,16 +181,16 @@ func linkErrorAnswer(err error, hub string) (int, string, string) {
 		return http.StatusBadRequest, "M_INVALID_PARAM", msg
 	case !errors.Is(err, ErrLMJoinFailed):
 		return http.StatusInternalServerError, "M_UNKNOWN", "Internal error: " + msg
-	case errors.Is(err, federation.ErrBlockedAddress):
+	case errors.Is(err, remote.ErrBlocked):
 		return http.StatusForbidden, "M_FORBIDDEN", "The address of hub " + hub + " is blocked by this bridge's " +
 			"lm.ip_range_blocklist, so it may not connect there: " + msg
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
 		return http.StatusBadRequest, "M_INVALID_PARAM", "The hub server name " + hub + " does not resolve: " + msg
-	case errors.As(err, &fedErr) && !errors.Is(err, linearize.ErrBadRemoteAnswer) &&
-		(fedErr.Status == http.StatusBadRequest || fedErr.Status == http.StatusForbidden || fedErr.Status == http.StatusNotFound):
+	case errors.As(err, &peerErr) && !errors.Is(err, remote.ErrBadAnswer) &&
+		(peerErr.Status == http.StatusBadRequest || peerErr.Status == http.StatusForbidden || peerErr.Status == http.StatusNotFound):
 		// The hub refused the join itself (not invited, banned, no such room, a room version we lack): the caller's
 		// to change, under the hub's own error code. An answer we could not verify is the hub's failure, not this.
-		return fedErr.Status, fedErr.ErrCode, "The hub " + hub + " refused the join: " + msg
+		return peerErr.Status, peerErr.Code, "The hub " + hub + " refused the join: " + msg
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 		return http.StatusGatewayTimeout, "M_UNKNOWN", "The hub " + hub + " did not answer in time: " + msg
 	default:

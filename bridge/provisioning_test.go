@@ -11,7 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/config"
-	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 func provRequest(t *testing.T, h http.Handler, method, path, auth, body string) (int, map[string]any) {
@@ -143,7 +143,7 @@ func TestProvisioningLinkErrors(t *testing.T) {
 		ts := newTwoServersBlocking(t, ctx, blocked)
 		ts.br.cfg.Provisioning.SharedSecret = "s3cret"
 		(&testBridge{Bridge: ts.br, mx: ts.mx}).seedDAGRoom()
-		public, err := ts.remote.CreateRoom(ctx, ts.bob, []linearize.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
+		public, err := ts.remote.CreateRoom(ctx, ts.bob, []remote.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
 		if err != nil {
 			t.Fatal(err)
 		}

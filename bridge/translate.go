@@ -395,23 +395,6 @@ func parseMember(sender, target string, c Content, prev Content) memberChange {
 	return mc
 }
 
-// memberContent builds the content of a membership event on the other side.
-func (mc memberChange) content() Content {
-	c := Content{"membership": string(mc.Membership)}
-	if mc.Reason != "" {
-		c["reason"] = mc.Reason
-	}
-	if mc.Membership == event.MembershipJoin {
-		if mc.Displayname != "" {
-			c["displayname"] = mc.Displayname
-		}
-		if mc.AvatarURL != "" {
-			c["avatar_url"] = mc.AvatarURL
-		}
-	}
-	return c
-}
-
 // isKnownMembership says whether a membership value is one both sides have.
 func isKnownMembership(m event.Membership) bool {
 	return slices.Contains([]event.Membership{event.MembershipJoin, event.MembershipLeave, event.MembershipInvite,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/linearize/auth"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
+	"github.com/lmbridge/lmbridge/remote"
 )
 
 // ErrForbidden wraps every refusal by the auth rules; the wrapped *auth error names the rule.
@@ -21,11 +22,7 @@ var ErrNotOurUser = errors.New("user does not belong to this server")
 
 // InitialState is a state event CreateRoom sends after the room's base events; it may replace power levels, join
 // rules or history visibility, and add name, topic and the like.
-type InitialState struct {
-	Type     string
-	StateKey string
-	Content  any
-}
+type InitialState = remote.InitialState
 
 // CreateRoom creates an LM room with us as hub (§11: the hub is the create sender's server), as eigen does: create,
 // the creator's join, power levels (creator 100, invite 50), join rules "invite", history visibility "shared", then

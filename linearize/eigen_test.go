@@ -301,7 +301,7 @@ func TestEigenHub(t *testing.T) {
 	tampered["content"] = map[string]any{"msgtype": "m.text", "body": "tampered"}
 	// eigen B's key is not ours to sign a request with, so this goes to the handler as if B's X-Matrix had verified.
 	tamperedTxn := &federation.Transaction{PDUs: []json.RawMessage{must(json.Marshal(tampered))}}
-	resp := must(hub.eng.Send(ctx, eigenB, "tampered", tamperedTxn))
+	resp := must(hub.eng.Federation().Send(ctx, eigenB, "tampered", tamperedTxn))
 	if len(resp.FailedPDUs) != 1 {
 		t.Fatalf("tampered LPDU not refused: %+v", resp)
 	}

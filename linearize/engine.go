@@ -4,7 +4,12 @@
 // appended event, received invites and refused LPDUs.
 //
 // The event model, hashes, signatures and auth rules are in linearize/pdu and linearize/auth; the HTTP transport is
-// linearize/federation. This package joins them into rooms.
+// linearize/federation; the tables' migrations are linearize/upgrades. This package joins them into rooms.
+//
+// The Engine's exported methods are the local API (create, send, join, leave, state, deliveries); rooms.go is the
+// same API as the bridge's protocol-neutral seam, remote.Rooms, with the seam's typed IDs and errors. What other LM
+// servers call (/send, make_ and send_ membership, /invite, the queries) is the unexported inbound type in send.go,
+// hubmembership.go and query.go, served by the federation listener.
 package linearize
 
 import (
@@ -22,6 +27,7 @@ import (
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/linearize/federation"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
+	"github.com/lmbridge/lmbridge/linearize/upgrades"
 )
 
 // DefaultRoomVersion is the room version of rooms we create when the config names none.
@@ -132,7 +138,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 	if cfg.RoomVersion == "" {
 		cfg.RoomVersion = DefaultRoomVersion
 	}
-	child := db.Child("linearize_version", upgradeTable, nil)
+	child := db.Child("linearize_version", upgrades.Table, nil)
 	if err := child.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("failed to upgrade linearize tables: %w", err)
 	}
@@ -140,7 +146,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		cfg:           cfg,
 		serverName:    cfg.ServerName,
 		db:            child,
-		store:         &store{db: child},
+		store:         newStore(child),
 		key:           opts.SigningKey,
 		keys:          opts.Keys,
 		remote:        opts.Remote,

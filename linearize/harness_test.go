@@ -175,7 +175,7 @@ func (n *directNet) target(dest string) (federation.Handler, error) {
 	if n.down[dest] || n.nodes[dest] == nil {
 		return nil, fmt.Errorf("connection refused by %s", dest)
 	}
-	return n.nodes[dest], nil
+	return n.nodes[dest].Federation(), nil
 }
 
 func roundTrip[T any](v any, err error) (T, error) {

@@ -38,7 +38,7 @@ func eventError(err error) error {
 
 // MakeMembership implements federation.Handler: make_join, make_leave and make_knock. The template carries
 // hub_server (eigen's lacks it; callers add it either way) and the auth and prev events it would get now.
-func (e *Engine) MakeMembership(ctx context.Context, origin, membership, roomID, userID string, versions []string) (*federation.MakeMembershipResponse, error) {
+func (e inbound) MakeMembership(ctx context.Context, origin, membership, roomID, userID string, versions []string) (*federation.MakeMembershipResponse, error) {
 	room, err := e.hubRoom(ctx, roomID)
 	if err != nil {
 		return nil, err
@@ -83,7 +83,7 @@ func (e *Engine) MakeMembership(ctx context.Context, origin, membership, roomID,
 
 // SendMembership implements federation.Handler: send_join, send_leave and send_knock with a participant's signed
 // LPDU. A repeat of an LPDU already appended gets the same answer without a second append.
-func (e *Engine) SendMembership(ctx context.Context, origin, membership, txnID string, raw json.RawMessage) (any, error) {
+func (e inbound) SendMembership(ctx context.Context, origin, membership, txnID string, raw json.RawMessage) (any, error) {
 	p, err := parseEvent(raw)
 	if err != nil {
 		return nil, eventError(err)
@@ -254,7 +254,7 @@ func (e *Engine) strippedState(ctx context.Context, roomID, inviter string) ([]j
 // Invite implements federation.Handler. As the hub it completes a participant's invite LPDU, has the target's server
 // countersign it and appends the countersigned event; as the target's server it countersigns an invite for one of our
 // users and keeps it for the listeners.
-func (e *Engine) Invite(ctx context.Context, origin, txnID string, req *federation.InviteRequest) (*federation.InviteResponse, error) {
+func (e inbound) Invite(ctx context.Context, origin, txnID string, req *federation.InviteRequest) (*federation.InviteResponse, error) {
 	p, err := parseEvent(req.Event)
 	if err != nil {
 		return nil, eventError(err)

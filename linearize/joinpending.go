@@ -2,7 +2,6 @@ package linearize
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 
 	"github.com/lmbridge/lmbridge/linearize/federation"
 )
@@ -38,14 +38,14 @@ type storedJoin struct {
 	lpdu                        json.RawMessage
 }
 
-func scanStoredJoin(row interface{ Scan(...any) error }) (*storedJoin, error) {
-	var j storedJoin
+// Scan implements dbutil.DataStruct.
+func (j *storedJoin) Scan(row dbutil.Scannable) (*storedJoin, error) {
 	var lpdu string
 	if err := row.Scan(&j.roomID, &j.userID, &lpdu, &j.roomVersion); err != nil {
 		return nil, err
 	}
 	j.lpdu = json.RawMessage(lpdu)
-	return &j, nil
+	return j, nil
 }
 
 // recordJoin keeps the LPDU about to go to send_join, so that a crash before the answer resends it.
@@ -57,10 +57,8 @@ func (e *Engine) recordJoin(ctx context.Context, roomID, userID, version string,
 }
 
 func (e *Engine) storedJoin(ctx context.Context, roomID string) (*storedJoin, error) {
-	j, err := scanStoredJoin(e.db.QueryRow(ctx, storedJoinQuery, roomID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	} else if err != nil {
+	j, err := e.store.joinRows.QueryOne(ctx, storedJoinQuery, roomID)
+	if err != nil {
 		return nil, fmt.Errorf("failed to read the join in flight in %s: %w", roomID, err)
 	}
 	return j, nil
@@ -230,22 +228,13 @@ func (e *Engine) appendPending(ctx context.Context, room *RoomInfo, objs []*rece
 // Start; any other one (a crash before make_join answered) is undone. Rooms with kept PDUs are marked, so that new
 // PDUs queue behind them.
 func (e *Engine) recoverJoins(ctx context.Context) error {
-	rows, err := e.db.Query(ctx, storedJoinsQuery)
+	stored, err := e.store.joinRows.QueryMany(ctx, storedJoinsQuery)
 	if err != nil {
 		return fmt.Errorf("failed to read joins in flight: %w", err)
 	}
-	joins := make(map[string]*storedJoin)
-	for rows.Next() {
-		j, err := scanStoredJoin(rows)
-		if err != nil {
-			rows.Close()
-			return fmt.Errorf("failed to read joins in flight: %w", err)
-		}
+	joins := make(map[string]*storedJoin, len(stored))
+	for _, j := range stored {
 		joins[j.roomID] = j
-	}
-	rows.Close()
-	if err = rows.Err(); err != nil {
-		return fmt.Errorf("failed to read joins in flight: %w", err)
 	}
 	rooms, err := e.store.listRooms(ctx)
 	if err != nil {

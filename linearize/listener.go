@@ -7,65 +7,36 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lmbridge/lmbridge/remote"
 )
 
-// Listener receives what happens in LM rooms. The bridge implements it.
-//
-// Delivery is at least once: OnEvent is called for every event appended to a room's log (our own and remote ones),
-// per room in log order, and the listener's cursor is only advanced after OnEvent returns nil, so a crash or an error
-// re-delivers the event later. Deduplicate by event ID.
-type Listener interface {
-	// OnEvent is called for each appended event. Returning an error stops delivery for that room and retries it.
-	OnEvent(ctx context.Context, evt *Event) error
-	// OnInvite is called for each invite one of our users received from another server (at least once).
-	OnInvite(ctx context.Context, inv *Invite) error
-	// OnLPDUFailed is called when a hub refused an LPDU we sent (its failed_pdus entry), so the sender can be told.
-	OnLPDUFailed(ctx context.Context, roomID, lpduID, reason string)
-}
+// Listener receives what happens in LM rooms: the seam's listener (the bridge implements it), whose OnEvent is
+// called for every event appended to a room's log, per room in log order; the listener's cursor is only advanced
+// after OnEvent returns nil. OnLPDUFailed reports a hub's failed_pdus entry for an LPDU we sent.
+type Listener = remote.Listener
 
 // Event is one event of a room's log as delivered to a Listener.
-type Event struct {
-	RoomID  string
-	Index   int64
-	EventID string
-	// LPDUID is set when the event came through the hub as an LPDU: for our own LPDUs it matches the ID SendEvent
-	// returned.
-	LPDUID   string
-	Type     string
-	StateKey *string
-	Sender   string
-	// OriginServerTS is in milliseconds.
-	OriginServerTS int64
-	Content        json.RawMessage
-	// PDU is the event as the hub signed it.
-	PDU json.RawMessage
+type Event = remote.Event
+
+// OwnEventsSkipper is a Listener that does not need the events sent through this engine's SendEvent and
+// SendEventKeyed (and Kick, Ban and Unban, which use them) delivered back (the bridge, which already knows them): when
+// SkipOwnEvents returns true, OnEvent is not called for an event appended as hub from such a call, nor for the echo
+// of such an LPDU, and the listener's cursor moves past them as past any other. The skip is best effort: an event
+// recognised only after a restart, or read back from the log because the listener was behind, is still delivered, so
+// the listener must still expect its own events (at least once, deduplicated by event ID or LPDU ID). An echo is the
+// only place an LPDU's final event ID appears, so a listener that needs it must not skip.
+type OwnEventsSkipper = remote.OwnEventsSkipper
+
+// Invite is an invite for one of our users into a room that another server hosts.
+type Invite = remote.Invite
+
+// heldEvent is an event in listener form with what the engine knows of it at append.
+type heldEvent struct {
+	*Event
 	// own marks an event sent through this engine's SendEvent, as held at append (not known for events read back
 	// from the log).
 	own bool
-}
-
-// OwnEventsSkipper is a Listener that does not need the events sent through this engine's SendEvent and
-// SendEventKeyed (and Kick, Ban and Unban, which use them) delivered back (the bridge, which already knows them): when SkipOwnEvents returns true, OnEvent is
-// not called for an event appended as hub from such a call, nor for the echo of such an LPDU, and the listener's
-// cursor moves past them as past any other. The skip is best effort: an event recognised only after a restart, or read
-// back from the log because the listener was behind, is still delivered, so the listener must still expect its own
-// events (at least once, deduplicated by event ID or LPDU ID). An echo is the only place an LPDU's final event ID
-// appears, so a listener that needs it must not skip.
-type OwnEventsSkipper interface {
-	SkipOwnEvents() bool
-}
-
-// Invite is an invite for one of our users into a room that another server hosts.
-type Invite struct {
-	RoomID      string
-	EventID     string
-	Target      string
-	Sender      string
-	HubServer   string
-	RoomVersion string
-	// Event is the invite PDU, countersigned by us.
-	Event         json.RawMessage
-	StrippedState []json.RawMessage
 }
 
 type namedListener struct {
@@ -186,7 +157,7 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 			}
 			// An unreadable stored event has no listener form; it is skipped.
 			if ev.PDU != nil && !(nl.skipOwn && ev.own) {
-				if err = nl.l.OnEvent(ctx, ev); err != nil {
+				if err = nl.l.OnEvent(ctx, ev.Event); err != nil {
 					return errors.Join(err, save())
 				}
 			}
@@ -245,7 +216,7 @@ func (e *Engine) trimRecent(roomIDs []string) {
 
 // eventsForListener returns up to dispatchPage events of roomID after index cur, from the recent events when they
 // are held there, else from the log. An event of the log that cannot be read comes back with only its index set.
-func (e *Engine) eventsForListener(ctx context.Context, roomID string, cur int64) ([]*Event, error) {
+func (e *Engine) eventsForListener(ctx context.Context, roomID string, cur int64) ([]heldEvent, error) {
 	if evs, ok := e.recent.after(roomID, cur, dispatchPage); ok {
 		return evs, nil
 	}
@@ -253,14 +224,14 @@ func (e *Engine) eventsForListener(ctx context.Context, roomID string, cur int64
 	if err != nil {
 		return nil, err
 	}
-	evs := make([]*Event, len(stored))
+	evs := make([]heldEvent, len(stored))
 	for i, ev := range stored {
 		out, err := toListenerEvent(ev)
 		if err != nil {
 			zerolog.Ctx(ctx).Err(err).Str("event_id", ev.EventID).Msg("Stored event is unreadable, skipping it")
 			out = &Event{Index: ev.Index}
 		}
-		evs[i] = out
+		evs[i] = heldEvent{Event: out}
 	}
 	return evs, nil
 }

@@ -101,7 +101,7 @@ func (e *Engine) visibilityBefore(ctx context.Context, origin, roomID string, in
 }
 
 // GetEvent implements federation.Handler.
-func (e *Engine) GetEvent(ctx context.Context, origin, eventID string) (json.RawMessage, error) {
+func (e inbound) GetEvent(ctx context.Context, origin, eventID string) (json.RawMessage, error) {
 	ev, err := e.store.getEvent(ctx, eventID)
 	if err != nil {
 		return nil, err
@@ -116,7 +116,7 @@ func (e *Engine) GetEvent(ctx context.Context, origin, eventID string) (json.Raw
 }
 
 // State implements federation.Handler: the state before eventID and its auth chain.
-func (e *Engine) State(ctx context.Context, origin, roomID, eventID string) (*federation.StateResponse, error) {
+func (e inbound) State(ctx context.Context, origin, roomID, eventID string) (*federation.StateResponse, error) {
 	state, chain, err := e.stateAndAuthChain(ctx, origin, roomID, eventID)
 	if err != nil {
 		return nil, err
@@ -132,7 +132,7 @@ func (e *Engine) State(ctx context.Context, origin, roomID, eventID string) (*fe
 }
 
 // StateIDs implements federation.Handler.
-func (e *Engine) StateIDs(ctx context.Context, origin, roomID, eventID string) (*federation.StateIDsResponse, error) {
+func (e inbound) StateIDs(ctx context.Context, origin, roomID, eventID string) (*federation.StateIDsResponse, error) {
 	state, chain, err := e.stateAndAuthChain(ctx, origin, roomID, eventID)
 	if err != nil {
 		return nil, err
@@ -205,7 +205,7 @@ func (e *Engine) authChain(ctx context.Context, evs []*StoredEvent) ([]*StoredEv
 }
 
 // Backfill implements federation.Handler: up to limit events, oldest first, ending with the newest of from.
-func (e *Engine) Backfill(ctx context.Context, origin, roomID string, from []string, limit int) (*federation.BackfillResponse, error) {
+func (e inbound) Backfill(ctx context.Context, origin, roomID string, from []string, limit int) (*federation.BackfillResponse, error) {
 	if _, err := e.hubRoom(ctx, roomID); err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ func TestDepartedServerReadsOnlyUpToItsDeparture(t *testing.T) {
 	after := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("after bob left"), time.Time{}))
 
 	for _, id := range []string{before, kick} {
-		if _, err := hub.eng.GetEvent(ctx, part.name, id); err != nil {
+		if _, err := hub.eng.Federation().GetEvent(ctx, part.name, id); err != nil {
 			t.Errorf("the departed server cannot read %s from its time in the room: %v", id, err)
 		}
 	}
@@ -35,21 +35,21 @@ func TestDepartedServerReadsOnlyUpToItsDeparture(t *testing.T) {
 			t.Errorf("%s: got %v, want 404", what, err)
 		}
 	}
-	_, err := hub.eng.GetEvent(ctx, part.name, after)
+	_, err := hub.eng.Federation().GetEvent(ctx, part.name, after)
 	refused("/event after the departure", err)
-	_, err = hub.eng.Backfill(ctx, part.name, roomID, []string{after}, 10)
+	_, err = hub.eng.Federation().Backfill(ctx, part.name, roomID, []string{after}, 10)
 	refused("/backfill from after the departure", err)
-	_, err = hub.eng.StateIDs(ctx, part.name, roomID, after)
+	_, err = hub.eng.Federation().StateIDs(ctx, part.name, roomID, after)
 	refused("/state_ids at an event after the departure", err)
-	if resp, err := hub.eng.Backfill(ctx, part.name, roomID, []string{kick}, 10); err != nil || len(resp.PDUs) == 0 {
+	if resp, err := hub.eng.Federation().Backfill(ctx, part.name, roomID, []string{kick}, 10); err != nil || len(resp.PDUs) == 0 {
 		t.Errorf("/backfill up to the departure: %v, %v", resp, err)
 	}
-	_, err = hub.eng.GetEvent(ctx, "stranger.example", before)
+	_, err = hub.eng.Federation().GetEvent(ctx, "stranger.example", before)
 	refused("/event by a server never in the room", err)
 
 	// Invited again, the server reads everything.
 	must(hub.eng.InviteUser(ctx, roomID, alice, bob))
-	if _, err = hub.eng.GetEvent(ctx, part.name, after); err != nil {
+	if _, err = hub.eng.Federation().GetEvent(ctx, part.name, after); err != nil {
 		t.Errorf("an invited server cannot read the room: %v", err)
 	}
 }
@@ -108,17 +108,17 @@ func TestHistoryVisibilityForServers(t *testing.T) {
 	after := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("after bob joined"), time.Time{}))
 
 	for _, id := range []string{underShared, invite, join, after} {
-		if _, err := hub.eng.GetEvent(ctx, part.name, id); err != nil {
+		if _, err := hub.eng.Federation().GetEvent(ctx, part.name, id); err != nil {
 			t.Errorf("bob's server cannot read %s: %v", id, err)
 		}
 	}
 	for _, id := range []string{before, whileInvited} {
 		var fe *federation.Error
-		if _, err := hub.eng.GetEvent(ctx, part.name, id); !errors.As(err, &fe) || fe.Status != http.StatusNotFound {
+		if _, err := hub.eng.Federation().GetEvent(ctx, part.name, id); !errors.As(err, &fe) || fe.Status != http.StatusNotFound {
 			t.Errorf("bob's server read %s from before its join: %v", id, err)
 		}
 	}
-	resp := must(hub.eng.Backfill(ctx, part.name, roomID, []string{after}, 100))
+	resp := must(hub.eng.Federation().Backfill(ctx, part.name, roomID, []string{after}, 100))
 	bodies := make(map[string]bool)
 	for _, raw := range resp.PDUs {
 		p := must(pdu.Parse(raw))
@@ -140,7 +140,7 @@ func TestHistoryVisibilityForServers(t *testing.T) {
 		t.Errorf("backfill returned %d events, want the whole log with hidden ones redacted in place", n)
 	}
 	// The hub's own users see everything: the filter is only for other servers.
-	if _, err := hub.eng.GetEvent(ctx, hub.name, before); err != nil {
+	if _, err := hub.eng.Federation().GetEvent(ctx, hub.name, before); err != nil {
 		t.Errorf("the hub cannot read its own room: %v", err)
 	}
 }

@@ -11,24 +11,24 @@ const recentMax = 256
 // so that delivering them needs neither a database read nor a parse. Only committed events enter it, in log order.
 type recentEvents struct {
 	lock  sync.Mutex
-	rooms map[string][]*Event
+	rooms map[string][]heldEvent
 }
 
 func newRecentEvents() *recentEvents {
-	return &recentEvents{rooms: make(map[string][]*Event)}
+	return &recentEvents{rooms: make(map[string][]heldEvent)}
 }
 
 // listenerEvent is the listener form of an event being appended at idx.
-func listenerEvent(it *appendItem, idx int64) *Event {
+func listenerEvent(it *appendItem, idx int64) heldEvent {
 	p := it.p
-	return &Event{
+	return heldEvent{Event: &Event{
 		RoomID: it.roomID, Index: idx, EventID: it.eventID, LPDUID: it.lpduID, Type: p.Type, StateKey: p.StateKey,
-		Sender: p.Sender, OriginServerTS: p.OriginServerTS, Content: p.Content, PDU: it.raw, own: it.own,
-	}
+		Sender: p.Sender, OriginServerTS: p.OriginServerTS, Content: p.Content, PDU: it.raw,
+	}, own: it.own}
 }
 
 // add records committed events of a room, which follow the ones already held (else the held ones are dropped).
-func (r *recentEvents) add(roomID string, evs []*Event) {
+func (r *recentEvents) add(roomID string, evs []heldEvent) {
 	if len(evs) == 0 {
 		return
 	}
@@ -40,14 +40,14 @@ func (r *recentEvents) add(roomID string, evs []*Event) {
 	}
 	held = append(held, evs...)
 	if len(held) > recentMax {
-		held = append([]*Event(nil), held[len(held)-recentMax/2:]...)
+		held = append([]heldEvent(nil), held[len(held)-recentMax/2:]...)
 	}
 	r.rooms[roomID] = held
 }
 
 // after returns up to limit events of roomID with an index above idx, as copies, or ok false when the events right
 // after idx are not held (the caller reads the log).
-func (r *recentEvents) after(roomID string, idx int64, limit int) (out []*Event, ok bool) {
+func (r *recentEvents) after(roomID string, idx int64, limit int) (out []heldEvent, ok bool) {
 	r.lock.Lock()
 	defer r.lock.Unlock()
 	held := r.rooms[roomID]
@@ -59,10 +59,10 @@ func (r *recentEvents) after(roomID string, idx int64, limit int) (out []*Event,
 		return nil, false
 	}
 	held = held[idx+1-first:]
-	out = make([]*Event, 0, min(len(held), limit))
+	out = make([]heldEvent, 0, min(len(held), limit))
 	for _, ev := range held[:min(len(held), limit)] {
-		c := *ev
-		out = append(out, &c)
+		c := *ev.Event
+		out = append(out, heldEvent{Event: &c, own: ev.own})
 	}
 	return out, true
 }
@@ -79,6 +79,6 @@ func (r *recentEvents) trim(roomID string, upTo int64) {
 	if n == len(held) {
 		delete(r.rooms, roomID)
 	} else if n > 0 {
-		r.rooms[roomID] = append([]*Event(nil), held[n:]...)
+		r.rooms[roomID] = append([]heldEvent(nil), held[n:]...)
 	}
 }

@@ -5,10 +5,10 @@ import (
 	"time"
 )
 
-func recentRange(from, to int64) []*Event {
-	var evs []*Event
+func recentRange(from, to int64) []heldEvent {
+	var evs []heldEvent
 	for i := from; i <= to; i++ {
-		evs = append(evs, &Event{Index: i, PDU: []byte("{}")})
+		evs = append(evs, heldEvent{Event: &Event{Index: i, PDU: []byte("{}")}})
 	}
 	return evs
 }

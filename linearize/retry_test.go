@@ -20,7 +20,7 @@ func TestSendDuringJoinIsKept(t *testing.T) {
 	if err := part.eng.store.putRoom(ctx, info, 0); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := part.eng.Send(ctx, hub.name, "txn1", &federation.Transaction{PDUs: []json.RawMessage{evs[0].PDU}})
+	resp, err := part.eng.Federation().Send(ctx, hub.name, "txn1", &federation.Transaction{PDUs: []json.RawMessage{evs[0].PDU}})
 	if err != nil || len(resp.FailedPDUs) != 0 {
 		t.Fatalf("send during the join: %+v, %v; want an answer with no failed PDU", resp, err)
 	}

@@ -211,7 +211,7 @@ func TestParticipantKeepsRedactedCopyOnHashMismatch(t *testing.T) {
 	var resp *federation.SendResponse
 	var err error
 	for i := 0; i < 100; i++ {
-		if resp, err = part.eng.Send(ctx, hub.name, "tampered", &federation.Transaction{PDUs: []json.RawMessage{raw}}); err == nil {
+		if resp, err = part.eng.Federation().Send(ctx, hub.name, "tampered", &federation.Transaction{PDUs: []json.RawMessage{raw}}); err == nil {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -23,12 +23,22 @@ type inflightTxn struct {
 	done  chan struct{}
 }
 
-var _ federation.Handler = (*Engine)(nil)
+// inbound is the engine as other LM servers reach it: the federation.Handler behind the federation listener (/send,
+// make_ and send_ membership, /invite, and the event, state and backfill queries). It is the Engine under another
+// method set, so that the Engine's own methods are the local API and the handler's are not mixed in with them.
+type inbound struct{ *Engine }
+
+var _ federation.Handler = inbound{}
+
+// Federation is the inbound federation handler without HTTP, for tests and embedders that carry requests themselves.
+func (e *Engine) Federation() federation.Handler {
+	return inbound{e}
+}
 
 // Send implements federation.Handler: /send. As hub it completes, checks and appends the LPDUs of our rooms; as
 // participant it verifies and mirrors the PDUs of the hubs it follows. It answers only after every object has been
 // processed and the result committed, together with the transaction ID so a repeat is answered, not reapplied.
-func (e *Engine) Send(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
+func (e inbound) Send(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
 	// A server that sends to us is up: retry what we owe it now rather than at the end of its backoff.
 	e.outbox.resetBackoff(ctx, origin)
 	if len(txn.PDUs) > maxPDUsPerTxn {

@@ -3,6 +3,8 @@ package linearize
 import (
 	"testing"
 	"time"
+
+	"github.com/lmbridge/lmbridge/linearize/upgrades"
 )
 
 // TestSendEventKeyedIsIdempotent sends with idempotency keys as hub and as participant over loopback HTTP, across a
@@ -91,8 +93,8 @@ func TestSendKeyMigration(t *testing.T) {
 	if err := nd.db.QueryRow(ctx, `SELECT version FROM linearize_version`).Scan(&version); err != nil {
 		t.Fatal(err)
 	}
-	if version != len(upgradeTable) {
-		t.Fatalf("version %d after the upgrade, want %d", version, len(upgradeTable))
+	if version != len(upgrades.Table) {
+		t.Fatalf("version %d after the upgrade, want %d", version, len(upgrades.Table))
 	}
 	var left int
 	if err := nd.db.QueryRow(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE name='lm_pending_lpdu'`).Scan(&left); err != nil {

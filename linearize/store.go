@@ -3,7 +3,6 @@ package linearize
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,11 +15,6 @@ import (
 
 	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
-
-//go:embed upgrades/*.sql
-var upgrades embed.FS
-
-var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(upgrades, "upgrades").Finish()
 
 const (
 	insertRoomQuery = `
@@ -170,8 +164,10 @@ type StateEntry struct {
 // store is the engine's tables. Every write goes through exec or write, which serialise them on a Go mutex: SQLite
 // allows one writer, and its busy handler sleeps for milliseconds when writers collide, which would dominate latency.
 type store struct {
-	db   *dbutil.Database
-	lock sync.Mutex
+	db       *dbutil.Database
+	roomRows *dbutil.QueryHelper[*RoomInfo]
+	joinRows *dbutil.QueryHelper[*storedJoin]
+	lock     sync.Mutex
 	// rooms caches lm_room rows, read on every received PDU; any write to lm_room clears it, again after the
 	// transaction ends, so a reader cannot cache a row from before a commit.
 	rooms       sync.Map
@@ -182,6 +178,14 @@ type store struct {
 	cacheLock sync.Mutex
 	// commits counts write transactions and autocommitted statements, for the benchmarks.
 	commits atomic.Int64
+}
+
+func newStore(db *dbutil.Database) *store {
+	return &store{
+		db:       db,
+		roomRows: dbutil.MakeQueryHelperSimple(db, func() *RoomInfo { return &RoomInfo{} }),
+		joinRows: dbutil.MakeQueryHelperSimple(db, func() *storedJoin { return &storedJoin{} }),
+	}
 }
 
 type inWriteKey struct{}
@@ -227,12 +231,9 @@ func (s *store) exec(ctx context.Context, query string, args ...any) (sql.Result
 	return s.db.Exec(context.WithoutCancel(ctx), query, args...)
 }
 
-func scanRoom(row dbutil.Scannable) (*RoomInfo, error) {
-	var r RoomInfo
-	if err := row.Scan(&r.RoomID, &r.RoomVersion, &r.HubServer, &r.Role, &r.status); err != nil {
-		return nil, err
-	}
-	return &r, nil
+// Scan implements dbutil.DataStruct.
+func (r *RoomInfo) Scan(row dbutil.Scannable) (*RoomInfo, error) {
+	return dbutil.ValueOrErr(r, row.Scan(&r.RoomID, &r.RoomVersion, &r.HubServer, &r.Role, &r.status))
 }
 
 func (s *store) getRoom(ctx context.Context, roomID string) (*RoomInfo, error) {
@@ -241,11 +242,11 @@ func (s *store) getRoom(ctx context.Context, roomID string) (*RoomInfo, error) {
 		return &info, nil
 	}
 	gen := s.roomGen.Load()
-	r, err := scanRoom(s.db.QueryRow(ctx, getRoomQuery, roomID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	} else if err != nil {
+	r, err := s.roomRows.QueryOne(ctx, getRoomQuery, roomID)
+	if err != nil {
 		return nil, fmt.Errorf("failed to get room %s: %w", roomID, err)
+	} else if r == nil {
+		return nil, nil
 	}
 	// Only settled rooms are cached: a joining room changes status within moments.
 	if ctx.Value(inWriteKey{}) == nil && r.status == statusActive {
@@ -274,20 +275,11 @@ func (s *store) clearRooms() {
 }
 
 func (s *store) listRooms(ctx context.Context) ([]*RoomInfo, error) {
-	rows, err := s.db.Query(ctx, listRoomsQuery)
+	rooms, err := s.roomRows.QueryMany(ctx, listRoomsQuery)
 	if err != nil {
 		return nil, fmt.Errorf("failed to list rooms: %w", err)
 	}
-	defer rows.Close()
-	var out []*RoomInfo
-	for rows.Next() {
-		r, err := scanRoom(rows)
-		if err != nil {
-			return nil, fmt.Errorf("failed to scan room: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return rooms, nil
 }
 
 func (s *store) putRoom(ctx context.Context, r *RoomInfo, now int64) error {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/linearize/federation"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
@@ -31,7 +32,7 @@ func (e *Engine) setupTransport() {
 	if e.keys == nil {
 		e.keys = newOwnKeyFirst(e.serverName, e.key, federation.NewKeyRing(client))
 	}
-	e.handler = federation.NewServer(e.serverName, federation.NewKeyServer(e.serverName, e.key), e.keys, e,
+	e.handler = federation.NewServer(e.serverName, federation.NewKeyServer(e.serverName, e.key), e.keys, inbound{e},
 		e.cfg.MaxRequestBytes)
 }
 
@@ -65,7 +66,7 @@ func (e *Engine) startHTTP(ctx context.Context) error {
 	done := make(chan error, 1)
 	e.httpDone = done
 	go func() {
-		done <- federation.Serve(ctx, ln, e.cfg, e.handler)
+		done <- federation.Serve(ctx, ln, listenOptions(e.cfg), e.handler)
 	}()
 	return nil
 }
@@ -99,4 +100,11 @@ func (o ownKeyFirst) VerifyKey(ctx context.Context, serverName, keyID string) (e
 		return o.public, nil
 	}
 	return o.next.VerifyKey(ctx, serverName, keyID)
+}
+
+// listenOptions are the federation listener's settings from the lm config section.
+func listenOptions(cfg config.LM) federation.ListenOptions {
+	return federation.ListenOptions{Listen: cfg.Listen, TLSCert: cfg.TLSCert, TLSKey: cfg.TLSKey,
+		AllowPlainHTTP: cfg.AllowPlainHTTP, MaxRequestBytes: cfg.MaxRequestBytes, MaxRequestsPerIP: cfg.MaxRequestsPerIP,
+		MaxRequestsPerOrigin: cfg.MaxRequestsPerOrigin}
 }

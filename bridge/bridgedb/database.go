@@ -17,11 +17,20 @@ const VersionTable = "bridge_version"
 // Database is the bridge's view of the shared database.
 type Database struct {
 	*dbutil.Database
+	events *dbutil.QueryHelper[*EventMapping]
+	links  *dbutil.QueryHelper[*Link]
+	ghosts *dbutil.QueryHelper[*GhostProfile]
 }
 
 // New wraps the shared database with the bridge's version table.
 func New(parent *dbutil.Database, log dbutil.DatabaseLogger) *Database {
-	return &Database{Database: parent.Child(VersionTable, upgrades.Table, log)}
+	child := parent.Child(VersionTable, upgrades.Table, log)
+	return &Database{
+		Database: child,
+		events:   dbutil.MakeQueryHelperSimple(child, func() *EventMapping { return &EventMapping{} }),
+		links:    dbutil.MakeQueryHelperSimple(child, func() *Link { return &Link{} }),
+		ghosts:   dbutil.MakeQueryHelperSimple(child, func() *GhostProfile { return &GhostProfile{} }),
+	}
 }
 
 // Upgrade brings the bridge's tables to the latest version.

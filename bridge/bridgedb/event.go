@@ -48,8 +48,8 @@ type EventMapping struct {
 	CreatedAt  time.Time
 }
 
-func scanEvent(row dbutil.Scannable) (*EventMapping, error) {
-	var m EventMapping
+// Scan implements dbutil.DataStruct.
+func (m *EventMapping) Scan(row dbutil.Scannable) (*EventMapping, error) {
 	var dagEventID, lmEventID, lpduID sql.NullString
 	var createdAt int64
 	if err := row.Scan(&m.DAGRoomID, &dagEventID, &m.LMRoomID, &lmEventID, &lpduID, &m.Origin, &m.Sender, &createdAt); err != nil {
@@ -57,7 +57,7 @@ func scanEvent(row dbutil.Scannable) (*EventMapping, error) {
 	}
 	m.DAGEventID, m.LMEventID, m.LPDUID = id.EventID(dagEventID.String), lmEventID.String, lpduID.String
 	m.CreatedAt = time.UnixMilli(createdAt)
-	return &m, nil
+	return m, nil
 }
 
 func nullable(s string) sql.NullString {
@@ -65,10 +65,8 @@ func nullable(s string) sql.NullString {
 }
 
 func (db *Database) getEvent(ctx context.Context, query, arg string) (*EventMapping, error) {
-	m, err := scanEvent(db.QueryRow(ctx, query, arg))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	} else if err != nil {
+	m, err := db.events.QueryOne(ctx, query, arg)
+	if err != nil {
 		return nil, fmt.Errorf("failed to get event mapping: %w", err)
 	}
 	return m, nil

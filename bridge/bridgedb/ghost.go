@@ -2,9 +2,9 @@ package bridgedb
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
+
+	"go.mau.fi/util/dbutil"
 )
 
 const (
@@ -18,16 +18,18 @@ type GhostProfile struct {
 	AvatarURL   string
 }
 
+// Scan implements dbutil.DataStruct.
+func (p *GhostProfile) Scan(row dbutil.Scannable) (*GhostProfile, error) {
+	return dbutil.ValueOrErr(p, row.Scan(&p.Displayname, &p.AvatarURL))
+}
+
 // GetGhostProfile returns the profile last set on the ghost of an LM user, or nil if none was set.
 func (db *Database) GetGhostProfile(ctx context.Context, lmUserID string) (*GhostProfile, error) {
-	var p GhostProfile
-	err := db.QueryRow(ctx, getGhostQuery, lmUserID).Scan(&p.Displayname, &p.AvatarURL)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	} else if err != nil {
+	p, err := db.ghosts.QueryOne(ctx, getGhostQuery, lmUserID)
+	if err != nil {
 		return nil, fmt.Errorf("failed to get ghost profile: %w", err)
 	}
-	return &p, nil
+	return p, nil
 }
 
 // PutGhostProfile records the profile set on a ghost.

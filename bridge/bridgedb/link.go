@@ -2,7 +2,6 @@ package bridgedb
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -59,8 +58,8 @@ type Link struct {
 	LastErrorAt time.Time  `json:"last_error_at,omitzero"`
 }
 
-func scanLink(row dbutil.Scannable) (*Link, error) {
-	var l Link
+// Scan implements dbutil.DataStruct.
+func (l *Link) Scan(row dbutil.Scannable) (*Link, error) {
 	var createdAt, lastErrorAt int64
 	err := row.Scan(&l.DAGRoomID, &l.LMRoomID, &l.HubServer, &l.Role, &l.Status, &l.PendingUser, &l.CreatedBy,
 		&createdAt, &l.LastError, &lastErrorAt)
@@ -71,14 +70,12 @@ func scanLink(row dbutil.Scannable) (*Link, error) {
 	if lastErrorAt != 0 {
 		l.LastErrorAt = time.UnixMilli(lastErrorAt)
 	}
-	return &l, nil
+	return l, nil
 }
 
 func (db *Database) getLink(ctx context.Context, query, arg string) (*Link, error) {
-	l, err := scanLink(db.QueryRow(ctx, query, arg))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	} else if err != nil {
+	l, err := db.links.QueryOne(ctx, query, arg)
+	if err != nil {
 		return nil, fmt.Errorf("failed to get link: %w", err)
 	}
 	return l, nil
@@ -96,13 +93,9 @@ func (db *Database) GetLinkByLMRoom(ctx context.Context, roomID string) (*Link, 
 
 // ListLinks returns every link, oldest first.
 func (db *Database) ListLinks(ctx context.Context) ([]*Link, error) {
-	rows, err := db.Query(ctx, listLinksQuery)
+	links, err := db.links.QueryMany(ctx, listLinksQuery)
 	if err != nil {
 		return nil, fmt.Errorf("failed to list links: %w", err)
-	}
-	links, err := dbutil.NewRowIterWithError(rows, scanLink, nil).AsList()
-	if err != nil {
-		return nil, fmt.Errorf("failed to read links: %w", err)
 	}
 	return links, nil
 }

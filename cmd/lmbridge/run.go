@@ -51,7 +51,8 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 	}
 
 	// The engine delivers LM events to the bridge, and the bridge sends through the engine: the engine is made
-	// first, the bridge registered as its listener before Start, so no event is delivered without it.
+	// first, the bridge registered as its listener before Start, so no event is delivered without it. The bridge
+	// knows the engine only as remote.Rooms and remote.Listener: this is where LM is wired in.
 	engine, err := linearize.New(ctx, cfg.LM, db.Database, linearize.Options{})
 	if err != nil {
 		return fmt.Errorf("failed to set up the LM engine: %w", err)

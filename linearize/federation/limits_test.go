@@ -19,7 +19,6 @@ import (
 
 	"maunium.net/go/mautrix/federation"
 
-	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
@@ -35,7 +34,7 @@ func serveLimited(t *testing.T, keys KeyLookup, handler Handler, limits httpguar
 	srv := NewServer(name, NewKeyServer(name, mustKey(t)), keys, handler, testMaxRequestBytes)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, config.LM{AllowPlainHTTP: true}, limits, srv) }()
+	go func() { done <- serve(ctx, ln, ListenOptions{AllowPlainHTTP: true}, limits, srv) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -108,7 +107,7 @@ func TestOriginOverItsBoundIsRefusedWhileOthersAreServed(t *testing.T) {
 	keys := keysOf(map[string]*SigningKey{"flood.example": flooder, "other.example": other})
 	handler := &gateHandler{held: "flood.example", entered: make(chan string, 16), release: make(chan struct{})}
 	const perOrigin = 4
-	limits := Limits(config.LM{MaxRequestsPerIP: 64, MaxRequestsPerOrigin: perOrigin, MaxRequestBytes: testMaxRequestBytes})
+	limits := Limits(ListenOptions{MaxRequestsPerIP: 64, MaxRequestsPerOrigin: perOrigin, MaxRequestBytes: testMaxRequestBytes})
 	dest := serveLimited(t, keys, handler, limits)
 
 	var wg sync.WaitGroup
@@ -177,7 +176,7 @@ func TestAddressOverItsBoundIsRefusedBeforeAuthentication(t *testing.T) {
 	keys := keysOf(map[string]*SigningKey{"good.example": good})
 	const perIP = 4
 	dest := serveLimited(t, keys, &recordingHandler{},
-		Limits(config.LM{MaxRequestsPerIP: perIP, MaxRequestsPerOrigin: 32, MaxRequestBytes: testMaxRequestBytes}))
+		Limits(ListenOptions{MaxRequestsPerIP: perIP, MaxRequestsPerOrigin: 32, MaxRequestBytes: testMaxRequestBytes}))
 	head := "PUT " + UnstablePrefix + "/send/slow HTTP/1.1\r\nHost: " + dest + "\r\n" +
 		`Authorization: X-Matrix origin="good.example",destination="` + dest + `",key="ed25519:a",sig="c2ln"` + "\r\n" +
 		"Content-Length: 100\r\n\r\n{"
@@ -229,7 +228,7 @@ func TestOversizedBodyIsRefusedAtOnce(t *testing.T) {
 	a := federation.GenerateSigningKey()
 	handler := &recordingHandler{}
 	dest := serveLimited(t, keysOf(map[string]*SigningKey{"a.example": a}), handler,
-		Limits(config.LM{MaxRequestsPerIP: 64, MaxRequestsPerOrigin: 32, MaxRequestBytes: testMaxRequestBytes}))
+		Limits(ListenOptions{MaxRequestsPerIP: 64, MaxRequestsPerOrigin: 32, MaxRequestBytes: testMaxRequestBytes}))
 	auth := sign(t, a, "a.example", dest, http.MethodPut, UnstablePrefix+"/send/big", []byte(`{"pdus":[]}`))
 	head := "PUT " + UnstablePrefix + "/send/big HTTP/1.1\r\nHost: " + dest + "\r\nAuthorization: " + auth + "\r\n"
 	over := `{"pdus":[],"x":"` + strings.Repeat("a", testMaxRequestBytes) + `"`
@@ -260,7 +259,7 @@ func TestOversizedBodyIsRefusedAtOnce(t *testing.T) {
 // past the header timeout, nor an idle kept-alive connection, past the idle timeout.
 func TestSlowClientsAreClosedAfterTheirTimeouts(t *testing.T) {
 	a := federation.GenerateSigningKey()
-	limits := Limits(config.LM{MaxRequestsPerIP: 64, MaxRequestsPerOrigin: 32, MaxRequestBytes: testMaxRequestBytes})
+	limits := Limits(ListenOptions{MaxRequestsPerIP: 64, MaxRequestsPerOrigin: 32, MaxRequestBytes: testMaxRequestBytes})
 	limits.ReadHeaderTimeout, limits.ReadTimeout, limits.IdleTimeout = 500*time.Millisecond, time.Second, time.Second
 	dest := serveLimited(t, keysOf(map[string]*SigningKey{"a.example": a}), &recordingHandler{}, limits)
 	uri := UnstablePrefix + "/send/slow"
@@ -338,7 +337,7 @@ func TestKeyFetchesAreCoalescedAndOutliveTheirRequest(t *testing.T) {
 
 	client := NewClient("lm.test", mustKey(t), ClientOptions{AllowHTTPPeers: true, Timeout: 10 * time.Second})
 	ring := NewKeyRing(client)
-	limits := Limits(config.LM{MaxRequestsPerIP: 64, MaxRequestsPerOrigin: 64, MaxRequestBytes: testMaxRequestBytes})
+	limits := Limits(ListenOptions{MaxRequestsPerIP: 64, MaxRequestsPerOrigin: 64, MaxRequestBytes: testMaxRequestBytes})
 	dest := serveLimited(t, ring, &recordingHandler{}, limits)
 
 	// The first request starts the fetch and goes away while the key server holds its answer.

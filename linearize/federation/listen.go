@@ -13,11 +13,24 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
 var ErrNoTLS = errors.New("federation listener has no TLS certificate and plain HTTP is not allowed")
+
+// ListenOptions are the federation listener's settings (the application's lm config section carries them).
+type ListenOptions struct {
+	// Listen is the address ListenAndServe binds.
+	Listen string
+	// TLSCert and TLSKey are PEM files, set together; without them AllowPlainHTTP must be set.
+	TLSCert, TLSKey string
+	AllowPlainHTTP  bool
+	// MaxRequestBytes bounds a request body; MaxRequestsPerIP the requests in flight from one address until they
+	// are authenticated, MaxRequestsPerOrigin those of one authenticated server (zero is no bound).
+	MaxRequestBytes      int64
+	MaxRequestsPerIP     int
+	MaxRequestsPerOrigin int
+}
 
 // shutdownGrace bounds how long Serve waits for requests in flight to finish at shutdown before closing their
 // connections: a stop must not hang on a slow peer. Our senders retry a transaction whose answer they lost, under the
@@ -25,7 +38,7 @@ var ErrNoTLS = errors.New("federation listener has no TLS certificate and plain 
 var shutdownGrace = 3 * time.Second
 
 // ListenAndServe binds cfg.Listen and serves handler until ctx is cancelled (see Serve).
-func ListenAndServe(ctx context.Context, cfg config.LM, handler http.Handler) error {
+func ListenAndServe(ctx context.Context, cfg ListenOptions, handler http.Handler) error {
 	if err := checkListenConfig(cfg); err != nil {
 		return err
 	}
@@ -36,7 +49,7 @@ func ListenAndServe(ctx context.Context, cfg config.LM, handler http.Handler) er
 	return Serve(ctx, ln, cfg, handler)
 }
 
-func checkListenConfig(cfg config.LM) error {
+func checkListenConfig(cfg ListenOptions) error {
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return errors.New("lm.tls_cert and lm.tls_key must be set together")
 	} else if cfg.TLSCert == "" && !cfg.AllowPlainHTTP {
@@ -49,7 +62,7 @@ func checkListenConfig(cfg config.LM) error {
 // cfg.AllowPlainHTTP, within the bounds of Limits(cfg). It returns once ctx is cancelled and in-flight requests have
 // finished (for at most shutdownGrace, then their connections are closed), or when serving fails. The listener is
 // closed on return. Request contexts carry ctx's values (the logger).
-func Serve(ctx context.Context, ln net.Listener, cfg config.LM, handler http.Handler) error {
+func Serve(ctx context.Context, ln net.Listener, cfg ListenOptions, handler http.Handler) error {
 	return serve(ctx, ln, cfg, Limits(cfg), handler)
 }
 
@@ -71,10 +84,10 @@ const (
 	listenRetryAfter = time.Second
 )
 
-// Limits are the federation listener's bounds for cfg: lm.max_requests_per_ip requests in flight per address until
-// they are authenticated (and four times as many connections), lm.max_requests_per_origin per authenticated
-// origin, request bodies of at most lm.max_request_bytes.
-func Limits(cfg config.LM) httpguard.Limits {
+// Limits are the federation listener's bounds for cfg: cfg.MaxRequestsPerIP requests in flight per address until
+// they are authenticated (and four times as many connections), cfg.MaxRequestsPerOrigin per authenticated origin,
+// request bodies of at most cfg.MaxRequestBytes.
+func Limits(cfg ListenOptions) httpguard.Limits {
 	return httpguard.Limits{
 		ReadHeaderTimeout:    listenReadHeaderTimeout,
 		ReadTimeout:          listenReadTimeout,
@@ -91,7 +104,7 @@ func Limits(cfg config.LM) httpguard.Limits {
 	}
 }
 
-func serve(ctx context.Context, ln net.Listener, cfg config.LM, limits httpguard.Limits, handler http.Handler) error {
+func serve(ctx context.Context, ln net.Listener, cfg ListenOptions, limits httpguard.Limits, handler http.Handler) error {
 	if err := checkListenConfig(cfg); err != nil {
 		_ = ln.Close()
 		return err

@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/federation"
-
-	"github.com/lmbridge/lmbridge/config"
 )
 
 // selfSignedCert writes a certificate for 127.0.0.1 and returns its paths and a pool that trusts it.
@@ -64,7 +62,7 @@ func TestServeTLS(t *testing.T) {
 	name := ln.Addr().String()
 	key := federation.GenerateSigningKey()
 	handler := &recordingHandler{}
-	cfg := config.LM{ServerName: name, TLSCert: certPath, TLSKey: keyPath}
+	cfg := ListenOptions{TLSCert: certPath, TLSKey: keyPath}
 	client := NewClient(name, key, ClientOptions{TLSConfig: &tls.Config{RootCAs: pool}})
 	server := NewServer(name, NewKeyServer(name, key), NewKeyRing(client), handler, 0)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -117,21 +115,21 @@ func TestServeTLS(t *testing.T) {
 }
 
 func TestServeRefusesPlainHTTPUnlessAllowed(t *testing.T) {
-	err := ListenAndServe(context.Background(), config.LM{Listen: "127.0.0.1:0"}, http.NotFoundHandler())
+	err := ListenAndServe(context.Background(), ListenOptions{Listen: "127.0.0.1:0"}, http.NotFoundHandler())
 	if !errors.Is(err, ErrNoTLS) {
 		t.Errorf("no TLS, plain HTTP not allowed: got %v", err)
 	}
-	err = ListenAndServe(context.Background(), config.LM{Listen: "127.0.0.1:0", TLSCert: "only-cert.pem"}, http.NotFoundHandler())
+	err = ListenAndServe(context.Background(), ListenOptions{Listen: "127.0.0.1:0", TLSCert: "only-cert.pem"}, http.NotFoundHandler())
 	if err == nil {
 		t.Error("certificate without key accepted")
 	}
-	err = ListenAndServe(context.Background(), config.LM{Listen: "127.0.0.1:0", TLSCert: "/nonexistent.pem", TLSKey: "/nonexistent.key"}, http.NotFoundHandler())
+	err = ListenAndServe(context.Background(), ListenOptions{Listen: "127.0.0.1:0", TLSCert: "/nonexistent.pem", TLSKey: "/nonexistent.key"}, http.NotFoundHandler())
 	if err == nil {
 		t.Error("missing certificate files accepted")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err = ListenAndServe(ctx, config.LM{Listen: "127.0.0.1:0", AllowPlainHTTP: true}, http.NotFoundHandler()); err != nil {
+	if err = ListenAndServe(ctx, ListenOptions{Listen: "127.0.0.1:0", AllowPlainHTTP: true}, http.NotFoundHandler()); err != nil {
 		t.Errorf("plain HTTP allowed, cancelled at once: %v", err)
 	}
 }

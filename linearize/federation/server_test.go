@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/federation"
-
-	"github.com/lmbridge/lmbridge/config"
 )
 
 // recordingHandler is a small Handler for transport tests: it records what reached it and answers from fixed data.
@@ -152,7 +150,7 @@ func newTestPeer(t testing.TB) *testPeer {
 	p.server = NewServer(p.name, NewKeyServer(p.name, p.key), p.ring, p.handler, testMaxRequestBytes)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, p.listener, config.LM{AllowPlainHTTP: true}, p.server) }()
+	go func() { done <- Serve(ctx, p.listener, ListenOptions{AllowPlainHTTP: true}, p.server) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

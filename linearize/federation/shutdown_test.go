@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"testing"
 	"time"
-
-	"github.com/lmbridge/lmbridge/config"
 )
 
 // serveForShutdown serves handler on 127.0.0.1 and returns the address, the cancel that stops Serve, and Serve's result.
@@ -20,7 +18,7 @@ func serveForShutdown(t *testing.T, handler http.Handler) (string, context.Cance
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, config.LM{AllowPlainHTTP: true}, handler) }()
+	go func() { done <- Serve(ctx, ln, ListenOptions{AllowPlainHTTP: true}, handler) }()
 	t.Cleanup(cancel)
 	return ln.Addr().String(), cancel, done
 }

@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v7: Latest revision
 CREATE TABLE lm_room (
 	room_id      TEXT    PRIMARY KEY,
 	room_version TEXT    NOT NULL,
@@ -25,7 +25,10 @@ CREATE TABLE lm_event (
 	PRIMARY KEY (room_id, idx),
 	CONSTRAINT lm_event_id_unique UNIQUE (event_id)
 );
-CREATE INDEX lm_event_state_idx ON lm_event (room_id, event_type, state_key, idx);
+-- Only state events: messages (most of the log) are never looked up by type.
+CREATE INDEX lm_event_state_idx ON lm_event (room_id, event_type, state_key, idx) WHERE state_key IS NOT NULL;
+-- LPDUs completed already are looked up by their ID; the hub's own events have none.
+CREATE INDEX lm_event_lpdu_idx ON lm_event (lpdu_id) WHERE lpdu_id IS NOT NULL;
 
 -- Events a participant knows without a place in its log: the state and auth chain returned by send_join.
 CREATE TABLE lm_outlier (
@@ -68,14 +71,10 @@ CREATE TABLE lm_destination (
 	txn_last_seq BIGINT NOT NULL,
 	retry_count  INTEGER NOT NULL,
 	next_attempt BIGINT NOT NULL,
-	last_error   TEXT
-);
-
--- Our LPDUs sent to a hub and not yet echoed back.
-CREATE TABLE lm_pending_lpdu (
-	lpdu_id TEXT   PRIMARY KEY,
-	room_id TEXT   NOT NULL,
-	sent_at BIGINT NOT NULL
+	last_error   TEXT,
+	-- The highest seq deleted for this destination: with the queued rows, what says which seqs were used, so that
+	-- numbering goes on after everything was delivered.
+	sent_up_to   BIGINT NOT NULL DEFAULT 0
 );
 
 -- How far each listener has consumed each room's log; delivery restarts from here after a crash.
@@ -110,4 +109,23 @@ CREATE TABLE lm_send_key (
 	event_id TEXT   NOT NULL,
 	sent_at  BIGINT NOT NULL,
 	PRIMARY KEY (room_id, send_key)
+);
+
+-- A join whose send_join has not been answered yet: the LPDU we sent, sent again after a crash.
+CREATE TABLE lm_join (
+	room_id      TEXT   PRIMARY KEY REFERENCES lm_room (room_id) ON DELETE CASCADE,
+	user_id      TEXT   NOT NULL,
+	lpdu         TEXT   NOT NULL,
+	room_version TEXT   NOT NULL,
+	started_at   BIGINT NOT NULL
+);
+
+-- PDUs the hub sent for a room while our join was in flight, appended once the join is stored.
+CREATE TABLE lm_join_pending (
+	room_id     TEXT   NOT NULL REFERENCES lm_room (room_id) ON DELETE CASCADE,
+	seq         BIGINT NOT NULL,
+	event_id    TEXT   NOT NULL,
+	pdu         TEXT   NOT NULL,
+	received_at BIGINT NOT NULL,
+	PRIMARY KEY (room_id, seq)
 );
