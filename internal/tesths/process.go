@@ -73,6 +73,8 @@ func (p *process) stop(grace time.Duration) error {
 			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 				p.stopErr = fmt.Errorf("failed to send SIGTERM to homeserver (pid %d): %w", pid, err)
 			}
+			// A paused server (Pause) would hold the SIGTERM until it is continued.
+			_ = syscall.Kill(-pid, syscall.SIGCONT)
 		}
 		select {
 		case <-p.done:
@@ -84,6 +86,17 @@ func (p *process) stop(grace time.Duration) error {
 		<-p.done
 	})
 	return p.stopErr
+}
+
+// signalGroup sends sig to the server's process group (the server and anything it forked).
+func (p *process) signalGroup(sig syscall.Signal) error {
+	if p.exited() {
+		return fmt.Errorf("%w: homeserver (pid %d) has exited", ErrNotRunning, p.cmdPID)
+	}
+	if err := syscall.Kill(-p.cmdPID, sig); err != nil {
+		return fmt.Errorf("failed to send %s to homeserver (pid %d): %w", sig, p.cmdPID, err)
+	}
+	return nil
 }
 
 // waitReady polls /_matrix/client/versions until it answers 200, the process exits or ctx ends.
