@@ -19,6 +19,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/bridge"
 	"github.com/lmbridge/lmbridge/internal/tesths"
+	"github.com/lmbridge/lmbridge/internal/testpg"
 )
 
 // The chaos test: the real lmbridge binary as the LM hub of a room linked to a Matrix room on a real homeserver, and
@@ -194,7 +195,13 @@ func runChaos(t *testing.T, kind tesths.Kind, v chaosVariant, seed int64) {
 // setUp starts the homeserver, lmbridge and the peer, links a room of alice's from Matrix and brings bob in.
 func (r *chaosRun) setUp(ctx context.Context, t *testing.T, kind tesths.Kind) {
 	r.b = newLMBridgeHub(t, tesths.DefaultServerName)
-	r.hs = tesths.StartT(t, kind, tesths.Options{ServerName: r.b.ServerName, Registrations: [][]byte{r.b.RegYAML}})
+	opts := tesths.Options{ServerName: r.b.ServerName, Registrations: [][]byte{r.b.RegYAML}}
+	if kind == tesths.Dendrite {
+		// On SQLite, Dendrite's sync API panics on "database is locked" under this load (README, Limits).
+		testpg.RequireT(t)
+		opts.DendritePostgres = testpg.NewDatabaseT(t)
+	}
+	r.hs = tesths.StartT(t, kind, opts)
 	r.b.SetHomeserver(t, r.hs)
 	r.b.Start(t)
 	r.peer = newChaosPeer(t)

@@ -73,6 +73,10 @@ type Options struct {
 	Registrations [][]byte
 	// Port is the loopback port to listen on; a free one when zero.
 	Port int
+	// DendritePostgres, when set, is a PostgreSQL connection string Dendrite keeps all its tables in, instead of one
+	// SQLite file per component. Under concurrent load Dendrite v0.13.8 on SQLite fails with "database is locked"
+	// and its sync API then panics (see README, Limits). Synapse ignores it.
+	DendritePostgres string
 }
 
 // Homeserver is a running homeserver process.
