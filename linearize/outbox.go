@@ -2,6 +2,8 @@ package linearize
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,12 +56,16 @@ type outbox struct {
 	// written (see deferEnd). Both are guarded by lock.
 	queuedUpTo map[string]int64
 	acked      map[string]int64
+	// departedRetries is departedRetries; tests lower it.
+	departedRetries atomic.Int32
 }
 
 func newOutbox(e *Engine) *outbox {
-	return &outbox{e: e, workers: make(map[string]chan struct{}), failing: make(map[string]bool),
+	o := &outbox{e: e, workers: make(map[string]chan struct{}), failing: make(map[string]bool),
 		backlog: make(map[string]int), drained: make(chan struct{}), queuedUpTo: make(map[string]int64),
 		acked: make(map[string]int64)}
+	o.departedRetries.Store(departedRetries)
+	return o
 }
 
 // Ending a transaction takes a commit of its own (its rows deleted, the destination's mark cleared or moved to the
@@ -328,7 +334,7 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 		}
 	}
 	last := items[len(items)-1].seq
-	txnID := strconv.FormatInt(items[0].seq, 10) + "-" + strconv.FormatInt(last, 10)
+	txnID := txnIDOf(items)
 	pdus := make([]json.RawMessage, 0, len(items))
 	for _, it := range items {
 		pdus = append(pdus, it.body)
@@ -368,6 +374,13 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 			return minBackoff, nil, err
 		}
 		ds.retryCount++
+		if ds.retryCount >= int(o.departedRetries.Load()) {
+			if dropped, err := o.dropIfDeparted(ctx, destination, sendErr); err != nil {
+				zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to drop the outbox of a departed server")
+			} else if dropped {
+				return idleWait, nil, nil
+			}
+		}
 		backoff := minBackoff << min(ds.retryCount-1, 20)
 		backoff = min(backoff, maxBackoff)
 		ds.nextAttempt = time.Now().Add(backoff).UnixMilli()
@@ -464,6 +477,78 @@ func (o *outbox) nextBatch(ctx context.Context, destination string) ([]outboxIte
 		}
 	}
 	return items, 0, nil
+}
+
+// txnIDOf names a transaction: its first and last seq, for the logs, and a hash of the IDs of what it carries, which
+// is what makes the name unique. A peer answers a txnId it has seen from its record (for pruneRetention), whatever
+// the transaction holds now, so an ID given again to other content loses that content. Seqs alone are not enough,
+// even kept across restarts: a database restored from a backup gives the seqs used since the backup again, to other
+// events. A random nonce kept with the in-flight mark would not be either: the transaction is read again from the
+// rows at each retry, and the same mark can make another batch (a backup restored between two marks, a build with
+// other batch limits). A hash of the event IDs is a function of exactly what is sent: the same rows, resent after a
+// crash, make the same transaction under the same ID, which the peer answers from its record (the deferred end
+// relies on it); other content gets another ID, short of a SHA-256 collision. Event IDs are enough, for they are
+// reference hashes of the events (LPDU IDs of the LPDUs), so they fix the bodies sent.
+func txnIDOf(items []outboxItem) string {
+	h := sha256.New()
+	for _, it := range items {
+		h.Write([]byte(it.eventID))
+		// Event IDs hold no NUL, so the list reads back one way only.
+		h.Write([]byte{0})
+	}
+	sum := h.Sum(nil)
+	return strconv.FormatInt(items[0].seq, 10) + "-" + strconv.FormatInt(items[len(items)-1].seq, 10) + "-" +
+		hex.EncodeToString(sum[:16])
+}
+
+// departedRetries is how many failed attempts in a row a destination gets while no user of it is joined to any room
+// it has rows queued for; then they are dropped. Fan-out goes to the servers with joined users, and to a server in
+// the event that removes its last one, so nothing is queued for such a server after its rows: without a bound, a
+// server that left and went away would be retried at maxBackoff forever. The bound lets a departed server that is
+// only down for a while (about three and a half minutes of backoff) still receive the leave or kick that removed it.
+const departedRetries = 10
+
+// dropIfDeparted drops everything queued for destination when it is a departed server: every row is a PDU we fan
+// out as hub, and no user of destination is joined to the room of any of them. It reports whether it dropped. The
+// check and the delete are one write: a join of destination commits before (and is seen) or after (and its rows stay).
+func (o *outbox) dropIfDeparted(ctx context.Context, destination string, cause error) (bool, error) {
+	st := o.e.store
+	var dropped []string
+	err := st.write(ctx, func(ctx context.Context) error {
+		dropped = nil
+		rooms, lpdus, err := st.outboxRooms(ctx, destination)
+		if err != nil || lpdus {
+			// Our LPDUs wait for their hub however long it takes.
+			return err
+		}
+		for _, roomID := range rooms {
+			if joined, err := st.serverJoined(ctx, roomID, destination); err != nil || joined {
+				return err
+			}
+		}
+		if dropped, err = st.outboxEventIDs(ctx, destination); err != nil {
+			return err
+		}
+		if err = st.deleteOutbox(ctx, destination, 1<<62-1); err != nil {
+			return err
+		}
+		return st.putDest(ctx, destination, destState{}, fmt.Sprintf(
+			"dropped %d events after %d failed attempts, no user of the server being joined any more: %v",
+			len(dropped), o.departedRetries.Load(), cause))
+	})
+	if err != nil || len(dropped) == 0 {
+		return false, err
+	}
+	for _, id := range dropped {
+		o.e.fanout.release(id)
+	}
+	o.lock.Lock()
+	delete(o.failing, destination)
+	o.lock.Unlock()
+	o.sent(destination, len(dropped))
+	zerolog.Ctx(ctx).Warn().Err(cause).Int("events", len(dropped)).Int32("attempts", o.departedRetries.Load()).
+		Msg("No user of the server is joined any more and it keeps failing, dropping what was queued for it")
+	return true, nil
 }
 
 // canonicalSender is a Remote that can send PDUs already in canonical JSON without re-encoding them

@@ -124,6 +124,12 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 
 	e.writeLock.Lock()
 	defer e.writeLock.Unlock()
+	// An LPDU completed already, sent again under another txnId, is accepted without a second append. Looked up under
+	// writeLock, so that no append of it falls between the look-up and ours.
+	completed, err := e.completedLPDUs(ctx, objs)
+	if err != nil {
+		return nil, nil, err
+	}
 	working := make(map[string]*roomState)
 	var items []appendItem
 	var echoed []string
@@ -145,10 +151,14 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			}
 			var it *appendItem
 			if r.room.Role == RoleHub {
+				if completed[r.id] {
+					continue
+				}
 				it, r.err = e.completeLPDU(r.p, rs)
 				if r.err == nil {
 					it.lpduID = r.id
 					tookLPDUs = true
+					completed[r.id] = true
 				}
 			} else {
 				it, r.err = e.acceptFromHub(ctx, r, rs, seen)
@@ -195,6 +205,28 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 		e.sentLPDUs.Delete(id)
 	}
 	return resp, b.fannedOut, nil
+}
+
+// completedLPDUs returns the IDs of the LPDUs of objs, sent to us as hub, that the log holds the completion of.
+func (e *Engine) completedLPDUs(ctx context.Context, objs []*received) (map[string]bool, error) {
+	var ids []string
+	for _, r := range objs {
+		if r.err == nil && !r.drop && r.room.Role == RoleHub {
+			ids = append(ids, r.id)
+		}
+	}
+	completed := make(map[string]bool)
+	if len(ids) == 0 {
+		return completed, nil
+	}
+	found, err := e.store.loggedLPDUs(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range found {
+		completed[id] = true
+	}
+	return completed, nil
 }
 
 // precheckAll runs precheck on every object, spread over the CPUs: signature checks dominate a transaction's cost

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 
 	"go.mau.fi/util/dbutil"
+
+	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
 
 //go:embed upgrades/*.sql
@@ -66,14 +68,27 @@ const (
 	`
 	getReceivedTxnQuery    = `SELECT response FROM lm_received_txn WHERE origin=$1 AND txn_id=$2`
 	insertReceivedTxnQuery = `INSERT INTO lm_received_txn (origin, txn_id, response, received_at) VALUES ($1, $2, $3, $4)`
-	maxOutboxSeqQuery      = `SELECT COALESCE(MAX(seq), 0) FROM lm_outbox`
-	outboxDestsQuery       = `SELECT DISTINCT destination FROM lm_outbox`
-	outboxBatchQuery       = `
+	// The kept high-water mark, or a queued row above it should one ever be there: seqs only go up.
+	maxOutboxSeqQuery = `
+		SELECT MAX(seq) FROM (
+			SELECT seq FROM lm_outbox_seq UNION ALL SELECT COALESCE(MAX(seq), 0) FROM lm_outbox
+		) AS seqs
+	`
+	setOutboxSeqQuery = `UPDATE lm_outbox_seq SET seq=$1`
+	outboxDestsQuery  = `SELECT DISTINCT destination FROM lm_outbox`
+	outboxBatchQuery  = `
 		SELECT seq, room_id, event_id, COALESCE(lpdu, ''), lpdu IS NOT NULL FROM lm_outbox
 		WHERE destination=$1 AND seq<=$2 ORDER BY seq LIMIT $3
 	`
+	outboxRoomsQuery    = `SELECT DISTINCT room_id, lpdu IS NOT NULL FROM lm_outbox WHERE destination=$1`
+	outboxEventIDsQuery = `SELECT event_id FROM lm_outbox WHERE destination=$1`
+	joinedMembersQuery  = `
+		SELECT state_key FROM lm_current_state WHERE room_id=$1 AND event_type='m.room.member' AND membership='join'
+	`
 	// Followed by one placeholder per event ID and a closing parenthesis.
 	eventBodiesPrefix = `SELECT event_id, pdu FROM lm_event WHERE event_id IN (`
+	// Followed by one placeholder per LPDU ID and a closing parenthesis.
+	loggedLPDUsPrefix = `SELECT lpdu_id FROM lm_event WHERE lpdu_id IN (`
 	deleteOutboxQuery = `DELETE FROM lm_outbox WHERE destination=$1 AND seq<=$2`
 	getDestQuery      = `SELECT txn_last_seq, retry_count, next_attempt FROM lm_destination WHERE destination=$1`
 	upsertDestQuery   = `
@@ -438,6 +453,14 @@ func (s *store) maxOutboxSeq(ctx context.Context) (int64, error) {
 	return seq, nil
 }
 
+// setOutboxSeq keeps seq as the highest given, in the commit that gives it.
+func (s *store) setOutboxSeq(ctx context.Context, seq int64) error {
+	if _, err := s.exec(ctx, setOutboxSeqQuery, seq); err != nil {
+		return fmt.Errorf("failed to store outbox sequence: %w", err)
+	}
+	return nil
+}
+
 func (s *store) outboxDestinations(ctx context.Context) ([]string, error) {
 	rows, err := s.db.Query(ctx, outboxDestsQuery)
 	if err != nil {
@@ -453,6 +476,64 @@ func (s *store) outboxDestinations(ctx context.Context) ([]string, error) {
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+// outboxRooms returns the rooms destination has rows queued for, and whether any of them is an LPDU.
+func (s *store) outboxRooms(ctx context.Context, destination string) ([]string, bool, error) {
+	rows, err := s.db.Query(ctx, outboxRoomsQuery, destination)
+	if err != nil {
+		return nil, false, fmt.Errorf("failed to list the rooms queued for %s: %w", destination, err)
+	}
+	defer rows.Close()
+	var rooms []string
+	lpdus := false
+	for rows.Next() {
+		var roomID string
+		var lpdu bool
+		if err := rows.Scan(&roomID, &lpdu); err != nil {
+			return nil, false, fmt.Errorf("failed to scan the rooms queued for %s: %w", destination, err)
+		}
+		rooms = append(rooms, roomID)
+		lpdus = lpdus || lpdu
+	}
+	return rooms, lpdus, rows.Err()
+}
+
+// outboxEventIDs returns the event IDs of destination's queued rows.
+func (s *store) outboxEventIDs(ctx context.Context, destination string) ([]string, error) {
+	rows, err := s.db.Query(ctx, outboxEventIDsQuery, destination)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the outbox of %s: %w", destination, err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("failed to scan the outbox of %s: %w", destination, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// serverJoined reports whether a user of server is joined to roomID in its current state.
+func (s *store) serverJoined(ctx context.Context, roomID, server string) (bool, error) {
+	rows, err := s.db.Query(ctx, joinedMembersQuery, roomID)
+	if err != nil {
+		return false, fmt.Errorf("failed to read the members of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var userID string
+		if err := rows.Scan(&userID); err != nil {
+			return false, fmt.Errorf("failed to scan the members of %s: %w", roomID, err)
+		}
+		if pdu.ServerName(userID) == server {
+			return true, nil
+		}
+	}
+	return false, rows.Err()
 }
 
 type outboxItem struct {
@@ -509,12 +590,12 @@ func (s *store) outboxBatch(ctx context.Context, destination string, maxSeq int6
 	return out, nil
 }
 
-// eventBodies reads the stored PDUs of log events by ID.
-func (s *store) eventBodies(ctx context.Context, eventIDs []string) (map[string]json.RawMessage, error) {
+// inQuery appends to prefix one placeholder per ID and the closing parenthesis, and returns the IDs as arguments.
+func inQuery(prefix string, ids []string) (string, []any) {
 	var sb strings.Builder
-	sb.WriteString(eventBodiesPrefix)
-	args := make([]any, len(eventIDs))
-	for i, id := range eventIDs {
+	sb.WriteString(prefix)
+	args := make([]any, len(ids))
+	for i, id := range ids {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
@@ -523,7 +604,32 @@ func (s *store) eventBodies(ctx context.Context, eventIDs []string) (map[string]
 		args[i] = id
 	}
 	sb.WriteByte(')')
-	rows, err := s.db.Query(ctx, sb.String(), args...)
+	return sb.String(), args
+}
+
+// loggedLPDUs returns those of lpduIDs whose completion the log holds.
+func (s *store) loggedLPDUs(ctx context.Context, lpduIDs []string) ([]string, error) {
+	query, args := inQuery(loggedLPDUsPrefix, lpduIDs)
+	rows, err := s.db.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up completed LPDUs: %w", err)
+	}
+	defer rows.Close()
+	var found []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("failed to scan completed LPDUs: %w", err)
+		}
+		found = append(found, id)
+	}
+	return found, rows.Err()
+}
+
+// eventBodies reads the stored PDUs of log events by ID.
+func (s *store) eventBodies(ctx context.Context, eventIDs []string) (map[string]json.RawMessage, error) {
+	query, args := inQuery(eventBodiesPrefix, eventIDs)
+	rows, err := s.db.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
