@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,6 +103,7 @@ type chaosRun struct {
 	lmRoom  string
 	ghost   id.UserID
 	aliceLM string
+	synced  *syncRecorder
 	rng     *rand.Rand
 	seed    int64
 }
@@ -229,6 +231,7 @@ func (r *chaosRun) setUp(ctx context.Context, t *testing.T, kind tesths.Kind) {
 		t.Fatal(err)
 	}
 	r.room = created.RoomID
+	r.synced = startSyncRecorder(ctx, t, r.alice, r.room)
 	waitUntil(t, 60*time.Second, "the bot to join", func() bool {
 		members, err := r.alice.JoinedMembers(ctx, r.room)
 		return err == nil && hasMember(members, bot)
@@ -350,7 +353,7 @@ type chaosViews struct {
 func (r *chaosRun) read(ctx context.Context, t *testing.T) chaosViews {
 	t.Helper()
 	var v chaosViews
-	for _, evt := range roomTimeline(ctx, t, r.alice, r.room) {
+	for _, evt := range r.synced.timeline(t) {
 		if evt.Type != event.EventMessage {
 			continue
 		}
@@ -379,6 +382,79 @@ func (r *chaosRun) read(ctx context.Context, t *testing.T) chaosViews {
 		}
 	}
 	return v
+}
+
+// syncRecorder follows a room through a client's /sync from before the first message, as the client would, and
+// keeps every timeline event once, in the order sync gave them. Paging /messages would not do for the counts:
+// Dendrite v0.13.8 leaves out events at page boundaries where the room's DAG forked (README, Limits).
+type syncRecorder struct {
+	lock    sync.Mutex
+	events  []*event.Event
+	seen    map[id.EventID]bool
+	limited int
+	errors  int
+}
+
+// syncTimelineLimit is high enough that no sync of the run is limited (a gap in the timeline).
+const syncTimelineLimit = 5000
+
+func startSyncRecorder(ctx context.Context, t *testing.T, client *mautrix.Client, room id.RoomID) *syncRecorder {
+	t.Helper()
+	filter, err := client.CreateFilter(ctx, &mautrix.Filter{Room: &mautrix.RoomFilter{
+		Rooms: []id.RoomID{room}, Timeline: &mautrix.FilterPart{Limit: syncTimelineLimit}}})
+	if err != nil {
+		t.Fatalf("failed to upload the sync filter: %v", err)
+	}
+	rec := &syncRecorder{seen: map[id.EventID]bool{}}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		since := ""
+		for ctx.Err() == nil {
+			resp, err := client.SyncRequest(ctx, 10000, since, filter.FilterID, false, event.PresenceOffline)
+			if err != nil {
+				rec.lock.Lock()
+				rec.errors++
+				rec.lock.Unlock()
+				time.Sleep(time.Second)
+				continue
+			}
+			since = resp.NextBatch
+			joined, ok := resp.Rooms.Join[room]
+			if !ok {
+				continue
+			}
+			rec.lock.Lock()
+			if joined.Timeline.Limited && len(rec.events) > 0 {
+				rec.limited++
+			}
+			for _, evt := range joined.Timeline.Events {
+				if !rec.seen[evt.ID] {
+					rec.seen[evt.ID] = true
+					rec.events = append(rec.events, evt)
+				}
+			}
+			rec.lock.Unlock()
+		}
+	}()
+	return rec
+}
+
+// timeline is what the client has seen of the room so far; a sync that was limited fails the test, since the counts
+// would have a gap.
+func (rec *syncRecorder) timeline(t *testing.T) []*event.Event {
+	t.Helper()
+	rec.lock.Lock()
+	defer rec.lock.Unlock()
+	if rec.limited > 0 {
+		t.Fatalf("%d syncs had a gap in the timeline (limited), over a limit of %d events", rec.limited, syncTimelineLimit)
+	}
+	return append([]*event.Event(nil), rec.events...)
 }
 
 func seqOf(body string) int {
