@@ -36,9 +36,12 @@ const (
 	// resendSettle is how long after an attempt the homeserver is given to finish it before it is looked for: Dendrite
 	// keeps processing the event of a request its client abandoned, and only then does it show in /messages.
 	resendSettle = 5 * time.Second
-	// resendLookBack is how many of the sender's latest events of the type are searched for an earlier attempt. A
-	// send is tried again at once after a crash or an error, so the earlier attempt is among the newest.
-	resendLookBack = 50
+	// resendLookBack is how many of the room's latest events are searched for an earlier attempt, in pages of
+	// resendPage. A send is tried again at once after a crash or an error, so the earlier attempt is among the newest;
+	// but the room moves on meanwhile. No filter is asked of the homeserver: Dendrite applies it after taking the
+	// page, so a filtered page of the latest events would be searched, not the latest events of the sender.
+	resendLookBack = 1000
+	resendPage     = 100
 	// sendRetention is how long the record of a send is kept.
 	sendRetention = 7 * 24 * time.Hour
 )
@@ -87,23 +90,31 @@ func (s *sendLog) findEarlier(ctx context.Context, in *Intent, roomID id.RoomID,
 			return "", ctx.Err()
 		}
 	}
-	filter := &mautrix.FilterPart{Senders: []id.UserID{in.UserID}, Types: []event.Type{evtType}}
-	resp, err := in.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, filter, resendLookBack)
-	if err != nil {
-		return "", fmt.Errorf("failed to look for an earlier attempt of %s: %w", txnID, err)
-	}
 	log := zerolog.Ctx(ctx).With().Str("txn_id", txnID).Stringer("room_id", roomID).Stringer("sender", in.UserID).Logger()
-	for _, evt := range resp.Chunk {
-		if evt.Sender != in.UserID || txnMarker(evt) != txnID {
-			continue
+	from, searched := "", 0
+	for searched < resendLookBack {
+		resp, err := in.Messages(ctx, roomID, from, "", mautrix.DirectionBackward, nil, resendPage)
+		if err != nil {
+			return "", fmt.Errorf("failed to look for an earlier attempt of %s: %w", txnID, err)
 		}
-		if _, err = s.db.Exec(ctx, setSendEventQuery, txnID, evt.ID); err != nil {
-			return "", fmt.Errorf("failed to record the event of send %s: %w", txnID, err)
+		for _, evt := range resp.Chunk {
+			if evt.Sender != in.UserID || evt.Type.Type != evtType.Type || txnMarker(evt) != txnID {
+				continue
+			}
+			if _, err = s.db.Exec(ctx, setSendEventQuery, txnID, evt.ID); err != nil {
+				return "", fmt.Errorf("failed to record the event of send %s: %w", txnID, err)
+			}
+			log.Info().Stringer("event_id", evt.ID).Int("searched", searched).
+				Msg("An earlier attempt had sent this message; not sending it again")
+			return evt.ID, nil
 		}
-		log.Info().Stringer("event_id", evt.ID).Msg("An earlier attempt had sent this message; not sending it again")
-		return evt.ID, nil
+		searched += len(resp.Chunk)
+		if len(resp.Chunk) == 0 || resp.End == "" || resp.End == from {
+			break
+		}
+		from = resp.End
 	}
-	log.Debug().Msg("No earlier attempt reached the homeserver; sending again")
+	log.Info().Int("searched", searched).Msg("No earlier attempt reached the homeserver; sending again")
 	return "", nil
 }
 
