@@ -18,6 +18,9 @@ const catchUpPage = 100
 // cursor, and cap it at 100 (Dendrite).
 const catchUpContext = 100
 
+// catchUpBoundary is the /context limit used at each page boundary of a catch-up.
+const catchUpBoundary = 20
+
 // CatchUp fetches the events of a room that came after its cursor (the last event in the stream) through /context and
 // /messages, and queues those the view does not have through the appservice inbox, so they reach the listener in
 // order like pushed events. It returns how many new events it queued. Call it when a gap is suspected; CatchUpAll
@@ -59,6 +62,15 @@ func (v *View) CatchUp(ctx context.Context, roomID id.RoomID) (int, error) {
 		if len(page.Chunk) == 0 || page.End == "" || page.End == from {
 			break
 		}
+		// Dendrite v0.13.8 leaves out an event at a page boundary where the DAG forked; /context of the page's last
+		// event has it. Queued before the next page, it keeps its place; the copies the next page repeats are dropped
+		// by the inbox.
+		last := page.Chunk[len(page.Chunk)-1]
+		boundary, err := client.Context(ctx, roomID, last.ID, nil, catchUpBoundary)
+		if err != nil {
+			return 0, fmt.Errorf("failed to get context of %s in %s: %w", last.ID, roomID, err)
+		}
+		missed = append(missed, boundary.EventsAfter...)
 		from = page.End
 	}
 	for _, evt := range missed {
