@@ -35,6 +35,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/appservice/upgrades"
 	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
 // VersionTable is the version table of the appservice package's own tables.
@@ -72,6 +73,8 @@ type AppService struct {
 	sends        *sendLog
 	dispatcher   *dispatcher
 	maxBodyBytes int64
+	// limits bounds the listener (see Limits); tests shorten them before Start.
+	limits httpguard.Limits
 
 	botUserID     id.UserID
 	ghostTemplate *template.Template
@@ -126,6 +129,7 @@ func New(p Params) (*AppService, error) {
 		db:            p.DB.Child(VersionTable, upgrades.Table, nil),
 		stateStore:    stateStore,
 		maxBodyBytes:  maxBody,
+		limits:        Limits(maxBody),
 		botUserID:     id.NewUserID(p.AppService.Bot.Username, p.Homeserver.Domain),
 		ghostTemplate: tmpl,
 		userRegexes:   userRegexes,
@@ -215,11 +219,8 @@ func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
 		return fmt.Errorf("failed to listen on %s: %w", addr, err)
 	}
 	as.listener = listener
-	as.server = &http.Server{
-		Handler:           as.mux,
-		ReadHeaderTimeout: 30 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
+	as.server = httpguard.New(ctx, "appservice", as.limits).Server(as.mux)
+	as.server.BaseContext = func(net.Listener) context.Context { return ctx }
 	go as.pruneLoop(ctx)
 	go func() {
 		zerolog.Ctx(ctx).Info().Str("address", listener.Addr().String()).Msg("Application service listener started")
@@ -228,6 +229,41 @@ func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
 		}
 	}()
 	return nil
+}
+
+// Bounds of the application-service listener (see Limits). Its good client is the homeserver, which sends one
+// transaction at a time over a short path: a request that takes 30 s to arrive is not the homeserver's.
+const (
+	listenReadHeaderTimeout = 10 * time.Second
+	listenReadTimeout       = 30 * time.Second
+	listenWriteTimeout      = 2 * time.Minute
+	listenIdleTimeout       = 90 * time.Second
+	listenMaxHeaderBytes    = 64 << 10
+	// listenMaxConns and listenMaxRequests bound the goroutines and buffers of connections, as on the federation
+	// listener; there is no bound per address on connections, since the homeserver is usually the only address.
+	listenMaxConns    = 8192
+	listenMaxRequests = 4096
+	// listenMaxRequestsPerIP bounds the requests of one address until their token is checked.
+	listenMaxRequestsPerIP = 64
+	// listenBodyBudget bounds the transaction bodies held at once, at least four of the largest.
+	listenBodyBudget = 64 << 20
+	listenRetryAfter = time.Second
+)
+
+// Limits are the application-service listener's bounds, for transactions of at most maxBodyBytes.
+func Limits(maxBodyBytes int64) httpguard.Limits {
+	return httpguard.Limits{
+		ReadHeaderTimeout: listenReadHeaderTimeout,
+		ReadTimeout:       listenReadTimeout,
+		WriteTimeout:      listenWriteTimeout,
+		IdleTimeout:       listenIdleTimeout,
+		MaxHeaderBytes:    listenMaxHeaderBytes,
+		MaxConns:          listenMaxConns,
+		MaxRequests:       listenMaxRequests,
+		MaxRequestsPerIP:  listenMaxRequestsPerIP,
+		BodyBudget:        max(listenBodyBudget, 4*maxBodyBytes),
+		RetryAfter:        listenRetryAfter,
+	}
 }
 
 const (

@@ -3,13 +3,15 @@ package appservice
 import (
 	"context"
 	"encoding/json"
-	"io"
+	"errors"
 	"net/http"
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
 // QueryHandler answers the homeserver's questions about users and aliases in our namespaces. The bridge sets one;
@@ -97,8 +99,12 @@ func (as *AppService) postPing(w http.ResponseWriter, r *http.Request) {
 	if !as.checkHSToken(w, r) {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
-	if err != nil || !json.Valid(body) {
+	body, err := httpguard.ReadBody(w, r, 64<<10)
+	var refusal *httpguard.Refusal
+	if errors.As(err, &refusal) {
+		refusal.Write(w, r)
+		return
+	} else if err != nil || !json.Valid(body) {
 		mautrix.MNotJSON.WithMessage("Ping body is not valid JSON").Write(w)
 		return
 	}
@@ -128,5 +134,7 @@ func writeHealth(w http.ResponseWriter, ok bool) {
 }
 
 func (as *AppService) unrecognized(w http.ResponseWriter, r *http.Request) {
+	// Whatever body it has is not read.
+	httpguard.CloseAfterAnswer(w, r)
 	mautrix.MUnrecognized.WithMessage("Unrecognized endpoint %s %s", r.Method, r.URL.Path).Write(w)
 }

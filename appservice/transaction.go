@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -15,6 +14,8 @@ import (
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
 // storedEvent is one event of a transaction, checked and ready to store.
@@ -141,18 +142,15 @@ func (as *AppService) putTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	txnID := r.PathValue("txnID")
 	log := zerolog.Ctx(as.ctx).With().Str("transaction_id", txnID).Logger()
-	if r.ContentLength > as.maxBodyBytes {
-		mautrix.MTooLarge.WithMessage("Transaction body is %d bytes, the limit is %d", r.ContentLength, as.maxBodyBytes).Write(w)
+	// Read as it arrives, through the limit and the listener's body budget, never sized from Content-Length.
+	body, err := httpguard.ReadBody(w, r, as.maxBodyBytes)
+	var refusal *httpguard.Refusal
+	if errors.As(err, &refusal) {
+		log.Warn().Err(err).Msg("Refused transaction body")
+		refusal.Write(w, r)
 		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, as.maxBodyBytes))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			mautrix.MTooLarge.WithMessage("Transaction body is over the limit of %d bytes", as.maxBodyBytes).Write(w)
-		} else {
-			mautrix.MNotJSON.WithMessage("Failed to read transaction body").Write(w)
-		}
+	} else if err != nil {
+		mautrix.MNotJSON.WithMessage("Failed to read transaction body").Write(w)
 		return
 	}
 	txn, err := parseTransaction(body)

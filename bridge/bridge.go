@@ -60,7 +60,9 @@ type LMSide interface {
 	// (or in a transaction of its own when the key was used before): the bridge's mapping row commits with the send.
 	SendEventKeyedWith(ctx context.Context, roomID, sender, evtType string, stateKey *string, content any, ts time.Time, key string, with func(ctx context.Context, eventID string) error) (string, error)
 	InviteUser(ctx context.Context, roomID, sender, target string) (string, error)
-	Join(ctx context.Context, roomID, userID, hub string) (string, error)
+	// JoinWithProfile joins through the hub with the user's display name and avatar in the join event itself, so that
+	// the other servers of the room show the user by name from the first join on.
+	JoinWithProfile(ctx context.Context, roomID, userID, hub, displayname, avatarURL string) (string, error)
 	Knock(ctx context.Context, roomID, userID, hub string) ([]json.RawMessage, error)
 	Leave(ctx context.Context, roomID, userID string) (string, error)
 	CurrentState(ctx context.Context, roomID string) ([]linearize.StateEntry, error)

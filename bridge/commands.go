@@ -137,7 +137,12 @@ func (br *Bridge) handleCommand(ctx context.Context, evt *event.Event, link *bri
 		return
 	}
 	if cmd != "status" && level < PermissionAdmin {
-		if ok, need, err := br.canChangeState(ctx, evt.RoomID, evt.Sender); err != nil {
+		state, err := br.matrix.StateEvents(ctx, evt.RoomID)
+		if err != nil {
+			reply("Could not check your power in this room: %v", err)
+			return
+		}
+		if ok, need, err := canChangeState(state, evt.Sender); err != nil {
 			reply("Could not check your power in this room: %v", err)
 			return
 		} else if !ok {
@@ -159,7 +164,9 @@ func (br *Bridge) handleCommand(ctx context.Context, evt *event.Event, link *bri
 		case len(args) == 3 && strings.EqualFold(args[1], "via"):
 			l, err := br.LinkToLM(ctx, evt.RoomID, args[0], args[2], evt.Sender)
 			if err != nil {
-				reply("Could not link this room: %v", err)
+				// The provisioning API's message, which tells a blocked, unknown or refusing hub from a failing one.
+				_, _, msg := linkErrorAnswer(err, args[2])
+				reply("Could not link this room: %s", msg)
 				return
 			}
 			reply("Linked this room to the LM room %s through its hub %s.", l.LMRoomID, l.HubServer)
@@ -249,33 +256,4 @@ func (br *Bridge) inviteLM(ctx context.Context, link *bridgedb.Link, by id.UserI
 	}
 	_, err = br.lm.InviteUser(ctx, link.LMRoomID, byLM, target)
 	return err
-}
-
-// canChangeState says whether a user has the power to change the room's state: the level m.bridge needs.
-func (br *Bridge) canChangeState(ctx context.Context, roomID id.RoomID, user id.UserID) (bool, int, error) {
-	state, err := br.matrix.StateEvents(ctx, roomID)
-	if err != nil {
-		return false, 0, err
-	}
-	var pl event.PowerLevelsEventContent
-	if evt := findState(state, event.StatePowerLevels, ""); evt != nil {
-		if err = jsonUnmarshalContent(evt, &pl); err != nil {
-			return false, 0, err
-		}
-	} else {
-		// No power levels: the creator has 100, everyone else 0, state needs 50.
-		pl.Users = map[id.UserID]int{}
-		if create := findState(state, event.StateCreate, ""); create != nil {
-			pl.Users[create.Sender] = 100
-		}
-	}
-	if create := findState(state, event.StateCreate, ""); create != nil {
-		if create.Content.Parsed == nil {
-			// mautrix reads v12 creators from the parsed create content.
-			_ = create.Content.ParseRaw(event.StateCreate)
-		}
-		pl.CreateEvent = create
-	}
-	need := pl.GetEventLevel(bridgeStateType)
-	return pl.GetUserLevel(user) >= need, need, nil
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -198,9 +197,9 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 }
 
 // joinLM joins a Matrix user's LM identity to the LM room: as hub a hub-local join, invited by the bot first when
-// the join rules want an invite; as participant make_join/send_join through the hub. A join over a join is a profile
-// change. key is the DAG join's event ID: a refused first attempt stores no key, so the retry after the invite reuses
-// it.
+// the join rules want an invite; as participant make_join/send_join through the hub, the profile in the join itself.
+// A join over a join is a profile change. key is the DAG join's event ID: a refused first attempt stores no key, so
+// the retry after the invite reuses it.
 func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string, mc memberChange, key string) (string, error) {
 	content := mc.content()
 	if link.Role == bridgedb.RoleHub || mc.PrevMembership == event.MembershipJoin {
@@ -213,17 +212,7 @@ func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string
 		}
 		return br.lm.SendEventKeyed(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now(), key)
 	}
-	evtID, err := br.lm.Join(ctx, link.LMRoomID, userLM, link.HubServer)
-	if err != nil {
-		return "", err
-	}
-	if mc.Displayname != "" || mc.AvatarURL != "" {
-		// make_join's template carries no profile; a second join sets it.
-		if _, err = br.lm.SendEventKeyed(ctx, link.LMRoomID, userLM, event.StateMember.Type, &userLM, content, br.now(), key+"#profile"); err != nil {
-			zerolog.Ctx(ctx).Warn().Err(err).Str("lm_user", userLM).Msg("Failed to set profile on LM after joining")
-		}
-	}
-	return evtID, nil
+	return br.lm.JoinWithProfile(ctx, link.LMRoomID, userLM, link.HubServer, mc.Displayname, mc.AvatarURL)
 }
 
 // dagCreators returns the v12 creators of a DAG room from dagview's state.

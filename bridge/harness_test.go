@@ -209,6 +209,8 @@ type testBridge struct {
 	*Bridge
 	mx  *fakeMatrix
 	eng *linearize.Engine
+	// raw is the database the bridge and, when newTestBridge made it, the engine keep their tables in.
+	raw *dbutil.Database
 }
 
 func newTestBridge(t testing.TB, lm LMSide, cfg config.Bridge) *testBridge {
@@ -234,7 +236,7 @@ func newTestBridge(t testing.TB, lm LMSide, cfg config.Bridge) *testBridge {
 	if err = br.Upgrade(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return &testBridge{Bridge: br, mx: mx, eng: eng}
+	return &testBridge{Bridge: br, mx: mx, eng: eng, raw: db}
 }
 
 // seedDAGRoom gives the fake homeserver a v12 room created by alice, with carol, the bot and bob's ghost joined.

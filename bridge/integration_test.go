@@ -55,13 +55,19 @@ func (r *lmRecorder) find(pred func(*linearize.Event) bool) *linearize.Event {
 // startEngine starts a real LM engine on a loopback port, plain HTTP, its server name being its address.
 func startEngine(t *testing.T, ctx context.Context, l linearize.Listener, name string) *linearize.Engine {
 	t.Helper()
+	return startEngineBlocking(t, ctx, l, name, nil)
+}
+
+// startEngineBlocking is startEngine with lm.ip_range_blocklist set to blocked.
+func startEngineBlocking(t *testing.T, ctx context.Context, l linearize.Listener, name string, blocked []string) *linearize.Engine {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	db := openRawDB(t)
-	eng, err := linearize.New(ctx, config.LM{ServerName: ln.Addr().String(), AllowPlainHTTP: true, AllowHTTPPeers: true},
-		db, linearize.Options{SigningKey: mautrixfed.GenerateSigningKey(), Listener: ln})
+	eng, err := linearize.New(ctx, config.LM{ServerName: ln.Addr().String(), AllowPlainHTTP: true, AllowHTTPPeers: true,
+		IPRangeBlocklist: blocked}, db, linearize.Options{SigningKey: mautrixfed.GenerateSigningKey(), Listener: ln})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +94,17 @@ type twoServers struct {
 
 func newTwoServers(t *testing.T, ctx context.Context) *twoServers {
 	t.Helper()
+	return newTwoServersBlocking(t, ctx, nil)
+}
+
+// newTwoServersBlocking is newTwoServers with the bridge's engine refusing to connect to the blocked ranges.
+func newTwoServersBlocking(t *testing.T, ctx context.Context, blocked []string) *twoServers {
+	t.Helper()
 	ts := &twoServers{mx: newFakeMatrix(), rec: &lmRecorder{}}
 	// The bridge's engine must exist before the bridge (which checks its server name) and be started after the
 	// bridge is registered as its listener; a forwarding listener breaks the cycle.
 	fwd := &forwardListener{}
-	ts.ours = startEngine(t, ctx, fwd, "bridge")
+	ts.ours = startEngineBlocking(t, ctx, fwd, "bridge", blocked)
 	ts.remote = startEngine(t, ctx, ts.rec, "test")
 	users, err := NewUserMapper(testHS, ts.ours.ServerName(), testBot, "lm_{{.}}")
 	if err != nil {

@@ -88,7 +88,13 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	if err != nil {
 		return nil, err
 	}
-	if _, err = br.lm.Join(ctx, lmRoomID, byLM, hub); err != nil {
+	byMember := findState(state, event.StateMember, string(by))
+	if br.users.IsPuppet(by) || byMember == nil || membershipOf(byMember) != event.MembershipJoin {
+		return nil, fmt.Errorf("%w: %s is not a Matrix user joined to %s", ErrInvalidLinkRequest, by, roomID)
+	}
+	byContent, _ := parseContent(byMember.Content.VeryRaw)
+	byProfile := parseMember(byLM, byLM, byContent, nil)
+	if _, err = br.lm.JoinWithProfile(ctx, lmRoomID, byLM, hub, byProfile.Displayname, byProfile.AvatarURL); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
 	}
 	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: hub, Role: bridgedb.RoleParticipant,
@@ -168,7 +174,8 @@ func (br *Bridge) Status(ctx context.Context, roomID id.RoomID) (*LinkStatus, er
 	return st, nil
 }
 
-// checkLinkable refuses rooms that are linked or encrypted and returns the room's state.
+// checkLinkable refuses rooms that are linked or encrypted, or where the bot lacks power, and returns the room's
+// state.
 func (br *Bridge) checkLinkable(ctx context.Context, roomID id.RoomID) ([]*event.Event, error) {
 	if existing, err := br.linkByDAG(ctx, roomID); err != nil {
 		return nil, err
@@ -184,6 +191,9 @@ func (br *Bridge) checkLinkable(ctx context.Context, roomID id.RoomID) ([]*event
 	}
 	if findState(state, event.StateCreate, "") == nil {
 		return nil, fmt.Errorf("%w: the bridge does not know room %s (is its bot in it?)", ErrInvalidLinkRequest, roomID)
+	}
+	if err = br.checkBotPower(state, roomID); err != nil {
+		return nil, err
 	}
 	return state, nil
 }
@@ -245,7 +255,9 @@ func bridgeStateKey(link *bridgedb.Link) string {
 	return "org.lmbridge://lm/" + link.HubServer + "/" + link.LMRoomID
 }
 
-// markBridged sets MSC2346's m.bridge in the DAG room; a bot without the power to do so only costs the marker.
+// markBridged sets MSC2346's m.bridge in the DAG room. checkLinkable made sure the bot may; if it fails all the same
+// (the power levels changed meanwhile, the homeserver is down), the link stands and the failure is its last error,
+// which `!lm status` shows.
 func (br *Bridge) markBridged(ctx context.Context, link *bridgedb.Link) {
 	content := Content{
 		"bridgebot": string(br.users.BotUserID),
@@ -257,6 +269,7 @@ func (br *Bridge) markBridged(ctx context.Context, link *bridgedb.Link) {
 	_, err := br.matrix.SendState(ctx, link.DAGRoomID, br.users.BotUserID, bridgeStateType, bridgeStateKey(link), content, br.now())
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Stringer("dag_room_id", link.DAGRoomID).Msg("Failed to set m.bridge state")
+		_ = br.db.SetLinkError(ctx, link.DAGRoomID, fmt.Sprintf("failed to set m.bridge state: %v", err), br.now())
 	}
 }
 
@@ -294,13 +307,18 @@ func (br *Bridge) OnInvite(ctx context.Context, inv *linearize.Invite) error {
 	if hub == "" {
 		hub = ServerOf(inv.Sender)
 	}
+	// The inviter's ghost creates the portal, which is its first join: its profile is set before, from the inviter's
+	// member event in the stripped state, or to the LM user ID when the hub sent none, as for any ghost without a name.
 	stripped := parseStrippedState(inv.StrippedState)
+	dn, av := inv.Sender, ""
 	if p, ok := stripped[event.StateMember.Type+"|"+inv.Sender]; ok {
-		dn, _ := p["displayname"].(string)
-		av, _ := p["avatar_url"].(string)
-		if err = br.ensureGhostProfile(ctx, inv.Sender, dn, av); err != nil {
-			log.Warn().Err(err).Msg("Failed to set inviter's ghost profile")
+		if name, _ := p["displayname"].(string); name != "" {
+			dn = name
 		}
+		av, _ = p["avatar_url"].(string)
+	}
+	if err = br.ensureGhostProfile(ctx, inv.Sender, dn, av); err != nil {
+		log.Warn().Err(err).Msg("Failed to set inviter's ghost profile")
 	}
 	req := &mautrix.ReqCreateRoom{
 		Preset: "private_chat",
@@ -349,7 +367,9 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 	}
 	switch membershipOf(evt) {
 	case event.MembershipJoin:
-		if _, err = br.lm.Join(ctx, link.LMRoomID, userLM, link.HubServer); err != nil {
+		content, _ := parseContent(evt.Content.VeryRaw)
+		profile := parseMember(userLM, userLM, content, nil)
+		if _, err = br.lm.JoinWithProfile(ctx, link.LMRoomID, userLM, link.HubServer, profile.Displayname, profile.AvatarURL); err != nil {
 			return fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
 		}
 		if err = br.activateLink(ctx, link); err != nil {

@@ -1,10 +1,12 @@
 package bridge
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 
@@ -12,6 +14,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/lmbridge/lmbridge/bridge/bridgedb"
+	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/linearize/federation"
 )
 
 // ProvisioningPrefix is where the provisioning API lives on the application-service listener.
@@ -119,7 +123,7 @@ func (br *Bridge) provGetLink(w http.ResponseWriter, r *http.Request) {
 func (br *Bridge) provCreateLink(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxProvisioningBody+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "M_BAD_JSON", "Failed to read request body")
+		writeError(w, http.StatusBadRequest, "M_BAD_JSON", "Failed to read request body: "+err.Error())
 		return
 	} else if len(body) > maxProvisioningBody {
 		writeError(w, http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "Request body is larger than 64 KiB")
@@ -150,20 +154,54 @@ func (br *Bridge) provCreateLink(w http.ResponseWriter, r *http.Request) {
 	} else {
 		link, err = br.LinkToLM(r.Context(), req.DAGRoomID, req.LMRoomID, req.HubServer, req.UserID)
 	}
-	switch {
-	case err == nil:
+	if err == nil {
 		writeJSON(w, http.StatusCreated, link)
-	case errors.Is(err, ErrAlreadyLinked):
-		writeError(w, http.StatusConflict, "M_ROOM_IN_USE", err.Error())
-	case errors.Is(err, ErrEncryptedRoom):
-		writeError(w, http.StatusForbidden, "M_FORBIDDEN", err.Error())
-	case errors.Is(err, ErrInvalidLinkRequest), errors.Is(err, ErrInvalidUserID), errors.Is(err, ErrUserIDTooLong):
-		writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", err.Error())
-	case errors.Is(err, ErrLMJoinFailed):
-		writeError(w, http.StatusBadGateway, "M_UNKNOWN", err.Error())
-	default:
-		br.provInternal(w, r, err)
+		return
 	}
+	status, errcode, msg := linkErrorAnswer(err, req.HubServer)
+	if status >= http.StatusInternalServerError {
+		zerolog.Ctx(r.Context()).Err(err).Str("path", r.URL.Path).Int("status", status).Msg("Provisioning request failed")
+	}
+	writeError(w, status, errcode, msg)
+}
+
+// linkErrorAnswer is the answer to a link request that failed: what the caller can change (the request, the room's
+// power levels, a hub that is blocked, unknown or refuses the join) is a 4xx with the error code that names it; what
+// failed in the bridge is a 500, and a hub that failed or could not be reached a 502 or 504.
+func linkErrorAnswer(err error, hub string) (int, string, string) {
+	msg := err.Error()
+	var fedErr *federation.Error
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, ErrAlreadyLinked):
+		return http.StatusConflict, "M_ROOM_IN_USE", msg
+	case errors.Is(err, ErrEncryptedRoom), errors.Is(err, ErrBotLacksPower):
+		return http.StatusForbidden, "M_FORBIDDEN", msg
+	case errors.Is(err, ErrInvalidLinkRequest), errors.Is(err, ErrInvalidUserID), errors.Is(err, ErrUserIDTooLong),
+		errors.Is(err, ErrNotOurs):
+		return http.StatusBadRequest, "M_INVALID_PARAM", msg
+	case !errors.Is(err, ErrLMJoinFailed):
+		return http.StatusInternalServerError, "M_UNKNOWN", "Internal error: " + msg
+	case errors.Is(err, federation.ErrBlockedAddress):
+		return http.StatusForbidden, "M_FORBIDDEN", "The address of hub " + hub + " is blocked by this bridge's " +
+			"lm.ip_range_blocklist, so it may not connect there: " + msg
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return http.StatusBadRequest, "M_INVALID_PARAM", "The hub server name " + hub + " does not resolve: " + msg
+	case errors.As(err, &fedErr) && !errors.Is(err, linearize.ErrBadRemoteAnswer) &&
+		(fedErr.Status == http.StatusBadRequest || fedErr.Status == http.StatusForbidden || fedErr.Status == http.StatusNotFound):
+		// The hub refused the join itself (not invited, banned, no such room, a room version we lack): the caller's
+		// to change, under the hub's own error code. An answer we could not verify is the hub's failure, not this.
+		return fedErr.Status, fedErr.ErrCode, "The hub " + hub + " refused the join: " + msg
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return http.StatusGatewayTimeout, "M_UNKNOWN", "The hub " + hub + " did not answer in time: " + msg
+	default:
+		return http.StatusBadGateway, "M_UNKNOWN", "The hub " + hub + " failed: " + msg
+	}
+}
+
+func isTimeout(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) && netErr.Timeout()
 }
 
 func (req *LinkRequest) validate() string {

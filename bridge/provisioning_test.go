@@ -2,12 +2,16 @@ package bridge
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/linearize"
 )
 
 func provRequest(t *testing.T, h http.Handler, method, path, auth, body string) (int, map[string]any) {
@@ -106,4 +110,75 @@ func TestProvisioningLinks(t *testing.T) {
 	if l, _ := tb.DB().ListLinks(testContext(t)); len(l) != 0 {
 		t.Fatalf("delete left links: %v", l)
 	}
+}
+
+// TestProvisioningLinkErrors: a link to an existing LM room that cannot be made is answered as the caller's mistake
+// (4xx, with the Matrix error code that names it) when the request, the hub's address or the hub's refusal is the
+// reason, and as the hub's failure (502) when the hub cannot be reached; nothing is linked either way. The engines
+// are real, on loopback.
+func TestProvisioningLinkErrors(t *testing.T) {
+	ctx := testContext(t)
+	links := ProvisioningPrefix + "/links"
+	const auth = "Bearer s3cret"
+	request := func(lmRoom, hub string, user id.UserID) string {
+		return string(mustJSON(map[string]any{"dag_room_id": dagRoom, "lm_room_id": lmRoom, "hub_server": hub, "user_id": user}))
+	}
+	check := func(t *testing.T, ts *twoServers, name, body string, code int, errcode string, says ...string) {
+		t.Helper()
+		got, answer := provRequest(t, ts.br.ProvisioningHandler(), http.MethodPost, links, auth, body)
+		msg, _ := answer["error"].(string)
+		if got != code || answer["errcode"] != errcode {
+			t.Errorf("%s: %d %v, want %d %s", name, got, answer, code, errcode)
+		}
+		for _, s := range says {
+			if !strings.Contains(msg, s) {
+				t.Errorf("%s: message %q does not say %q", name, msg, s)
+			}
+		}
+		if l, _ := ts.br.DB().ListLinks(ctx); len(l) != 0 {
+			t.Errorf("%s left links: %v", name, l)
+		}
+	}
+	setup := func(t *testing.T, blocked []string) (*twoServers, string) {
+		ts := newTwoServersBlocking(t, ctx, blocked)
+		ts.br.cfg.Provisioning.SharedSecret = "s3cret"
+		(&testBridge{Bridge: ts.br, mx: ts.mx}).seedDAGRoom()
+		public, err := ts.remote.CreateRoom(ctx, ts.bob, []linearize.InitialState{{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ts, public
+	}
+
+	t.Run("blocked hub", func(t *testing.T) {
+		ts, public := setup(t, []string{"127.0.0.0/8"})
+		check(t, ts, "hub on a blocked address", request(public, ts.remote.ServerName(), alice), http.StatusForbidden, "M_FORBIDDEN",
+			"blocked", "lm.ip_range_blocklist", ts.remote.ServerName())
+		// The bot's answer to the command says the same.
+		tb := &testBridge{Bridge: ts.br, mx: ts.mx}
+		if a := command(t, tb, alice, "$blocked", "!lm link "+public+" via "+ts.remote.ServerName()); !strings.Contains(a, "Could not link") ||
+			!strings.Contains(a, "is blocked by this bridge's lm.ip_range_blocklist") {
+			t.Errorf("answer to a link through a blocked hub = %q", a)
+		}
+	})
+	t.Run("hub refuses or fails", func(t *testing.T) {
+		ts, public := setup(t, nil)
+		inviteOnly, err := ts.remote.CreateRoom(ctx, ts.bob, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hub := ts.remote.ServerName()
+		check(t, ts, "not invited", request(inviteOnly, hub, alice), http.StatusForbidden, "M_FORBIDDEN", "refused the join")
+		check(t, ts, "unknown room", request("!nothing:"+hub, hub, alice), http.StatusNotFound, "M_NOT_FOUND", "refused the join")
+		check(t, ts, "user not in the room", request(public, hub, "@zed:hs.example"), http.StatusBadRequest, "M_INVALID_PARAM", "@zed:hs.example")
+		check(t, ts, "a ghost as user", request(public, hub, bobGhost), http.StatusBadRequest, "M_INVALID_PARAM")
+		// A port nobody listens on: the hub cannot be reached, which is not the caller's to fix.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := ln.Addr().String()
+		_ = ln.Close()
+		check(t, ts, "unreachable hub", request("!x:"+closed, closed, alice), http.StatusBadGateway, "M_UNKNOWN", closed)
+	})
 }

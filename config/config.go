@@ -84,6 +84,11 @@ type LM struct {
 	SigningKeyPath   string   `yaml:"signing_key_path"`
 	RoomVersion      string   `yaml:"room_version"`
 	MaxRequestBytes  int64    `yaml:"max_request_bytes"`
+	// MaxRequestsPerIP bounds the federation requests in flight from one address until they are authenticated;
+	// zero (a config built in code) is no bound.
+	MaxRequestsPerIP int `yaml:"max_requests_per_ip"`
+	// MaxRequestsPerOrigin bounds the federation requests in flight of one authenticated server; zero is no bound.
+	MaxRequestsPerOrigin int `yaml:"max_requests_per_origin"`
 }
 
 // BlockedRanges returns IPRangeBlocklist parsed; Validate has refused a config with a malformed entry.

@@ -128,6 +128,8 @@ func TestValidateNamesKey(t *testing.T) {
 		{"lm: {signing_key_path: ''}", "lm.signing_key_path"},
 		{"lm: {room_version: '11'}", "lm.room_version"},
 		{"lm: {max_request_bytes: -5}", "lm.max_request_bytes"},
+		{"lm: {max_requests_per_ip: -1}", "lm.max_requests_per_ip"},
+		{"lm: {max_requests_per_origin: -1}", "lm.max_requests_per_origin"},
 		{"lm: {ip_range_blocklist: [10.0.0.0]}", "lm.ip_range_blocklist"},
 		{"lm: {ip_range_blocklist: ['example.com/8']}", "lm.ip_range_blocklist"},
 		{"bridge: {command_prefix: '!lm link'}", "bridge.command_prefix"},

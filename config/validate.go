@@ -145,6 +145,12 @@ func (l *LM) validate(p *problems) {
 	if l.MaxRequestBytes <= 0 {
 		p.add("lm.max_request_bytes", "must be a positive number of bytes")
 	}
+	if l.MaxRequestsPerIP < 0 {
+		p.add("lm.max_requests_per_ip", "must be a number of requests, or 0 for no bound")
+	}
+	if l.MaxRequestsPerOrigin < 0 {
+		p.add("lm.max_requests_per_origin", "must be a number of requests, or 0 for no bound")
+	}
 }
 
 func (b *Bridge) validate(p *problems) {

@@ -184,12 +184,6 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 		if err := outbox.exec(ctx, e.store); err != nil {
 			return err
 		}
-		if seq != e.outboxSeq {
-			// With the rows: once they are delivered and deleted, this is all that says which seqs were used.
-			if err := e.store.setOutboxSeq(ctx, seq); err != nil {
-				return err
-			}
-		}
 		// A destination with no transaction in flight gets these rows marked as its next one in this commit, so that
 		// its worker sends them without a commit of its own first (one commit per event fewer when events come one
 		// at a time).

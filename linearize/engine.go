@@ -70,8 +70,22 @@ type Engine struct {
 	// transaction arrived.
 	appended func(eventID string, received time.Time)
 	joinLock sync.Mutex
-	// joining holds a channel per room whose send_join is in flight, closed when it ends.
-	joining map[string]chan struct{}
+	// joinRetryFor bounds how long a refused join is retried when we countersigned an invite for the user (see
+	// joinAttempts); joinRetried, when set (tests), is told of each retry.
+	joinRetryFor time.Duration
+	joinRetried  func(err error)
+	// pendingRooms holds the rooms with PDUs kept while their join was in flight and not appended yet: later PDUs
+	// of these rooms queue behind them. pendingApply makes one applyPending run at a time.
+	pendingRooms sync.Map
+	pendingApply sync.Mutex
+	// resumable are the joins a crash interrupted, found by New and resumed by Start.
+	resumable []*storedJoin
+	// background counts the goroutines Start began that Stop waits for.
+	background sync.WaitGroup
+	// beforeJoinAnswer and inviteCountersigned, when set (tests), run as hub before send_join is answered and
+	// before a countersigned invite is appended (an error fails the invite).
+	beforeJoinAnswer    func(ctx context.Context, join *StoredEvent)
+	inviteCountersigned func(ctx context.Context, eventID string) error
 
 	// sentLPDUs maps the ID of each LPDU we sent and whose echo has not come back to our signature on it (see
 	// isOwnEcho). Lost at a restart, which only costs a full verify of those echoes.
@@ -133,7 +147,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		now:           opts.Now,
 		rooms:         make(map[string]*roomState),
 		inflight:      make(map[string]*inflightTxn),
-		joining:       make(map[string]chan struct{}),
+		joinRetryFor:  defaultJoinRetry,
 		dispatchWake:  make(chan struct{}, 1),
 		dirty:         make(map[string]struct{}),
 		recent:        newRecentEvents(),
@@ -157,8 +171,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		e.key = key
 	}
 	e.setupTransport()
-	// A join interrupted by a crash left its room marked joining; nothing completes it now.
-	if err := e.store.abandonJoin(ctx, ""); err != nil {
+	if err := e.recoverJoins(ctx); err != nil {
 		return nil, err
 	}
 	seq, err := e.store.maxOutboxSeq(ctx)
@@ -208,6 +221,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		defer close(e.pruneDone)
 		e.pruneLoop(runCtx)
 	}()
+	e.resumeInterrupted(runCtx)
 	zerolog.Ctx(ctx).Info().Str("server_name", e.serverName).Msg("LM engine started")
 	return nil
 }
@@ -219,6 +233,8 @@ func (e *Engine) Stop(ctx context.Context) error {
 	}
 	e.cancel()
 	err := e.stopHTTP()
+	// Resumed joins append and fan out: done before the outbox stops.
+	e.background.Wait()
 	e.outbox.stop()
 	<-e.dispatchDone
 	<-e.pruneDone

@@ -20,6 +20,7 @@ import (
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/pdu"
 )
 
 // recorder is a Listener that keeps what it was told.
@@ -105,6 +106,10 @@ type node struct {
 	skipper *skipRecorder
 	// appended is installed as the engine's append hook before it starts.
 	appended func(eventID string, received time.Time)
+	// wrapRemote, when set, wraps the real federation client the engine is given (httpNet only).
+	wrapRemote func(Remote) Remote
+	// setup, when set, is called with the engine before it starts (test hooks; httpNet only).
+	setup func(e *Engine)
 }
 
 func testContext(t testing.TB) context.Context {
@@ -345,6 +350,20 @@ func newHTTPNodeWithKey(t testing.TB, key *mautrixfed.SigningKey, appended func(
 	return nd
 }
 
+// newHTTPNodeWith starts an engine on loopback whose federation client is wrapped by wrap and whose hooks setup
+// installs (either may be nil); both apply again at every restart.
+func newHTTPNodeWith(t testing.TB, wrap func(Remote) Remote, setup func(e *Engine)) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("failed to listen: %v", err)
+	}
+	nd := &node{name: ln.Addr().String(), dbPath: filepath.Join(t.TempDir(), "lm.db"), key: mautrixfed.GenerateSigningKey()}
+	nd.ln, nd.wrapRemote, nd.setup = ln, wrap, setup
+	httpNet{}.start(t, nd)
+	return nd
+}
+
 func (httpNet) start(t testing.TB, nd *node) {
 	t.Helper()
 	ctx := testContext(t)
@@ -365,7 +384,11 @@ func (httpNet) start(t testing.TB, nd *node) {
 	}
 	nd.db = openTestDB(t, nd.dbPath)
 	cfg := config.LM{ServerName: nd.name, AllowPlainHTTP: true, AllowHTTPPeers: true}
-	eng, err := New(ctx, cfg, nd.db, Options{SigningKey: nd.key, Listener: ln})
+	opts := Options{SigningKey: nd.key, Listener: ln}
+	if nd.wrapRemote != nil {
+		opts.Remote = nd.wrapRemote(newTestClient(nd.name, nd.key))
+	}
+	eng, err := New(ctx, cfg, nd.db, opts)
 	if err != nil {
 		t.Fatalf("failed to create engine %s: %v", nd.name, err)
 	}
@@ -375,11 +398,27 @@ func (httpNet) start(t testing.TB, nd *node) {
 		eng.AddListener("skipper", nd.skipper)
 	}
 	eng.appended = nd.appended
+	if nd.setup != nil {
+		nd.setup(eng)
+	}
 	if err = eng.Start(ctx); err != nil {
 		t.Fatalf("failed to start engine %s: %v", nd.name, err)
 	}
 	nd.eng = eng
 	t.Cleanup(func() { httpNet{}.stop(t, nd) })
+}
+
+// newTestClient is the federation client an httpNet engine would make itself.
+func newTestClient(name string, key *federation.SigningKey) *federation.Client {
+	client := federation.NewClient(name, key, federation.ClientOptions{AllowHTTPPeers: true})
+	client.EventID = func(raw json.RawMessage) (string, error) {
+		p, err := pdu.Parse(raw)
+		if err != nil {
+			return "", err
+		}
+		return p.EventID()
+	}
+	return client
 }
 
 func (httpNet) stop(t testing.TB, nd *node) {

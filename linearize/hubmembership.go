@@ -1,6 +1,7 @@
 package linearize
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -117,9 +118,12 @@ func (e *Engine) SendMembership(ctx context.Context, origin, membership, txnID s
 	}
 	switch membership {
 	case auth.MembershipJoin:
+		if e.beforeJoinAnswer != nil {
+			e.beforeJoinAnswer(ctx, ev)
+		}
 		return e.sendJoinResponse(ctx, ev)
 	case auth.MembershipKnock:
-		stripped, err := e.strippedState(ctx, room.RoomID)
+		stripped, err := e.strippedState(ctx, room.RoomID, "")
 		if err != nil {
 			return nil, err
 		}
@@ -166,7 +170,19 @@ func (e *Engine) eventByLPDU(ctx context.Context, roomID, lpduID string) (*Store
 	return evs[0], nil
 }
 
-// sendJoinResponse is the state before the join, its auth chain and the join itself.
+// sendJoinResponse answers send_join: the join, the state before it, and that state's auth chain.
+//
+// `state` holds the state before the join together with its auth chain, in log order, not the state alone. eigen-server
+// (the draft author's implementation) ignores auth_chain and replays `state` from an empty room through the auth
+// rules, in the order given; the state alone fails there as soon as someone joined by invite (the join replaced the
+// invite, and without it the join is refused) or an event was authorised by a power levels event that a later one
+// replaced. The state plus its auth chain holds every event's auth events, and in log order each event comes after
+// its auth events with none of them replaced in between (each was the current one when the event was appended): a
+// replay in this order sees, for everything the rules look at, what the hub saw, and ends in the state before the
+// join, since the newest event per type and state key is the state's own. A server that reads `state` as the draft
+// says, as the state with the newest entry per type and state key winning (as storeJoin does), gets the same state,
+// and auth_chain is unchanged. eigen's own answer, the whole timeline, would grow with every message ever sent; this
+// grows with the state.
 func (e *Engine) sendJoinResponse(ctx context.Context, ev *StoredEvent) (*federation.SendJoinResponse, error) {
 	state, err := e.store.stateBefore(ctx, ev.RoomID, ev.Index)
 	if err != nil {
@@ -176,10 +192,7 @@ func (e *Engine) sendJoinResponse(ctx context.Context, ev *StoredEvent) (*federa
 	if err != nil {
 		return nil, err
 	}
-	resp := &federation.SendJoinResponse{Event: ev.PDU, State: make([]json.RawMessage, 0, len(state))}
-	for _, s := range state {
-		resp.State = append(resp.State, s.PDU)
-	}
+	resp := &federation.SendJoinResponse{Event: ev.PDU, State: replayOrder(state, chain)}
 	resp.AuthChain = make([]json.RawMessage, 0, len(chain))
 	for _, c := range chain {
 		resp.AuthChain = append(resp.AuthChain, c.PDU)
@@ -187,19 +200,36 @@ func (e *Engine) sendJoinResponse(ctx context.Context, ev *StoredEvent) (*federa
 	return resp, nil
 }
 
+// replayOrder merges the state and its auth chain (both logged events) into one list in log order, each event once.
+func replayOrder(state, chain []*StoredEvent) []json.RawMessage {
+	all := make([]*StoredEvent, 0, len(state)+len(chain))
+	all = append(all, state...)
+	all = append(all, chain...)
+	slices.SortFunc(all, func(a, b *StoredEvent) int { return cmp.Compare(a.Index, b.Index) })
+	all = slices.CompactFunc(all, func(a, b *StoredEvent) bool { return a.EventID == b.EventID })
+	out := make([]json.RawMessage, len(all))
+	for i, s := range all {
+		out[i] = s.PDU
+	}
+	return out
+}
+
 // strippedStateTypes are the state events an invite or knock shows of the room (§3.5.2.1).
 var strippedStateTypes = []string{
 	"m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules", "m.room.canonical_alias",
 }
 
-func (e *Engine) strippedState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
+// strippedState is the room's stripped state for an invite or knock. An invite also shows the inviter's own member
+// event, as Synapse's does: the invited user's server learns who invites them by name, before it is in the room.
+func (e *Engine) strippedState(ctx context.Context, roomID, inviter string) ([]json.RawMessage, error) {
 	entries, err := e.store.currentState(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
 	var out []json.RawMessage
 	for _, st := range entries {
-		if st.StateKey != "" || !slices.Contains(strippedStateTypes, st.Type) {
+		isInviter := inviter != "" && st.Type == auth.TypeMember && st.StateKey == inviter
+		if !isInviter && (st.StateKey != "" || !slices.Contains(strippedStateTypes, st.Type)) {
 			continue
 		}
 		ev, err := e.store.getEvent(ctx, st.EventID)
@@ -212,7 +242,7 @@ func (e *Engine) strippedState(ctx context.Context, roomID string) ([]json.RawMe
 		if err = json.Unmarshal(ev.PDU, &f); err != nil {
 			continue
 		}
-		stripped, err := json.Marshal(map[string]any{"sender": f.Sender, "type": f.Type, "state_key": "", "content": f.Content})
+		stripped, err := json.Marshal(map[string]any{"sender": f.Sender, "type": f.Type, "state_key": st.StateKey, "content": f.Content})
 		if err != nil {
 			return nil, err
 		}
@@ -299,7 +329,7 @@ func (e *Engine) inviteRemote(ctx context.Context, roomID string, p *pdu.PDU, lp
 		} else if err != nil {
 			return nil, err
 		}
-		stripped, err := e.strippedState(ctx, roomID)
+		stripped, err := e.strippedState(ctx, roomID, p.Sender)
 		if err != nil {
 			return nil, err
 		}
@@ -312,6 +342,11 @@ func (e *Engine) inviteRemote(ctx context.Context, roomID string, p *pdu.PDU, lp
 		signed, err := e.checkCountersigned(resp, it.eventID)
 		if err != nil {
 			return nil, err
+		}
+		if e.inviteCountersigned != nil {
+			if err = e.inviteCountersigned(ctx, it.eventID); err != nil {
+				return nil, err
+			}
 		}
 		e.writeLock.Lock()
 		rs, err = e.loadRoom(ctx, roomID)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net/http"
 	"slices"
 	"time"
 
@@ -88,7 +90,21 @@ func (e *Engine) InviteUser(ctx context.Context, roomID, sender, target string) 
 // state and auth chain verified and stored. The room then follows the hub's log from the join on. It returns the
 // join's event ID.
 func (e *Engine) Join(ctx context.Context, roomID, userID, hub string) (string, error) {
-	return e.join(ctx, roomID, userID, hub, auth.MembershipJoin)
+	return e.join(ctx, roomID, userID, hub, auth.MembershipJoin, nil)
+}
+
+// JoinWithProfile is Join with the user's display name and avatar (each left out when empty) in the join event
+// itself, as Matrix servers fill in a make_join template: the room's other servers know the user by name from their
+// first event on, rather than from a second member event after the join.
+func (e *Engine) JoinWithProfile(ctx context.Context, roomID, userID, hub, displayname, avatarURL string) (string, error) {
+	profile := map[string]any{}
+	if displayname != "" {
+		profile["displayname"] = displayname
+	}
+	if avatarURL != "" {
+		profile["avatar_url"] = avatarURL
+	}
+	return e.join(ctx, roomID, userID, hub, auth.MembershipJoin, profile)
 }
 
 // Knock knocks on a room that hub owns as userID; the room's stripped state is returned. The hub's answer to the
@@ -97,7 +113,7 @@ func (e *Engine) Knock(ctx context.Context, roomID, userID, hub string) ([]json.
 	if pdu.ServerName(userID) != e.serverName {
 		return nil, fmt.Errorf("%w: %s", ErrNotOurUser, userID)
 	}
-	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipKnock)
+	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipKnock, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -111,9 +127,9 @@ func (e *Engine) Knock(ctx context.Context, roomID, userID, hub string) ([]json.
 	return resp.StrippedState, nil
 }
 
-// makeMembershipLPDU runs make_<membership> against hub and returns our signed LPDU made from the template: its ID,
-// wire form, the event, and the room version.
-func (e *Engine) makeMembershipLPDU(ctx context.Context, roomID, userID, hub, membership string) (string, json.RawMessage, *pdu.PDU, string, error) {
+// makeMembershipLPDU runs make_<membership> against hub and returns our signed LPDU made from the template, with extra
+// added to the template's content (its membership stays): its ID, wire form, the event, and the room version.
+func (e *Engine) makeMembershipLPDU(ctx context.Context, roomID, userID, hub, membership string, extra map[string]any) (string, json.RawMessage, *pdu.PDU, string, error) {
 	var versions []string
 	if membership != auth.MembershipLeave {
 		versions = supportedVersions()
@@ -142,6 +158,22 @@ func (e *Engine) makeMembershipLPDU(ctx context.Context, roomID, userID, hub, me
 		RoomID: roomID, Type: auth.TypeMember, StateKey: pdu.StringPtr(userID), Sender: userID,
 		OriginServerTS: e.now().UnixMilli(), Content: tmpl.Content,
 	}
+	if len(extra) > 0 {
+		var content map[string]any
+		if err = json.Unmarshal(tmpl.Content, &content); err != nil {
+			return "", nil, nil, "", fmt.Errorf("%w: make_%s template content: %w", ErrBadRemoteAnswer, membership, err)
+		} else if content == nil {
+			return "", nil, nil, "", fmt.Errorf("%w: make_%s template content is null", ErrBadRemoteAnswer, membership)
+		}
+		for k, v := range extra {
+			if k != "membership" {
+				content[k] = v
+			}
+		}
+		if err = p.SetContent(content); err != nil {
+			return "", nil, nil, "", err
+		}
+	}
 	lpduID, raw, err := e.makeLPDU(p, hub)
 	if err != nil {
 		return "", nil, nil, "", err
@@ -149,11 +181,22 @@ func (e *Engine) makeMembershipLPDU(ctx context.Context, roomID, userID, hub, me
 	return lpduID, raw, p, version, nil
 }
 
-func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership string) (string, error) {
+// defaultJoinRetry is how long a refused join is retried when we countersigned an invite for the user: the hub
+// appends an invite only once our countersignature is back, so a join sent as soon as the invite reached us (as
+// the bridge does) can reach the hub first and be refused as uninvited.
+const defaultJoinRetry = 5 * time.Second
+
+// First and longest wait between two attempts of a refused join.
+const (
+	joinRetryFirstWait = 100 * time.Millisecond
+	joinRetryMaxWait   = time.Second
+)
+
+func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership string, extra map[string]any) (string, error) {
 	if pdu.ServerName(userID) != e.serverName {
 		return "", fmt.Errorf("%w: %s", ErrNotOurUser, userID)
 	}
-	// Joins are rare: one at a time keeps the joining marker, its channel and the room row simple.
+	// Joins are rare: one at a time keeps the joining marker and the room row simple.
 	e.joinLock.Lock()
 	defer e.joinLock.Unlock()
 	existing, err := e.store.getRoom(ctx, roomID)
@@ -161,59 +204,130 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 		return "", err
 	}
 	if existing != nil && existing.Role == RoleHub {
-		return e.SendEvent(ctx, roomID, userID, auth.TypeMember, pdu.StringPtr(userID),
-			map[string]any{"membership": membership}, time.Time{})
+		content := maps.Clone(extra)
+		if content == nil {
+			content = map[string]any{}
+		}
+		content["membership"] = membership
+		return e.SendEvent(ctx, roomID, userID, auth.TypeMember, pdu.StringPtr(userID), content, time.Time{})
 	}
-	// Mark the room as joining first: fan-out of our own join can reach us before send_join answers; it waits for
-	// the join to be stored (or is retried by the hub) rather than being dropped.
-	done := make(chan struct{})
-	e.txnLock.Lock()
-	e.joining[roomID] = done
-	e.txnLock.Unlock()
-	defer func() {
-		e.txnLock.Lock()
-		delete(e.joining, roomID)
-		e.txnLock.Unlock()
-		close(done)
-	}()
+	// A room another of our users is joined to keeps receiving the hub's events, the echo of this join among them,
+	// in order: it is not marked joining, and nothing is held back.
+	followed := false
+	if existing != nil && existing.status == statusActive {
+		e.writeLock.Lock()
+		rs, err := e.loadRoom(ctx, roomID)
+		followed = err == nil && rs != nil && rs.isJoined(e.serverName)
+		e.writeLock.Unlock()
+		if err != nil {
+			return "", err
+		}
+	}
 	joining := &RoomInfo{RoomID: roomID, RoomVersion: DefaultRoomVersion, HubServer: hub, Role: RoleParticipant, status: statusJoining}
 	if existing != nil {
 		joining.RoomVersion = existing.RoomVersion
 	}
-	if existing == nil || existing.status != statusActive {
-		if err = e.store.putRoom(ctx, joining, e.now().UnixMilli()); err != nil {
+	restore := func() {}
+	if !followed {
+		// Marked joining before make_join: what the hub sends us from now on (eigen sends the join itself to every
+		// server before it answers send_join) is kept and appended once the join is stored (joinpending.go).
+		if existing == nil || existing.status != statusActive {
+			err = e.store.putRoom(ctx, joining, e.now().UnixMilli())
+		} else {
+			err = e.store.setRoomStatus(ctx, roomID, statusJoining)
+		}
+		if err != nil {
 			return "", err
 		}
-	} else if err = e.store.setRoomStatus(ctx, roomID, statusJoining); err != nil {
-		return "", err
-	}
-	restore := func() {
-		if err := e.store.abandonJoin(context.WithoutCancel(ctx), roomID); err != nil {
-			zerolog.Ctx(ctx).Err(err).Str("room_id", roomID).Msg("Failed to undo the joining marker")
+		restore = func() {
+			if err := e.abandonJoining(ctx, roomID); err != nil {
+				zerolog.Ctx(ctx).Err(err).Str("room_id", roomID).Msg("Failed to undo the joining marker")
+			}
 		}
 	}
-	lpduID, raw, lpdu, version, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, membership)
+	lpdu, version, resp, err := e.joinAttempts(ctx, roomID, userID, hub, membership, extra, !followed)
 	if err != nil {
 		restore()
 		return "", err
-	}
-	resp, err := e.remote.SendJoin(ctx, hub, lpduID, raw)
-	if err != nil {
-		restore()
-		return "", fmt.Errorf("failed to send_join: %w", err)
 	}
 	joining.RoomVersion = version
-	id, err := e.storeJoin(ctx, joining, lpdu, resp)
+	id, err := e.storeJoin(ctx, joining, lpdu, resp, followed)
 	if err != nil {
 		restore()
 		return "", err
+	}
+	if !followed {
+		// The join is stored: a failure here leaves the kept PDUs for the next /send or start to append.
+		if err = e.applyPending(ctx, roomID); err != nil {
+			zerolog.Ctx(ctx).Err(err).Str("room_id", roomID).Msg("Failed to append the PDUs kept during the join")
+		}
 	}
 	return id, nil
 }
 
+// joinAttempts runs make_join and send_join, recording the LPDU first when record is set (a crash before the answer
+// then resends it, see resumeJoin). A refusal (403) is retried for up to joinRetryFor, with backoff, when we hold an
+// invite for the user that we countersigned and have not seen in the room: the hub may not have appended it yet.
+// Otherwise, or once the time is up, the hub's refusal is returned as it came.
+func (e *Engine) joinAttempts(ctx context.Context, roomID, userID, hub, membership string, extra map[string]any, record bool) (*pdu.PDU, string, *federation.SendJoinResponse, error) {
+	start := time.Now()
+	wait := joinRetryFirstWait
+	for {
+		lpduID, raw, lpdu, version, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, membership, extra)
+		if err == nil && record {
+			err = e.recordJoin(ctx, roomID, userID, version, raw)
+		}
+		var resp *federation.SendJoinResponse
+		if err == nil {
+			if resp, err = e.remote.SendJoin(ctx, hub, lpduID, raw); err == nil {
+				return lpdu, version, resp, nil
+			}
+			err = fmt.Errorf("failed to send_join: %w", err)
+		}
+		var fe *federation.Error
+		if !errors.As(err, &fe) || fe.Status != http.StatusForbidden || time.Since(start)+wait > e.joinRetryFor {
+			return nil, "", nil, err
+		}
+		if invited, ierr := e.unseenInvite(ctx, roomID, userID); ierr != nil || !invited {
+			return nil, "", nil, errors.Join(err, ierr)
+		}
+		zerolog.Ctx(ctx).Debug().Err(err).Str("room_id", roomID).Str("user_id", userID).Dur("retry_in", wait).
+			Msg("Join refused although we countersigned an invite, retrying")
+		if e.joinRetried != nil {
+			e.joinRetried(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, "", nil, errors.Join(err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, joinRetryMaxWait)
+	}
+}
+
+// An invite we countersigned that we have not seen in the room (in our log, or in a send_join answer's state) may
+// not be in the hub's log yet; one we have seen is, and a refusal then has another reason (a kick, a ban).
+const unseenInviteQuery = `
+	SELECT COUNT(*) FROM lm_invite i WHERE i.room_id=$1 AND i.target=$2
+		AND NOT EXISTS (SELECT 1 FROM lm_event e WHERE e.event_id=i.event_id)
+		AND NOT EXISTS (SELECT 1 FROM lm_outlier o WHERE o.event_id=i.event_id)
+`
+
+// unseenInvite reports whether we countersigned an invite of userID into roomID (inviteAsTarget keeps each) that we
+// have not seen the hub append.
+func (e *Engine) unseenInvite(ctx context.Context, roomID, userID string) (bool, error) {
+	var n int
+	if err := e.db.QueryRow(ctx, unseenInviteQuery, roomID, userID).Scan(&n); err != nil {
+		return false, fmt.Errorf("failed to look up invites of %s to %s: %w", userID, roomID, err)
+	}
+	return n > 0, nil
+}
+
 // storeJoin verifies a send_join answer and makes the room ours to follow: the state and auth chain become outliers
-// and the current state, and the join is the first event of our log after whatever we held before.
-func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, resp *federation.SendJoinResponse) (string, error) {
+// and the current state, and the join is the first event of our log after whatever we held before. In a room we
+// follow already (followed), our mirror's state stands and the join takes its place in the log as any event of the
+// hub: appended now if it follows our head, else when the hub's fan-out brings it after the events before it.
+func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, resp *federation.SendJoinResponse, followed bool) (string, error) {
 	join, err := parseEvent(resp.Event)
 	if err != nil {
 		return "", fmt.Errorf("%w: send_join event: %w", ErrBadRemoteAnswer, err)
@@ -308,11 +422,32 @@ func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, r
 
 	e.writeLock.Lock()
 	defer e.writeLock.Unlock()
-	// Another of our users keeps the room's fan-out coming: the hub's echo of this join may be logged already.
+	item := appendItem{roomID: room.RoomID, p: join, raw: joinRaw, eventID: joinID, lpduID: wantLPDU}
 	if logged, err := e.haveLogged(ctx, joinID); err != nil {
 		return "", err
+	} else if logged && followed {
+		return joinID, nil
 	} else if logged {
-		return joinID, e.store.setRoomStatus(ctx, room.RoomID, statusActive)
+		return joinID, e.store.write(ctx, func(ctx context.Context) error {
+			if _, err := e.store.exec(ctx, deleteJoinQuery, room.RoomID); err != nil {
+				return err
+			}
+			return e.store.setRoomStatus(ctx, room.RoomID, statusActive)
+		})
+	}
+	if followed {
+		rs, err := e.loadRoom(ctx, room.RoomID)
+		if err != nil {
+			return "", err
+		}
+		if len(join.PrevEvents) != 1 || rs == nil || join.PrevEvents[0] != rs.headID() {
+			return joinID, nil
+		}
+		if err = e.commitBatch(ctx, batch{items: []appendItem{item}}); err != nil {
+			delete(e.rooms, room.RoomID)
+			return "", fmt.Errorf("failed to store join: %w", err)
+		}
+		return joinID, nil
 	}
 	delete(e.rooms, room.RoomID)
 	prior, err := e.loadRoom(ctx, room.RoomID)
@@ -327,8 +462,11 @@ func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, r
 	base.joined = rs.joined
 	e.rooms[room.RoomID] = base
 	err = e.commitBatch(ctx, batch{
-		items: []appendItem{{roomID: room.RoomID, p: join, raw: joinRaw, eventID: joinID, lpduID: wantLPDU}},
+		items: []appendItem{item},
 		pre: func(ctx context.Context) error {
+			if _, err := e.store.exec(ctx, deleteJoinQuery, room.RoomID); err != nil {
+				return err
+			}
 			for _, list := range [][]known{state, chain} {
 				for _, k := range list {
 					if err := e.store.insertOutlier(ctx, room.RoomID, k.id, k.raw); err != nil {
@@ -382,7 +520,7 @@ func (e *Engine) Leave(ctx context.Context, roomID, userID string) (string, erro
 	if err != nil {
 		return "", err
 	}
-	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipLeave)
+	lpduID, raw, _, _, err := e.makeMembershipLPDU(ctx, roomID, userID, hub, auth.MembershipLeave, nil)
 	if err != nil {
 		return "", err
 	}

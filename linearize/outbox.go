@@ -430,7 +430,7 @@ func (o *outbox) endTransaction(ctx context.Context, destination string, last in
 		if err != nil {
 			return err
 		}
-		var ds destState
+		ds := destState{sentUpTo: last}
 		if len(next) > 0 {
 			ds.txnLastSeq = next[len(next)-1].seq
 		}
@@ -526,13 +526,14 @@ func (o *outbox) dropIfDeparted(ctx context.Context, destination string, cause e
 				return err
 			}
 		}
-		if dropped, err = st.outboxEventIDs(ctx, destination); err != nil {
+		var last int64
+		if dropped, last, err = st.outboxEventIDs(ctx, destination); err != nil {
 			return err
 		}
-		if err = st.deleteOutbox(ctx, destination, 1<<62-1); err != nil {
+		if err = st.deleteOutbox(ctx, destination, last); err != nil {
 			return err
 		}
-		return st.putDest(ctx, destination, destState{}, fmt.Sprintf(
+		return st.putDest(ctx, destination, destState{sentUpTo: last}, fmt.Sprintf(
 			"dropped %d events after %d failed attempts, no user of the server being joined any more: %v",
 			len(dropped), o.departedRetries.Load(), cause))
 	})

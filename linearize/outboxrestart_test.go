@@ -360,3 +360,32 @@ func TestLPDUSentAgainIsAppendedOnce(t *testing.T) {
 	checkLPDUsOnce(t, hub, roomID, []string{lpduID, after})
 	checkLogPiece(t, hub, part, roomID)
 }
+
+// TestOutboxSeqMigrationStartsAtTheQueuedRows upgrades a database at version 4 with rows queued and a destination
+// known: the destination keeps its state, and the first seq given after the upgrade follows the queued rows.
+func TestOutboxSeqMigrationStartsAtTheQueuedRows(t *testing.T) {
+	ctx := testContext(t)
+	nd := newHTTPNode(t, nil)
+	httpNet{}.stop(t, nd)
+	db := openTestDB(t, nd.dbPath)
+	for _, q := range []string{`ALTER TABLE lm_destination DROP COLUMN sent_up_to`, `DROP INDEX lm_event_lpdu_idx`,
+		`DROP TABLE lm_join_pending`, `DROP TABLE lm_join`,
+		`UPDATE linearize_version SET version=4`,
+		`INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES ('a.invalid', 3, '!r:x', '$a', '{}'), ('b.invalid', 7, '!r:x', '$b', '{}')`,
+		`INSERT INTO lm_destination (destination, txn_last_seq, retry_count, next_attempt) VALUES ('b.invalid', 7, 2, 0)`} {
+		if _, err := db.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = db.Close()
+	httpNet{}.start(t, nd)
+	nd.eng.writeLock.Lock()
+	seq := nd.eng.outboxSeq
+	nd.eng.writeLock.Unlock()
+	if seq != 7 {
+		t.Fatalf("the outbox's last seq is %d after the upgrade, want 7", seq)
+	}
+	if ds := destOf(t, nd, "b.invalid"); ds.txnLastSeq != 7 {
+		t.Fatalf("the transaction in flight to b.invalid ends at %d after the upgrade, want 7", ds.txnLastSeq)
+	}
+}

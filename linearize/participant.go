@@ -16,7 +16,8 @@ func (e *Engine) fillGaps(ctx context.Context, origin string, objs []*received) 
 	known := make(map[string]bool)
 	for i := 0; i < len(objs); i++ {
 		r := objs[i]
-		if r.err != nil || r.drop || r.room == nil || r.room.Role != RoleParticipant || len(r.p.PrevEvents) == 0 {
+		// Kept PDUs are gap-filled when applyPending appends them, against the log as it is then.
+		if r.err != nil || r.drop || r.pending || r.room == nil || r.room.Role != RoleParticipant || len(r.p.PrevEvents) == 0 {
 			continue
 		}
 		prev := r.p.PrevEvents[0]

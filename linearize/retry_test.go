@@ -2,17 +2,15 @@ package linearize
 
 import (
 	"encoding/json"
-	"errors"
-	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/lmbridge/lmbridge/linearize/federation"
 )
 
-// TestSendDuringJoinAsksForRetry checks that a transaction for a room whose join is still in progress is answered
-// 503 with a message that names the room and says to retry, not a bare internal error.
-func TestSendDuringJoinAsksForRetry(t *testing.T) {
+// TestSendDuringJoinIsKept checks that a transaction for a room whose join is still in progress is answered at once,
+// with no failed PDU, and its PDU kept (not appended) for when the join completes. It used to be answered 503 with
+// a request to retry, which held eigen's send_join (eigen sends the join to us before it answers) until we gave up.
+func TestSendDuringJoinIsKept(t *testing.T) {
 	ctx := testContext(t)
 	hub := newHTTPNode(t, nil)
 	part := newHTTPNode(t, nil)
@@ -22,14 +20,16 @@ func TestSendDuringJoinAsksForRetry(t *testing.T) {
 	if err := part.eng.store.putRoom(ctx, info, 0); err != nil {
 		t.Fatal(err)
 	}
-	_, err := part.eng.Send(ctx, hub.name, "txn1", &federation.Transaction{PDUs: []json.RawMessage{evs[0].PDU}})
-	var fe *federation.Error
-	if !errors.As(err, &fe) {
-		t.Fatalf("got %v, want a *federation.Error", err)
+	resp, err := part.eng.Send(ctx, hub.name, "txn1", &federation.Transaction{PDUs: []json.RawMessage{evs[0].PDU}})
+	if err != nil || len(resp.FailedPDUs) != 0 {
+		t.Fatalf("send during the join: %+v, %v; want an answer with no failed PDU", resp, err)
 	}
-	if fe.Status != http.StatusServiceUnavailable || fe.ErrCode != federation.ErrCodeUnknown ||
-		!strings.Contains(fe.Message, "Join in progress") || !strings.Contains(fe.Message, roomID) ||
-		!strings.Contains(fe.Message, "retry") {
-		t.Fatalf("got %d %s %q, want 503 M_UNKNOWN saying the join of %s is in progress", fe.Status, fe.ErrCode, fe.Message, roomID)
+	var kept int
+	if err = part.db.QueryRow(ctx, `SELECT COUNT(*) FROM lm_join_pending WHERE room_id=$1 AND event_id=$2`, roomID, evs[0].EventID).
+		Scan(&kept); err != nil || kept != 1 {
+		t.Fatalf("kept %d rows of the PDU (%v), want 1", kept, err)
+	}
+	if n := len(logIDs(t, part, roomID)); n != 0 {
+		t.Fatalf("the log holds %d events before the join completed", n)
 	}
 }

@@ -71,10 +71,17 @@ func (e *Engine) Send(ctx context.Context, origin, txnID string, txn *federation
 		}
 		return &resp, nil
 	}
-	resp, paceBy, err := e.processTransaction(ctx, origin, txnID, txn)
+	resp, paceBy, kept, err := e.processTransaction(ctx, origin, txnID, txn)
 	if err != nil {
 		zerolog.Ctx(ctx).Err(err).Str("origin", origin).Str("txn_id", txnID).Msg("Failed to process transaction")
 		return nil, err
+	}
+	// PDUs kept behind others of a room whose join has completed meanwhile: appended now (a room still joining has
+	// its kept PDUs appended by the join).
+	for _, roomID := range kept {
+		if err = e.applyPending(ctx, roomID); err != nil {
+			zerolog.Ctx(ctx).Err(err).Str("room_id", roomID).Msg("Failed to append the PDUs kept during a join")
+		}
 	}
 	if len(paceBy) > 0 {
 		// Appended and queued already: the wait only delays the sender's next transaction.
@@ -95,12 +102,14 @@ type received struct {
 	drop bool
 	// ownEcho marks the echo of an LPDU we sent, with our signature unchanged.
 	ownEcho bool
+	// pending marks a verified PDU of a room whose join is in flight, or that has kept PDUs: kept for applyPending.
+	pending bool
 	err     error
 }
 
-// processTransaction applies a transaction and returns the answer and, when it appended LPDUs as hub, the
-// destinations their PDUs were queued for (the sender is paced by their backlog).
-func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, map[string]int, error) {
+// processTransaction applies a transaction and returns the answer; when it appended LPDUs as hub, the destinations
+// their PDUs were queued for (the sender is paced by their backlog); and the rooms it kept PDUs of (see received.pending).
+func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, map[string]int, []string, error) {
 	arrived, ok := federation.ReceivedAt(ctx)
 	if !ok {
 		arrived = time.Now()
@@ -114,12 +123,12 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			if retry.cause != nil {
 				log.Warn().Err(retry.cause).Str("room_id", retry.roomID).Msg("Asking the sender to retry a transaction")
 			}
-			return nil, nil, retry.federationError()
+			return nil, nil, nil, retry.federationError()
 		}
 	}
 	objs, err := e.fillGaps(ctx, origin, objs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 
 	e.writeLock.Lock()
@@ -128,15 +137,22 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	// writeLock, so that no append of it falls between the look-up and ours.
 	completed, err := e.completedLPDUs(ctx, objs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	working := make(map[string]*roomState)
 	var items []appendItem
 	var echoed []string
 	tookLPDUs := false
 	seen := make(map[string]bool)
+	var kept []*received
+	keptRooms := make(map[string]bool)
 	for _, r := range objs {
 		if r.drop {
+			continue
+		}
+		if r.err == nil && r.pending {
+			kept = append(kept, r)
+			keptRooms[r.room.RoomID] = true
 			continue
 		}
 		if r.err == nil {
@@ -144,7 +160,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			if rs == nil {
 				cached, err := e.loadRoom(ctx, r.room.RoomID)
 				if err != nil {
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 				rs = cached.clone()
 				working[r.room.RoomID] = rs
@@ -168,7 +184,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 			}
 			if r.err == nil && it != nil {
 				if err := rs.apply(it.p, it.eventID, rs.headIdx+1); err != nil {
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 				seen[it.eventID] = true
 				items = append(items, *it)
@@ -183,9 +199,16 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	}
 	answer, err := json.Marshal(resp)
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to encode answer: %w", err)
+		return nil, nil, nil, fmt.Errorf("failed to encode answer: %w", err)
 	}
 	b := batch{items: items, txn: &receivedTxn{origin: origin, txnID: txnID, response: answer}}
+	if len(kept) > 0 {
+		b.pre = func(ctx context.Context) error { return e.insertPending(ctx, kept) }
+		// Under writeLock, as applyPending's check before it drops the mark: later PDUs queue behind these.
+		for roomID := range keptRooms {
+			e.pendingRooms.Store(roomID, struct{}{})
+		}
+	}
 	if tookLPDUs {
 		b.fannedOut = make(map[string]int)
 	}
@@ -194,7 +217,7 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 		for roomID := range working {
 			delete(e.rooms, roomID)
 		}
-		return nil, nil, fmt.Errorf("failed to append transaction %s: %w", txnID, err)
+		return nil, nil, nil, fmt.Errorf("failed to append transaction %s: %w", txnID, err)
 	}
 	if e.appended != nil {
 		for _, it := range items {
@@ -204,7 +227,11 @@ func (e *Engine) processTransaction(ctx context.Context, origin, txnID string, t
 	for _, id := range echoed {
 		e.sentLPDUs.Delete(id)
 	}
-	return resp, b.fannedOut, nil
+	var keptIDs []string
+	for roomID := range keptRooms {
+		keptIDs = append(keptIDs, roomID)
+	}
+	return resp, b.fannedOut, keptIDs, nil
 }
 
 // completedLPDUs returns the IDs of the LPDUs of objs, sent to us as hub, that the log holds the completion of.
@@ -259,8 +286,7 @@ func (e *Engine) precheckAll(ctx context.Context, origin string, pdus []json.Raw
 	return objs
 }
 
-// retryLaterError fails a whole transaction with 503 so that its sender retries it: while a join of ours is
-// completing, or when we could not read the room. The sender is told the room and the reason, never our internals
+// retryLaterError fails a whole transaction with 503 so that its sender retries it: when we could not read the room. The sender is told the room and the reason, never our internals
 // (cause goes to our log).
 type retryLaterError struct {
 	roomID string
@@ -302,9 +328,6 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 		return r
 	}
 	room, err := e.store.getRoom(ctx, p.RoomID)
-	if err == nil && room != nil && room.status == statusJoining && e.waitJoin(ctx, p.RoomID) {
-		room, err = e.store.getRoom(ctx, p.RoomID)
-	}
 	if err != nil {
 		r.err = &retryLaterError{roomID: p.RoomID, reason: "Failed to read the room", cause: err}
 		return r
@@ -329,8 +352,6 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 		r.err = fmt.Errorf("%s is not the hub of %s", origin, p.RoomID)
 	case p.IsLPDU():
 		r.drop = true
-	case room.status == statusJoining:
-		r.err = &retryLaterError{roomID: p.RoomID, reason: "Join in progress"}
 	default:
 		var redacted bool
 		r.ownEcho = e.isOwnEcho(r)
@@ -339,27 +360,11 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 			r.ownEcho = false
 			zerolog.Ctx(ctx).Warn().Str("event_id", r.id).Msg("Content hash mismatch, keeping the redacted event")
 		}
+		// While our join is in flight (eigen sends the join to every server in the room, us included, before it
+		// answers send_join), and behind PDUs kept then: kept, answered, and appended after the join.
+		r.pending = r.err == nil && (room.status == statusJoining || e.hasPending(room.RoomID))
 	}
 	return r
-}
-
-// joinWait bounds how long a transaction waits for our own send_join to finish before asking the hub to retry.
-const joinWait = 10 * time.Second
-
-// waitJoin waits for a join of ours in progress in roomID; it reports whether there was one.
-func (e *Engine) waitJoin(ctx context.Context, roomID string) bool {
-	e.txnLock.Lock()
-	done := e.joining[roomID]
-	e.txnLock.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-	case <-time.After(joinWait):
-	case <-ctx.Done():
-	}
-	return true
 }
 
 // completeLPDU makes a PDU of a checked LPDU against the room's state and auth-checks it.

@@ -64,8 +64,8 @@ func TestSendEventKeyedIsIdempotent(t *testing.T) {
 	}
 }
 
-// TestSendKeyMigration upgrades a database at version 1 (before send keys, with the pending-LPDU table) and uses a
-// key on it.
+// TestSendKeyMigration upgrades a database at version 1 (before send keys and the join tables, with the pending-LPDU
+// table) and uses a key on it.
 func TestSendKeyMigration(t *testing.T) {
 	ctx := testContext(t)
 	nd := newHTTPNode(t, nil)
@@ -73,7 +73,8 @@ func TestSendKeyMigration(t *testing.T) {
 	httpNet{}.stop(t, nd)
 	db := openTestDB(t, nd.dbPath)
 	// Back to version 1: without what versions 2 and later added.
-	for _, undo := range []string{`DROP TABLE lm_send_key`, `DROP TABLE lm_outbox_seq`, `DROP INDEX lm_event_lpdu_idx`} {
+	for _, undo := range []string{`DROP TABLE lm_send_key`, `ALTER TABLE lm_destination DROP COLUMN sent_up_to`, `DROP INDEX lm_event_lpdu_idx`,
+		`DROP TABLE lm_join_pending`, `DROP TABLE lm_join`} {
 		if _, err := db.Exec(ctx, undo); err != nil {
 			t.Fatal(err)
 		}

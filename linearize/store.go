@@ -68,20 +68,20 @@ const (
 	`
 	getReceivedTxnQuery    = `SELECT response FROM lm_received_txn WHERE origin=$1 AND txn_id=$2`
 	insertReceivedTxnQuery = `INSERT INTO lm_received_txn (origin, txn_id, response, received_at) VALUES ($1, $2, $3, $4)`
-	// The kept high-water mark, or a queued row above it should one ever be there: seqs only go up.
+	// Every seq given is in a queued row, or was deleted by a commit that kept it as its destination's sent_up_to.
 	maxOutboxSeqQuery = `
 		SELECT MAX(seq) FROM (
-			SELECT seq FROM lm_outbox_seq UNION ALL SELECT COALESCE(MAX(seq), 0) FROM lm_outbox
+			SELECT COALESCE(MAX(seq), 0) AS seq FROM lm_outbox
+			UNION ALL SELECT COALESCE(MAX(sent_up_to), 0) FROM lm_destination
 		) AS seqs
 	`
-	setOutboxSeqQuery = `UPDATE lm_outbox_seq SET seq=$1`
-	outboxDestsQuery  = `SELECT DISTINCT destination FROM lm_outbox`
-	outboxBatchQuery  = `
+	outboxDestsQuery = `SELECT DISTINCT destination FROM lm_outbox`
+	outboxBatchQuery = `
 		SELECT seq, room_id, event_id, COALESCE(lpdu, ''), lpdu IS NOT NULL FROM lm_outbox
 		WHERE destination=$1 AND seq<=$2 ORDER BY seq LIMIT $3
 	`
 	outboxRoomsQuery    = `SELECT DISTINCT room_id, lpdu IS NOT NULL FROM lm_outbox WHERE destination=$1`
-	outboxEventIDsQuery = `SELECT event_id FROM lm_outbox WHERE destination=$1`
+	outboxEventIDsQuery = `SELECT seq, event_id FROM lm_outbox WHERE destination=$1`
 	joinedMembersQuery  = `
 		SELECT state_key FROM lm_current_state WHERE room_id=$1 AND event_type='m.room.member' AND membership='join'
 	`
@@ -91,17 +91,26 @@ const (
 	loggedLPDUsPrefix = `SELECT lpdu_id FROM lm_event WHERE lpdu_id IN (`
 	deleteOutboxQuery = `DELETE FROM lm_outbox WHERE destination=$1 AND seq<=$2`
 	getDestQuery      = `SELECT txn_last_seq, retry_count, next_attempt FROM lm_destination WHERE destination=$1`
-	upsertDestQuery   = `
-		INSERT INTO lm_destination (destination, txn_last_seq, retry_count, next_attempt, last_error) VALUES ($1, $2, $3, $4, $5)
+	// sent_up_to only goes up: callers that delete no rows pass 0.
+	upsertDestQuery = `
+		INSERT INTO lm_destination (destination, txn_last_seq, retry_count, next_attempt, last_error, sent_up_to)
+		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (destination) DO UPDATE SET txn_last_seq=excluded.txn_last_seq, retry_count=excluded.retry_count,
-			next_attempt=excluded.next_attempt, last_error=excluded.last_error
+			next_attempt=excluded.next_attempt, last_error=excluded.last_error,
+			sent_up_to=CASE WHEN excluded.sent_up_to > lm_destination.sent_up_to
+				THEN excluded.sent_up_to ELSE lm_destination.sent_up_to END
 	`
 	// The in-flight mark of an idle destination (txn_last_seq 0) set to $2; a busy one keeps its own.
 	markIdleDestQuery = `
 		INSERT INTO lm_destination (destination, txn_last_seq, retry_count, next_attempt) VALUES ($1, $2, 0, 0)
 		ON CONFLICT (destination) DO UPDATE SET txn_last_seq=excluded.txn_last_seq WHERE lm_destination.txn_last_seq=0
 	`
-	clearDestMarkQuery = `UPDATE lm_destination SET txn_last_seq=0 WHERE destination=$1 AND txn_last_seq=$2`
+	// The mark cleared if it is still the ended transaction's; the seqs deleted kept either way.
+	endDestTxnQuery = `
+		UPDATE lm_destination SET txn_last_seq=CASE WHEN txn_last_seq=$2 THEN 0 ELSE txn_last_seq END,
+			sent_up_to=CASE WHEN sent_up_to < $2 THEN $2 ELSE sent_up_to END
+		WHERE destination=$1
+	`
 	getSendKeyQuery    = `SELECT event_id FROM lm_send_key WHERE room_id=$1 AND send_key=$2`
 	insertSendKeyQuery = `INSERT INTO lm_send_key (room_id, send_key, event_id, sent_at) VALUES ($1, $2, $3, $4)`
 	getCursorQuery     = `SELECT idx FROM lm_listener_cursor WHERE listener=$1 AND room_id=$2`
@@ -453,14 +462,6 @@ func (s *store) maxOutboxSeq(ctx context.Context) (int64, error) {
 	return seq, nil
 }
 
-// setOutboxSeq keeps seq as the highest given, in the commit that gives it.
-func (s *store) setOutboxSeq(ctx context.Context, seq int64) error {
-	if _, err := s.exec(ctx, setOutboxSeqQuery, seq); err != nil {
-		return fmt.Errorf("failed to store outbox sequence: %w", err)
-	}
-	return nil
-}
-
 func (s *store) outboxDestinations(ctx context.Context) ([]string, error) {
 	rows, err := s.db.Query(ctx, outboxDestsQuery)
 	if err != nil {
@@ -499,22 +500,25 @@ func (s *store) outboxRooms(ctx context.Context, destination string) ([]string, 
 	return rooms, lpdus, rows.Err()
 }
 
-// outboxEventIDs returns the event IDs of destination's queued rows.
-func (s *store) outboxEventIDs(ctx context.Context, destination string) ([]string, error) {
+// outboxEventIDs returns the event IDs of destination's queued rows and their highest seq.
+func (s *store) outboxEventIDs(ctx context.Context, destination string) ([]string, int64, error) {
 	rows, err := s.db.Query(ctx, outboxEventIDsQuery, destination)
 	if err != nil {
-		return nil, fmt.Errorf("failed to read the outbox of %s: %w", destination, err)
+		return nil, 0, fmt.Errorf("failed to read the outbox of %s: %w", destination, err)
 	}
 	defer rows.Close()
 	var ids []string
+	var last int64
 	for rows.Next() {
+		var seq int64
 		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("failed to scan the outbox of %s: %w", destination, err)
+		if err := rows.Scan(&seq, &id); err != nil {
+			return nil, 0, fmt.Errorf("failed to scan the outbox of %s: %w", destination, err)
 		}
 		ids = append(ids, id)
+		last = max(last, seq)
 	}
-	return ids, rows.Err()
+	return ids, last, rows.Err()
 }
 
 // serverJoined reports whether a user of server is joined to roomID in its current state.
@@ -657,6 +661,10 @@ type destState struct {
 	txnLastSeq  int64
 	retryCount  int
 	nextAttempt int64
+	// sentUpTo is set by a write that deletes rows to the highest seq it deletes. Once a destination's rows are all
+	// delivered, it is all that says which seqs were given, so that a restart does not give them again; the
+	// destination's row is written by that commit anyway, so keeping it costs no statement or page of its own.
+	sentUpTo int64
 }
 
 func (s *store) getDest(ctx context.Context, destination string) (destState, error) {
@@ -671,20 +679,20 @@ func (s *store) getDest(ctx context.Context, destination string) (destState, err
 }
 
 func (s *store) putDest(ctx context.Context, destination string, d destState, lastErr string) error {
-	_, err := s.exec(ctx, upsertDestQuery, destination, d.txnLastSeq, d.retryCount, d.nextAttempt, nullString(lastErr))
+	_, err := s.exec(ctx, upsertDestQuery, destination, d.txnLastSeq, d.retryCount, d.nextAttempt, nullString(lastErr), d.sentUpTo)
 	if err != nil {
 		return fmt.Errorf("failed to store destination %s: %w", destination, err)
 	}
 	return nil
 }
 
-// endAcked writes the deferred end of destination's transaction up to last: its rows deleted and, unless the worker
-// has marked the next one already, the destination idle.
+// endAcked writes the deferred end of destination's transaction up to last: its rows deleted, last kept as sent and,
+// unless the worker has marked the next one already, the destination idle.
 func (s *store) endAcked(ctx context.Context, destination string, last int64) error {
 	if err := s.deleteOutbox(ctx, destination, last); err != nil {
 		return err
 	}
-	if _, err := s.exec(ctx, clearDestMarkQuery, destination, last); err != nil {
+	if _, err := s.exec(ctx, endDestTxnQuery, destination, last); err != nil {
 		return fmt.Errorf("failed to end the transaction to %s: %w", destination, err)
 	}
 	return nil

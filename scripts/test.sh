@@ -93,6 +93,18 @@ export LMBRIDGE_TEST_REQUIRE_HOMESERVERS=${LMBRIDGE_TEST_REQUIRE_HOMESERVERS:-1}
 
 # Silent, so the later steps do not print a "go: downloading" line per module.
 step "go mod download" go mod download
+
+# ts-mls, the independent MLS implementation mls/interop's tests run against, from its lock file. Without npm the
+# step is skipped, and the interop tests then fail (LMBRIDGE_TEST_REQUIRE_TSMLS=0 skips them instead).
+install_tsmls() {
+	if ! command -v npm >/dev/null; then
+		echo "npm is not installed: the ts-mls interop tests will fail (install Node 20 with npm)"
+		return 0
+	fi
+	npm ci --prefix mls/interop/tsmls --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+}
+step "npm ci (ts-mls for mls/interop)" install_tsmls
+export LMBRIDGE_TEST_REQUIRE_TSMLS=${LMBRIDGE_TEST_REQUIRE_TSMLS:-1}
 step "gofmt" check_gofmt
 step "go vet ./..." go vet ./...
 step "staticcheck ./..." go tool staticcheck ./...

@@ -352,6 +352,8 @@ func inviteBot(ctx context.Context, client *mautrix.Client, bot id.UserID) (bool
 		Topic:  "Created by scripts/demo.sh; the bridge bot is invited.",
 		Preset: "private_chat",
 		Invite: []id.UserID{bot},
+		// The bridge links only rooms where its bot may do what it does there (m.bridge, invites, moderation).
+		PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{client.UserID: 100, bot: 100}},
 	})
 	if err != nil {
 		return false, "", fmt.Errorf("failed to create the demo room: %w", err)

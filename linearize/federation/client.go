@@ -25,7 +25,12 @@ const (
 	DefaultClientTimeout = 60 * time.Second
 	// DefaultMaxResponseBytes bounds an answer; send_join answers carry whole timelines (eigen), so it is generous.
 	DefaultMaxResponseBytes = 64 << 20
-	userAgent               = "lmbridge"
+	// MaxServerKeysBytes bounds a key answer, which is a few hundred bytes per key: a request naming any origin
+	// makes us fetch that origin's keys, so the answer is read through a small bound, never the general one.
+	MaxServerKeysBytes = 64 << 10
+	// maxErrorAnswerBytes bounds the body of a non-2xx answer, a Matrix error object.
+	maxErrorAnswerBytes = 64 << 10
+	userAgent           = "lmbridge"
 )
 
 // ClientOptions configures NewClient.
@@ -183,6 +188,8 @@ type Request struct {
 	Body any
 	// Unauthenticated skips the X-Matrix header (key requests).
 	Unauthenticated bool
+	// MaxResponseBytes bounds the answer body when it is smaller than the Client's MaxResponseBytes.
+	MaxResponseBytes int64
 }
 
 // CanonicalBody is a request body that is canonical JSON already: Do sends and signs it as it is, without encoding
@@ -238,13 +245,28 @@ func (c *Client) Do(ctx context.Context, req *Request) ([]byte, error) {
 		return nil, fmt.Errorf("failed to send %s %s to %s: %w", req.Method, req.Path, req.Destination, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, c.MaxResponseBytes+1))
+	limit := c.MaxResponseBytes
+	if req.MaxResponseBytes > 0 && req.MaxResponseBytes < limit {
+		limit = req.MaxResponseBytes
+	}
+	ok := resp.StatusCode >= 200 && resp.StatusCode <= 299
+	if !ok {
+		limit = min(limit, maxErrorAnswerBytes)
+	}
+	// Closing the body unread drops the connection rather than draining what the peer would still send.
+	if ok && resp.ContentLength > limit {
+		return nil, fmt.Errorf("answer of %s is %d bytes, larger than the limit of %d bytes", req.Destination, resp.ContentLength, limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("failed to read answer of %s: %w", req.Destination, err)
-	} else if int64(len(data)) > c.MaxResponseBytes {
-		return nil, fmt.Errorf("answer of %s is larger than %d bytes", req.Destination, c.MaxResponseBytes)
+	} else if int64(len(data)) > limit {
+		if !ok {
+			return nil, parseErrorAnswer(resp.StatusCode, nil)
+		}
+		return nil, fmt.Errorf("answer of %s is larger than the limit of %d bytes", req.Destination, limit)
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if !ok {
 		return nil, parseErrorAnswer(resp.StatusCode, data)
 	}
 	return data, nil
@@ -280,7 +302,8 @@ func (c *Client) call(ctx context.Context, req *Request, out any) error {
 
 // FetchServerKeys gets destination's raw key answer from destination itself (KeyFetcher).
 func (c *Client) FetchServerKeys(ctx context.Context, destination string) ([]byte, error) {
-	return c.Do(ctx, &Request{Destination: destination, Method: http.MethodGet, Path: "/_matrix/key/v2/server", Unauthenticated: true})
+	return c.Do(ctx, &Request{Destination: destination, Method: http.MethodGet, Path: "/_matrix/key/v2/server",
+		Unauthenticated: true, MaxResponseBytes: MaxServerKeysBytes})
 }
 
 // ServerKeys gets destination's key answer and checks its self-signatures.

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
 // Error codes beyond the draft's list (§12.2) that Matrix uses for bad query parameters.
@@ -32,6 +34,11 @@ func WriteJSON(w http.ResponseWriter, status int, body any) {
 // writeError writes err as a Matrix error: an *Error as itself, anything else as a 500 M_UNKNOWN whose details stay in
 // our log, never in the answer.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var refusal *httpguard.Refusal
+	if errors.As(err, &refusal) {
+		refusal.Write(w, r)
+		return
+	}
 	var fedErr *Error
 	if errors.As(err, &fedErr) {
 		status := fedErr.Status

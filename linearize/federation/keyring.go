@@ -37,24 +37,39 @@ const (
 	keyFetchTimeout    = 20 * time.Second
 )
 
-// KeyRing caches remote servers' verify keys, fetched from the servers themselves.
+// KeyRing caches remote servers' verify keys, fetched from the servers themselves. Fetches are coalesced: while
+// one runs for a server, every lookup that needs it waits for that one. A fetch belongs to no request: it runs to
+// its own timeout even when the request that started it goes away, and a waiting request may give up alone.
 type KeyRing struct {
 	Fetcher KeyFetcher
 	// Now is the clock; tests inject one.
 	Now func() time.Time
+	// MaxFetches bounds the fetches running at once, for all servers together; zero means
+	// DefaultMaxConcurrentKeyFetches. Requests name the servers, so without it anyone could make us fetch from
+	// thousands at once.
+	MaxFetches int
 
 	lock    sync.Mutex
 	servers map[string]*serverKeyState
+	slots   chan struct{}
 }
 
-type serverKeyState struct {
-	// fetch serialises fetches for one server, so a burst of requests causes one fetch.
-	fetch sync.Mutex
+// DefaultMaxConcurrentKeyFetches is KeyRing.MaxFetches when unset.
+const DefaultMaxConcurrentKeyFetches = 32
 
+type serverKeyState struct {
 	keys      map[string]ed25519.PublicKey
 	expires   time.Time
 	nextFetch time.Time
 	failures  int
+	// fetching is the fetch under way, if any.
+	fetching *keyFetch
+}
+
+// keyFetch is one fetch of a server's keys; done is closed once err is set and the cache updated.
+type keyFetch struct {
+	done chan struct{}
+	err  error
 }
 
 // NewKeyRing makes a KeyRing with the wall clock.
@@ -64,9 +79,8 @@ func NewKeyRing(fetcher KeyFetcher) *KeyRing {
 
 var _ KeyLookup = (*KeyRing)(nil)
 
-func (kr *KeyRing) state(serverName string) *serverKeyState {
-	kr.lock.Lock()
-	defer kr.lock.Unlock()
+// stateLocked returns serverName's entry, made if need be; kr.lock is held.
+func (kr *KeyRing) stateLocked(serverName string) *serverKeyState {
 	if kr.servers == nil {
 		kr.servers = make(map[string]*serverKeyState)
 	}
@@ -89,67 +103,109 @@ const maxKeyRingServers = 10000
 func (kr *KeyRing) sweep() {
 	now := kr.Now()
 	for name, st := range kr.servers {
-		if now.Before(st.expires) || now.Before(st.nextFetch) || !st.fetch.TryLock() {
+		if now.Before(st.expires) || now.Before(st.nextFetch) || st.fetching != nil {
 			continue
 		}
 		delete(kr.servers, name)
-		st.fetch.Unlock()
 	}
-}
-
-func (kr *KeyRing) cached(st *serverKeyState, keyID string, now time.Time) ed25519.PublicKey {
-	kr.lock.Lock()
-	defer kr.lock.Unlock()
-	if now.Before(st.expires) {
-		return st.keys[keyID]
-	}
-	return nil
 }
 
 // VerifyKey returns serverName's current verify key keyID (never an old_verify_key), fetching the server's keys
-// when they are not cached, have expired, or do not hold keyID.
+// when they are not cached, have expired, or do not hold keyID, at most once per MinKeyRefetchInterval (longer after
+// failures).
 func (kr *KeyRing) VerifyKey(ctx context.Context, serverName, keyID string) (ed25519.PublicKey, error) {
-	st := kr.state(serverName)
-	if key := kr.cached(st, keyID, kr.Now()); key != nil {
+	kr.lock.Lock()
+	st := kr.stateLocked(serverName)
+	now := kr.Now()
+	if key := st.keys[keyID]; key != nil && now.Before(st.expires) {
+		kr.lock.Unlock()
 		return key, nil
 	}
-	st.fetch.Lock()
-	defer st.fetch.Unlock()
-	now := kr.Now()
-	// Someone else may have fetched while we waited.
-	if key := kr.cached(st, keyID, now); key != nil {
-		return key, nil
+	fetch := st.fetching
+	if fetch == nil {
+		if now.Before(st.nextFetch) {
+			kr.lock.Unlock()
+			return nil, fmt.Errorf("%w: %s of %s (next fetch in %s): %w", ErrUnknownKey, keyID, serverName,
+				st.nextFetch.Sub(now).Round(time.Second), ErrKeyFetchBackoff)
+		}
+		if kr.Fetcher == nil {
+			kr.lock.Unlock()
+			return nil, fmt.Errorf("%w: %s of %s", ErrUnknownKey, keyID, serverName)
+		}
+		fetch = &keyFetch{done: make(chan struct{})}
+		st.fetching = fetch
+		go kr.fetch(ctx, serverName, st, fetch, now)
+	}
+	kr.lock.Unlock()
+	select {
+	case <-fetch.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("gave up waiting for the keys of %s: %w", serverName, ctx.Err())
+	}
+	if fetch.err != nil {
+		return nil, fmt.Errorf("failed to fetch keys of %s: %w", serverName, fetch.err)
 	}
 	kr.lock.Lock()
-	nextFetch := st.nextFetch
-	kr.lock.Unlock()
-	if now.Before(nextFetch) {
-		return nil, fmt.Errorf("%w: %s of %s (next fetch in %s): %w", ErrUnknownKey, keyID, serverName,
-			nextFetch.Sub(now).Round(time.Second), ErrKeyFetchBackoff)
-	}
-	if kr.Fetcher == nil {
-		return nil, fmt.Errorf("%w: %s of %s", ErrUnknownKey, keyID, serverName)
-	}
-	fetchCtx, cancel := context.WithTimeout(ctx, keyFetchTimeout)
-	defer cancel()
-	raw, err := kr.Fetcher.FetchServerKeys(fetchCtx, serverName)
-	if err == nil {
-		err = kr.add(serverName, raw, now)
-	}
-	if err != nil {
-		kr.lock.Lock()
-		st.failures++
-		backoff := min(MinKeyRefetchInterval<<min(st.failures-1, 16), MaxKeyFetchBackoff)
-		st.nextFetch = now.Add(backoff)
-		kr.lock.Unlock()
-		zerolog.Ctx(ctx).Warn().Err(err).Str("server_name", serverName).Dur("backoff", backoff).
-			Msg("Failed to fetch server keys")
-		return nil, fmt.Errorf("failed to fetch keys of %s: %w", serverName, err)
-	}
-	if key := kr.cached(st, keyID, now); key != nil {
+	defer kr.lock.Unlock()
+	if key := st.keys[keyID]; key != nil && kr.Now().Before(st.expires) {
 		return key, nil
 	}
 	return nil, fmt.Errorf("%w: %s does not publish %s", ErrUnknownKey, serverName, keyID)
+}
+
+// fetch runs one fetch of serverName's keys for everyone waiting on it. Its context keeps ctx's values (the
+// logger) but not its cancellation.
+func (kr *KeyRing) fetch(ctx context.Context, serverName string, st *serverKeyState, fetch *keyFetch, started time.Time) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyFetchTimeout)
+	defer cancel()
+	err := kr.takeSlot(ctx)
+	if err == nil {
+		var raw []byte
+		raw, err = kr.Fetcher.FetchServerKeys(ctx, serverName)
+		kr.releaseSlot()
+		if err == nil {
+			err = kr.add(serverName, raw, started)
+		}
+	}
+	kr.lock.Lock()
+	var backoff time.Duration
+	if err != nil {
+		st.failures++
+		backoff = min(MinKeyRefetchInterval<<min(st.failures-1, 16), MaxKeyFetchBackoff)
+		st.nextFetch = started.Add(backoff)
+	}
+	st.fetching = nil
+	fetch.err = err
+	kr.lock.Unlock()
+	close(fetch.done)
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("server_name", serverName).Dur("backoff", backoff).
+			Msg("Failed to fetch server keys")
+	}
+}
+
+// takeSlot waits for one of the MaxFetches slots.
+func (kr *KeyRing) takeSlot(ctx context.Context) error {
+	kr.lock.Lock()
+	if kr.slots == nil {
+		n := kr.MaxFetches
+		if n <= 0 {
+			n = DefaultMaxConcurrentKeyFetches
+		}
+		kr.slots = make(chan struct{}, n)
+	}
+	slots := kr.slots
+	kr.lock.Unlock()
+	select {
+	case slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("too many key fetches running: %w", ctx.Err())
+	}
+}
+
+func (kr *KeyRing) releaseSlot() {
+	<-kr.slots
 }
 
 // AddServerKeys checks a raw key answer of serverName (as ParseServerKeys does) and caches its verify keys until its
@@ -175,9 +231,9 @@ func (kr *KeyRing) add(serverName string, raw []byte, now time.Time) error {
 		// ParseServerKeys checked that this decodes.
 		keys[keyID], _ = decodeEd25519(key.Key)
 	}
-	st := kr.state(serverName)
 	kr.lock.Lock()
 	defer kr.lock.Unlock()
+	st := kr.stateLocked(serverName)
 	st.keys, st.expires = keys, expires
 	st.failures = 0
 	st.nextFetch = now.Add(MinKeyRefetchInterval)

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
 var ErrNoTLS = errors.New("federation listener has no TLS certificate and plain HTTP is not allowed")
@@ -45,23 +46,58 @@ func checkListenConfig(cfg config.LM) error {
 }
 
 // Serve serves handler on ln: TLS (1.3, HTTP/2) with cfg.TLSCert and cfg.TLSKey, or plain HTTP only when
-// cfg.AllowPlainHTTP. It returns once ctx is cancelled and in-flight requests have finished (for at most
-// shutdownGrace, then their connections are closed), or when serving fails. The listener is closed on return. Request
-// contexts carry ctx's values (the logger).
+// cfg.AllowPlainHTTP, within the bounds of Limits(cfg). It returns once ctx is cancelled and in-flight requests have
+// finished (for at most shutdownGrace, then their connections are closed), or when serving fails. The listener is
+// closed on return. Request contexts carry ctx's values (the logger).
 func Serve(ctx context.Context, ln net.Listener, cfg config.LM, handler http.Handler) error {
+	return serve(ctx, ln, cfg, Limits(cfg), handler)
+}
+
+// Bounds of the federation listener (see Limits). A key document is a few KB and a /send transaction at most
+// max_request_bytes, so a peer that needs more than 30 s to send one is too slow to be told apart from an attack;
+// the write timeout leaves a handler time for a join that waits for its room.
+const (
+	listenReadHeaderTimeout = 10 * time.Second
+	listenReadTimeout       = 30 * time.Second
+	listenWriteTimeout      = 2 * time.Minute
+	listenIdleTimeout       = 90 * time.Second
+	listenMaxHeaderBytes    = 64 << 10
+	// listenMaxConns and listenMaxRequests bound the goroutines and buffers of connections: a connection with a
+	// request waiting for its body costs about 20 KiB (measured, see docs/RELIABILITY.md).
+	listenMaxConns    = 8192
+	listenMaxRequests = 4096
+	// listenBodyBudget bounds the request bodies held at once, whatever their number.
+	listenBodyBudget = 64 << 20
+	listenRetryAfter = time.Second
+)
+
+// Limits are the federation listener's bounds for cfg: lm.max_requests_per_ip requests in flight per address until
+// they are authenticated (and four times as many connections), lm.max_requests_per_origin per authenticated
+// origin, request bodies of at most lm.max_request_bytes.
+func Limits(cfg config.LM) httpguard.Limits {
+	return httpguard.Limits{
+		ReadHeaderTimeout:    listenReadHeaderTimeout,
+		ReadTimeout:          listenReadTimeout,
+		WriteTimeout:         listenWriteTimeout,
+		IdleTimeout:          listenIdleTimeout,
+		MaxHeaderBytes:       listenMaxHeaderBytes,
+		MaxConns:             listenMaxConns,
+		MaxConnsPerIP:        4 * cfg.MaxRequestsPerIP,
+		MaxRequests:          listenMaxRequests,
+		MaxRequestsPerIP:     cfg.MaxRequestsPerIP,
+		MaxRequestsPerOrigin: cfg.MaxRequestsPerOrigin,
+		BodyBudget:           max(listenBodyBudget, 4*cfg.MaxRequestBytes),
+		RetryAfter:           listenRetryAfter,
+	}
+}
+
+func serve(ctx context.Context, ln net.Listener, cfg config.LM, limits httpguard.Limits, handler http.Handler) error {
 	if err := checkListenConfig(cfg); err != nil {
 		_ = ln.Close()
 		return err
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       2 * time.Minute,
-		WriteTimeout:      2 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+	srv := httpguard.New(ctx, "federation", limits).Server(handler)
+	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	fresh := trackFreshConns(srv)
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -117,7 +153,11 @@ type freshConns struct {
 
 func trackFreshConns(srv *http.Server) *freshConns {
 	f := &freshConns{conns: make(map[net.Conn]struct{})}
+	next := srv.ConnState
 	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		if next != nil {
+			next(c, st)
+		}
 		f.lock.Lock()
 		defer f.lock.Unlock()
 		switch {

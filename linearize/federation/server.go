@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"path"
 	"reflect"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
 const (
@@ -92,8 +94,10 @@ func (s *Server) routes() {
 func (s *Server) handle(method, pattern string, fn route) {
 	s.mux.HandleFunc(method+" "+pattern, func(w http.ResponseWriter, r *http.Request) {
 		received := time.Now()
-		in, err := s.authenticate(r)
+		in, err := s.authenticate(w, r)
 		if err != nil {
+			// The body may be unread: the connection is not kept for a client that did not authenticate.
+			httpguard.CloseAfterAnswer(w, r)
 			writeError(w, r, err)
 			return
 		}
@@ -158,6 +162,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeUnrecognized(w http.ResponseWriter, status int, r *http.Request) {
+	// Whatever body it has is not read.
+	httpguard.CloseAfterAnswer(w, r)
 	msg := "Unrecognized request"
 	if status == http.StatusMethodNotAllowed {
 		msg = "Method " + r.Method + " is not allowed here"
@@ -165,7 +171,7 @@ func writeUnrecognized(w http.ResponseWriter, status int, r *http.Request) {
 	WriteJSON(w, status, &Error{ErrCode: ErrCodeUnrecognized, Message: msg})
 }
 
-func (s *Server) authenticate(r *http.Request) (*inbound, error) {
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*inbound, error) {
 	headers := r.Header.Values("Authorization")
 	if len(headers) == 0 {
 		// One place in the draft says Authentication.
@@ -174,14 +180,14 @@ func (s *Server) authenticate(r *http.Request) (*inbound, error) {
 	if len(headers) == 0 {
 		return nil, forbidden("Missing X-Matrix Authorization header")
 	}
-	if r.ContentLength > s.MaxRequestBytes {
-		return nil, Errorf(http.StatusRequestEntityTooLarge, ErrCodeTooLarge, "Request body is larger than %d bytes", s.MaxRequestBytes)
-	}
-	body, err := readBody(r, s.MaxRequestBytes)
-	if err != nil {
+	// The body is read as it arrives, through the limit; its buffer is never sized from Content-Length, which
+	// is only the client's word.
+	body, err := httpguard.ReadBody(w, r, s.MaxRequestBytes)
+	var refusal *httpguard.Refusal
+	if errors.As(err, &refusal) {
+		return nil, refusal
+	} else if err != nil {
 		return nil, Errorf(http.StatusBadRequest, ErrCodeNotJSON, "Failed to read request body")
-	} else if int64(len(body)) > s.MaxRequestBytes {
-		return nil, Errorf(http.StatusRequestEntityTooLarge, ErrCodeTooLarge, "Request body is larger than %d bytes", s.MaxRequestBytes)
 	}
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		body = nil
@@ -206,18 +212,13 @@ func (s *Server) authenticate(r *http.Request) (*inbound, error) {
 			Msg("Refused federation request")
 		return nil, err
 	}
-	return &inbound{r: r, origin: origin, body: body}, nil
-}
-
-// readBody reads at most limit+1 bytes of the body. When the sender gave a Content-Length the buffer is sized once,
-// instead of io.ReadAll doubling and copying it about seven times for a full /send transaction.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
-	if r.ContentLength > 0 && r.ContentLength <= limit {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	// From here the request counts against its origin, no longer against its address.
+	if err = httpguard.Authenticated(r, origin); err != nil {
+		zerolog.Ctx(r.Context()).Debug().Err(err).Str("origin", origin).Str("path", r.URL.Path).
+			Msg("Refused federation request over the origin's bound")
+		return nil, err
 	}
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
-	return buf.Bytes(), err
+	return &inbound{r: r, origin: origin, body: body}, nil
 }
 
 func decodeBody(in *inbound, into any) error {

@@ -1,0 +1,181 @@
+package httpguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serveGuarded serves handler behind a Guard with limits on loopback and returns the Guard and the address.
+func serveGuarded(t *testing.T, limits Limits, handler http.Handler) (*Guard, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(context.Background(), "test", limits)
+	srv := g.Server(handler)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return g, ln.Addr().String()
+}
+
+func dialFrom(t *testing.T, from, addr string) net.Conn {
+	t.Helper()
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	conn, err := dialer.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// bodyBytes is what the Guard's requests hold of its body budget.
+func (g *Guard) heldBodyBytes() int64 {
+	g.lock.Lock()
+	defer g.lock.Unlock()
+	return g.bodyBytes
+}
+
+// A body's buffer grows with the bytes that arrived, not with its declared Content-Length; its budget is given back
+// when the request ends; a body over the budget is refused 429.
+func TestBodyMemoryFollowsTheBytesReceived(t *testing.T) {
+	read := make(chan error, 1)
+	got := make(chan int, 1)
+	g, addr := serveGuarded(t, Limits{ReadTimeout: 10 * time.Second, BodyBudget: 64 << 10, RetryAfter: time.Second},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, err := ReadBody(w, r, 1<<20)
+			read <- err
+			var refusal *Refusal
+			if errors.As(err, &refusal) {
+				refusal.Write(w, r)
+				return
+			}
+			got <- len(body)
+		}))
+	conn := dialFrom(t, "127.0.0.1", addr)
+	const declared = 1 << 20
+	fmt.Fprintf(conn, "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", declared, strings.Repeat("a", 100))
+	time.Sleep(200 * time.Millisecond)
+	if held := g.heldBodyBytes(); held <= 0 || held > 4*initialBodyBuffer {
+		t.Fatalf("a request declaring %d bytes and sending 100 holds %d bytes of the budget", declared, held)
+	}
+	// 100 KiB more: past the 64 KiB budget.
+	if _, err := conn.Write([]byte(strings.Repeat("a", 100<<10))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-read:
+		if !errors.Is(err, ErrLimitExceeded) {
+			t.Fatalf("a body over the budget: %v, want ErrLimitExceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a body over the budget was not refused")
+	}
+	data, _ := io.ReadAll(conn)
+	if !strings.Contains(string(data), "429") || !strings.Contains(string(data), `"retry_after_ms":1000`) {
+		t.Errorf("answer to a body over the budget: %q", data)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g.heldBodyBytes() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if held := g.heldBodyBytes(); held != 0 {
+		t.Errorf("%d bytes of the budget still held after the request ended", held)
+	}
+	// A body within the budget is read whole.
+	conn = dialFrom(t, "127.0.0.1", addr)
+	fmt.Fprintf(conn, "PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 30000\r\n\r\n%s", strings.Repeat("b", 30000))
+	if err := <-read; err != nil {
+		t.Fatalf("a body within the budget: %v", err)
+	}
+	if n := <-got; n != 30000 {
+		t.Errorf("read %d bytes of a 30000-byte body", n)
+	}
+}
+
+// Connections over MaxConnsPerIP or MaxConns are closed as they arrive; other addresses keep being served.
+func TestConnectionCaps(t *testing.T) {
+	_, addr := serveGuarded(t, Limits{MaxConns: 4, MaxConnsPerIP: 2, ReadHeaderTimeout: 10 * time.Second},
+		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	closedAtOnce := func(conn net.Conn) bool {
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := conn.Read(make([]byte, 1))
+		return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || strings.Contains(fmt.Sprint(err), "reset")
+	}
+	dialFrom(t, "127.0.0.5", addr)
+	dialFrom(t, "127.0.0.5", addr)
+	if !closedAtOnce(dialFrom(t, "127.0.0.5", addr)) {
+		t.Error("a third connection from one address was kept, over MaxConnsPerIP 2")
+	}
+	answered := func(from string) bool {
+		conn := dialFrom(t, from, addr)
+		fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		data, _ := io.ReadAll(conn)
+		return strings.HasPrefix(string(data), "HTTP/1.1 200")
+	}
+	if !answered("127.0.0.6") {
+		t.Fatal("another address was not served")
+	}
+	dialFrom(t, "127.0.0.7", addr)
+	dialFrom(t, "127.0.0.8", addr)
+	if !closedAtOnce(dialFrom(t, "127.0.0.9", addr)) {
+		t.Error("a fifth connection was kept, over MaxConns 4")
+	}
+}
+
+// Requests count against their address until Authenticated, then against their origin.
+func TestRequestBoundsMoveFromAddressToOrigin(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	_, addr := serveGuarded(t, Limits{MaxRequestsPerIP: 2, MaxRequestsPerOrigin: 1, RetryAfter: 2 * time.Second},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if origin := r.Header.Get("Origin-Name"); origin != "" {
+				var refusal *Refusal
+				if err := Authenticated(r, origin); errors.As(err, &refusal) {
+					refusal.Write(w, r)
+					return
+				}
+			}
+			<-release
+		}))
+	send := func(origin string) net.Conn {
+		conn := dialFrom(t, "127.0.0.10", addr)
+		fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nOrigin-Name: %s\r\n\r\n", origin)
+		return conn
+	}
+	status := func(conn net.Conn) string {
+		_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		data, _ := io.ReadAll(conn)
+		return string(data)
+	}
+	// Three authenticated requests of three origins from one address: the address's bound of 2 no longer applies.
+	for _, origin := range []string{"a", "b", "c"} {
+		if got := status(send(origin)); got != "" {
+			t.Fatalf("request of origin %s answered %q, want it held", origin, got)
+		}
+	}
+	if got := status(send("a")); !strings.Contains(got, "429") || !strings.Contains(got, "Retry-After: 2") ||
+		!strings.Contains(got, `"errcode":"M_LIMIT_EXCEEDED"`) || !strings.Contains(got, `"retry_after_ms":2000`) {
+		t.Errorf("second request of origin a: %q, want 429 M_LIMIT_EXCEEDED with retry_after_ms", got)
+	}
+	// Unauthenticated ones count against the address: of three, one is refused.
+	conns := []net.Conn{send(""), send(""), send("")}
+	refused := 0
+	for _, conn := range conns {
+		if strings.Contains(status(conn), "429") {
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d of three unauthenticated requests from one address refused, want 1 (MaxRequestsPerIP 2)", refused)
+	}
+}
