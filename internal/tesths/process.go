@@ -99,6 +99,44 @@ func (p *process) signalGroup(sig syscall.Signal) error {
 	return nil
 }
 
+// waitStopped waits until every thread of the server process is stopped: kill returns before a thread running on
+// another CPU has taken the SIGSTOP, and until then it can still answer. Without /proc it returns at once.
+func (p *process) waitStopped(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		running, err := runningThreads(p.cmdPID)
+		if err != nil || running == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("homeserver (pid %d) still has %d running threads %s after SIGSTOP", p.cmdPID, running, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// runningThreads counts the threads of pid that are not stopped, from /proc/PID/task/*/stat.
+func runningThreads(pid int) (int, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	running := 0
+	for _, task := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread has exited
+		}
+		// The state follows the command name, which is in parentheses and may itself hold spaces or parentheses.
+		if i := bytes.LastIndexByte(data, ')'); i >= 0 && i+2 < len(data) {
+			if state := data[i+2]; state != 'T' && state != 't' {
+				running++
+			}
+		}
+	}
+	return running, nil
+}
+
 // waitReady polls /_matrix/client/versions until it answers 200, the process exits or ctx ends.
 func (p *process) waitReady(ctx context.Context, baseURL string) error {
 	// A poll must not outlive the process: something else holding the port may accept and never answer.

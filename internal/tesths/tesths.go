@@ -194,7 +194,10 @@ func (hs *Homeserver) Stop() error {
 // Pause freezes the server with SIGSTOP to its process group, as a hung or swapped-out server: its sockets stay open,
 // connections are accepted by the kernel and requests wait unanswered until Resume. Stop works on a paused server.
 func (hs *Homeserver) Pause() error {
-	return hs.proc.signalGroup(syscall.SIGSTOP)
+	if err := hs.proc.signalGroup(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	return hs.proc.waitStopped(5 * time.Second)
 }
 
 // Resume continues a server frozen by Pause.
