@@ -386,7 +386,7 @@ func (r *chaosRun) read(ctx context.Context, t *testing.T) chaosViews {
 
 // syncRecorder follows a room through a client's /sync from before the first message, as the client would, and
 // keeps every timeline event once, in the order sync gave them. Paging /messages would not do for the counts:
-// Dendrite v0.13.8 leaves out events at page boundaries where the room's DAG forked (README, Limits).
+// Dendrite v0.13.8 can leave out events at page boundaries (README, Limits).
 type syncRecorder struct {
 	lock    sync.Mutex
 	events  []*event.Event
