@@ -62,9 +62,9 @@ func (v *View) CatchUp(ctx context.Context, roomID id.RoomID) (int, error) {
 		if len(page.Chunk) == 0 || page.End == "" || page.End == from {
 			break
 		}
-		// Dendrite v0.13.8 can leave out an event at a page boundary (seen where the DAG forked); /context of the page's last
-		// event has it. Queued before the next page, it keeps its place; the copies the next page repeats are dropped
-		// by the inbox.
+		// Dendrite v0.13.8 can leave out an event at a page boundary (seen where the DAG forked); /context of the
+		// page's last event has it. Queued before the next page, it keeps its place; the copies the next page repeats
+		// are dropped by the inbox.
 		last := page.Chunk[len(page.Chunk)-1]
 		boundary, err := client.Context(ctx, roomID, last.ID, nil, catchUpBoundary)
 		if err != nil {
