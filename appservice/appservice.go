@@ -70,6 +70,7 @@ type AppService struct {
 	db           *dbutil.Database
 	stateStore   *sqlstatestore.SQLStateStore
 	inbox        *inbox
+	sends        *sendLog
 	dispatcher   *dispatcher
 	maxBodyBytes int64
 	// limits bounds the listener (see Limits); tests shorten them before Start.
@@ -137,6 +138,7 @@ func New(p Params) (*AppService, error) {
 	}
 	as.mux = as.newRouter()
 	as.inbox = &inbox{db: as.db}
+	as.sends = &sendLog{db: as.db}
 	as.dispatcher = &dispatcher{as: as, workers: make(map[id.RoomID]chan struct{})}
 	as.live.Store(true)
 	return as, nil
@@ -162,7 +164,7 @@ func (as *AppService) Upgrade(ctx context.Context) error {
 	if err := as.stateStore.Upgrade(ctx); err != nil {
 		return fmt.Errorf("failed to upgrade state store tables: %w", err)
 	}
-	return nil
+	return as.sends.prune(ctx)
 }
 
 // Router is the mux the listener serves, so that other packages (the bridge's provisioning API) can mount their

@@ -18,14 +18,15 @@ import (
 // added here send with a timestamp and a deterministic transaction ID.
 type Intent struct {
 	*mautrixappservice.IntentAPI
+	sends *sendLog
 }
 
 // Bot is the bridge bot's intent.
 func (as *AppService) Bot() *Intent {
 	if as.botUserID.Localpart() == as.reg.SenderLocalpart {
-		return &Intent{as.AS.BotIntent()}
+		return &Intent{as.AS.BotIntent(), as.sends}
 	}
-	return &Intent{as.AS.Intent(as.botUserID)}
+	return &Intent{as.AS.Intent(as.botUserID), as.sends}
 }
 
 // Ghost is the intent of a ghost user; userID must be in the ghost namespace.
@@ -37,7 +38,7 @@ func (as *AppService) Ghost(userID id.UserID) (*Intent, error) {
 	if intent == nil {
 		return nil, fmt.Errorf("%w: %s is not on %s", ErrNotGhost, userID, as.AS.HomeserverDomain)
 	}
-	return &Intent{intent}, nil
+	return &Intent{intent, as.sends}, nil
 }
 
 // TxnID derives the client transaction ID of a logical event: the same sender, room and key always give the same ID,
@@ -49,9 +50,21 @@ func TxnID(sender id.UserID, roomID id.RoomID, key string) string {
 }
 
 // SendMessage sends a message event as this user, joining first if needed, with origin_server_ts set to ts (when not
-// zero) and the transaction ID TxnID(user, room, key).
+// zero) and the transaction ID TxnID(user, room, key), which the content carries under TxnMarkerKey. A message this
+// intent sent before under that ID is not sent again, even where the homeserver would (see sendLog): its event ID is
+// returned.
 func (in *Intent) SendMessage(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, ts time.Time, key string) (id.EventID, error) {
-	req := mautrix.ReqSendEvent{TransactionID: TxnID(in.UserID, roomID, key)}
+	txnID := TxnID(in.UserID, roomID, key)
+	if in.sends != nil {
+		earlier, err := in.sends.before(ctx, in, roomID, evtType, txnID)
+		if err != nil || earlier != "" {
+			return earlier, err
+		}
+		if content, err = withTxnMarker(content, txnID); err != nil {
+			return "", fmt.Errorf("failed to send %s as %s: %w", evtType.Type, in.UserID, err)
+		}
+	}
+	req := mautrix.ReqSendEvent{TransactionID: txnID}
 	if !ts.IsZero() {
 		req.Timestamp = ts.UnixMilli()
 	}

@@ -14,6 +14,13 @@ import (
 // catchUpPage is the /messages page size used when catching up.
 const catchUpPage = 100
 
+// catchUpContext is the /context limit of a catch-up: homeservers split it between the events before and after the
+// cursor, and cap it at 100 (Dendrite).
+const catchUpContext = 100
+
+// catchUpBoundary is the /context limit used at each page boundary of a catch-up.
+const catchUpBoundary = 20
+
 // CatchUp fetches the events of a room that came after its cursor (the last event in the stream) through /context and
 // /messages, and queues those the view does not have through the appservice inbox, so they reach the listener in
 // order like pushed events. It returns how many new events it queued. Call it when a gap is suspected; CatchUpAll
@@ -31,12 +38,19 @@ func (v *View) CatchUp(ctx context.Context, roomID id.RoomID) (int, error) {
 		return 0, nil
 	}
 	client := v.as.Bot().Client
-	// /context gives a pagination token right after our last event, which /messages then walks forward from.
-	around, err := client.Context(ctx, roomID, room.LastEventID, nil, 1)
+	// /context gives a pagination token right after our last event, which /messages then walks forward from. Our last
+	// event is the last to arrive, which need not be the last in the room's order: where the DAG forked (a ghost and
+	// a user sending at once), an event beside it or just before it that never arrived would be behind the token. So
+	// the events just before ours are taken too, in the room's order; those we have are dropped by the inbox.
+	around, err := client.Context(ctx, roomID, room.LastEventID, nil, catchUpContext)
 	if err != nil {
 		return 0, fmt.Errorf("failed to get context of %s in %s: %w", room.LastEventID, roomID, err)
 	}
-	var missed []*event.Event
+	missed := make([]*event.Event, 0, len(around.EventsBefore)+len(around.EventsAfter))
+	// events_before is newest first.
+	for i := len(around.EventsBefore) - 1; i >= 0; i-- {
+		missed = append(missed, around.EventsBefore[i])
+	}
 	missed = append(missed, around.EventsAfter...)
 	from := around.End
 	for from != "" {
@@ -48,6 +62,15 @@ func (v *View) CatchUp(ctx context.Context, roomID id.RoomID) (int, error) {
 		if len(page.Chunk) == 0 || page.End == "" || page.End == from {
 			break
 		}
+		// Dendrite v0.13.8 can leave out an event at a page boundary (seen where the DAG forked); /context of the
+		// page's last event has it. Queued before the next page, it keeps its place; the copies the next page repeats
+		// are dropped by the inbox.
+		last := page.Chunk[len(page.Chunk)-1]
+		boundary, err := client.Context(ctx, roomID, last.ID, nil, catchUpBoundary)
+		if err != nil {
+			return 0, fmt.Errorf("failed to get context of %s in %s: %w", last.ID, roomID, err)
+		}
+		missed = append(missed, boundary.EventsAfter...)
 		from = page.End
 	}
 	for _, evt := range missed {

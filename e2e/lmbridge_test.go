@@ -35,6 +35,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(envChaosPeer); dir != "" {
+		os.Exit(runChaosPeer(dir))
+	}
 	code := m.Run()
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
@@ -86,16 +89,19 @@ func lmbridgeBinary(t testing.TB) string {
 
 // lmbridgeProcess is lmbridge running as a subprocess, with its config, registration and database in Dir.
 type lmbridgeProcess struct {
-	Bin          string
-	Dir          string
-	ConfigPath   string
-	RegPath      string
-	DBType       string
-	DBURI        string
-	DBPath       string // the SQLite file; empty on PostgreSQL
-	LogPath      string
-	Port         int
-	ServerName   string
+	Bin        string
+	Dir        string
+	ConfigPath string
+	RegPath    string
+	DBType     string
+	DBURI      string
+	DBPath     string // the SQLite file; empty on PostgreSQL
+	LogPath    string
+	Port       int
+	ServerName string
+	// LMAddr, when set, is the LM listener's fixed address and lmbridge's LM server name, so that LM servers on
+	// loopback can reach it as a hub, across restarts; otherwise the LM side is "lm.test" on a fresh port.
+	LMAddr       string
 	Registration *mautrixappservice.Registration
 	RegYAML      []byte
 
@@ -115,6 +121,12 @@ func newLMBridge(t *testing.T, serverName string) *lmbridgeProcess {
 // newLMBridgeOn is newLMBridge with lmbridge's tables on a fresh database of the given kind.
 func newLMBridgeOn(t *testing.T, serverName string, kind dbKind) *lmbridgeProcess {
 	t.Helper()
+	return newLMBridgeOnAt(t, serverName, kind, "")
+}
+
+// newLMBridgeOnAt is newLMBridgeOn with the LM side at lmAddr (see lmbridgeProcess.LMAddr) when it is not empty.
+func newLMBridgeOnAt(t *testing.T, serverName string, kind dbKind, lmAddr string) *lmbridgeProcess {
+	t.Helper()
 	dir := t.TempDir()
 	port, err := tesths.FreePort()
 	if err != nil {
@@ -128,6 +140,7 @@ func newLMBridgeOn(t *testing.T, serverName string, kind dbKind) *lmbridgeProces
 		LogPath:    filepath.Join(dir, "lmbridge.log"),
 		Port:       port,
 		ServerName: serverName,
+		LMAddr:     lmAddr,
 	}
 	b.DBType, b.DBURI = newDatabase(t, kind, dir, "lmbridge")
 	if kind == sqliteDB {
@@ -155,11 +168,30 @@ func newLMBridgeOn(t *testing.T, serverName string, kind dbKind) *lmbridgeProces
 	return b
 }
 
+// newLMBridgeHub is newLMBridge (SQLite) as an LM hub other LM servers on loopback can reach: its LM server name is
+// its listener's address, plain HTTP is allowed both ways, loopback is not blocked, and every user of the homeserver
+// may link rooms.
+func newLMBridgeHub(t *testing.T, serverName string) *lmbridgeProcess {
+	t.Helper()
+	port, err := tesths.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newLMBridgeOnAt(t, serverName, sqliteDB, "127.0.0.1:"+strconv.Itoa(port))
+	return b
+}
+
 func (b *lmbridgeProcess) writeConfig(t *testing.T, homeserverURL string) {
 	t.Helper()
 	lmPort, err := tesths.FreePort()
 	if err != nil {
 		t.Fatal(err)
+	}
+	lm := map[string]any{
+		"server_name":      "lm.test",
+		"listen":           "127.0.0.1:" + strconv.Itoa(lmPort),
+		"signing_key_path": filepath.Join(b.Dir, "lm.signing.key"),
+		"allow_plain_http": true,
 	}
 	cfg := map[string]any{
 		"homeserver": map[string]any{"address": homeserverURL, "domain": b.ServerName},
@@ -169,13 +201,14 @@ func (b *lmbridgeProcess) writeConfig(t *testing.T, homeserverURL string) {
 			"port":     b.Port,
 		},
 		"database": map[string]any{"type": b.DBType, "uri": b.DBURI},
-		"lm": map[string]any{
-			"server_name":      "lm.test",
-			"listen":           "127.0.0.1:" + strconv.Itoa(lmPort),
-			"signing_key_path": filepath.Join(b.Dir, "lm.signing.key"),
-			"allow_plain_http": true,
-		},
-		"logging": map[string]any{"min_level": "debug", "format": "json"},
+		"lm":       lm,
+		"logging":  map[string]any{"min_level": "debug", "format": "json"},
+	}
+	if b.LMAddr != "" {
+		lm["server_name"], lm["listen"] = b.LMAddr, b.LMAddr
+		lm["allow_http_peers"] = true
+		lm["ip_range_blocklist"] = []string{}
+		cfg["bridge"] = map[string]any{"permissions": map[string]string{b.ServerName: "admin"}}
 	}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {

@@ -7,7 +7,8 @@
 #
 # Usage: scripts/test.sh [go test arguments]   (default: ./...)
 # Environment: LMBRIDGE_CACHE (install location), LMBRIDGE_TEST_REQUIRE_HOMESERVERS (default 1; 0 skips tests whose
-# homeserver or PostgreSQL is missing), LMBRIDGE_SKIP_SYNAPSE=1 (do not install Synapse, e.g. without root).
+# homeserver or PostgreSQL is missing), LMBRIDGE_SKIP_SYNAPSE=1 (do not install Synapse, e.g. without root),
+# LMBRIDGE_CHAOS (e2e's chaos test: short by default, full, or off) and LMBRIDGE_CHAOS_SEED (repeat a chaos schedule).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

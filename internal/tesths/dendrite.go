@@ -55,7 +55,7 @@ func startDendrite(ctx context.Context, binDir, dir string, opts Options) (*Home
 	if err != nil {
 		return nil, err
 	}
-	config, err := patchDendriteConfig(generated, keyPath, secret, regPaths)
+	config, err := patchDendriteConfig(generated, keyPath, secret, regPaths, opts.DendritePostgres)
 	if err != nil {
 		return nil, err
 	}
@@ -93,10 +93,16 @@ func startDendrite(ctx context.Context, binDir, dir string, opts Options) (*Home
 
 // patchDendriteConfig turns the output of `generate-config -ci` into a loopback-only test server: no federation,
 // no open registration (the shared secret and application services still register users), quiet logs.
-func patchDendriteConfig(generated []byte, keyPath, secret string, regPaths []string) ([]byte, error) {
+// With postgres set, every component keeps its tables in that one database (global.database).
+func patchDendriteConfig(generated []byte, keyPath, secret string, regPaths []string, postgres string) ([]byte, error) {
 	var config map[string]any
 	if err := yaml.Unmarshal(generated, &config); err != nil {
 		return nil, fmt.Errorf("failed to parse generated Dendrite config: %w", err)
+	}
+	if postgres != "" {
+		if err := useOneDatabase(config, postgres); err != nil {
+			return nil, err
+		}
 	}
 	if regPaths == nil {
 		regPaths = []string{}
@@ -127,6 +133,34 @@ func patchDendriteConfig(generated []byte, keyPath, secret string, regPaths []st
 		return nil, fmt.Errorf("failed to write Dendrite config: %w", err)
 	}
 	return out, nil
+}
+
+// dendriteMaxConns bounds Dendrite's connections to a shared PostgreSQL server, whose default limit is 100.
+const dendriteMaxConns = 20
+
+// useOneDatabase points Dendrite's global database at uri and empties every component's own connection string,
+// which Dendrite then takes from the global one.
+func useOneDatabase(config map[string]any, uri string) error {
+	for _, set := range []struct {
+		key   string
+		value any
+	}{{"connection_string", uri}, {"max_open_conns", dendriteMaxConns}, {"max_idle_conns", 2}} {
+		if err := setYAMLPath(config, set.value, "global", "database", set.key); err != nil {
+			return fmt.Errorf("failed to patch Dendrite config: %w", err)
+		}
+	}
+	for section, v := range config {
+		component, ok := v.(map[string]any)
+		if !ok || section == "global" {
+			continue
+		}
+		for _, key := range []string{"database", "account_database"} {
+			if db, ok := component[key].(map[string]any); ok {
+				db["connection_string"] = ""
+			}
+		}
+	}
+	return nil
 }
 
 // setYAMLPath sets value at path in a decoded YAML mapping, creating intermediate mappings.

@@ -73,6 +73,8 @@ func (p *process) stop(grace time.Duration) error {
 			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 				p.stopErr = fmt.Errorf("failed to send SIGTERM to homeserver (pid %d): %w", pid, err)
 			}
+			// A paused server (Pause) would hold the SIGTERM until it is continued.
+			_ = syscall.Kill(-pid, syscall.SIGCONT)
 		}
 		select {
 		case <-p.done:
@@ -84,6 +86,55 @@ func (p *process) stop(grace time.Duration) error {
 		<-p.done
 	})
 	return p.stopErr
+}
+
+// signalGroup sends sig to the server's process group (the server and anything it forked).
+func (p *process) signalGroup(sig syscall.Signal) error {
+	if p.exited() {
+		return fmt.Errorf("%w: homeserver (pid %d) has exited", ErrNotRunning, p.cmdPID)
+	}
+	if err := syscall.Kill(-p.cmdPID, sig); err != nil {
+		return fmt.Errorf("failed to send %s to homeserver (pid %d): %w", sig, p.cmdPID, err)
+	}
+	return nil
+}
+
+// waitStopped waits until every thread of the server process is stopped: kill returns before a thread running on
+// another CPU has taken the SIGSTOP, and until then it can still answer. Without /proc it returns at once.
+func (p *process) waitStopped(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		running, err := runningThreads(p.cmdPID)
+		if err != nil || running == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("homeserver (pid %d) still has %d running threads %s after SIGSTOP", p.cmdPID, running, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// runningThreads counts the threads of pid that are not stopped, from /proc/PID/task/*/stat.
+func runningThreads(pid int) (int, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	running := 0
+	for _, task := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread has exited
+		}
+		// The state follows the command name, which is in parentheses and may itself hold spaces or parentheses.
+		if i := bytes.LastIndexByte(data, ')'); i >= 0 && i+2 < len(data) {
+			if state := data[i+2]; state != 'T' && state != 't' {
+				running++
+			}
+		}
+	}
+	return running, nil
 }
 
 // waitReady polls /_matrix/client/versions until it answers 200, the process exits or ctx ends.
