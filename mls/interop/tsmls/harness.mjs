@@ -14,8 +14,6 @@ import {
   createApplicationMessage,
   createCommit,
   createGroup,
-  createGroupInfoWithExternalPub,
-  createGroupInfoWithExternalPubAndRatchetTree,
   createProposal,
   joinGroup,
   joinGroupExternal,
@@ -36,8 +34,10 @@ import {
   encodePublicMsg,
   encodeTree,
   encodeWelcomeMsg,
+  externalPubImpl,
   fromHex,
   impl,
+  makeGroupInfo,
   newKeyPackage,
   suiteId,
   toHex,
@@ -191,7 +191,7 @@ async function commitResult(req, c, res, cs) {
   const answer = { commit: encodeMsg(res.commit), epoch: epochOf(res.newState), tree: encodeTree(res.newState.ratchetTree) };
   if (res.welcome !== undefined) answer.welcome = encodeWelcomeMsg(res.welcome);
   if (req.groupInfo === true) {
-    answer.groupInfo = encodeGroupInfoMsg(await createGroupInfoWithExternalPubAndRatchetTree(res.newState, [], cs));
+    answer.groupInfo = encodeGroupInfoMsg(await makeGroupInfo(res.newState, cs, { tsmlsExternalPub: req.tsmlsExternalPub === true }));
   }
   return answer;
 }
@@ -357,10 +357,7 @@ const ops = {
   async groupinfo(req) {
     const c = member(req.client);
     const cs = await impl(c.suite);
-    const gi =
-      req.tree === false
-        ? await createGroupInfoWithExternalPub(c.state, [], cs)
-        : await createGroupInfoWithExternalPubAndRatchetTree(c.state, [], cs);
+    const gi = await makeGroupInfo(c.state, cs, { tree: req.tree !== false, tsmlsExternalPub: req.tsmlsExternalPub === true });
     return { groupInfo: encodeGroupInfoMsg(gi), tree: encodeTree(c.state.ratchetTree) };
   },
 
@@ -382,7 +379,7 @@ const ops = {
       kp.publicPackage,
       kp.privatePackage,
       req.resync === true,
-      cs,
+      externalPubImpl(cs, msg.groupInfo),
       tree,
       undefined,
       fromHex(req.authenticatedData ?? "", "authenticatedData"),
