@@ -462,6 +462,7 @@ func (x *mixed) refusedByAll(sender *peer, msg []byte, what string) {
 // processes, joins externally from the other's GroupInfo, and exchanges application messages; every member compares
 // the epoch authenticator and an exporter value after every epoch, and refuses tampered commits and messages.
 func TestMixedInterop(t *testing.T) {
+	t.Parallel()
 	h := interop.StartT(t)
 	for _, id := range suites {
 		t.Run(fmt.Sprintf("suite%d", id), func(t *testing.T) {
@@ -654,6 +655,33 @@ func goCreates(t *testing.T, x *mixed) {
 	x.agree(9)
 	x.chat()
 
+	// Epoch 10: george (Go) proposes an Update of his leaf, which dave (ts-mls) commits by reference.
+	prop, err := george.g.ProposeUpdate(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := codec.Marshal(prop)
+	x.refusedByAll(george, msg, "proposal")
+	x.deliver(george, msg, "proposal")
+	c = x.commit(dave, change{})
+	x.deliver(dave, c.commit, "commit")
+	x.agree(10)
+
+	// Epoch 11: frank (ts-mls) proposes adding ivy (Go), which carol (Go) commits by reference.
+	ivy := x.newPeer("ivy", true)
+	if msg, err = x.h.Propose(x.ctx, x.client(frank), interop.AddProposal(ivy.kpMsg), false); err != nil {
+		t.Fatal(err)
+	}
+	x.deliver(frank, msg, "proposal")
+	c = x.commit(carol, change{})
+	if c.welcome == nil {
+		t.Fatal("committing frank's add proposal by reference produced no Welcome")
+	}
+	x.deliver(carol, c.commit, "commit")
+	x.join(ivy, c.welcome, nil)
+	x.agree(11)
+	x.chat()
+
 	// A tampered application message is refused on both sides, and the genuine one still reads.
 	for _, from := range []*peer{carol, dave} {
 		text := []byte("tamper with me")
@@ -687,6 +715,7 @@ func goCreates(t *testing.T, x *mixed) {
 // (which the harness writes for ts-mls) lets a Go client join externally, ts-mls 1.6.4's own bare key is refused,
 // and ts-mls still joins from either encoding.
 func TestExternalPubEncoding(t *testing.T) {
+	t.Parallel()
 	h := interop.StartT(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
