@@ -380,3 +380,48 @@ func TestGoBenchSmall(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkGoProcess is the Go library's process figure alone, as an ordinary Go benchmark (b.N iterations rather
+// than a median of runs), for the one-core figure issue 10 sets a target for:
+//
+//	go test ./mls/interop -run '^$' -bench GoProcess -cpu 1
+//
+// bob (leaf 1) processes alice's empty commit with a path in a group of the benchmark's shape (goBenchGroup); each
+// iteration restores bob's state, outside the timer, and decodes the commit from its bytes inside it.
+func BenchmarkGoProcess(b *testing.B) {
+	s, err := ciphersuite.Lookup(1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range envInts(b, "LMBRIDGE_MLS_BENCH_SIZES", []int{2, 16, 256, 1024}) {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			alice, bob, err := goBenchGroup(s, n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			res, err := alice.Commit(mlsgroup.CommitOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			commit := codec.Marshal(res.Commit)
+			state := bob.MarshalState()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				g, err := mlsgroup.UnmarshalState(state, mlsgroup.Config{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				var m wire.MLSMessage
+				if err = codec.Unmarshal(commit, &m); err != nil {
+					b.Fatal(err)
+				}
+				if _, err = g.Process(&m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
