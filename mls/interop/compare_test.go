@@ -110,7 +110,6 @@ func goBench(o interop.BenchOptions) (interop.BenchReport, error) {
 		if err != nil {
 			return r, err
 		}
-		var commit []byte
 		var samples []float64
 		for range o.Runs {
 			t := time.Now()
@@ -118,8 +117,11 @@ func goBench(o interop.BenchOptions) (interop.BenchReport, error) {
 			if err != nil {
 				return r, err
 			}
-			commit = codec.Marshal(res.Commit)
+			enc := codec.Marshal(res.Commit)
 			samples = append(samples, sinceMs(t))
+			if len(enc) == 0 {
+				return r, fmt.Errorf("%d members: the commit encodes to nothing", n)
+			}
 			alice.DiscardPendingCommit()
 		}
 		r.Figures = append(r.Figures, goFigure("commit", n, samples, 1))
@@ -129,7 +131,7 @@ func goBench(o interop.BenchOptions) (interop.BenchReport, error) {
 		if err != nil {
 			return r, err
 		}
-		commit = codec.Marshal(res.Commit)
+		commit := codec.Marshal(res.Commit)
 		if err = alice.MergePendingCommit(); err != nil {
 			return r, err
 		}
