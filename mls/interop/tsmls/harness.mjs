@@ -122,6 +122,9 @@ function pskIndex(c, state) {
   return makePskIndex(state, c.psks);
 }
 
+// hashSizes is each suite's KDF.Nh: SHA-256 for 1 to 3, SHA-512 for 4 to 6, SHA-384 for 7.
+const hashSizes = { 1: 32, 2: 32, 3: 32, 4: 64, 5: 64, 6: 64, 7: 48 };
+
 function proposalOf(p, i, c) {
   const what = `proposals[${i}]`;
   if (typeof p !== "object" || p === null) throw new Error(`${what}: want an object`);
@@ -136,7 +139,8 @@ function proposalOf(p, i, c) {
     case "psk": {
       const pskId = fromHex(p.pskId, `${what}.pskId`);
       if (p.secret !== undefined) c.psks[Buffer.from(pskId).toString("base64")] = fromHex(p.secret, `${what}.secret`);
-      const nonce = p.nonce !== undefined ? fromHex(p.nonce, `${what}.nonce`) : crypto.getRandomValues(new Uint8Array(32));
+      // RFC 9420 §8.4: the nonce is KDF.Nh bytes long, which ts-mls does not check.
+      const nonce = p.nonce !== undefined ? fromHex(p.nonce, `${what}.nonce`) : crypto.getRandomValues(new Uint8Array(hashSizes[c.suite]));
       return { proposalType: "psk", psk: { preSharedKeyId: { psktype: "external", pskId, pskNonce: nonce } } };
     }
     case "gce":
