@@ -53,6 +53,31 @@ type mixed struct {
 
 func (x *mixed) client(p *peer) string { return x.prefix + p.name }
 
+// pskID and pskSecret are an external PSK that every Go member holds (goConfig) and the ts-mls members are given
+// (Harness.PSK) before a commit injects it.
+var pskID, pskSecret = []byte("lmbridge interop psk"), bytes.Repeat([]byte{0x5a}, 32)
+
+type pskStore map[string][]byte
+
+func (m pskStore) ExternalPSK(id []byte) ([]byte, bool) { s, ok := m[string(id)]; return s, ok }
+
+// goConfig is every Go member's configuration.
+var goConfig = mlsgroup.Config{PSKs: pskStore{string(pskID): pskSecret}}
+
+// reload replaces a Go member's group with one restored from its saved state, as after a restart.
+func (x *mixed) reload(p *peer) {
+	x.t.Helper()
+	var st mlsgroup.MemoryStore
+	if err := p.g.Save(x.ctx, &st); err != nil {
+		x.t.Fatal(err)
+	}
+	g, err := mlsgroup.Load(x.ctx, &st, p.g.GroupID(), goConfig)
+	if err != nil {
+		x.t.Fatalf("%s's saved state does not load: %v", p, err)
+	}
+	p.g = g
+}
+
 func (x *mixed) decode(what string, b []byte) *wire.MLSMessage {
 	x.t.Helper()
 	var m wire.MLSMessage
@@ -89,7 +114,7 @@ func (x *mixed) newPeer(name string, goSide bool) *peer {
 func (x *mixed) create(p *peer, groupID []byte) {
 	x.t.Helper()
 	if p.goSide {
-		g, err := mlsgroup.Create(mlsgroup.Config{}, x.s, groupID, p.id, nil)
+		g, err := mlsgroup.Create(goConfig, x.s, groupID, p.id, nil)
 		if err != nil {
 			x.t.Fatal(err)
 		}
@@ -120,6 +145,8 @@ type change struct {
 	noTree bool
 	// private frames the commit as a PrivateMessage.
 	private bool
+	// psk injects the external PSK pskID.
+	psk bool
 }
 
 // committed is a commit's bytes as they travel.
@@ -138,6 +165,13 @@ func (x *mixed) commit(by *peer, c change) committed {
 		for _, p := range c.remove {
 			opts.Remove = append(opts.Remove, treemath.LeafIndex(x.leaf(p)))
 		}
+		if c.psk {
+			id, err := by.g.NewPSKID(pskID)
+			if err != nil {
+				x.t.Fatal(err)
+			}
+			opts.PSKs = append(opts.PSKs, id)
+		}
 		res, err := by.g.Commit(opts)
 		if err != nil {
 			x.t.Fatalf("%s failed to commit: %v", by, err)
@@ -154,7 +188,7 @@ func (x *mixed) commit(by *peer, c change) committed {
 	opts := interop.CommitOptions{NoRatchetTree: c.noTree, Private: c.private}
 	var res interop.Commit
 	var err error
-	if len(c.remove) == 0 && len(c.add) > 0 {
+	if len(c.remove) == 0 && len(c.add) > 0 && !c.psk {
 		kps := make([][]byte, len(c.add))
 		for i, p := range c.add {
 			kps[i] = p.kpMsg
@@ -167,6 +201,9 @@ func (x *mixed) commit(by *peer, c change) committed {
 		}
 		for _, p := range c.remove {
 			props = append(props, interop.RemoveProposal(x.leaf(p)))
+		}
+		if c.psk {
+			props = append(props, interop.PSKProposal(pskID, nil))
 		}
 		res, err = x.h.Commit(x.ctx, x.client(by), props, opts)
 	}
@@ -255,7 +292,7 @@ func (x *mixed) join(p *peer, welcome, tree []byte) {
 				x.t.Fatalf("the ratchet tree for %s does not decode: %v", p, err)
 			}
 		}
-		g, err := mlsgroup.Join(mlsgroup.Config{}, x.decode("Welcome", welcome).Welcome, p.kp, p.kpPriv, opts)
+		g, err := mlsgroup.Join(goConfig, x.decode("Welcome", welcome).Welcome, p.kp, p.kpPriv, opts)
 		if err != nil {
 			x.t.Fatalf("%s failed to join from the Welcome: %v", p, err)
 		}
@@ -300,7 +337,7 @@ func (x *mixed) externalJoin(p *peer, gi, tree []byte) []byte {
 			x.t.Fatal(err)
 		}
 	}
-	g, c, err := mlsgroup.JoinExternal(mlsgroup.Config{}, x.decode("GroupInfo", gi).GroupInfo, p.id, opts)
+	g, c, err := mlsgroup.JoinExternal(goConfig, x.decode("GroupInfo", gi).GroupInfo, p.id, opts)
 	if err != nil {
 		x.t.Fatalf("%s failed to join externally: %v", p, err)
 	}
@@ -680,6 +717,30 @@ func goCreates(t *testing.T, x *mixed) {
 	x.deliver(carol, c.commit, "commit")
 	x.join(ivy, c.welcome, nil)
 	x.agree(11)
+	x.chat()
+
+	// Epoch 12 and 13: an external PSK, injected by a Go commit and then by a ts-mls one; between them every Go
+	// member is restored from its saved state, as after a restart.
+	for _, p := range x.members {
+		if !p.goSide {
+			if err = x.h.PSK(x.ctx, x.client(p), pskID, pskSecret); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c = x.commit(erin, change{psk: true})
+	x.deliver(erin, c.commit, "commit")
+	x.agree(12)
+	for _, p := range x.members {
+		if p.goSide {
+			x.reload(p)
+		}
+	}
+	x.agree(12)
+	c = x.commit(harriet, change{psk: true})
+	x.refusedByAll(harriet, c.commit, "commit")
+	x.deliver(harriet, c.commit, "commit")
+	x.agree(13)
 	x.chat()
 
 	// A tampered application message is refused on both sides, and the genuine one still reads.
