@@ -814,3 +814,35 @@ func TestExternalPubEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressedECDSARefused: in the ECDSA suites, a KeyPackage with ts-mls 1.6.4's own signature key (a compressed
+// SEC1 point, where RFC 9420 §5.1.1 wants the uncompressed one) is refused by a Go committer with an error, and the
+// same client's KeyPackage with the uncompressed key is accepted.
+func TestCompressedECDSARefused(t *testing.T) {
+	t.Parallel()
+	h := interop.StartT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, id := range []uint16{2, 5, 7} {
+		s, _ := ciphersuite.Lookup(ciphersuite.ID(id))
+		x := &mixed{t: t, ctx: ctx, h: h, s: s, suite: id, prefix: fmt.Sprintf("ec%d-", id)}
+		alice := x.newPeer("alice", true)
+		x.create(alice, []byte("ecdsa"))
+		for _, compressed := range []bool{true, false} {
+			kp, err := h.KeyPackageWith(ctx, fmt.Sprintf("ec%d-bob-%v", id, compressed), id, []byte("bob"), interop.KeyPackageOptions{CompressedECDSA: compressed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = alice.g.Commit(mlsgroup.CommitOptions{Add: []*wire.KeyPackage{x.decode("KeyPackage", kp.Message).KeyPackage}})
+			if compressed && err == nil {
+				t.Fatalf("suite %d: a Go commit added a KeyPackage with a compressed ECDSA key", id)
+			} else if compressed {
+				t.Logf("suite %d, compressed key: %v", id, err)
+			}
+			if !compressed && err != nil {
+				t.Fatalf("suite %d: a Go commit refused a KeyPackage with an uncompressed ECDSA key: %v", id, err)
+			}
+			alice.g.DiscardPendingCommit()
+		}
+	}
+}
