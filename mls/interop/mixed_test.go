@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -511,6 +512,7 @@ func TestMixedInterop(t *testing.T) {
 			}
 			tsCreates(t, &mixed{t: t, ctx: ctx, h: h, s: s, suite: id, prefix: fmt.Sprintf("mt%d-", id)})
 			goCreates(t, &mixed{t: t, ctx: ctx, h: h, s: s, suite: id, prefix: fmt.Sprintf("mg%d-", id)})
+			outsiders(t, &mixed{t: t, ctx: ctx, h: h, s: s, suite: id, prefix: fmt.Sprintf("me%d-", id)})
 		})
 	}
 }
@@ -845,4 +847,76 @@ func TestCompressedECDSARefused(t *testing.T) {
 			alice.g.DiscardPendingCommit()
 		}
 	}
+}
+
+// outsiders: proposals from outside the group. A new member's own proposal to join (made with the Go library) is
+// committed by ts-mls. External senders do not interoperate with ts-mls 1.6.4, so the test checks how each side
+// refuses the other: ts-mls commits a GroupContextExtensions proposal without the path RFC 9420 §17.4 requires, which
+// the Go members refuse; and ts-mls decodes an external_senders extension as one ExternalSender rather than the RFC's
+// vector of them (§12.1.8.3), so it refuses the Go library's. Should a later ts-mls fix either, the test fails here
+// and the external-sender case can be completed.
+func outsiders(t *testing.T, x *mixed) {
+	groupID := make([]byte, 16)
+	_, _ = rand.Read(groupID)
+	alice, bob, carol, dave := x.newPeer("alice", true), x.newPeer("bob", false), x.newPeer("carol", true), x.newPeer("dave", false)
+	x.create(alice, groupID)
+	c := x.commit(alice, change{add: []*peer{bob, carol, dave}})
+	x.deliver(alice, c.commit, "commit")
+	x.join(bob, c.welcome, nil)
+	x.join(carol, c.welcome, nil)
+	x.join(dave, c.welcome, nil)
+	x.agree(1)
+
+	// Epoch 2: erin (Go) proposes to join with her own KeyPackage; bob (ts-mls) commits it and she joins.
+	erin := x.newPeer("erin", true)
+	jp, err := mlsgroup.JoinProposal(x.s, groupID, x.epoch, erin.kp, erin.kpPriv.SigPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.deliver(nil, codec.Marshal(jp), "proposal")
+	c = x.commit(bob, change{})
+	if c.welcome == nil {
+		t.Fatal("committing erin's proposal to join produced no Welcome")
+	}
+	x.deliver(bob, c.commit, "commit")
+	x.join(erin, c.welcome, nil)
+	x.agree(2)
+	x.chat()
+
+	// A GroupContextExtensions commit installing an external sender, from each side; neither is taken by the other,
+	// and the committers drop them.
+	_, dsPub, err := x.s.GenerateSignatureKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	senders := codec.Marshal(&wire.ExternalSenders{{SignatureKey: dsPub, Credential: wire.BasicCredential([]byte("delivery service"))}})
+	gce := interop.GroupContextExtensionsProposal(interop.Extension{Type: uint16(wire.ExtensionExternalSenders), Data: senders})
+	res, err := x.h.Commit(x.ctx, x.client(bob), []interop.Proposal{gce}, interop.CommitOptions{Pending: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.decode("GroupContextExtensions commit", res.Message).PublicMessage.Content.Commit.Path != nil {
+		t.Fatal("ts-mls now sends a path with a GroupContextExtensions commit: complete this test")
+	}
+	for _, p := range []*peer{alice, carol, erin} {
+		if _, _, _, err = x.process(p, res.Message); !errors.Is(err, mlsgroup.ErrInvalidCommit) {
+			t.Fatalf("%s took ts-mls's GroupContextExtensions commit without a path: %v, want ErrInvalidCommit", p, err)
+		}
+	}
+	if _, err = x.h.Discard(x.ctx, x.client(bob)); err != nil {
+		t.Fatal(err)
+	}
+	exts := wire.Extensions{{Type: wire.ExtensionExternalSenders, Data: senders}}
+	m, err := alice.g.Commit(mlsgroup.CommitOptions{Extensions: &exts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*peer{bob, dave} {
+		if _, _, _, err = x.process(p, codec.Marshal(m.Commit)); err == nil {
+			t.Fatalf("%s (ts-mls 1.6.4) took the RFC's external_senders: complete this test", p)
+		}
+	}
+	alice.g.DiscardPendingCommit()
+	x.agree(2)
+	x.chat()
 }
