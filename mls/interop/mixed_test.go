@@ -18,8 +18,9 @@ import (
 	"github.com/lmbridge/lmbridge/mls/wire"
 )
 
-// peer is one member of a mixed group: a Go *mlsgroup.Group, or a ts-mls client in the harness (goG nil). Before it
-// joins, a Go peer holds its KeyPackage's private keys; either kind holds its KeyPackage MLSMessage.
+// peer is one member of a mixed group: a Go *mlsgroup.Group (goSide), or a ts-mls client in the harness named by
+// mixed.client. Before it joins, a Go peer holds its KeyPackage's private keys; either kind holds its KeyPackage
+// MLSMessage.
 type peer struct {
 	name   string
 	goSide bool
@@ -48,7 +49,8 @@ type mixed struct {
 	prefix  string
 	members []*peer
 	epoch   uint64
-	// ds is the Go library's delivery-service view, following every commit from the group's first GroupInfo.
+	// ds is the Go library's delivery-service view, following every PublicMessage handshake from the GroupInfo it
+	// started from; nil when not following.
 	ds *mlsgroup.PublicGroup
 }
 
