@@ -40,7 +40,10 @@ func JoinExternal(cfg Config, gi *wire.GroupInfo, id *Identity, opts ExternalJoi
 		return nil, nil, err
 	}
 	var ep wire.ExternalPub
-	if ok, err := gi.Extensions.Decode(wire.ExtensionExternalPub, &ep); err != nil || !ok {
+	if ok, err := gi.Extensions.Decode(wire.ExtensionExternalPub, &ep); err != nil {
+		// ts-mls 1.6.4, for one, writes the bare key instead of the ExternalPub struct.
+		return nil, nil, fmt.Errorf("%w: group info's external_pub is not an ExternalPub: %w", ErrInvalidWelcome, err)
+	} else if !ok {
 		return nil, nil, fmt.Errorf("%w: group info without external_pub", ErrInvalidWelcome)
 	}
 	kemOutput, initSecret, err := keyschedule.ExternalInitSecret(s, ep.PublicKey)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/lmbridge/lmbridge/mls/ciphersuite"
@@ -714,5 +715,47 @@ func TestLateApplicationMessage(t *testing.T) {
 	}
 	if !bytes.Equal(a2.MarshalState(), a.MarshalState()) {
 		t.Fatal("state with past epochs does not re-encode")
+	}
+}
+
+// TestExternalJoinBareExternalPub is a GroupInfo whose external_pub holds
+// the bare HPKE key rather than the ExternalPub struct (ts-mls 1.6.4 writes
+// it so): the join is refused, and the error says the extension is
+// malformed rather than missing.
+func TestExternalJoinBareExternalPub(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	alice, _, _ := newMember(t, s, "alice")
+	a, _ := Create(Config{}, s, []byte("g"), alice, nil)
+	gi, err := a.GroupInfo(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ep wire.ExternalPub
+	for i := range gi.Extensions {
+		if gi.Extensions[i].Type == wire.ExtensionExternalPub {
+			if err := codec.Unmarshal(gi.Extensions[i].Data, &ep); err != nil {
+				t.Fatal(err)
+			}
+			gi.Extensions[i].Data = ep.PublicKey
+		}
+	}
+	if ep.PublicKey == nil {
+		t.Fatal("the GroupInfo has no external_pub")
+	}
+	if err := gi.Sign(s, alice.SigPriv); err != nil {
+		t.Fatal(err)
+	}
+	carol, _, _ := newMember(t, s, "carol")
+	_, _, err = JoinExternal(Config{}, gi, carol, ExternalJoinOptions{})
+	if err == nil {
+		t.Fatal("joined from a GroupInfo whose external_pub is the bare key")
+	}
+	// One key in about 256 starts with bytes that happen to read as a
+	// shorter ExternalPub; HPKE then refuses that key instead.
+	var again wire.ExternalPub
+	if codec.Unmarshal(ep.PublicKey, &again) != nil {
+		if !errors.Is(err, ErrInvalidWelcome) || strings.Contains(err.Error(), "without external_pub") {
+			t.Fatalf("error %q, want ErrInvalidWelcome saying external_pub is malformed", err)
+		}
 	}
 }

@@ -162,6 +162,7 @@ func wantRefused(t *testing.T, what string, err error) {
 // between ts-mls and the Go library, with both sides ts-mls, so that the harness is proven before the Go library
 // takes one side. The members compare epoch_authenticator (and more) after every epoch.
 func TestSelfInterop(t *testing.T) {
+	t.Parallel()
 	h := interop.StartT(t)
 	for _, suite := range suites {
 		t.Run(fmt.Sprintf("suite%d", suite), func(t *testing.T) {

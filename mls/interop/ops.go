@@ -319,10 +319,25 @@ func (h *Harness) Send(ctx context.Context, client string, plaintext []byte) ([]
 // GroupInfo returns a signed GroupInfo MLSMessage of client's current epoch with the external_pub extension, and
 // the ratchet_tree extension unless withoutTree; tree is the ratchet tree either way.
 func (h *Harness) GroupInfo(ctx context.Context, client string, withoutTree bool) (groupInfo, tree []byte, err error) {
+	return h.GroupInfoWith(ctx, client, GroupInfoOptions{WithoutTree: withoutTree})
+}
+
+// GroupInfoOptions changes what a GroupInfo holds.
+type GroupInfoOptions struct {
+	// WithoutTree leaves out the ratchet_tree extension.
+	WithoutTree bool
+	// TSMLSExternalPub encodes external_pub as ts-mls 1.6.4 does, the bare HPKE public key, where RFC 9420
+	// §12.4.3.2 wants an ExternalPub struct (the key as an opaque<V>) that the harness writes by default.
+	TSMLSExternalPub bool
+}
+
+// GroupInfoWith is GroupInfo with options.
+func (h *Harness) GroupInfoWith(ctx context.Context, client string, opts GroupInfoOptions) (groupInfo, tree []byte, err error) {
 	req := struct {
 		clientReq
-		Tree bool `json:"tree"`
-	}{clientReq{client}, !withoutTree}
+		Tree             bool `json:"tree"`
+		TSMLSExternalPub bool `json:"tsmlsExternalPub,omitempty"`
+	}{clientReq{client}, !opts.WithoutTree, opts.TSMLSExternalPub}
 	var res struct {
 		GroupInfo Hex `json:"groupInfo"`
 		Tree      Hex `json:"tree"`

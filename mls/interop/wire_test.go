@@ -18,6 +18,7 @@ import (
 // decodes and re-encodes to the same bytes, KeyPackage and GroupInfo signatures verify, KeyPackageRefs match, and
 // ts-mls's ratchet tree passes the Go tree's joiner checks with the tree hash ts-mls has in its group context.
 func TestGoDecodesTSMLS(t *testing.T) {
+	t.Parallel()
 	h := interop.StartT(t)
 	for _, id := range suites {
 		t.Run(fmt.Sprintf("suite%d", id), func(t *testing.T) {

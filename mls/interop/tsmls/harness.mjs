@@ -14,8 +14,6 @@ import {
   createApplicationMessage,
   createCommit,
   createGroup,
-  createGroupInfoWithExternalPub,
-  createGroupInfoWithExternalPubAndRatchetTree,
   createProposal,
   joinGroup,
   joinGroupExternal,
@@ -36,8 +34,10 @@ import {
   encodePublicMsg,
   encodeTree,
   encodeWelcomeMsg,
+  externalPubImpl,
   fromHex,
   impl,
+  makeGroupInfo,
   newKeyPackage,
   suiteId,
   toHex,
@@ -122,6 +122,9 @@ function pskIndex(c, state) {
   return makePskIndex(state, c.psks);
 }
 
+// hashSizes is each suite's KDF.Nh: SHA-256 for 1 to 3, SHA-512 for 4 to 6, SHA-384 for 7.
+const hashSizes = { 1: 32, 2: 32, 3: 32, 4: 64, 5: 64, 6: 64, 7: 48 };
+
 function proposalOf(p, i, c) {
   const what = `proposals[${i}]`;
   if (typeof p !== "object" || p === null) throw new Error(`${what}: want an object`);
@@ -136,7 +139,8 @@ function proposalOf(p, i, c) {
     case "psk": {
       const pskId = fromHex(p.pskId, `${what}.pskId`);
       if (p.secret !== undefined) c.psks[Buffer.from(pskId).toString("base64")] = fromHex(p.secret, `${what}.secret`);
-      const nonce = p.nonce !== undefined ? fromHex(p.nonce, `${what}.nonce`) : crypto.getRandomValues(new Uint8Array(32));
+      // RFC 9420 §8.4: the nonce is KDF.Nh bytes long, which ts-mls does not check.
+      const nonce = p.nonce !== undefined ? fromHex(p.nonce, `${what}.nonce`) : crypto.getRandomValues(new Uint8Array(hashSizes[c.suite]));
       return { proposalType: "psk", psk: { preSharedKeyId: { psktype: "external", pskId, pskNonce: nonce } } };
     }
     case "gce":
@@ -191,7 +195,7 @@ async function commitResult(req, c, res, cs) {
   const answer = { commit: encodeMsg(res.commit), epoch: epochOf(res.newState), tree: encodeTree(res.newState.ratchetTree) };
   if (res.welcome !== undefined) answer.welcome = encodeWelcomeMsg(res.welcome);
   if (req.groupInfo === true) {
-    answer.groupInfo = encodeGroupInfoMsg(await createGroupInfoWithExternalPubAndRatchetTree(res.newState, [], cs));
+    answer.groupInfo = encodeGroupInfoMsg(await makeGroupInfo(res.newState, cs, { tsmlsExternalPub: req.tsmlsExternalPub === true }));
   }
   return answer;
 }
@@ -357,10 +361,7 @@ const ops = {
   async groupinfo(req) {
     const c = member(req.client);
     const cs = await impl(c.suite);
-    const gi =
-      req.tree === false
-        ? await createGroupInfoWithExternalPub(c.state, [], cs)
-        : await createGroupInfoWithExternalPubAndRatchetTree(c.state, [], cs);
+    const gi = await makeGroupInfo(c.state, cs, { tree: req.tree !== false, tsmlsExternalPub: req.tsmlsExternalPub === true });
     return { groupInfo: encodeGroupInfoMsg(gi), tree: encodeTree(c.state.ratchetTree) };
   },
 
@@ -382,7 +383,7 @@ const ops = {
       kp.publicPackage,
       kp.privatePackage,
       req.resync === true,
-      cs,
+      externalPubImpl(cs, msg.groupInfo),
       tree,
       undefined,
       fromHex(req.authenticatedData ?? "", "authenticatedData"),

@@ -10,6 +10,7 @@ import {
   getCiphersuiteFromName,
   getCiphersuiteImpl,
 } from "ts-mls";
+import { createGroupInfo } from "ts-mls/createCommit.js";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
 import { decodeRatchetTree, encodeRatchetTree } from "ts-mls/ratchetTree.js";
 import { greaseValues } from "ts-mls/grease.js";
@@ -158,4 +159,54 @@ export async function newKeyPackage(suite, identity, caps, { compressedEcdsa = f
 
 export function zero(consumed) {
   for (const b of consumed ?? []) b.fill(0);
+}
+
+// RFC 9420 §12.4.3.2: external_pub's extension_data is an ExternalPub, a struct whose one field is an opaque<V>
+// HPKEPublicKey, so the key is length-prefixed inside the extension's own opaque<V>. ts-mls 1.6.4 writes the bare key
+// and reads only that (fixed after 1.6.4 by ts-mls's pull request 449), so a peer that follows the RFC cannot join
+// externally from its GroupInfo, nor ts-mls from the peer's. The harness therefore makes GroupInfos itself with the
+// RFC's encoding (tsmlsExternalPub keeps ts-mls's), and hands ts-mls the bare key when it joins from an RFC one.
+
+function varint(n) {
+  if (n < 1 << 6) return Uint8Array.of(n);
+  if (n < 1 << 14) return Uint8Array.of(0x40 | (n >> 8), n & 0xff);
+  return Uint8Array.of(0x80 | (n >>> 24), (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+}
+
+// HPKE public key lengths of suites 1 to 7: X25519, X448, and uncompressed P-256, P-384 and P-521 points.
+const hpkeKeyLengths = new Set([32, 56, 65, 97, 133]);
+
+// rfcExternalPubKey returns the key inside external_pub data in the RFC's encoding, or undefined when the data is not
+// in it (a bare key never parses as one: its length is a key length, a prefixed key's is one or two more).
+function rfcExternalPubKey(data) {
+  if (data.length === 0) return undefined;
+  const prefix = 1 << (data[0] >> 6);
+  if (prefix > 4 || data.length < prefix) return undefined;
+  let n = data[0] & 0x3f;
+  for (let i = 1; i < prefix; i++) n = n * 256 + data[i];
+  if (prefix + n !== data.length || !hpkeKeyLengths.has(n)) return undefined;
+  return data.subarray(prefix);
+}
+
+// makeGroupInfo signs a GroupInfo of the state's epoch with external_pub (in the RFC's encoding unless
+// tsmlsExternalPub) and, when tree, the ratchet_tree extension: ts-mls's createGroupInfoWithExternalPub with the
+// RFC's ExternalPub.
+export async function makeGroupInfo(state, cs, { tree = true, tsmlsExternalPub = false } = {}) {
+  const pair = await cs.hpke.deriveKeyPair(state.keySchedule.externalSecret);
+  const key = await cs.hpke.exportPublicKey(pair.publicKey);
+  const data = tsmlsExternalPub ? key : new Uint8Array([...varint(key.length), ...key]);
+  const extensions = [{ extensionType: "external_pub", extensionData: data }];
+  if (tree) extensions.push({ extensionType: "ratchet_tree", extensionData: encodeRatchetTree(state.ratchetTree) });
+  return createGroupInfo(state.groupContext, state.confirmationTag, state, extensions, cs);
+}
+
+// externalPubImpl returns cs for ts-mls's joinGroupExternal from groupInfo: when the GroupInfo's external_pub is in
+// the RFC's encoding, importing exactly that data as a public key imports the key inside it. The GroupInfo itself is
+// left as it is, so its signature is checked over the bytes that were signed.
+export function externalPubImpl(cs, groupInfo) {
+  const ext = groupInfo.extensions.find((e) => e.extensionType === "external_pub");
+  const key = ext === undefined ? undefined : rfcExternalPubKey(ext.extensionData);
+  if (key === undefined) return cs;
+  const same = (k) => k.length === ext.extensionData.length && k.every((b, i) => b === ext.extensionData[i]);
+  return { ...cs, hpke: { ...cs.hpke, importPublicKey: (k) => cs.hpke.importPublicKey(same(k) ? key : k) } };
 }
