@@ -82,9 +82,11 @@ type AppService struct {
 	aliasRegexes  []*regexp.Regexp
 	queryHandler  atomic.Pointer[QueryHandler]
 
-	ctx      context.Context
-	mux      *http.ServeMux
-	server   *http.Server
+	ctx    context.Context
+	mux    *http.ServeMux
+	server *http.Server
+	// guard bounds server; tests read its count of requests in flight.
+	guard    *httpguard.Guard
 	listener net.Listener
 	live     atomic.Bool
 	ready    atomic.Bool
@@ -219,7 +221,8 @@ func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
 		return fmt.Errorf("failed to listen on %s: %w", addr, err)
 	}
 	as.listener = listener
-	as.server = httpguard.New(ctx, "appservice", as.limits).Server(as.mux)
+	as.guard = httpguard.New(ctx, "appservice", as.limits)
+	as.server = as.guard.Server(as.mux)
 	as.server.BaseContext = func(net.Listener) context.Context { return ctx }
 	go as.pruneLoop(ctx)
 	go func() {

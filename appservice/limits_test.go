@@ -170,6 +170,9 @@ func TestListenerAtItsBoundAnswersLimitExceeded(t *testing.T) {
 		held = append(held, rawConn(t, addr, fmt.Sprintf("PUT /_matrix/app/v1/transactions/held%d HTTP/1.1\r\nHost: %s\r\n"+
 			"Authorization: Bearer %s\r\nContent-Length: 100\r\n\r\n{", i, addr, testHSToken)))
 	}
+	// The three must be in flight before the first good request: one that came first would take a slot and leave
+	// the third held request refused.
+	waitFor(t, "the three held requests in flight", func() bool { return tas.guard.InFlight() == 3 })
 	put := func() (int, map[string]any) {
 		req, _ := http.NewRequest(http.MethodPut, tas.url+"/_matrix/app/v1/transactions/good", strings.NewReader(`{"events":[]}`))
 		req.Header.Set("Authorization", "Bearer "+testHSToken)

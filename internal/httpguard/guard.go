@@ -211,6 +211,13 @@ func requestOf(ctx context.Context) *request {
 	return st
 }
 
+// InFlight returns how many requests the Guard's handler is serving now.
+func (g *Guard) InFlight() int {
+	g.lock.Lock()
+	defer g.lock.Unlock()
+	return g.requests
+}
+
 func (g *Guard) admit(st *request) *Refusal {
 	g.lock.Lock()
 	defer g.lock.Unlock()
