@@ -423,6 +423,9 @@ func (p *Provider) drainInbox(ctx context.Context) error {
 
 // queueEvent stores an event for the callbacks (in the caller's transaction).
 func (p *Provider) queueEvent(ctx context.Context, room string, kind MembershipKind, user string, payload []byte, hubTime uint64) error {
+	if payload == nil {
+		payload = []byte{}
+	}
 	if _, err := p.db.Exec(ctx, insertInboxQuery, room, string(kind), user, payload, int64(hubTime)); err != nil {
 		return fmt.Errorf("queueing %s event: %w", kind, err)
 	}

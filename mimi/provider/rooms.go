@@ -155,6 +155,7 @@ func (p *Provider) commitAs(ctx context.Context, room, client string, build func
 			return err
 		}
 		if resp.Code != protocol.UpdateWrongEpoch || attempt == maxAttempts {
+			p.kickInbox()
 			return updateError(resp)
 		}
 		if err := p.waitEpoch(ctx, room, client, resp.CurrentEpoch); err != nil {
