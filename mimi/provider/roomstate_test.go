@@ -50,7 +50,9 @@ func TestRoomStateRejects(t *testing.T) {
 		"trailing":  append(append([]byte{}, good...), 0),
 		"missing": func() []byte {
 			var w codec.Writer
-			w.Vector(func(w *codec.Writer) { component(w, ComponentParticipantList, func(w *codec.Writer) { w.Vector(func(*codec.Writer) {}) }) })
+			w.Vector(func(w *codec.Writer) {
+				component(w, ComponentParticipantList, func(w *codec.Writer) { w.Vector(func(*codec.Writer) {}) })
+			})
 			return w.Bytes()
 		}(),
 		"unordered": func() []byte {
