@@ -40,6 +40,8 @@ func (p *Provider) receiveNotify(ctx context.Context, from, room string, body []
 	lock.Lock()
 	defer lock.Unlock()
 	err = p.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		// The clients' groups are loaded once for the whole body and stored once at its end.
+		set := &groupSet{p: p, room: room}
 		for i := range msgs {
 			enc, err := protocol.EncodeFanout(msgs[i : i+1])
 			if err != nil {
@@ -53,14 +55,14 @@ func (p *Provider) receiveNotify(ctx context.Context, from, room string, body []
 			} else if !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			if err := p.apply(ctx, room, &msgs[i], applyOptions{}); err != nil {
+			if err := p.apply(ctx, room, &msgs[i], applyOptions{set: set}); err != nil {
 				return err
 			}
 			if _, err := p.db.Exec(ctx, insertReceivedQuery, from, digest[:], int64(nowMillis())); err != nil {
 				return err
 			}
 		}
-		return nil
+		return set.flush(ctx)
 	})
 	if err != nil {
 		return fmt.Errorf("applying notify for %s: %w", room, err)
@@ -94,15 +96,84 @@ type applyOptions struct {
 	local bool
 	// noMembership leaves membership events to the caller.
 	noMembership bool
+	// set holds the groups across several messages; nil stores them after this one.
+	set *groupSet
+}
+
+// groupSet is the local clients' groups in a room, loaded on first use and stored by flush (in the caller's
+// transaction), so that a notify body of many messages decodes and encodes each group once.
+type groupSet struct {
+	p       *Provider
+	room    string
+	clients []string
+	loaded  bool
+	groups  map[string]*group.Group
+	dirty   map[string]bool
+}
+
+func (s *groupSet) list(ctx context.Context) ([]string, error) {
+	if !s.loaded {
+		clients, err := s.p.roomClients(ctx, s.room)
+		if err != nil {
+			return nil, err
+		}
+		s.clients, s.loaded = clients, true
+		s.groups, s.dirty = map[string]*group.Group{}, map[string]bool{}
+	}
+	return s.clients, nil
+}
+
+func (s *groupSet) get(ctx context.Context, client string) (*group.Group, error) {
+	if g := s.groups[client]; g != nil {
+		return g, nil
+	}
+	g, err := s.p.loadGroup(ctx, s.room, client)
+	if err != nil {
+		return nil, err
+	}
+	s.groups[client] = g
+	return g, nil
+}
+
+// remove forgets a client removed from the group, and its stored state.
+func (s *groupSet) remove(ctx context.Context, client string) error {
+	s.clients = slices.DeleteFunc(slices.Clone(s.clients), func(c string) bool { return c == client })
+	delete(s.groups, client)
+	delete(s.dirty, client)
+	_, err := s.p.db.Exec(ctx, deleteGroupQuery, s.room, client)
+	return err
+}
+
+// flush stores the changed groups and forgets everything (a Welcome may add clients).
+func (s *groupSet) flush(ctx context.Context) error {
+	for c := range s.dirty {
+		if err := s.p.saveGroup(ctx, c, s.groups[c]); err != nil {
+			return err
+		}
+	}
+	*s = groupSet{p: s.p, room: s.room}
+	return nil
 }
 
 // apply applies one fan-out message to every local client in the room (in the caller's transaction).
-func (p *Provider) apply(ctx context.Context, room string, fm *protocol.FanoutMessage, opts applyOptions) error {
+func (p *Provider) apply(ctx context.Context, room string, fm *protocol.FanoutMessage, opts applyOptions) (err error) {
+	set := opts.set
+	if set == nil {
+		set = &groupSet{p: p, room: room}
+		defer func() {
+			if err == nil {
+				err = set.flush(ctx)
+			}
+		}()
+	}
 	if fm.Message.Welcome != nil {
+		if err := set.flush(ctx); err != nil {
+			return err
+		}
 		return p.applyWelcome(ctx, room, fm)
 	}
 	log := zerolog.Ctx(ctx).With().Str("room", room).Logger()
-	clients, err := p.roomClients(ctx, room)
+	clients, err := set.list(ctx)
 	if err != nil {
 		return err
 	}
@@ -112,11 +183,14 @@ func (p *Provider) apply(ctx context.Context, room string, fm *protocol.FanoutMe
 		if client == opts.except {
 			continue
 		}
-		g, err := p.loadGroup(ctx, room, client)
+		g, err := set.get(ctx, client)
 		if err != nil {
 			return err
 		}
-		prior, _ := DecodeRoomState(g.Context().Extensions)
+		var prior *RoomState
+		if fm.Message.PublicMessage != nil {
+			prior, _ = DecodeRoomState(g.Context().Extensions)
+		}
 		res, err := g.Process(&fm.Message)
 		if err != nil {
 			// The hub checked what it accepted; a client that cannot follow (an old epoch's duplicate, say) must not
@@ -133,7 +207,7 @@ func (p *Provider) apply(ctx context.Context, room string, fm *protocol.FanoutMe
 				}
 			}
 			if res.Removed {
-				if _, err := p.db.Exec(ctx, deleteGroupQuery, room, client); err != nil {
+				if err := set.remove(ctx, client); err != nil {
 					return err
 				}
 				if err := p.leftIfLast(ctx, room, client, fm.Timestamp); err != nil {
@@ -152,9 +226,7 @@ func (p *Provider) apply(ctx context.Context, room string, fm *protocol.FanoutMe
 				}
 			}
 		}
-		if err := p.saveGroup(ctx, client, g); err != nil {
-			return err
-		}
+		set.dirty[client] = true
 	}
 	if before != nil && after == nil {
 		// Every local client that followed the commit was removed; the state after is in the commit itself.

@@ -83,6 +83,8 @@ type recorder struct {
 	msgs     []Message
 	members  []Membership
 	failNext int
+	// hook, if set, sees every message as it arrives (benchmarks time them).
+	hook func(Message)
 }
 
 func (r *recorder) OnMessage(_ context.Context, m Message) error {
@@ -93,6 +95,9 @@ func (r *recorder) OnMessage(_ context.Context, m Message) error {
 		return errors.New("callback failing on purpose")
 	}
 	r.msgs = append(r.msgs, m)
+	if r.hook != nil {
+		r.hook(m)
+	}
 	return nil
 }
 
@@ -173,7 +178,7 @@ func (nd *node) restart() {
 	t := nd.t
 	t.Helper()
 	ctx := testContext(t)
-	db, err := database.Open(ctx, config.Database{Type: "sqlite3-fk-wal", URI: "file:" + nd.path + "?_txlock=immediate", MaxIdleConns: 2})
+	db, err := database.Open(ctx, config.Database{Type: "sqlite3-fk-wal", URI: "file:" + nd.path + "?_txlock=immediate", MaxOpenConns: 1, MaxIdleConns: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -403,19 +403,8 @@ func (p *Provider) Send(ctx context.Context, room, user string, content []byte) 
 }
 
 func (p *Provider) sendOnce(ctx context.Context, room, user, client string, content []byte) (*protocol.SubmitMessageResponse, error) {
-	lock := p.roomLock(room)
-	lock.Lock()
-	defer lock.Unlock()
-	g, err := p.loadGroup(ctx, room, client)
+	m, err := p.protect(ctx, room, client, content)
 	if err != nil {
-		return nil, err
-	}
-	m, err := g.Protect(content, nil)
-	if err != nil {
-		return nil, fmt.Errorf("encrypting: %w", err)
-	}
-	// The ratchet moved: store it before the ciphertext leaves, so no key is used twice.
-	if err := p.saveGroup(ctx, client, g); err != nil {
 		return nil, err
 	}
 	req := &protocol.SubmitMessageRequest{AppMessage: *m, SendingURI: user}
@@ -573,4 +562,25 @@ func (p *Provider) Epoch(ctx context.Context, room, client string) (uint64, erro
 		return 0, err
 	}
 	return g.Epoch(), nil
+}
+
+// protect encrypts content from a local client and stores the advanced ratchet before the ciphertext leaves, so no
+// key is used twice. The room is locked only for that: the hub's answer is not waited for under the lock, so notify
+// bodies for the room are applied meanwhile.
+func (p *Provider) protect(ctx context.Context, room, client string, content []byte) (*wire.MLSMessage, error) {
+	lock := p.roomLock(room)
+	lock.Lock()
+	defer lock.Unlock()
+	g, err := p.loadGroup(ctx, room, client)
+	if err != nil {
+		return nil, err
+	}
+	m, err := g.Protect(content, nil)
+	if err != nil {
+		return nil, fmt.Errorf("encrypting: %w", err)
+	}
+	if err := p.saveGroup(ctx, client, g); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
