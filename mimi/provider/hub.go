@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -355,14 +356,9 @@ func (h *hub) update(ctx context.Context, from, room string, req *protocol.Updat
 		groupInfo = codec.Marshal(gi)
 	}
 	ts := nowMillis()
-	_, domainsAfter := clientsByUser(r.pg)
-	dests := map[string]bool{}
-	for d := range domainsBefore {
-		dests[d] = true
-	}
-	for d := range domainsAfter {
-		dests[d] = true
-	}
+	// The providers that had clients before it get the message (those whose clients it removes, too); a provider
+	// whose only clients it adds gets just the Welcome.
+	dests := maps.Clone(domainsBefore)
 	delete(dests, from)
 	var welcomeDests map[string]bool
 	if req.Welcome != nil {
