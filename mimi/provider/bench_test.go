@@ -8,11 +8,17 @@ import (
 	"time"
 )
 
-// BenchmarkHubFanout measures a hub with three followers over HTTPS on loopback: a user on each follower sends
-// b.N/3 messages concurrently (submitMessage to the hub, which stores and fans each out to the other two followers and
-// to its own user). It reports messages/s through the hub (until every copy reached its receiver's callback) and the
+// BenchmarkHubFanout measures a hub with three followers over HTTPS on loopback: senderCount users on each follower
+// send b.N messages between them, concurrently (submitMessage to the hub, which stores and fans each out to the other
+// two followers and to its own user). It reports messages/s through the hub (until every copy reached its receiver's callback) and the
 // latency from Send to each receiver's callback.
 func BenchmarkHubFanout(b *testing.B) {
+	for _, senderCount := range []int{1, 4} {
+		b.Run(fmt.Sprintf("senders=%d", 3*senderCount), func(b *testing.B) { benchHubFanout(b, senderCount) })
+	}
+}
+
+func benchHubFanout(b *testing.B, senderCount int) {
 	n := newNet(b)
 	hub := n.start(b, "hub.example")
 	ctx := testContext(b)
@@ -21,26 +27,29 @@ func BenchmarkHubFanout(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var followers []*node
-	var users []string
+	var followers, senders []*node
+	var users, clients []string
 	for i := range 3 {
 		f := n.start(b, fmt.Sprintf("f%d.example", i))
-		u, _ := f.register(fmt.Sprintf("user%d", i), "1")
-		if err := hub.p.AddUser(ctx, room, alice, u, RoleParticipant); err != nil {
-			b.Fatal(err)
+		followers = append(followers, f)
+		for j := range senderCount {
+			u, c := f.register(fmt.Sprintf("user%d", j), "1")
+			if err := hub.p.AddUser(ctx, room, alice, u, RoleParticipant); err != nil {
+				b.Fatal(err)
+			}
+			senders, users, clients = append(senders, f), append(users, u), append(clients, c)
 		}
-		followers, users = append(followers, f), append(users, u)
 	}
-	for _, f := range followers {
-		f.waitEpoch(room, ClientURI(f.domain, "user"+f.domain[1:2], "1"), 3)
+	for i, f := range senders {
+		f.waitEpoch(room, clients[i], uint64(len(senders)))
 	}
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	var lat []time.Duration
 	received := 0
 	done := make(chan struct{})
-	per := max(b.N/3, 1)
-	total := per * 3 * 3 // each message reaches the hub's user and the two other followers
+	per := max(b.N/len(users), 1)
+	total := per * len(users) * 3 // each message reaches the hub's user and the two other followers
 	hook := func(m Message) {
 		now := time.Now()
 		mu.Lock()
@@ -56,7 +65,7 @@ func BenchmarkHubFanout(b *testing.B) {
 		nd.rec.hook = hook
 		nd.rec.mu.Unlock()
 	}
-	msgs := make([][][]byte, 3)
+	msgs := make([][][]byte, len(users))
 	for i, u := range users {
 		for j := range per {
 			msgs[i] = append(msgs[i], text(b, u, room, fmt.Sprintf("message %d from %d", j, i)))
@@ -65,7 +74,7 @@ func BenchmarkHubFanout(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
-	for i, f := range followers {
+	for i, f := range senders {
 		wg.Go(func() {
 			for _, m := range msgs[i] {
 				mu.Lock()
@@ -88,7 +97,7 @@ func BenchmarkHubFanout(b *testing.B) {
 	b.StopTimer()
 	slices.Sort(lat)
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
-	b.ReportMetric(float64(per*3)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(per*len(users))/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(pct(0.5), "p50_ms")
 	b.ReportMetric(pct(0.99), "p99_ms")
 	b.ReportMetric(0, "ns/op")

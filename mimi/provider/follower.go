@@ -68,7 +68,12 @@ func (p *Provider) receiveNotify(ctx context.Context, from, room string, body []
 		return fmt.Errorf("applying notify for %s: %w", room, err)
 	}
 	p.kickInbox()
-	p.maybeCommitPending(ctx, room)
+	// Only a proposal can leave something for this provider to commit.
+	if slices.ContainsFunc(msgs, func(m protocol.FanoutMessage) bool {
+		return m.Message.PublicMessage != nil && m.Message.PublicMessage.Content.ContentType == wire.ContentProposal
+	}) {
+		p.maybeCommitPending(ctx, room)
+	}
 	return nil
 }
 
