@@ -2,6 +2,7 @@ package provider
 
 import (
 	"errors"
+	"github.com/lmbridge/lmbridge/internal/testpg"
 	"slices"
 	"testing"
 )
@@ -34,8 +35,17 @@ func (nd *node) waitEpoch(room, client string, epoch uint64) {
 // TestFlows runs the draft's example flows over HTTPS between three providers: a creates a room and adds Bob of b,
 // Bob adds Cathy of c, all three exchange end-to-end encrypted MIMI content, Bob adds a second device by external
 // commit, Cathy leaves.
-func TestFlows(t *testing.T) {
+func TestFlows(t *testing.T) { runFlows(t, newNet(t)) }
+
+// TestFlowsPostgres runs the flows with every provider on PostgreSQL.
+func TestFlowsPostgres(t *testing.T) {
+	testpg.RequireT(t)
 	n := newNet(t)
+	n.postgres = true
+	runFlows(t, n)
+}
+
+func runFlows(t *testing.T, n *testNet) {
 	a, b, c := n.start(t, "a.example"), n.start(t, "b.example"), n.start(t, "c.example")
 	ctx := testContext(t)
 	alice, alice1 := a.register("alice", "phone")

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/database"
+	"github.com/lmbridge/lmbridge/internal/testpg"
 	"github.com/lmbridge/lmbridge/mimi/content"
 )
 
@@ -129,6 +131,8 @@ type testNet struct {
 	mu    sync.Mutex
 	ports map[string]string
 	ca    *testCA
+	// postgres puts each provider in a database of its own on the shared PostgreSQL server instead of SQLite.
+	postgres bool
 }
 
 func newNet(t testing.TB) *testNet { return &testNet{ports: map[string]string{}, ca: newCA(t)} }
@@ -158,6 +162,7 @@ type node struct {
 	p      *Provider
 	rec    *recorder
 	cert   tls.Certificate
+	pgURI  string
 }
 
 func testContext(t testing.TB) context.Context {
@@ -168,6 +173,9 @@ func testContext(t testing.TB) context.Context {
 func (n *testNet) start(t testing.TB, domain string) *node {
 	t.Helper()
 	nd := &node{t: t, n: n, domain: domain, path: filepath.Join(t.TempDir(), domain+".db"), rec: &recorder{}, cert: n.ca.issue(t, domain)}
+	if n.postgres {
+		nd.pgURI = testpg.NewDatabaseT(t)
+	}
 	nd.restart()
 	t.Cleanup(nd.stop)
 	return nd
@@ -178,7 +186,11 @@ func (nd *node) restart() {
 	t := nd.t
 	t.Helper()
 	ctx := testContext(t)
-	db, err := database.Open(ctx, config.Database{Type: "sqlite3-fk-wal", URI: "file:" + nd.path + "?_txlock=immediate", MaxOpenConns: 1, MaxIdleConns: 2})
+	dbc := config.Database{Type: "sqlite3-fk-wal", URI: "file:" + nd.path + "?_txlock=immediate", MaxOpenConns: 1, MaxIdleConns: 2}
+	if nd.pgURI != "" {
+		dbc = config.Database{Type: "postgres", URI: nd.pgURI, MaxOpenConns: 4, MaxIdleConns: 2}
+	}
+	db, err := database.Open(ctx, dbc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,4 +299,10 @@ func (nd *node) epochAuth(room, client string) (uint64, string) {
 		nd.t.Fatal(err)
 	}
 	return g.Epoch(), fmt.Sprintf("%x", g.EpochAuthenticator())
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	_ = testpg.StopShared()
+	os.Exit(code)
 }
