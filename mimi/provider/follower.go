@@ -199,8 +199,11 @@ func (p *Provider) apply(ctx context.Context, room string, fm *protocol.FanoutMe
 		res, err := g.Process(&fm.Message)
 		if err != nil {
 			// The hub checked what it accepted; a client that cannot follow (an old epoch's duplicate, say) must not
-			// block the room's queue.
+			// block the room's queue. One that is behind the room re-joins.
 			log.Warn().Err(err).Str("client", client).Msg("Local client could not process fan-out message")
+			if messageEpoch(&fm.Message) > g.Epoch() {
+				p.resyncLater(room, client)
+			}
 			continue
 		}
 		switch res.Kind {
@@ -383,6 +386,32 @@ func (p *Provider) maybeCommitPending(ctx context.Context, room string) {
 		defer p.wg.Done()
 		if err := p.commitPending(p.ctx, room, committer); err != nil && p.ctx.Err() == nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Str("room", room).Msg("Committing pending proposals failed")
+		}
+	}()
+}
+
+func messageEpoch(m *wire.MLSMessage) uint64 {
+	switch {
+	case m.PublicMessage != nil:
+		return m.PublicMessage.Content.Epoch
+	case m.PrivateMessage != nil:
+		return m.PrivateMessage.Epoch
+	}
+	return 0
+}
+
+// resyncLater re-joins a local client that fell behind the room (see externalJoin), once the current work is done.
+func (p *Provider) resyncLater(room, client string) {
+	if _, busy := p.resyncing.LoadOrStore(room+" "+client, true); busy || p.ctx == nil {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer p.resyncing.Delete(room + " " + client)
+		ctx := p.ctx
+		if err := p.externalJoin(ctx, room, client, true); err != nil && ctx.Err() == nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Str("room", room).Str("client", client).Msg("Re-joining a client that fell behind failed")
 		}
 	}()
 }

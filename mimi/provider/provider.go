@@ -117,6 +117,11 @@ type Provider struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// afterAccept, in tests, fails what follows a remote hub's acceptance (a crash before the local store).
+	afterAccept func() error
+	// resyncing marks the clients being re-joined.
+	resyncing sync.Map
 }
 
 // New opens a provider: it upgrades its tables and loads (or makes) its signing key. Start serves it.

@@ -2,7 +2,11 @@ package provider
 
 import (
 	"bytes"
+	"errors"
+	"sync/atomic"
+
 	"fmt"
+	"github.com/lmbridge/lmbridge/mls/group"
 	"net/http"
 	"slices"
 	"testing"
@@ -133,5 +137,58 @@ func TestRestart(t *testing.T) {
 	waitFor(t, "alice and cathy to get bob's message", func() bool { return len(a.rec.messages()) == 1 && len(c.rec.messages()) == 1 })
 	if got := texts(t, a.rec.messages()); got[0] != bob+": after the hub restarts" {
 		t.Fatalf("a received %q", got)
+	}
+}
+
+// TestResync loses a follower's own accepted commit (the hub accepted it, the follower failed before storing it):
+// the follower's client is behind the room, notices it at the next fan-out, and re-joins by external commit that
+// replaces its old leaf; the room goes on with it.
+func TestResync(t *testing.T) {
+	n := newNet(t)
+	a, b := n.start(t, "a.example"), n.start(t, "b.example")
+	ctx := testContext(t)
+	alice, alice1 := a.register("alice", "phone")
+	bob, bob1 := b.register("bob", "laptop")
+	room, err := a.p.CreateRoom(ctx, "resync", alice, RoomMetadata{Name: "R"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.p.AddUser(ctx, room, alice, bob, RoleParticipant); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob to join", func() bool { return b.rec.has(LocalJoined, bob) })
+	var failed atomic.Bool
+	b.p.afterAccept = func() error {
+		if failed.CompareAndSwap(false, true) {
+			return errors.New("crash after the hub's answer")
+		}
+		return nil
+	}
+	if err := b.p.commitAs(ctx, room, bob1, func(*group.Group) (group.CommitOptions, error) { return group.CommitOptions{}, nil }); err == nil {
+		t.Fatal("the injected failure did not fail the commit")
+	}
+	if e, _ := b.epochAuth(room, bob1); e != 1 {
+		t.Fatalf("bob's client at epoch %d after the lost commit", e)
+	}
+	a.waitEpoch(room, alice1, 2)
+	// The next fan-out shows bob's client that it is behind.
+	if _, err := a.p.Send(ctx, room, alice, text(t, alice, room, "at epoch 2")); err != nil {
+		t.Fatal(err)
+	}
+	a.waitEpoch(room, alice1, 3)
+	b.waitEpoch(room, bob1, 3)
+	sameEpoch(t, room, map[*node][]string{a: {alice1}, b: {bob1}})
+	if g, _ := a.p.loadGroup(ctx, room, alice1); len(leavesOf(g, bob)) != 1 {
+		t.Fatalf("bob has %d leaves after the resync", len(leavesOf(g, bob)))
+	}
+	if _, err := b.p.Send(ctx, room, bob, text(t, bob, room, "back")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.p.Send(ctx, room, alice, text(t, alice, room, "welcome back")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "messages after the resync", func() bool { return len(a.rec.messages()) == 1 && len(b.rec.messages()) == 1 })
+	if got := texts(t, b.rec.messages()); got[0] != alice+": welcome back" {
+		t.Fatalf("b received %q (the message of the epoch it missed cannot be decrypted)", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/mimi/protocol"
 	"github.com/lmbridge/lmbridge/mls/group"
+	"github.com/lmbridge/lmbridge/mls/tree"
 	"github.com/lmbridge/lmbridge/mls/treemath"
 	"github.com/lmbridge/lmbridge/mls/wire"
 )
@@ -101,6 +102,11 @@ func (p *Provider) sendUpdate(ctx context.Context, room string, req *protocol.Up
 		return nil, fmt.Errorf("%w: update response: %w", ErrUnreachable, err)
 	}
 	if resp.Code == protocol.UpdateSuccess && also != nil {
+		if p.afterAccept != nil {
+			if err := p.afterAccept(); err != nil {
+				return nil, err
+			}
+		}
 		// The hub has it: from here a failure to store leaves this provider behind the room (see the package notes).
 		if err := p.db.DoTxn(ctx, nil, func(ctx context.Context) error { return also(ctx, resp.AcceptedTimestamp) }); err != nil {
 			return nil, fmt.Errorf("storing accepted update: %w", err)
@@ -436,16 +442,23 @@ func (p *Provider) sendOnce(ctx context.Context, room, user, client string, cont
 // AddDevice joins a new client (registered with RegisterUser) of a local user who is already in the room, by
 // external commit from the GroupInfo the hub hands out through groupInfo.
 func (p *Provider) AddDevice(ctx context.Context, room, client string) error {
-	id, user, err := p.identity(ctx, client)
+	return p.externalJoin(ctx, room, client, false)
+}
+
+// externalJoin joins client by external commit; with resync the client is one whose state fell behind the room (a
+// commit of its own that the hub accepted but this provider failed to store), and the commit replaces its old leaf.
+func (p *Provider) externalJoin(ctx context.Context, room, client string, resync bool) error {
+	id, _, err := p.identity(ctx, client)
 	if err != nil {
 		return err
 	}
 	for attempt := 0; ; attempt++ {
-		resp, err := p.externalJoinOnce(ctx, room, user, client, id)
+		resp, err := p.externalJoinOnce(ctx, room, client, id, resync)
 		if err != nil {
 			return fmt.Errorf("joining %s to %s: %w", client, room, err)
 		}
 		if resp.Code != protocol.UpdateWrongEpoch || attempt == maxAttempts {
+			p.kickInbox()
 			if err := updateError(resp); err != nil {
 				return fmt.Errorf("joining %s to %s: %w", client, room, err)
 			}
@@ -511,7 +524,7 @@ func (p *Provider) fetchGroupInfo(ctx context.Context, room string, id *group.Id
 	return tbe, nil
 }
 
-func (p *Provider) externalJoinOnce(ctx context.Context, room, user, client string, id *group.Identity) (*protocol.UpdateRoomResponse, error) {
+func (p *Provider) externalJoinOnce(ctx context.Context, room, client string, id *group.Identity, resync bool) (*protocol.UpdateRoomResponse, error) {
 	tbe, err := p.fetchGroupInfo(ctx, room, id)
 	if err != nil {
 		return nil, err
@@ -519,7 +532,24 @@ func (p *Provider) externalJoinOnce(ctx context.Context, room, user, client stri
 	lock := p.roomLock(room)
 	lock.Lock()
 	defer lock.Unlock()
-	g, commit, err := group.JoinExternal(p.groupConfig(), &tbe.GroupInfo, id, group.ExternalJoinOptions{RatchetTree: tbe.RatchetTreeOption.Tree})
+	opts := group.ExternalJoinOptions{RatchetTree: tbe.RatchetTreeOption.Tree}
+	if resync {
+		t, err := tree.FromRatchetTree(p.suite, tbe.RatchetTreeOption.Tree)
+		if err != nil {
+			return nil, fmt.Errorf("reading the room's tree: %w", err)
+		}
+		t.Members(func(l treemath.LeafIndex, ln *wire.LeafNode) bool {
+			if c, _, err := clientOfLeaf(ln); err == nil && c == client {
+				opts.Resync = &l
+				return false
+			}
+			return true
+		})
+		if opts.Resync == nil {
+			return nil, fmt.Errorf("%w: %s is no longer in %s", ErrNotInRoom, client, room)
+		}
+	}
+	g, commit, err := group.JoinExternal(p.groupConfig(), &tbe.GroupInfo, id, opts)
 	if err != nil {
 		return nil, fmt.Errorf("external join: %w", err)
 	}
