@@ -378,7 +378,7 @@ func (p *Provider) maybeCommitPending(ctx context.Context, room string) {
 		committer, _, _ = clientOfLeaf(ln)
 		return false
 	})
-	if !slices.Contains(clients, committer) {
+	if !slices.Contains(clients, committer) || p.ctx == nil || p.ctx.Err() != nil {
 		return
 	}
 	p.wg.Add(1)
@@ -402,7 +402,10 @@ func messageEpoch(m *wire.MLSMessage) uint64 {
 
 // resyncLater re-joins a local client that fell behind the room (see externalJoin), once the current work is done.
 func (p *Provider) resyncLater(room, client string) {
-	if _, busy := p.resyncing.LoadOrStore(room+" "+client, true); busy || p.ctx == nil {
+	if p.ctx == nil || p.ctx.Err() != nil {
+		return
+	}
+	if _, busy := p.resyncing.LoadOrStore(room+" "+client, true); busy {
 		return
 	}
 	p.wg.Add(1)

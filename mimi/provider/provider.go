@@ -226,8 +226,9 @@ func (p *Provider) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := p.server.Shutdown(ctx)
-	p.wg.Wait()
+	// The fan-out workers first: the in-process one may start commits, which the wait below then covers.
 	p.fanout.wait()
+	p.wg.Wait()
 	return err
 }
 
