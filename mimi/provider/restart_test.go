@@ -74,6 +74,11 @@ func TestRestart(t *testing.T) {
 	if len(queued) != 5 {
 		t.Fatalf("%d rows queued for the stopped follower, want 5", len(queued))
 	}
+	// The delivery state says so, and counts the failed attempts.
+	waitFor(t, "failed notify attempts", func() bool {
+		st, err := a.p.DeliveryStatus(ctx)
+		return err == nil && len(st) == 1 && st[0].Destination == "b.example" && st[0].Queued == 5 && st[0].Attempts > 0 && st[0].LastError != ""
+	})
 	// The hub is killed with them queued; what it sends after the restart is what it stored.
 	a.stop()
 	a.restart()
@@ -88,6 +93,9 @@ func TestRestart(t *testing.T) {
 	}
 	if n := a.count("mimi_outbox"); n != 0 {
 		t.Fatalf("%d fan-out rows left after delivery", n)
+	}
+	if st, err := a.p.DeliveryStatus(ctx); err != nil || len(st) != 1 || st[0].Queued != 0 || st[0].Attempts != 0 {
+		t.Fatalf("delivery state after delivery: %+v %v", st, err)
 	}
 
 	// A repeated notify (the hub retrying after a lost 201) is accepted and not applied again.
