@@ -404,25 +404,35 @@ func (p *Provider) drainInbox(ctx context.Context) error {
 		if len(evs) == 0 {
 			return rows.Err()
 		}
+		done := int64(-1)
+		var cbErr error
 		for _, e := range evs {
 			if cb := p.cfg.Callbacks; cb != nil {
 				t := time.UnixMilli(e.hubTime)
 				if e.kind == "message" {
-					err = cb.OnMessage(ctx, Message{Room: e.room, Sender: e.user, Content: e.payload, HubTime: t})
+					cbErr = cb.OnMessage(ctx, Message{Room: e.room, Sender: e.user, Content: e.payload, HubTime: t})
 				} else {
 					var role uint32
 					if len(e.payload) == 4 {
 						role = uint32(e.payload[0])<<24 | uint32(e.payload[1])<<16 | uint32(e.payload[2])<<8 | uint32(e.payload[3])
 					}
-					err = cb.OnMembership(ctx, Membership{Room: e.room, User: e.user, Kind: MembershipKind(e.kind), Role: role, HubTime: t})
+					cbErr = cb.OnMembership(ctx, Membership{Room: e.room, User: e.user, Kind: MembershipKind(e.kind), Role: role, HubTime: t})
 				}
-				if err != nil {
-					return fmt.Errorf("callback for %s event %d: %w", e.kind, e.seq, err)
+				if cbErr != nil {
+					cbErr = fmt.Errorf("callback for %s event %d: %w", e.kind, e.seq, cbErr)
+					break
 				}
 			}
-			if _, err := p.db.Exec(ctx, deleteInboxQuery, e.seq); err != nil {
+			done = e.seq
+		}
+		// One delete for the events handled: they are handled in seq order.
+		if done >= 0 {
+			if _, err := p.db.Exec(ctx, deleteInboxQuery, done); err != nil {
 				return err
 			}
+		}
+		if cbErr != nil {
+			return cbErr
 		}
 	}
 }

@@ -53,7 +53,7 @@ const (
 
 	insertInboxQuery = `INSERT INTO mimi_inbox (room_uri, kind, user_uri, payload, hub_time) VALUES ($1, $2, $3, $4, $5)`
 	inboxHeadQuery   = `SELECT seq, room_uri, kind, user_uri, payload, hub_time FROM mimi_inbox ORDER BY seq LIMIT 64`
-	deleteInboxQuery = `DELETE FROM mimi_inbox WHERE seq=$1`
+	deleteInboxQuery = `DELETE FROM mimi_inbox WHERE seq<=$1`
 )
 
 // groupStore is the group.Store of one local client, in mimi_client_group (within the caller's transaction, when
