@@ -21,6 +21,9 @@ import (
 	"github.com/lmbridge/lmbridge/mls/wire"
 )
 
+// receivedKept is how long a follower remembers the notify messages it applied.
+const receivedKept = 7 * 24 * time.Hour
+
 // Suite is the ciphersuite of the rooms this provider creates (the MLS mandatory-to-implement one).
 const Suite ciphersuite.ID = 1
 
@@ -188,6 +191,10 @@ func (p *Provider) Start(ctx context.Context) error {
 	l, err := net.Listen("tcp", p.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening for MIMI: %w", err)
+	}
+	if _, err := p.db.Exec(ctx, pruneReceivedQuery, time.Now().Add(-receivedKept).UnixMilli()); err != nil {
+		_ = l.Close()
+		return fmt.Errorf("pruning notify digests: %w", err)
 	}
 	p.listener = l
 	p.baseURL = p.cfg.PublicURL
