@@ -284,3 +284,21 @@ func (g *Group) validateCredential(ln *wire.LeafNode) error {
 func errorf(sentinel error, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
 }
+
+// CachedProposal is a proposal received (or sent) in the current epoch, which the next commit includes.
+type CachedProposal struct {
+	Ref      []byte
+	Proposal wire.Proposal
+	Sender   wire.Sender
+}
+
+// CachedProposals lists the proposals the next Commit will include by reference, in order, so that an application
+// can tell what a commit will do before making it (a MIMI client adds the matching room-state change). Do not
+// modify them.
+func (g *Group) CachedProposals() []CachedProposal {
+	out := make([]CachedProposal, len(g.proposals))
+	for i, p := range g.proposals {
+		out[i] = CachedProposal{Ref: p.ref, Proposal: p.proposal, Sender: p.sender}
+	}
+	return out
+}

@@ -759,3 +759,36 @@ func TestExternalJoinBareExternalPub(t *testing.T) {
 		}
 	}
 }
+
+func TestCachedProposals(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	alice, _ := NewIdentity(s, []byte("alice"))
+	g, err := Create(Config{}, s, []byte("cached"), alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(g.CachedProposals()); n != 0 {
+		t.Fatalf("new group has %d cached proposals", n)
+	}
+	bob, _ := NewIdentity(s, []byte("bob"))
+	kp, _, err := NewKeyPackage(s, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.ProposeAdd(kp, false); err != nil {
+		t.Fatal(err)
+	}
+	got := g.CachedProposals()
+	if len(got) != 1 || got[0].Proposal.ProposalType() != wire.ProposalAdd || got[0].Sender.LeafIndex != 0 || len(got[0].Ref) != s.HashSize() {
+		t.Fatalf("cached proposals after ProposeAdd: %+v", got)
+	}
+	if _, err := g.Commit(CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.MergePendingCommit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(g.CachedProposals()); n != 0 {
+		t.Fatalf("%d cached proposals after the commit", n)
+	}
+}

@@ -1,0 +1,104 @@
+package provider
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BenchmarkHubFanout measures a hub with three followers over HTTPS on loopback: senderCount users on each follower
+// send b.N messages between them, concurrently (submitMessage to the hub, which stores and fans each out to the other
+// two followers and to its own user). It reports messages/s through the hub (until every copy reached its receiver's callback) and the
+// latency from Send to each receiver's callback.
+func BenchmarkHubFanout(b *testing.B) {
+	for _, senderCount := range []int{1, 4} {
+		b.Run(fmt.Sprintf("senders=%d", 3*senderCount), func(b *testing.B) { benchHubFanout(b, senderCount) })
+	}
+}
+
+func benchHubFanout(b *testing.B, senderCount int) {
+	n := newNet(b)
+	hub := n.start(b, "hub.example")
+	ctx := testContext(b)
+	alice, _ := hub.register("alice", "1")
+	room, err := hub.p.CreateRoom(ctx, "bench", alice, RoomMetadata{Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var followers, senders []*node
+	var users, clients []string
+	for i := range 3 {
+		f := n.start(b, fmt.Sprintf("f%d.example", i))
+		followers = append(followers, f)
+		for j := range senderCount {
+			u, c := f.register(fmt.Sprintf("user%d", j), "1")
+			if err := hub.p.AddUser(ctx, room, alice, u, RoleParticipant); err != nil {
+				b.Fatal(err)
+			}
+			senders, users, clients = append(senders, f), append(users, u), append(clients, c)
+		}
+	}
+	for i, f := range senders {
+		f.waitEpoch(room, clients[i], uint64(len(senders)))
+	}
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	var lat []time.Duration
+	received := 0
+	done := make(chan struct{})
+	per := max(b.N/len(users), 1)
+	total := per * len(users) * 3 // each message reaches the hub's user and the two other followers
+	hook := func(m Message) {
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		lat = append(lat, now.Sub(sent[string(m.Content)]))
+		received++
+		if received == total {
+			close(done)
+		}
+	}
+	for _, nd := range append([]*node{hub}, followers...) {
+		nd.rec.mu.Lock()
+		nd.rec.hook = hook
+		nd.rec.mu.Unlock()
+	}
+	msgs := make([][][]byte, len(users))
+	for i, u := range users {
+		for j := range per {
+			msgs[i] = append(msgs[i], text(b, u, room, fmt.Sprintf("message %d from %d", j, i)))
+		}
+	}
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, f := range senders {
+		wg.Go(func() {
+			for _, m := range msgs[i] {
+				mu.Lock()
+				sent[string(m)] = time.Now()
+				mu.Unlock()
+				if _, err := f.p.Send(ctx, room, users[i], m); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("only %d of %d deliveries", received, total)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(lat)
+	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(per*len(users))/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(pct(0.5), "p50_ms")
+	b.ReportMetric(pct(0.99), "p99_ms")
+	b.ReportMetric(0, "ns/op")
+}
