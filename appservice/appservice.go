@@ -80,6 +80,7 @@ type AppService struct {
 	userRegexes   []*regexp.Regexp
 	aliasRegexes  []*regexp.Regexp
 	queryHandler  atomic.Pointer[QueryHandler]
+	crypto        cryptoHook
 
 	ctx      context.Context
 	mux      *http.ServeMux

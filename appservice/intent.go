@@ -23,9 +23,9 @@ type Intent struct {
 // Bot is the bridge bot's intent.
 func (as *AppService) Bot() *Intent {
 	if as.botUserID.Localpart() == as.reg.SenderLocalpart {
-		return &Intent{as.AS.BotIntent()}
+		return as.withCrypto(&Intent{as.AS.BotIntent()})
 	}
-	return &Intent{as.AS.Intent(as.botUserID)}
+	return as.withCrypto(&Intent{as.AS.Intent(as.botUserID)})
 }
 
 // Ghost is the intent of a ghost user; userID must be in the ghost namespace.
@@ -37,7 +37,7 @@ func (as *AppService) Ghost(userID id.UserID) (*Intent, error) {
 	if intent == nil {
 		return nil, fmt.Errorf("%w: %s is not on %s", ErrNotGhost, userID, as.AS.HomeserverDomain)
 	}
-	return &Intent{intent}, nil
+	return as.withCrypto(&Intent{intent}), nil
 }
 
 // TxnID derives the client transaction ID of a logical event: the same sender, room and key always give the same ID,
