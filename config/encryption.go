@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -45,6 +46,16 @@ const minPickleKey = 16
 // KeyWait is how long an event whose room key has not arrived waits for it.
 func (e *Encryption) KeyWait() time.Duration {
 	return time.Duration(e.KeyWaitMillis) * time.Millisecond
+}
+
+// Validate checks the section alone, as Config.Validate does within the whole file.
+func (e *Encryption) Validate() error {
+	var p problems
+	e.validate(&p)
+	if len(p) > 0 {
+		return fmt.Errorf("%w:\n  %w", ErrInvalid, &problemList{p})
+	}
+	return nil
 }
 
 func (e *Encryption) validate(p *problems) {
