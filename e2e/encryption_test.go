@@ -236,7 +236,15 @@ func testEncryptedRooms(t *testing.T, kind tesths.Kind, dbk dbKind) {
 
 	// A new device of alice's gets the keys of what LM sends from then on.
 	laptop := startJSClient(t, "alice-laptop")
-	laptop.must("login", map[string]any{"baseUrl": st.hs.URL, "user": "alice", "password": "alice-password"})
+	laptopDevice := str(laptop.must("login", map[string]any{"baseUrl": st.hs.URL, "user": "alice", "password": "alice-password"}), "deviceId")
+	// The bot's device hears of the new device through its /sync (device_lists.changed) and then rotates the room's
+	// session; what LM sends after that is encrypted for the new device too.
+	waitUntil(t, 60*time.Second, "the bot's device to know alice's new device", func() bool {
+		var n int
+		err := st.db.QueryRow(ctx, "SELECT COUNT(*) FROM crypto_device WHERE user_id=$1 AND device_id=$2",
+			alice.UserID, laptopDevice).Scan(&n)
+		return err == nil && n == 1
+	})
 	sendLM(ctx, t, st, link, bob, "hello new device")
 	for _, c := range []*jsClient{laptop, phone} {
 		got := c.must("waitMessage", map[string]any{"roomId": room, "body": "hello new device", "timeoutMs": 60000})

@@ -84,7 +84,7 @@ func (h *Helper) Start(ctx context.Context) error {
 		return err
 	}
 	h.client = client
-	h.mach = crypto.NewOlmMachine(client, &log, h.store, h.stateStore)
+	h.mach = crypto.NewOlmMachine(client, &log, h.store, stateStore{h.stateStore})
 	h.mach.AllowKeyShare = h.allowKeyShare
 	h.mach.SendKeysMinTrust = id.ParseTrustState(h.cfg.Verification.Send)
 	h.mach.ShareKeysMinTrust = id.ParseTrustState(h.cfg.Verification.Share)
