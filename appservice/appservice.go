@@ -81,6 +81,7 @@ type AppService struct {
 	aliasRegexes  []*regexp.Regexp
 	queryHandler  atomic.Pointer[QueryHandler]
 	crypto        cryptoHook
+	extensions    atomic.Pointer[ExtensionHandler]
 
 	ctx      context.Context
 	mux      *http.ServeMux

@@ -10,6 +10,7 @@ import (
 // encryption section, so that operators who know those find the same keys here.
 type Encryption struct {
 	Allow           bool               `yaml:"allow"`
+	Appservice      bool               `yaml:"appservice"`
 	Default         bool               `yaml:"default"`
 	Require         bool               `yaml:"require"`
 	PickleKey       string             `yaml:"pickle_key"`

@@ -95,17 +95,21 @@ func (h *Helper) Start(ctx context.Context) error {
 	if err = h.ensureKeysOnServer(ctx, existing); err != nil {
 		return err
 	}
-	client.Syncer = &toDeviceSyncer{mach: h.mach, log: log}
-	client.Store = h.store
-	syncCtx, cancel := context.WithCancel(log.WithContext(context.WithoutCancel(ctx)))
-	h.cancelSync = cancel
-	h.syncDone.Add(1)
-	go func() {
-		defer h.syncDone.Done()
-		h.syncLoop(syncCtx)
-	}()
+	if h.cfg.Appservice {
+		h.as.SetExtensionHandler(h.handleExtensions)
+	} else {
+		client.Syncer = &toDeviceSyncer{mach: h.mach, log: log}
+		client.Store = h.store
+		syncCtx, cancel := context.WithCancel(log.WithContext(context.WithoutCancel(ctx)))
+		h.cancelSync = cancel
+		h.syncDone.Add(1)
+		go func() {
+			defer h.syncDone.Done()
+			h.syncLoop(syncCtx)
+		}()
+	}
 	h.as.SetCrypto(h)
-	log.Info().Stringer("device_id", client.DeviceID).Bool("existing_device", existing).
+	log.Info().Stringer("device_id", client.DeviceID).Bool("existing_device", existing).Bool("appservice_mode", h.cfg.Appservice).
 		Msg("End-to-bridge encryption started")
 	return nil
 }
