@@ -24,6 +24,7 @@ import (
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/dagview"
 	"github.com/lmbridge/lmbridge/internal/tesths"
+	"github.com/lmbridge/lmbridge/internal/testpg"
 	"github.com/lmbridge/lmbridge/linearize"
 	"github.com/lmbridge/lmbridge/matrixcrypto"
 )
@@ -382,6 +383,7 @@ func sendUndecryptable(ctx context.Context, t *testing.T, alice *mautrix.Client,
 
 // TestEncryptedRoomsOnPostgreSQL keeps the crypto store (and everything else) on PostgreSQL.
 func TestEncryptedRoomsOnPostgreSQL(t *testing.T) {
+	testpg.RequireT(t)
 	tesths.RequireKind(t, tesths.Dendrite)
 	testEncryptedRooms(t, tesths.Dendrite, postgresDB)
 }
