@@ -293,6 +293,12 @@ func testEncryptedRooms(t *testing.T, kind tesths.Kind, dbk dbKind) {
 // bob's LM message reaches alice's device encrypted and decrypts there.
 func exchange(ctx context.Context, t *testing.T, st *encStack, c *jsClient, link *bridgedb.Link, bob, tag string) {
 	t.Helper()
+	exchangeIn(ctx, t, st, c, link, bob, tag, true)
+}
+
+// exchangeIn is exchange in a room that is encrypted or not.
+func exchangeIn(ctx context.Context, t *testing.T, st *encStack, c *jsClient, link *bridgedb.Link, bob, tag string, encrypted bool) {
+	t.Helper()
 	fromMatrix := "from matrix, " + tag
 	sent := c.must("send", map[string]any{"roomId": link.DAGRoomID, "body": fromMatrix})
 	ev := findLM(t, st.peer, "alice's message on LM ("+tag+")", func(ev *linearize.Event) bool {
@@ -306,15 +312,15 @@ func exchange(ctx context.Context, t *testing.T, st *encStack, c *jsClient, link
 	if err != nil {
 		t.Fatal(err)
 	}
-	if raw.Type != event.EventEncrypted {
-		t.Errorf("alice's message is %s on the homeserver, want m.room.encrypted", raw.Type.Type)
+	if (raw.Type == event.EventEncrypted) != encrypted {
+		t.Errorf("alice's message is %s on the homeserver, want it encrypted: %v", raw.Type.Type, encrypted)
 	}
 	fromLM := "from LM, " + tag
 	eventID := sendLM(ctx, t, st, link, bob, fromLM)
 	got := c.must("waitMessage", map[string]any{"roomId": link.DAGRoomID, "body": fromLM, "timeoutMs": 60000})
 	ghost, _ := st.users.GhostOf(bob)
-	if got["encrypted"] != true || id.UserID(str(got, "sender")) != ghost {
-		t.Errorf("bob's LM message %s read by alice as %v, want encrypted from %s", eventID, got, ghost)
+	if got["encrypted"] != encrypted || id.UserID(str(got, "sender")) != ghost {
+		t.Errorf("bob's LM message %s read by alice as %v, want encrypted %v from %s", eventID, got, encrypted, ghost)
 	}
 }
 
