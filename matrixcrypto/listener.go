@@ -72,7 +72,9 @@ func (h *Helper) decrypt(ctx context.Context, evt *event.Event) (*event.Event, e
 		wait := h.cfg.KeyWait()
 		first := wait / 4
 		if !h.mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, first) {
-			h.RequestSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, evt.Sender, content.DeviceID)
+			// All of the sender's devices are asked: the content's device_id is deprecated (Matrix v1.3), and another of
+			// their devices may hold the key too.
+			h.RequestSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, evt.Sender, "")
 			h.mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, wait-first)
 		}
 		if ctx.Err() != nil {
