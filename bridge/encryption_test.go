@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -43,5 +45,37 @@ func TestPortalEncryption(t *testing.T) {
 	c := req.InitialState[0].Content.Parsed.(*event.EncryptionEventContent)
 	if c.Algorithm != id.AlgorithmMegolmV1 || c.RotationPeriodMillis != 3600000 || c.RotationPeriodMessages != 10 {
 		t.Fatalf("encryption content = %+v", c)
+	}
+}
+
+// TestNotifyNotBridged: an event the crypto layer could not hand on is answered with a notice in a linked room, and
+// passed over in silence in a room without a link (the bot is in many).
+func TestNotifyNotBridged(t *testing.T) {
+	ctx := testContext(t)
+	tb := newTestBridge(t, nil, config.Bridge{})
+	tb.SetEncryption(config.Encryption{Allow: true})
+	tb.seedDAGRoom()
+	evt := mkEvent(dagRoom, "$utd", alice, event.EventEncrypted, nil, map[string]any{"algorithm": "m.megolm.v1.aes-sha2"})
+	reason := errors.New("it could not be decrypted")
+	if err := tb.NotifyNotBridged(ctx, evt, reason); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tb.mx.callsOf("message")); n != 0 {
+		t.Fatalf("%d notices in a room without a link", n)
+	}
+	if _, err := tb.LinkAsHub(ctx, dagRoom, string(alice)); err != nil {
+		t.Fatal(err)
+	}
+	tb.mx.reset()
+	if err := tb.NotifyNotBridged(ctx, evt, reason); err != nil {
+		t.Fatal(err)
+	}
+	calls := tb.mx.callsOf("message")
+	if len(calls) != 1 || calls[0].Sender != testBot {
+		t.Fatalf("notices = %+v, want one from the bot", calls)
+	}
+	body, _ := calls[0].Content["body"].(string)
+	if !strings.Contains(body, "could not be bridged") || !strings.Contains(body, reason.Error()) {
+		t.Fatalf("notice = %q", body)
 	}
 }
