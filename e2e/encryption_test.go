@@ -393,3 +393,54 @@ func TestEncryptedRoomsOnPostgreSQL(t *testing.T) {
 	tesths.RequireKind(t, tesths.Dendrite)
 	testEncryptedRooms(t, tesths.Dendrite, postgresDB)
 }
+
+// TestEncryptionSyncRefusedOnSynapse: Synapse refuses /sync to the appservice's sender (the bot), so without
+// encryption.appservice the device's start stops with ErrSyncRefused, which says what to set, rather than syncing in
+// vain.
+func TestEncryptionSyncRefusedOnSynapse(t *testing.T) {
+	tesths.RequireKind(t, tesths.Synapse)
+	ctx := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).WithContext(context.Background())
+	asPort, err := tesths.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{
+		Homeserver: config.Homeserver{Domain: tesths.DefaultServerName},
+		AppService: config.AppService{Address: "http://127.0.0.1:" + strconv.Itoa(asPort), Hostname: "127.0.0.1",
+			Port: uint16(asPort), ID: "lmbridge", Bot: config.Bot{Username: "lmbridge"},
+			UsernameTemplate: "lm_{{.}}", AliasTemplate: "lm_{{.}}"},
+		Encryption: config.Encryption{Allow: true, PickleKey: "e2e-pickle-key-0123456789", DeviceName: "lmbridge e2e",
+			KeyWaitMillis: 1000, Verification: config.VerificationLevels{Receive: "unverified", Send: "unverified",
+				Share: "unverified"}},
+	}
+	reg, err := appservice.GenerateRegistration(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	regYAML, err := reg.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := tesths.StartT(t, tesths.Synapse, tesths.Options{Registrations: [][]byte{[]byte(regYAML)}})
+	cfg.Homeserver.Address = hs.URL
+	db := openBridgeDB(t, "lmbridge", sqliteDB)
+	as, err := appservice.New(appservice.Params{Homeserver: cfg.Homeserver, AppService: cfg.AppService, Registration: reg, DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = as.Upgrade(ctx); err != nil {
+		t.Fatal(err)
+	}
+	view := dagview.New(as, db)
+	helper, err := matrixcrypto.New(ctx, matrixcrypto.Params{Config: cfg.Encryption, AS: as, DB: db,
+		RoomState: view.StateEvents, NotBridged: func(context.Context, *event.Event, error) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = helper.Start(ctx)
+	if !errors.Is(err, matrixcrypto.ErrSyncRefused) {
+		helper.Stop()
+		t.Fatalf("Start on Synapse without appservice mode = %v, want ErrSyncRefused", err)
+	}
+	t.Logf("refused as expected: %v", err)
+}

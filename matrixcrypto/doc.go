@@ -16,6 +16,10 @@ var (
 	ErrNotBuilt = errors.New("lmbridge was built without end-to-bridge encryption (build with -tags goolm)")
 	// ErrNoAppserviceLogin means the homeserver offers no m.login.application_service login for the bot's device.
 	ErrNoAppserviceLogin = errors.New("the homeserver does not offer appservice login (m.login.application_service)")
+	// ErrSyncRefused means the homeserver would not let the bot's device /sync, as Synapse refuses an appservice's
+	// sender user: encryption.appservice (MSC2409 and MSC3202 pushes) is the way there.
+	ErrSyncRefused = errors.New("the homeserver refuses /sync to the bot's device; on Synapse, set encryption.appservice: true " +
+		"and enable msc2409_to_device_messages_enabled and msc3202_transaction_extensions in experimental_features")
 	// ErrUndecryptable means an event's room key did not arrive in time, or the event did not decrypt with it.
 	ErrUndecryptable = errors.New("it could not be decrypted: the bridge's device did not receive its key")
 	// ErrUntrustedDevice means an event came from a device below encryption.verification_levels.receive.

@@ -98,7 +98,11 @@ func (h *Helper) Start(ctx context.Context) error {
 	if h.cfg.Appservice {
 		h.as.SetExtensionHandler(h.handleExtensions)
 	} else {
-		client.Syncer = &toDeviceSyncer{mach: h.mach, log: log}
+		syncer := &toDeviceSyncer{mach: h.mach, log: log}
+		if err = h.checkSync(ctx, syncer); err != nil {
+			return err
+		}
+		client.Syncer = syncer
 		client.Store = h.store
 		syncCtx, cancel := context.WithCancel(log.WithContext(context.WithoutCancel(ctx)))
 		h.cancelSync = cancel

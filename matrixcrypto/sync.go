@@ -4,7 +4,9 @@ package matrixcrypto
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -16,6 +18,24 @@ import (
 
 // syncRetry is how long the loop waits after a failed /sync before the next.
 const syncRetry = 5 * time.Second
+
+// checkSync makes one /sync that returns at once, so that a homeserver refusing /sync to the bot (Synapse does, to an
+// appservice's sender user) stops the start with a clear error instead of a sync loop that fails forever. Its
+// to-device messages are not acknowledged: the loop starts from the stored token and gets them again.
+func (h *Helper) checkSync(ctx context.Context, syncer *toDeviceSyncer) error {
+	filter, err := json.Marshal(syncer.GetFilterJSON(h.client.UserID))
+	if err != nil {
+		return fmt.Errorf("failed to encode the sync filter: %w", err)
+	}
+	_, err = h.client.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 0, FilterID: string(filter)})
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.Response != nil && httpErr.Response.StatusCode >= 500 {
+		return fmt.Errorf("%w: %w", ErrSyncRefused, err)
+	} else if err != nil {
+		return fmt.Errorf("failed to sync the bot's device: %w", err)
+	}
+	return nil
+}
 
 // syncLoop runs the device's /sync until ctx ends, starting again after anything but a revoked token. The homeserver
 // holds to-device messages until a sync acknowledges them (its next batch token, kept in the crypto store), so what
