@@ -308,10 +308,13 @@ func exchangeIn(ctx context.Context, t *testing.T, st *encStack, c *jsClient, li
 		t.Errorf("alice's message reached LM as %s", ev.Type)
 	}
 	// The homeserver has it encrypted: the clear text on LM came from the bridge's decryption.
-	raw, err := st.as.Client().GetEvent(ctx, link.DAGRoomID, id.EventID(str(sent, "eventId")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Dendrite's SQLite answers 500 now and then when busy ("database is locked"), so the read is retried.
+	var raw *event.Event
+	var err error
+	waitUntil(t, 30*time.Second, "alice's event from the homeserver", func() bool {
+		raw, err = st.as.Client().GetEvent(ctx, link.DAGRoomID, id.EventID(str(sent, "eventId")))
+		return err == nil
+	})
 	if (raw.Type == event.EventEncrypted) != encrypted {
 		t.Errorf("alice's message is %s on the homeserver, want it encrypted: %v", raw.Type.Type, encrypted)
 	}
