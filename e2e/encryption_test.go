@@ -285,8 +285,33 @@ func testEncryptedRooms(t *testing.T, kind tesths.Kind, dbk dbKind) {
 	findLM(t, st.peer, "the plaintext message on LM", func(ev *linearize.Event) bool {
 		return ev.RoomID == plainLink.LMRoomID && lmBody(ev) == "plain before"
 	})
-	phone.must("enableEncryption", map[string]any{"roomId": plain})
+	phone.must("enableEncryption", map[string]any{"roomId": plain, "rotationMsgs": 3})
 	exchange(ctx, t, st, phone, plainLink, bob, "encryption turned on")
+
+	// The room asks for a new session every 3 messages: the bot's device follows, and alice reads on.
+	first := outboundSession(ctx, t, st, plain)
+	for i := range 3 {
+		sendLM(ctx, t, st, plainLink, bob, "rotation "+strconv.Itoa(i))
+	}
+	for i := range 3 {
+		got := phone.must("waitMessage", map[string]any{"roomId": plain, "body": "rotation " + strconv.Itoa(i), "timeoutMs": 60000})
+		if got["encrypted"] != true {
+			t.Errorf("rotation message %d read as %v", i, got)
+		}
+	}
+	if now := outboundSession(ctx, t, st, plain); now == first {
+		t.Errorf("the outbound session %s was not rotated after 4 messages with rotation_period_msgs 3", first)
+	}
+}
+
+// outboundSession is the bot device's current outbound Megolm session in the room.
+func outboundSession(ctx context.Context, t *testing.T, st *encStack, room id.RoomID) string {
+	t.Helper()
+	var session string
+	if err := st.db.QueryRow(ctx, "SELECT session_id FROM crypto_megolm_outbound_session WHERE room_id=$1", room).Scan(&session); err != nil {
+		t.Fatalf("failed to read the outbound session of %s: %v", room, err)
+	}
+	return session
 }
 
 // exchange checks both directions in an encrypted linked room: alice's encrypted message reaches LM in clear, and

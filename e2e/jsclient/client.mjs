@@ -7,7 +7,7 @@
 //   {"cmd":"login","baseUrl":...,"user":...,"password":...}          -> {"userId","deviceId"}
 //   {"cmd":"createRoom","invite":[...],"encrypted":bool,"name":...}  -> {"roomId"}
 //   {"cmd":"join","roomId":...}
-//   {"cmd":"enableEncryption","roomId":...}
+//   {"cmd":"enableEncryption","roomId":...,"rotationMsgs":n}          (rotation_period_msgs when given)
 //   {"cmd":"send","roomId":...,"body":...}                            -> {"eventId"}
 //   {"cmd":"waitMessage","roomId":...,"body"|"contains":...,"timeoutMs":...} -> {"eventId","sender","encrypted","body"}
 //   {"cmd":"invite","roomId":...,"userId":...}
@@ -44,6 +44,8 @@ async function login({ baseUrl, user, password }) {
 		userId: resp.user_id,
 		deviceId: resp.device_id,
 		accessToken: resp.access_token,
+		// Unsent events in a list of their own, where send finds one to send again.
+		pendingEventOrdering: sdk.PendingEventOrdering.Detached,
 	});
 	await client.initRustCrypto({ useIndexedDB: false });
 	const prepared = new Promise((resolve, reject) => {
@@ -95,14 +97,28 @@ const commands = {
 		await client.joinRoom(roomId);
 		return {};
 	},
-	async enableEncryption({ roomId }) {
-		await client.sendStateEvent(roomId, "m.room.encryption", { algorithm: "m.megolm.v1.aes-sha2" }, "");
+	async enableEncryption({ roomId, rotationMsgs }) {
+		const content = { algorithm: "m.megolm.v1.aes-sha2" };
+		if (rotationMsgs) content.rotation_period_msgs = rotationMsgs;
+		await client.sendStateEvent(roomId, "m.room.encryption", content, "");
 		await waitFor("the room to be encrypted", 30000, async () => client.getCrypto().isEncryptionEnabledInRoom(roomId));
 		return {};
 	},
 	async send({ roomId, body }) {
-		const resp = await client.sendMessage(roomId, { msgtype: "m.text", body });
-		return { eventId: resp.event_id };
+		try {
+			const resp = await client.sendMessage(roomId, { msgtype: "m.text", body });
+			return { eventId: resp.event_id };
+		} catch (err) {
+			// Node's fetch now and then loses a kept-alive connection the homeserver closed at the same moment; the
+			// SDK keeps the event as not sent, and sending it again keeps its transaction ID, so it is not doubled.
+			if (err?.name !== "ConnectionError") throw err;
+			const room = client.getRoom(roomId);
+			const pending = room?.getPendingEvents().find((ev) => ev.status === "not_sent" && ev.getContent().body === body);
+			if (!pending) throw err;
+			await sleep(500);
+			const resp = await client.resendEvent(pending, room);
+			return { eventId: resp.event_id };
+		}
 	},
 	async waitMessage({ roomId, body, contains, timeoutMs }) {
 		return waitFor("message " + JSON.stringify(body ?? contains), timeoutMs, () => findMessage(roomId, body, contains));
