@@ -9,7 +9,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 # The same build command as README.md.
-RUN CGO_ENABLED=1 go build -trimpath -tags 'netgo osusergo sqlite_omit_load_extension' \
+RUN CGO_ENABLED=1 go build -trimpath -tags 'netgo osusergo sqlite_omit_load_extension goolm' \
     -ldflags '-s -w -linkmode external -extldflags -static' -o lmbridge ./cmd/lmbridge \
  && ./lmbridge -v
 

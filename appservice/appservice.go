@@ -81,6 +81,8 @@ type AppService struct {
 	userRegexes   []*regexp.Regexp
 	aliasRegexes  []*regexp.Regexp
 	queryHandler  atomic.Pointer[QueryHandler]
+	crypto        cryptoHook
+	extensions    atomic.Pointer[ExtensionHandler]
 
 	ctx    context.Context
 	mux    *http.ServeMux

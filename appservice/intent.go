@@ -24,9 +24,9 @@ type Intent struct {
 // Bot is the bridge bot's intent.
 func (as *AppService) Bot() *Intent {
 	if as.botUserID.Localpart() == as.reg.SenderLocalpart {
-		return &Intent{as.AS.BotIntent(), as.sends}
+		return as.withCrypto(&Intent{IntentAPI: as.AS.BotIntent(), sends: as.sends})
 	}
-	return &Intent{as.AS.Intent(as.botUserID), as.sends}
+	return as.withCrypto(&Intent{IntentAPI: as.AS.Intent(as.botUserID), sends: as.sends})
 }
 
 // Ghost is the intent of a ghost user; userID must be in the ghost namespace.
@@ -38,7 +38,7 @@ func (as *AppService) Ghost(userID id.UserID) (*Intent, error) {
 	if intent == nil {
 		return nil, fmt.Errorf("%w: %s is not on %s", ErrNotGhost, userID, as.AS.HomeserverDomain)
 	}
-	return &Intent{intent, as.sends}, nil
+	return as.withCrypto(&Intent{IntentAPI: intent, sends: as.sends}), nil
 }
 
 // TxnID derives the client transaction ID of a logical event: the same sender, room and key always give the same ID,

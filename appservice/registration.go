@@ -85,6 +85,8 @@ func GenerateRegistration(cfg *config.Config, existing *mautrixappservice.Regist
 			},
 		},
 	}
+	// The bot's device gets its encryption traffic pushed in transactions (see config.Encryption.Appservice).
+	reg.MSC3202 = cfg.Encryption.Allow && cfg.Encryption.Appservice
 	if existing != nil && existing.AppToken != "" && existing.ServerToken != "" {
 		reg.AppToken, reg.ServerToken = existing.AppToken, existing.ServerToken
 	} else {
@@ -170,6 +172,9 @@ func CheckRegistration(ctx context.Context, cfg *config.Config, reg *mautrixapps
 	}
 	differs("id", reg.ID, want.ID)
 	differs("sender_localpart", reg.SenderLocalpart, want.SenderLocalpart)
+	if want.MSC3202 && !reg.MSC3202 {
+		diffs = append(diffs, errors.New("org.matrix.msc3202 is off but encryption.appservice needs it"))
+	}
 	if !slices.Equal(reg.Namespaces.UserIDs, want.Namespaces.UserIDs) {
 		diffs = append(diffs, fmt.Errorf("namespaces.users is %s but the config gives %s",
 			formatNamespaces(reg.Namespaces.UserIDs), formatNamespaces(want.Namespaces.UserIDs)))

@@ -218,3 +218,29 @@ func TestRegistrationExampleIsCurrent(t *testing.T) {
 		t.Fatalf("registration.yaml.example is out of date; -g writes:\n%s\nthe example has:\n%s", wantYAML, haveYAML)
 	}
 }
+
+// TestRegistrationAsksForTransactionExtensions: in encryption's appservice mode the registration asks for MSC3202,
+// and a registration written before is reported stale.
+func TestRegistrationAsksForTransactionExtensions(t *testing.T) {
+	cfg := registrationConfig(t)
+	reg, err := GenerateRegistration(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.MSC3202 {
+		t.Fatal("org.matrix.msc3202 without encryption")
+	}
+	enc := *cfg
+	enc.Encryption.Allow, enc.Encryption.Appservice = true, true
+	if err = CheckRegistration(context.Background(), &enc, reg); !errors.Is(err, ErrRegistrationStale) ||
+		!strings.Contains(err.Error(), "msc3202") {
+		t.Fatalf("err = %v, want ErrRegistrationStale naming msc3202", err)
+	}
+	encReg, err := GenerateRegistration(&enc, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !encReg.MSC3202 || encReg.AppToken != reg.AppToken {
+		t.Fatalf("registration for appservice mode: msc3202 %v, tokens kept %v", encReg.MSC3202, encReg.AppToken == reg.AppToken)
+	}
+}

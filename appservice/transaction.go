@@ -164,6 +164,11 @@ func (as *AppService) putTransaction(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	if err = as.handleExtensions(log.WithContext(as.ctx), body); err != nil {
+		log.Warn().Err(err).Msg("Rejected transaction extensions")
+		mautrix.MBadJSON.WithMessage("%s", err.Error()).Write(w)
+		return
+	}
 	// The request context is not used: a homeserver that hangs up mid-commit must not leave half a transaction.
 	res, err := as.inbox.store(log.WithContext(as.ctx), txnID, txn)
 	if err != nil {

@@ -81,6 +81,8 @@ type Bridge struct {
 	botLM string
 	// refused are the LPDUs hubs refused in the last echoWait, so that a relation to one stops waiting for its echo.
 	refused refusedLPDUs
+	// enc is end-to-bridge encryption's config (SetEncryption); the zero value refuses encrypted rooms.
+	enc config.Encryption
 }
 
 // New makes a Bridge; call Upgrade before handing it events.

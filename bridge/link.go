@@ -188,8 +188,8 @@ func (br *Bridge) checkLinkable(ctx context.Context, roomID id.RoomID) ([]*event
 	if err != nil {
 		return nil, fmt.Errorf("failed to read room state: %w", err)
 	}
-	if findState(state, event.StateEncryption, "") != nil {
-		return nil, ErrEncryptedRoom
+	if err = br.encryptionRefused(state); err != nil {
+		return nil, err
 	}
 	if findState(state, event.StateCreate, "") == nil {
 		return nil, fmt.Errorf("%w: the bridge does not know room %s (is its bot in it?)", ErrInvalidLinkRequest, roomID)
@@ -330,6 +330,7 @@ func (br *Bridge) OnInvite(ctx context.Context, inv *remote.Invite) error {
 		},
 		CreationContent: map[string]any{},
 	}
+	br.addEncryption(req)
 	if name, ok := stripped[event.StateRoomName.Type+"|"]; ok {
 		req.Name, _ = name["name"].(string)
 	}

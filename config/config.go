@@ -34,6 +34,7 @@ type Config struct {
 	Database   Database   `yaml:"database"`
 	LM         LM         `yaml:"lm"`
 	Bridge     Bridge     `yaml:"bridge"`
+	Encryption Encryption `yaml:"encryption"`
 	Logging    Logging    `yaml:"logging"`
 }
 
@@ -179,15 +180,18 @@ func decodeStrict(data []byte, into *Config) error {
 // sectionOfType names the config section each Go type decodes, so that yaml.v3's "field x not found in type
 // config.Bot" can be said in the file's own terms.
 var sectionOfType = map[string]string{
-	"Config":       "the top level",
-	"Homeserver":   "homeserver",
-	"AppService":   "appservice",
-	"Bot":          "appservice.bot",
-	"Database":     "database",
-	"LM":           "lm",
-	"Bridge":       "bridge",
-	"Provisioning": "bridge.provisioning",
-	"Logging":      "logging",
+	"Config":             "the top level",
+	"Homeserver":         "homeserver",
+	"AppService":         "appservice",
+	"Bot":                "appservice.bot",
+	"Database":           "database",
+	"LM":                 "lm",
+	"Bridge":             "bridge",
+	"Provisioning":       "bridge.provisioning",
+	"Encryption":         "encryption",
+	"VerificationLevels": "encryption.verification_levels",
+	"Rotation":           "encryption.rotation",
+	"Logging":            "logging",
 }
 
 var unknownFieldMessage = regexp.MustCompile(`^(line \d+): field (\S+) not found in type config\.(\w+)$`)

@@ -41,6 +41,7 @@ func (c *Config) Validate() error {
 	c.Database.validate(&p)
 	c.LM.validate(&p)
 	c.Bridge.validate(&p)
+	c.Encryption.validate(&p)
 	c.Logging.validate(&p)
 	if len(p) > 0 {
 		return fmt.Errorf("%w:\n  %w", ErrInvalid, &problemList{p})

@@ -76,7 +76,6 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 		return err
 	}
 	engine.AddListener("bridge", br)
-	view.SetListener(br)
 	as.SetQueryHandler(br)
 	as.Router().Handle(bridge.ProvisioningPrefix+"/", br.ProvisioningHandler())
 
@@ -91,6 +90,12 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 			log.Warn().Err(err).Msg("Failed to stop the LM engine cleanly")
 		}
 	}()
+	listener, stopEncryption, err := startEncryption(runCtx, cfg, db, as, view, br)
+	if err != nil {
+		return err
+	}
+	defer stopEncryption()
+	view.SetListener(listener)
 	if err = as.Start(runCtx, view); err != nil {
 		return err
 	}

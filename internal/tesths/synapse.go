@@ -233,6 +233,14 @@ func synapseConfig(s synapseSettings) ([]byte, error) {
 		"federation_domain_whitelist": []any{},
 		"presence":                    map[string]any{"enabled": false},
 		"app_service_config_files":    s.registrations,
+		// End-to-bridge encryption: Synapse refuses /sync to an appservice's sender user (the bridge bot), so the
+		// bot's device gets its to-device messages (MSC2409) and its device list changes and one-time key counts
+		// (MSC3202) pushed in transactions instead. Both are experimental in Synapse, and only sent to a
+		// registration that asks for them, so other appservices see no change.
+		"experimental_features": map[string]any{
+			"msc2409_to_device_messages_enabled": true,
+			"msc3202_transaction_extensions":     true,
+		},
 	}
 	unlimited := map[string]any{"per_second": 100000, "burst_count": 1000000}
 	for _, path := range synapseRateLimits {
