@@ -79,7 +79,7 @@ func (g *Group) Commit(opts CommitOptions) (*CommitResult, error) {
 		// remove of a leaf, a reinit among others) is left out rather than
 		// failing the commit (§12.2).
 		cand := append(props[:len(props):len(props)], resolvedProposal{cp.proposal, cp.sender})
-		if _, err := g.applyProposals(g.tree.Clone(), cand, &g.me); err != nil {
+		if _, err := g.applyProposals(g.tree.Clone(), cand, &g.me, true); err != nil {
 			continue
 		}
 		refs = append(refs, wire.ProposalOrRef{Reference: cp.ref})
@@ -106,7 +106,7 @@ func (g *Group) Commit(opts CommitOptions) (*CommitResult, error) {
 	}
 
 	t := g.tree.Clone()
-	res, err := g.applyProposals(t, props, &g.me)
+	res, err := g.applyProposals(t, props, &g.me, true)
 	if err != nil {
 		return nil, fmt.Errorf("committing: %w", err)
 	}

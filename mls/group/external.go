@@ -55,6 +55,9 @@ func JoinExternal(cfg Config, gi *wire.GroupInfo, id *Identity, opts ExternalJoi
 	g := &Group{cfg: cfg, suite: s, sigPriv: id.SigPriv, tree: t}
 	g.setContext(gi.GroupContext)
 	g.interim = interimHash(s, gi.GroupContext.ConfirmedTranscriptHash, gi.ConfirmationTag)
+	if err := g.checkJoinedTree(t, gi.GroupContext.Extensions); err != nil {
+		return nil, nil, fmt.Errorf("joining externally: %w", err)
+	}
 
 	sender := wire.Sender{Type: wire.SenderNewMemberCommit}
 	props := []wire.Proposal{&wire.ExternalInit{KEMOutput: kemOutput}}
@@ -71,7 +74,7 @@ func JoinExternal(cfg Config, gi *wire.GroupInfo, id *Identity, opts ExternalJoi
 		resolved[i] = resolvedProposal{p, sender}
 	}
 	nt := t.Clone()
-	res, err := g.applyProposals(nt, resolved, nil)
+	res, err := g.applyProposals(nt, resolved, nil, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("joining externally: %w", err)
 	}

@@ -40,6 +40,8 @@ var (
 	ErrInvalidWelcome = errors.New("group: invalid welcome")
 	// ErrUnknownPSK means a PSK that the PSK store does not hold.
 	ErrUnknownPSK = errors.New("group: unknown PSK")
+	// ErrLifetime means a key package leaf outside its lifetime (§7.2).
+	ErrLifetime = errors.New("group: leaf outside its lifetime")
 	// ErrCapabilities means a leaf or extension that capabilities forbid.
 	ErrCapabilities = errors.New("group: unsupported capability")
 	// ErrCredential means the authentication service rejected a credential.
@@ -91,6 +93,20 @@ type Config struct {
 	PaddingBlock int
 	// Now is the clock for key package lifetimes; nil means time.Now.
 	Now func() time.Time
+	// LifetimeTolerance is the slack allowed on the lifetimes of key
+	// packages that others' commits add and of the key_package leaves of a
+	// tree joined (clock skew, delivery delay: §7.3 makes those checks
+	// RECOMMENDED, not MUST). A key package this member adds must be
+	// within its lifetime exactly.
+	LifetimeTolerance time.Duration
+	// CheckTreeLifetimes makes a joiner check the lifetimes of the
+	// key_package leaves of the tree it joins (give or take
+	// LifetimeTolerance). §7.3 RECOMMENDS it but does not require it, and
+	// it is off by default: a member added long ago that has never
+	// committed or updated (often the group's creator) still has its key
+	// package's leaf, whose lifetime may well have ended (the MLS WG
+	// passive-client vectors are such trees).
+	CheckTreeLifetimes bool
 	// PastEpochs is how many previous epochs' application keys are kept,
 	// so that application messages sent before a commit but delivered
 	// after it still decrypt (0: none). Handshake messages are accepted

@@ -294,7 +294,7 @@ func (g *Group) stageCommit(ac *framing.AuthenticatedContent) (*stagedCommit, er
 		return nil, err
 	}
 	t := g.tree.Clone()
-	res, err := g.applyProposals(t, props, committer)
+	res, err := g.applyProposals(t, props, committer, false)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,9 @@ package group
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"slices"
+	"time"
 
 	"github.com/lmbridge/lmbridge/mls/ciphersuite"
 	"github.com/lmbridge/lmbridge/mls/codec"
@@ -76,7 +78,11 @@ type applied struct {
 // t (a clone of the group's tree) in the order of §12.3: context
 // extensions, updates, removes, adds. committer is the committing member's
 // leaf, or nil for an external commit.
-func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer *treemath.LeafIndex) (*applied, error) {
+//
+// sending says the commit is this member's own: the key packages it adds
+// must then be within their lifetimes exactly (§7.3), while a received
+// commit's may be off by Config.LifetimeTolerance.
+func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer *treemath.LeafIndex, sending bool) (*applied, error) {
 	res := &applied{extensions: g.ctx.Extensions, needsPath: len(props) == 0}
 	var updates, removes, adds []int
 	var gce *wire.GroupContextExtensions
@@ -176,7 +182,7 @@ func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer
 	}
 	for _, i := range adds {
 		kp := &props[i].proposal.(*wire.Add).KeyPackage
-		if err := g.checkKeyPackage(t, kp, res.extensions); err != nil {
+		if err := g.checkKeyPackage(t, kp, res.extensions, sending); err != nil {
 			return nil, fmt.Errorf("proposal %d: %w", i, err)
 		}
 		res.added = append(res.added, t.Add(&kp.LeafNode))
@@ -218,7 +224,7 @@ func (g *Group) checkProposalSender(rp resolvedProposal, external bool) error {
 }
 
 // checkKeyPackage makes the checks of §10.1 and §12.2 on an Add.
-func (g *Group) checkKeyPackage(t *tree.Tree, kp *wire.KeyPackage, exts wire.Extensions) error {
+func (g *Group) checkKeyPackage(t *tree.Tree, kp *wire.KeyPackage, exts wire.Extensions, sending bool) error {
 	if kp.Version != wire.MLS10 || kp.CipherSuite != g.suite.ID() {
 		return errorf(ErrInvalidProposal, "key package for version %d suite %d", kp.Version, kp.CipherSuite)
 	}
@@ -227,6 +233,13 @@ func (g *Group) checkKeyPackage(t *tree.Tree, kp *wire.KeyPackage, exts wire.Ext
 	}
 	if bytes.Equal(kp.InitKey, kp.LeafNode.EncryptionKey) {
 		return errorf(ErrInvalidProposal, "key package init key equals its encryption key")
+	}
+	tolerance := g.cfg.LifetimeTolerance
+	if sending {
+		tolerance = 0
+	}
+	if err := checkLifetime(&kp.LeafNode.Lifetime, g.now(), tolerance); err != nil {
+		return fmt.Errorf("%w: key package: %w", ErrInvalidProposal, err)
 	}
 	return g.checkLeafNode(t, &kp.LeafNode, wire.SourceKeyPackage, 0, exts)
 }
@@ -242,8 +255,6 @@ func (g *Group) checkLeafNode(t *tree.Tree, ln *wire.LeafNode, source wire.LeafN
 		if err := ln.Verify(g.suite, g.ctx.GroupID, l); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidProposal, err)
 		}
-	} else if !ln.Lifetime.Contains(uint64(g.now().Unix())) {
-		return errorf(ErrInvalidProposal, "key package leaf outside its lifetime")
 	}
 	if err := g.validateCredential(ln); err != nil {
 		return err
@@ -308,6 +319,22 @@ func checkCapabilities(t *tree.Tree, ln *wire.LeafNode, suite ciphersuite.ID, ex
 		return true
 	})
 	return err
+}
+
+// checkLifetime checks that now is within lt, give or take tolerance
+// (§7.2: not_before ≤ now ≤ not_after).
+func checkLifetime(lt *wire.Lifetime, now time.Time, tolerance time.Duration) error {
+	t := now.Unix()
+	slack := int64(tolerance / time.Second)
+	// Lifetimes are uint64 seconds; beyond int64 they are in no one's
+	// lifetime, and compare as the far future.
+	if lt.NotBefore > math.MaxInt64 || int64(lt.NotBefore)-slack > t {
+		return fmt.Errorf("%w: not before %d, now %d", ErrLifetime, lt.NotBefore, t)
+	}
+	if lt.NotAfter <= math.MaxInt64 && int64(lt.NotAfter)+slack < t {
+		return fmt.Errorf("%w: not after %d, now %d", ErrLifetime, lt.NotAfter, t)
+	}
+	return nil
 }
 
 func isDefaultExtension(t wire.ExtensionType) bool {

@@ -37,6 +37,9 @@ func NewPublicGroup(cfg Config, gi *wire.GroupInfo, rt wire.RatchetTree) (*Publi
 	p := &PublicGroup{g: Group{cfg: cfg, suite: s, tree: t, me: noLeaf}}
 	p.g.setContext(gi.GroupContext)
 	p.g.interim = interimHash(s, gi.GroupContext.ConfirmedTranscriptHash, gi.ConfirmationTag)
+	if err := p.g.checkJoinedTree(t, gi.GroupContext.Extensions); err != nil {
+		return nil, fmt.Errorf("following group: %w", err)
+	}
 	return p, nil
 }
 
