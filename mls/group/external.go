@@ -91,6 +91,11 @@ func JoinExternal(cfg Config, gi *wire.GroupInfo, id *Identity, opts ExternalJoi
 	if err := checkCapabilities(nt, leaf, s.ID(), res.extensions, 0, false); err != nil {
 		return nil, nil, fmt.Errorf("joining externally: %w", err)
 	}
+	if res.resynced != nil {
+		if err := g.validateSuccessor(res.resynced, leaf); err != nil {
+			return nil, nil, fmt.Errorf("joining externally: resync of leaf %d: %w", *opts.Resync, err)
+		}
+	}
 	g.me = nt.Add(leaf)
 	path, err := nt.GeneratePath(g.me, leaf, id.SigPriv, gi.GroupContext.GroupID)
 	if err != nil {

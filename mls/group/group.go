@@ -64,6 +64,15 @@ type AuthService interface {
 	ValidateCredential(cred *wire.Credential, sigKey []byte) error
 }
 
+// SuccessorValidator is an optional extension of AuthService: it decides
+// whether a member's new credential may replace its old one (§5.3.1): in
+// an Update, in the leaf of a member's commit, and when an external commit
+// removes the joiner's old leaf (a resync, §12.4.3.2). Without it the two
+// must present the same identity (sameIdentity).
+type SuccessorValidator interface {
+	ValidateSuccessor(old, new *wire.Credential) error
+}
+
 // PSKStore finds external pre-shared keys by ID.
 type PSKStore interface {
 	ExternalPSK(id []byte) (secret []byte, ok bool)
@@ -293,6 +302,21 @@ func (g *Group) validateCredential(ln *wire.LeafNode) error {
 	}
 	if err := g.cfg.Auth.ValidateCredential(&ln.Credential, ln.SignatureKey); err != nil {
 		return fmt.Errorf("%w: %w", ErrCredential, err)
+	}
+	return nil
+}
+
+// validateSuccessor checks that next may replace the credential of old
+// (§5.3.1), through Config.Auth's SuccessorValidator or else sameIdentity.
+func (g *Group) validateSuccessor(old, next *wire.LeafNode) error {
+	if sv, ok := g.cfg.Auth.(SuccessorValidator); ok {
+		if err := sv.ValidateSuccessor(&old.Credential, &next.Credential); err != nil {
+			return fmt.Errorf("%w: not a successor: %w", ErrCredential, err)
+		}
+		return nil
+	}
+	if err := sameIdentity(&old.Credential, &next.Credential); err != nil {
+		return fmt.Errorf("%w: not a successor: %w", ErrCredential, err)
 	}
 	return nil
 }

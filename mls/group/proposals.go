@@ -68,6 +68,9 @@ type applied struct {
 	extensions   wire.Extensions
 	externalInit *wire.ExternalInit
 	reinit       *wire.ReInit
+	// resynced is the leaf an external commit removes: the joiner's old
+	// self, whose identity the new leaf must have (§12.4.3.2).
+	resynced *wire.LeafNode
 	// removedMe is set when the commit removes this member.
 	removedMe bool
 	// needsPath is set when the proposals require an UpdatePath (§12.4).
@@ -111,6 +114,12 @@ func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer
 			}
 			if seenLeaf[p.Removed] {
 				return nil, errorf(ErrInvalidProposal, "proposal %d: second update or remove of leaf %d", i, p.Removed)
+			}
+			if committer == nil {
+				if res.resynced != nil {
+					return nil, errorf(ErrInvalidProposal, "proposal %d: second remove in an external commit", i)
+				}
+				res.resynced = t.Leaf(p.Removed)
 			}
 			seenLeaf[p.Removed] = true
 			removes = append(removes, i)
@@ -258,6 +267,11 @@ func (g *Group) checkLeafNode(t *tree.Tree, ln *wire.LeafNode, source wire.LeafN
 	}
 	if err := g.validateCredential(ln); err != nil {
 		return err
+	}
+	if old := t.Leaf(l); source != wire.SourceKeyPackage && old != nil && old != ln {
+		if err := g.validateSuccessor(old, ln); err != nil {
+			return err
+		}
 	}
 	if err := checkCapabilities(t, ln, g.suite.ID(), exts, l, source != wire.SourceKeyPackage); err != nil {
 		return err
