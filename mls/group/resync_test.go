@@ -14,7 +14,7 @@ import (
 type anySuccessor struct{}
 
 func (anySuccessor) ValidateCredential(*wire.Credential, []byte) error { return nil }
-func (anySuccessor) ValidateSuccessor(_, _ *wire.Credential) error    { return nil }
+func (anySuccessor) ValidateSuccessor(_, _ *wire.Credential) error     { return nil }
 
 // sameName is a SuccessorValidator that accepts a basic identity with a
 // "-2" suffix as the successor of the plain one.
