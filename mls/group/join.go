@@ -87,6 +87,9 @@ func Join(cfg Config, w *wire.Welcome, kp *wire.KeyPackage, priv *KeyPackagePriv
 	if err := g.checkJoinedTree(t, gc.Extensions); err != nil {
 		return nil, fmt.Errorf("joining: %w", err)
 	}
+	if err := checkWelcomePSKs(cfg, gi, gs.PSKs, t.Members); err != nil {
+		return nil, fmt.Errorf("joining: %w", err)
+	}
 	g.keys = tree.NewPrivateKeys(g.me, priv.EncryptionPriv)
 	if gs.PathSecret != nil {
 		x := treemath.CommonAncestor(g.me.Node(), gi.Signer.Node())

@@ -135,6 +135,9 @@ func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer
 			if len(p.PSK.Nonce) != g.suite.HashSize() {
 				return nil, errorf(ErrInvalidProposal, "proposal %d: PSK nonce of %d bytes", i, len(p.PSK.Nonce))
 			}
+			if err := g.checkResumptionUsage(&p.PSK, res.psks); err != nil {
+				return nil, fmt.Errorf("proposal %d: %w", i, err)
+			}
 			res.psks = append(res.psks, p.PSK)
 		case *wire.GroupContextExtensions:
 			if gce != nil {
