@@ -369,6 +369,18 @@ func (g *Group) checkContextExtensions(t *tree.Tree, exts wire.Extensions) error
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidProposal, err)
 	}
+	// External senders' credentials go through the authentication
+	// service like members' (§12.1.8.1).
+	var senders wire.ExternalSenders
+	if ok, err := exts.Decode(wire.ExtensionExternalSenders, &senders); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidProposal, err)
+	} else if ok && g.cfg.Auth != nil {
+		for i := range senders {
+			if err := g.cfg.Auth.ValidateCredential(&senders[i].Credential, senders[i].SignatureKey); err != nil {
+				return fmt.Errorf("%w: external sender %d: %w", ErrCredential, i, err)
+			}
+		}
+	}
 	t.Members(func(m treemath.LeafIndex, ln *wire.LeafNode) bool {
 		for _, e := range exts {
 			if !isDefaultExtension(e.Type) && !ln.Capabilities.SupportsExtension(e.Type) {
