@@ -280,10 +280,17 @@ func (g *Group) checkLeafNode(t *tree.Tree, ln *wire.LeafNode, source wire.LeafN
 		return err
 	}
 	// Encryption and signature keys are unique among members (§7.3); a
-	// member replacing its own leaf may keep its signature key.
+	// member replacing its own leaf may keep its signature key, but not
+	// its encryption key (which would undo the update's point, and which
+	// the RFC's uniqueness covers: the old leaf is a member's until the
+	// update applies).
 	var dup error
 	t.Members(func(m treemath.LeafIndex, other *wire.LeafNode) bool {
 		if source != wire.SourceKeyPackage && m == l {
+			if other != ln && bytes.Equal(other.EncryptionKey, ln.EncryptionKey) {
+				dup = errorf(ErrInvalidProposal, "leaf %d replaced with its own encryption key", m)
+				return false
+			}
 			return true
 		}
 		if bytes.Equal(other.EncryptionKey, ln.EncryptionKey) || bytes.Equal(other.SignatureKey, ln.SignatureKey) {

@@ -115,3 +115,34 @@ func TestUpdateSuccessor(t *testing.T) {
 		t.Fatalf("update to another identity: %v", err)
 	}
 }
+
+// TestUpdateFreshKey: an Update must bring a new encryption key.
+func TestUpdateFreshKey(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	alice, _, _ := newMember(t, s, "alice")
+	a, _ := Create(Config{}, s, []byte("g"), alice, nil)
+	_, bkp, bpriv := newMember(t, s, "bob")
+	res := commitAndDeliver(t, []*Group{a}, 0, CommitOptions{Add: []*wire.KeyPackage{bkp}, RatchetTreeInWelcome: true})
+	b := joinFrom(t, res.Welcome, bkp, bpriv, JoinOptions{})
+	ln := *b.tree.Leaf(b.me)
+	ln.Source, ln.Lifetime, ln.ParentHash = wire.SourceUpdate, wire.Lifetime{}, nil
+	if err := ln.Sign(s, b.sigPriv, b.GroupID(), b.me); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.propose(&wire.Update{LeafNode: ln}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Process(roundTrip(t, m)); !errors.Is(err, ErrInvalidProposal) {
+		t.Fatalf("update keeping the encryption key: %v", err)
+	}
+	// A proper update still goes through.
+	m, err = b.ProposeUpdate(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Process(roundTrip(t, m)); err != nil {
+		t.Fatal(err)
+	}
+	commitAndDeliver(t, []*Group{a, b}, 0, CommitOptions{})
+}
