@@ -125,3 +125,35 @@ func TestJoinChecksLeafCapabilities(t *testing.T) {
 		t.Fatalf("joining a tree with a leaf lacking required capabilities: %v", err)
 	}
 }
+
+// TestAddChecksContextExtensions: a new member must support the group's
+// non-default context extensions.
+func TestAddChecksContextExtensions(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	const ext = wire.ExtensionType(0xff0b)
+	withExt := func(id *Identity) {
+		c := id.capabilities(s)
+		c.Extensions = []wire.ExtensionType{ext}
+		id.Capabilities = &c
+	}
+	alice, _, _ := newMember(t, s, "alice")
+	withExt(alice)
+	exts := wire.Extensions{{Type: ext, Data: []byte("x")}}
+	a, err := Create(Config{}, s, []byte("g"), alice, exts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, bkp, _ := newMember(t, s, "bob")
+	if _, err := a.Commit(CommitOptions{Add: []*wire.KeyPackage{bkp}}); !errors.Is(err, ErrCapabilities) {
+		t.Fatalf("adding a member without the group's extension: %v", err)
+	}
+	carol, _, _ := newMember(t, s, "carol")
+	withExt(carol)
+	ckp, _, err := NewKeyPackage(s, carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Commit(CommitOptions{Add: []*wire.KeyPackage{ckp}}); err != nil {
+		t.Fatalf("adding a member with the group's extension: %v", err)
+	}
+}

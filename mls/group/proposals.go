@@ -324,6 +324,14 @@ func checkCapabilities(t *tree.Tree, ln *wire.LeafNode, suite ciphersuite.ID, ex
 			return errorf(ErrCapabilities, "leaf carries extension %d it does not list", e.Type)
 		}
 	}
+	// Every member supports the group's context extensions (§13.4), a
+	// new or updated leaf as much as those a GroupContextExtensions
+	// proposal checks.
+	for _, e := range exts {
+		if !isDefaultExtension(e.Type) && !caps.SupportsExtension(e.Type) {
+			return errorf(ErrCapabilities, "leaf does not support the group's extension %d", e.Type)
+		}
+	}
 	if !caps.SupportsCredential(ln.Credential.Type) {
 		return errorf(ErrCapabilities, "leaf does not list its own credential type %d", ln.Credential.Type)
 	}
