@@ -212,9 +212,9 @@ func (g *Group) MergePendingCommit() error {
 
 // ReInit is the ReInit a commit closed the group with, or nil. Once it is
 // set, the group only serves as the ResumptionStore of the new group: one
-// member creates that group with ReInit's parameters and commits the other
-// members' KeyPackages with the PSK of ReInitPSK; joiners pass this group
-// as Config.Resumption to Join.
+// member starts that group with Reinitialize (ReInit's parameters, the
+// other members' KeyPackages, the PSK of ReInitPSK); joiners pass this
+// group as Config.Resumption to Join.
 func (g *Group) ReInit() *wire.ReInit { return g.reinit }
 
 // ReInitPSK is the resumption PSK (usage reinit) of this group's final

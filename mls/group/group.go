@@ -1,8 +1,10 @@
 // Package group is the MLS group state machine (RFC 9420 §§11–12): create
 // a group, make KeyPackages, join from a Welcome, propose and commit Add,
 // Update, Remove, PreSharedKey and GroupContextExtensions changes (with or
-// without an UpdatePath, by value or by reference), welcome new members, and
-// protect and unprotect application messages.
+// without an UpdatePath, by value or by reference), welcome new members,
+// join by external commit (and resync), close a group by ReInit and start
+// its successor (Reinitialize) or a subgroup (Branch), and protect and
+// unprotect application messages.
 //
 // A Group is one member's view of one epoch; each commit moves it to the
 // next. It is not safe for concurrent use. Its state (which holds private
@@ -93,7 +95,9 @@ type Config struct {
 	// PSKs holds external PSKs; nil holds none.
 	PSKs PSKStore
 	// Resumption holds resumption PSKs of other groups (the old group, for
-	// a reinit or branch); nil holds none.
+	// a reinit or branch); nil holds none. If it is the old group itself
+	// (a PredecessorGroup, such as the joiner's *Group), Join also checks a
+	// reinit or branch Welcome against it.
 	Resumption ResumptionStore
 	// SecretTree bounds the out-of-order window of each epoch.
 	SecretTree secrettree.Config
