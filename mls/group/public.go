@@ -46,6 +46,10 @@ func NewPublicGroup(cfg Config, gi *wire.GroupInfo, rt wire.RatchetTree) (*Publi
 // Epoch is the current epoch.
 func (p *PublicGroup) Epoch() uint64 { return p.g.ctx.Epoch }
 
+// ReInit is the ReInit a commit closed the group with, or nil; once set,
+// Process refuses every message (ErrGroupClosed).
+func (p *PublicGroup) ReInit() *wire.ReInit { return p.g.reinit }
+
 // Context is the current GroupContext. Do not modify it.
 func (p *PublicGroup) Context() *wire.GroupContext { return &p.g.ctx }
 
@@ -61,6 +65,9 @@ func (p *PublicGroup) Process(m *wire.MLSMessage) (*Processed, error) {
 		return nil, fmt.Errorf("following group: %w: only PublicMessage handshakes can be checked", ErrWireFormat)
 	}
 	g := &p.g
+	if g.reinit != nil {
+		return nil, ErrGroupClosed
+	}
 	if err := g.checkGroupEpoch(pm.Content.GroupID, pm.Content.Epoch); err != nil {
 		return nil, err
 	}
@@ -90,6 +97,7 @@ func (p *PublicGroup) Process(m *wire.MLSMessage) (*Processed, error) {
 		g.setContext(ctx)
 		g.interim = interimHash(g.suite, st.confirmed, ac.Auth.ConfirmationTag)
 		g.proposals = nil
+		g.reinit = st.res.reinit
 		out.Kind = KindCommit
 	default:
 		return nil, fmt.Errorf("following group: %w: application data in a PublicMessage", ErrWireFormat)

@@ -195,3 +195,28 @@ func TestResumptionUsage(t *testing.T) {
 		t.Fatalf("one branch PSK in the first commit: %v", err)
 	}
 }
+
+// TestPublicGroupClosedByReInit: the delivery service's view closes too.
+func TestPublicGroupClosedByReInit(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	_, members := threeMembers(t, s)
+	a := members[0]
+	gi, err := a.GroupInfo(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := NewPublicGroup(Config{}, gi, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := commitAndDeliver(t, members, 0, CommitOptions{ReInit: &wire.ReInit{GroupID: []byte("new"), Version: wire.MLS10, CipherSuite: 1}})
+	if _, err := ds.Process(roundTrip(t, res.Commit)); err != nil {
+		t.Fatal(err)
+	}
+	if ds.ReInit() == nil {
+		t.Fatal("public group not closed by the reinit commit")
+	}
+	if _, err := ds.Process(roundTrip(t, res.Commit)); !errors.Is(err, ErrGroupClosed) {
+		t.Fatalf("message after reinit: %v", err)
+	}
+}
