@@ -5,10 +5,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/lmbridge/lmbridge/mls/codec"
 	"github.com/lmbridge/lmbridge/mls/wire"
 )
 
@@ -81,3 +83,58 @@ func (a *X509Auth) ValidateCredential(cred *wire.Credential, sigKey []byte) erro
 	}
 	return nil
 }
+
+// sameIdentity is the default successor rule: the same credential type and
+// the same identity, a basic credential's identity bytes or an x509
+// credential's leaf certificate subject and subject alternative names (so
+// a renewed certificate is a successor).
+func sameIdentity(old, next *wire.Credential) error {
+	if old.Type != next.Type {
+		return fmt.Errorf("credential type %d replaced by %d", old.Type, next.Type)
+	}
+	switch old.Type {
+	case wire.CredentialBasic:
+		if !bytes.Equal(old.Identity, next.Identity) {
+			return fmt.Errorf("identity %q replaced by %q", old.Identity, next.Identity)
+		}
+		return nil
+	case wire.CredentialX509:
+		a, err := x509Identity(old)
+		if err != nil {
+			return err
+		}
+		b, err := x509Identity(next)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(a, b) {
+			return errors.New("certificate subject or alternative names changed")
+		}
+		return nil
+	}
+	if !bytes.Equal(codec.Marshal(old), codec.Marshal(next)) {
+		return fmt.Errorf("credential of type %d changed", old.Type)
+	}
+	return nil
+}
+
+// x509Identity is what names an x509 credential's holder: the leaf
+// certificate's subject and its subject alternative names.
+func x509Identity(c *wire.Credential) ([]byte, error) {
+	if len(c.Certificates) == 0 {
+		return nil, errors.New("x509 credential without certificates")
+	}
+	cert, err := x509.ParseCertificate(c.Certificates[0])
+	if err != nil {
+		return nil, fmt.Errorf("parsing certificate: %w", err)
+	}
+	id := append([]byte(nil), cert.RawSubject...)
+	for _, e := range cert.Extensions {
+		if e.Id.Equal(oidSubjectAltName) {
+			id = append(id, e.Value...)
+		}
+	}
+	return id, nil
+}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}

@@ -112,3 +112,35 @@ func TestX509Auth(t *testing.T) {
 		}
 	}
 }
+
+// refuseName is an AuthService that refuses one basic identity.
+type refuseName string
+
+func (r refuseName) ValidateCredential(c *wire.Credential, _ []byte) error {
+	if string(c.Identity) == string(r) {
+		return errors.New("refused")
+	}
+	return nil
+}
+
+// TestExternalSenderCredential: external senders' credentials go through
+// the authentication service, in a new group and in a GroupContextExtensions
+// commit.
+func TestExternalSenderCredential(t *testing.T) {
+	s, _ := ciphersuite.Lookup(1)
+	_, dsPub, _ := s.GenerateSignatureKeyPair()
+	exts := wire.Extensions{wire.NewExtension(wire.ExtensionExternalSenders,
+		&wire.ExternalSenders{{SignatureKey: dsPub, Credential: wire.BasicCredential([]byte("rogue-ds"))}})}
+	alice, _, _ := newMember(t, s, "alice")
+	cfg := Config{Auth: refuseName("rogue-ds")}
+	if _, err := Create(cfg, s, []byte("g"), alice, exts); !errors.Is(err, ErrCredential) {
+		t.Fatalf("creating a group with a refused external sender: %v", err)
+	}
+	a, err := Create(cfg, s, []byte("g"), alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Commit(CommitOptions{Extensions: &exts}); !errors.Is(err, ErrCredential) {
+		t.Fatalf("committing a refused external sender: %v", err)
+	}
+}

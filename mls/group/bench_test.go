@@ -172,3 +172,44 @@ func BenchmarkUnprotect(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCommitProcessLoaded is BenchmarkCommitProcess for a member
+// freshly loaded from its saved state before each commit (a server that
+// keeps groups in a database and not in memory).
+func BenchmarkCommitProcessLoaded(b *testing.B) {
+	s, _ := ciphersuite.Lookup(1)
+	for _, n := range []int{256, 1024} {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			a, m := benchGroup(b, s, n)
+			encs := make([][]byte, b.N)
+			for i := range encs {
+				res, err := a.Commit(CommitOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := a.MergePendingCommit(); err != nil {
+					b.Fatal(err)
+				}
+				encs[i] = codec.Marshal(res.Commit)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				loaded, err := UnmarshalState(m.MarshalState(), Config{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				var msg wire.MLSMessage
+				if err := codec.Unmarshal(encs[i], &msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := loaded.Process(&msg); err != nil {
+					b.Fatal(err)
+				}
+				m = loaded
+			}
+		})
+	}
+}

@@ -79,7 +79,7 @@ func (g *Group) Commit(opts CommitOptions) (*CommitResult, error) {
 		// remove of a leaf, a reinit among others) is left out rather than
 		// failing the commit (§12.2).
 		cand := append(props[:len(props):len(props)], resolvedProposal{cp.proposal, cp.sender})
-		if _, err := g.applyProposals(g.tree.Clone(), cand, &g.me); err != nil {
+		if _, err := g.applyProposals(g.tree.Clone(), cand, &g.me, true); err != nil {
 			continue
 		}
 		refs = append(refs, wire.ProposalOrRef{Reference: cp.ref})
@@ -106,7 +106,7 @@ func (g *Group) Commit(opts CommitOptions) (*CommitResult, error) {
 	}
 
 	t := g.tree.Clone()
-	res, err := g.applyProposals(t, props, &g.me)
+	res, err := g.applyProposals(t, props, &g.me, true)
 	if err != nil {
 		return nil, fmt.Errorf("committing: %w", err)
 	}
@@ -212,9 +212,9 @@ func (g *Group) MergePendingCommit() error {
 
 // ReInit is the ReInit a commit closed the group with, or nil. Once it is
 // set, the group only serves as the ResumptionStore of the new group: one
-// member creates that group with ReInit's parameters and commits the other
-// members' KeyPackages with the PSK of ReInitPSK; joiners pass this group
-// as Config.Resumption to Join.
+// member starts that group with Reinitialize (ReInit's parameters, the
+// other members' KeyPackages, the PSK of ReInitPSK); joiners pass this
+// group as Config.Resumption to Join.
 func (g *Group) ReInit() *wire.ReInit { return g.reinit }
 
 // ReInitPSK is the resumption PSK (usage reinit) of this group's final

@@ -55,6 +55,9 @@ func JoinExternal(cfg Config, gi *wire.GroupInfo, id *Identity, opts ExternalJoi
 	g := &Group{cfg: cfg, suite: s, sigPriv: id.SigPriv, tree: t}
 	g.setContext(gi.GroupContext)
 	g.interim = interimHash(s, gi.GroupContext.ConfirmedTranscriptHash, gi.ConfirmationTag)
+	if err := g.checkJoinedTree(t, gi.GroupContext.Extensions); err != nil {
+		return nil, nil, fmt.Errorf("joining externally: %w", err)
+	}
 
 	sender := wire.Sender{Type: wire.SenderNewMemberCommit}
 	props := []wire.Proposal{&wire.ExternalInit{KEMOutput: kemOutput}}
@@ -71,7 +74,7 @@ func JoinExternal(cfg Config, gi *wire.GroupInfo, id *Identity, opts ExternalJoi
 		resolved[i] = resolvedProposal{p, sender}
 	}
 	nt := t.Clone()
-	res, err := g.applyProposals(nt, resolved, nil)
+	res, err := g.applyProposals(nt, resolved, nil, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("joining externally: %w", err)
 	}
@@ -87,6 +90,11 @@ func JoinExternal(cfg Config, gi *wire.GroupInfo, id *Identity, opts ExternalJoi
 		Capabilities: id.capabilities(s), Source: wire.SourceCommit}
 	if err := checkCapabilities(nt, leaf, s.ID(), res.extensions, 0, false); err != nil {
 		return nil, nil, fmt.Errorf("joining externally: %w", err)
+	}
+	if res.resynced != nil {
+		if err := g.validateSuccessor(res.resynced, leaf); err != nil {
+			return nil, nil, fmt.Errorf("joining externally: resync of leaf %d: %w", *opts.Resync, err)
+		}
 	}
 	g.me = nt.Add(leaf)
 	path, err := nt.GeneratePath(g.me, leaf, id.SigPriv, gi.GroupContext.GroupID)

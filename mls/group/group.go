@@ -1,8 +1,10 @@
 // Package group is the MLS group state machine (RFC 9420 §§11–12): create
 // a group, make KeyPackages, join from a Welcome, propose and commit Add,
 // Update, Remove, PreSharedKey and GroupContextExtensions changes (with or
-// without an UpdatePath, by value or by reference), welcome new members, and
-// protect and unprotect application messages.
+// without an UpdatePath, by value or by reference), welcome new members,
+// join by external commit (and resync), close a group by ReInit and start
+// its successor (Reinitialize) or a subgroup (Branch), and protect and
+// unprotect application messages.
 //
 // A Group is one member's view of one epoch; each commit moves it to the
 // next. It is not safe for concurrent use. Its state (which holds private
@@ -40,6 +42,8 @@ var (
 	ErrInvalidWelcome = errors.New("group: invalid welcome")
 	// ErrUnknownPSK means a PSK that the PSK store does not hold.
 	ErrUnknownPSK = errors.New("group: unknown PSK")
+	// ErrLifetime means a key package leaf outside its lifetime (§7.2).
+	ErrLifetime = errors.New("group: leaf outside its lifetime")
 	// ErrCapabilities means a leaf or extension that capabilities forbid.
 	ErrCapabilities = errors.New("group: unsupported capability")
 	// ErrCredential means the authentication service rejected a credential.
@@ -62,6 +66,15 @@ type AuthService interface {
 	ValidateCredential(cred *wire.Credential, sigKey []byte) error
 }
 
+// SuccessorValidator is an optional extension of AuthService: it decides
+// whether a member's new credential may replace its old one (§5.3.1): in
+// an Update, in the leaf of a member's commit, and when an external commit
+// removes the joiner's old leaf (a resync, §12.4.3.2). Without it the two
+// must present the same identity (sameIdentity).
+type SuccessorValidator interface {
+	ValidateSuccessor(old, new *wire.Credential) error
+}
+
 // PSKStore finds external pre-shared keys by ID.
 type PSKStore interface {
 	ExternalPSK(id []byte) (secret []byte, ok bool)
@@ -82,7 +95,9 @@ type Config struct {
 	// PSKs holds external PSKs; nil holds none.
 	PSKs PSKStore
 	// Resumption holds resumption PSKs of other groups (the old group, for
-	// a reinit or branch); nil holds none.
+	// a reinit or branch); nil holds none. If it is the old group itself
+	// (a PredecessorGroup, such as the joiner's *Group), Join also checks a
+	// reinit or branch Welcome against it.
 	Resumption ResumptionStore
 	// SecretTree bounds the out-of-order window of each epoch.
 	SecretTree secrettree.Config
@@ -91,6 +106,20 @@ type Config struct {
 	PaddingBlock int
 	// Now is the clock for key package lifetimes; nil means time.Now.
 	Now func() time.Time
+	// LifetimeTolerance is the slack allowed on the lifetimes of key
+	// packages that others' commits add and of the key_package leaves of a
+	// tree joined (clock skew, delivery delay: §7.3 makes those checks
+	// RECOMMENDED, not MUST). A key package this member adds must be
+	// within its lifetime exactly.
+	LifetimeTolerance time.Duration
+	// CheckTreeLifetimes makes a joiner check the lifetimes of the
+	// key_package leaves of the tree it joins (give or take
+	// LifetimeTolerance). §7.3 RECOMMENDS it but does not require it, and
+	// it is off by default: a member added long ago that has never
+	// committed or updated (often the group's creator) still has its key
+	// package's leaf, whose lifetime may well have ended (the MLS WG
+	// passive-client vectors are such trees).
+	CheckTreeLifetimes bool
 	// PastEpochs is how many previous epochs' application keys are kept,
 	// so that application messages sent before a commit but delivered
 	// after it still decrypt (0: none). Handshake messages are accepted
@@ -277,6 +306,21 @@ func (g *Group) validateCredential(ln *wire.LeafNode) error {
 	}
 	if err := g.cfg.Auth.ValidateCredential(&ln.Credential, ln.SignatureKey); err != nil {
 		return fmt.Errorf("%w: %w", ErrCredential, err)
+	}
+	return nil
+}
+
+// validateSuccessor checks that next may replace the credential of old
+// (§5.3.1), through Config.Auth's SuccessorValidator or else sameIdentity.
+func (g *Group) validateSuccessor(old, next *wire.LeafNode) error {
+	if sv, ok := g.cfg.Auth.(SuccessorValidator); ok {
+		if err := sv.ValidateSuccessor(&old.Credential, &next.Credential); err != nil {
+			return fmt.Errorf("%w: not a successor: %w", ErrCredential, err)
+		}
+		return nil
+	}
+	if err := sameIdentity(&old.Credential, &next.Credential); err != nil {
+		return fmt.Errorf("%w: not a successor: %w", ErrCredential, err)
 	}
 	return nil
 }

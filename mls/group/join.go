@@ -84,15 +84,11 @@ func Join(cfg Config, w *wire.Welcome, kp *wire.KeyPackage, priv *KeyPackagePriv
 	if !found {
 		return nil, fmt.Errorf("%w: our leaf is not in the tree", ErrInvalidWelcome)
 	}
-	if cfg.Auth != nil {
-		var aerr error
-		t.Members(func(l treemath.LeafIndex, ln *wire.LeafNode) bool {
-			aerr = g.validateCredential(ln)
-			return aerr == nil
-		})
-		if aerr != nil {
-			return nil, fmt.Errorf("joining: %w", aerr)
-		}
+	if err := g.checkJoinedTree(t, gc.Extensions); err != nil {
+		return nil, fmt.Errorf("joining: %w", err)
+	}
+	if err := checkWelcomePSKs(cfg, gi, gs.PSKs, t.Members); err != nil {
+		return nil, fmt.Errorf("joining: %w", err)
 	}
 	g.keys = tree.NewPrivateKeys(g.me, priv.EncryptionPriv)
 	if gs.PathSecret != nil {
@@ -138,4 +134,37 @@ func (g *Group) signGroupInfo(exts wire.Extensions, withTree bool) (*wire.GroupI
 		return nil, err
 	}
 	return gi, nil
+}
+
+// checkJoinedTree makes a joiner's checks of every leaf (§12.4.3.1, §7.3)
+// beyond the tree's own (signatures, parent hashes, unique keys): the
+// authentication service accepts its credential; it supports the group's
+// version, suite, required capabilities and context extensions, and the
+// credential types of all the others; and a key_package leaf is within
+// its lifetime (give or take Config.LifetimeTolerance), with
+// Config.CheckTreeLifetimes.
+func (g *Group) checkJoinedTree(t *tree.Tree, exts wire.Extensions) error {
+	if err := g.checkContextExtensions(t, exts); err != nil {
+		return err
+	}
+	now := g.now()
+	var err error
+	t.Members(func(l treemath.LeafIndex, ln *wire.LeafNode) bool {
+		if err = g.validateCredential(ln); err != nil {
+			err = fmt.Errorf("leaf %d: %w", l, err)
+			return false
+		}
+		if err = checkCapabilities(t, ln, g.suite.ID(), exts, l, true); err != nil {
+			err = fmt.Errorf("leaf %d: %w", l, err)
+			return false
+		}
+		if ln.Source == wire.SourceKeyPackage && g.cfg.CheckTreeLifetimes {
+			if err = checkLifetime(&ln.Lifetime, now, g.cfg.LifetimeTolerance); err != nil {
+				err = fmt.Errorf("%w: leaf %d: %w", ErrInvalidWelcome, l, err)
+				return false
+			}
+		}
+		return true
+	})
+	return err
 }

@@ -294,7 +294,7 @@ func (g *Group) stageCommit(ac *framing.AuthenticatedContent) (*stagedCommit, er
 		return nil, err
 	}
 	t := g.tree.Clone()
-	res, err := g.applyProposals(t, props, committer)
+	res, err := g.applyProposals(t, props, committer, false)
 	if err != nil {
 		return nil, err
 	}
@@ -305,6 +305,11 @@ func (g *Group) stageCommit(ac *framing.AuthenticatedContent) (*stagedCommit, er
 	if committer == nil {
 		if err := g.checkLeafNode(t, &c.Path.LeafNode, wire.SourceCommit, nextFreeLeaf(t), res.extensions); err != nil {
 			return nil, fmt.Errorf("external committer's leaf: %w", err)
+		}
+		if res.resynced != nil {
+			if err := g.validateSuccessor(res.resynced, &c.Path.LeafNode); err != nil {
+				return nil, fmt.Errorf("external commit removing leaf of another client: %w", err)
+			}
 		}
 		l := t.Add(&c.Path.LeafNode)
 		committer = &l

@@ -3,7 +3,9 @@ package group
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"slices"
+	"time"
 
 	"github.com/lmbridge/lmbridge/mls/ciphersuite"
 	"github.com/lmbridge/lmbridge/mls/codec"
@@ -66,6 +68,9 @@ type applied struct {
 	extensions   wire.Extensions
 	externalInit *wire.ExternalInit
 	reinit       *wire.ReInit
+	// resynced is the leaf an external commit removes: the joiner's old
+	// self, whose identity the new leaf must have (§12.4.3.2).
+	resynced *wire.LeafNode
 	// removedMe is set when the commit removes this member.
 	removedMe bool
 	// needsPath is set when the proposals require an UpdatePath (§12.4).
@@ -76,7 +81,11 @@ type applied struct {
 // t (a clone of the group's tree) in the order of §12.3: context
 // extensions, updates, removes, adds. committer is the committing member's
 // leaf, or nil for an external commit.
-func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer *treemath.LeafIndex) (*applied, error) {
+//
+// sending says the commit is this member's own: the key packages it adds
+// must then be within their lifetimes exactly (§7.3), while a received
+// commit's may be off by Config.LifetimeTolerance.
+func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer *treemath.LeafIndex, sending bool) (*applied, error) {
 	res := &applied{extensions: g.ctx.Extensions, needsPath: len(props) == 0}
 	var updates, removes, adds []int
 	var gce *wire.GroupContextExtensions
@@ -106,6 +115,12 @@ func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer
 			if seenLeaf[p.Removed] {
 				return nil, errorf(ErrInvalidProposal, "proposal %d: second update or remove of leaf %d", i, p.Removed)
 			}
+			if committer == nil {
+				if res.resynced != nil {
+					return nil, errorf(ErrInvalidProposal, "proposal %d: second remove in an external commit", i)
+				}
+				res.resynced = t.Leaf(p.Removed)
+			}
 			seenLeaf[p.Removed] = true
 			removes = append(removes, i)
 			res.needsPath = true
@@ -119,6 +134,9 @@ func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer
 			}
 			if len(p.PSK.Nonce) != g.suite.HashSize() {
 				return nil, errorf(ErrInvalidProposal, "proposal %d: PSK nonce of %d bytes", i, len(p.PSK.Nonce))
+			}
+			if err := g.checkResumptionUsage(&p.PSK, res.psks); err != nil {
+				return nil, fmt.Errorf("proposal %d: %w", i, err)
 			}
 			res.psks = append(res.psks, p.PSK)
 		case *wire.GroupContextExtensions:
@@ -176,7 +194,7 @@ func (g *Group) applyProposals(t *tree.Tree, props []resolvedProposal, committer
 	}
 	for _, i := range adds {
 		kp := &props[i].proposal.(*wire.Add).KeyPackage
-		if err := g.checkKeyPackage(t, kp, res.extensions); err != nil {
+		if err := g.checkKeyPackage(t, kp, res.extensions, sending); err != nil {
 			return nil, fmt.Errorf("proposal %d: %w", i, err)
 		}
 		res.added = append(res.added, t.Add(&kp.LeafNode))
@@ -218,7 +236,7 @@ func (g *Group) checkProposalSender(rp resolvedProposal, external bool) error {
 }
 
 // checkKeyPackage makes the checks of §10.1 and §12.2 on an Add.
-func (g *Group) checkKeyPackage(t *tree.Tree, kp *wire.KeyPackage, exts wire.Extensions) error {
+func (g *Group) checkKeyPackage(t *tree.Tree, kp *wire.KeyPackage, exts wire.Extensions, sending bool) error {
 	if kp.Version != wire.MLS10 || kp.CipherSuite != g.suite.ID() {
 		return errorf(ErrInvalidProposal, "key package for version %d suite %d", kp.Version, kp.CipherSuite)
 	}
@@ -227,6 +245,13 @@ func (g *Group) checkKeyPackage(t *tree.Tree, kp *wire.KeyPackage, exts wire.Ext
 	}
 	if bytes.Equal(kp.InitKey, kp.LeafNode.EncryptionKey) {
 		return errorf(ErrInvalidProposal, "key package init key equals its encryption key")
+	}
+	tolerance := g.cfg.LifetimeTolerance
+	if sending {
+		tolerance = 0
+	}
+	if err := checkLifetime(&kp.LeafNode.Lifetime, g.now(), tolerance); err != nil {
+		return fmt.Errorf("%w: key package: %w", ErrInvalidProposal, err)
 	}
 	return g.checkLeafNode(t, &kp.LeafNode, wire.SourceKeyPackage, 0, exts)
 }
@@ -242,20 +267,30 @@ func (g *Group) checkLeafNode(t *tree.Tree, ln *wire.LeafNode, source wire.LeafN
 		if err := ln.Verify(g.suite, g.ctx.GroupID, l); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidProposal, err)
 		}
-	} else if !ln.Lifetime.Contains(uint64(g.now().Unix())) {
-		return errorf(ErrInvalidProposal, "key package leaf outside its lifetime")
 	}
 	if err := g.validateCredential(ln); err != nil {
 		return err
+	}
+	if old := t.Leaf(l); source != wire.SourceKeyPackage && old != nil && old != ln {
+		if err := g.validateSuccessor(old, ln); err != nil {
+			return err
+		}
 	}
 	if err := checkCapabilities(t, ln, g.suite.ID(), exts, l, source != wire.SourceKeyPackage); err != nil {
 		return err
 	}
 	// Encryption and signature keys are unique among members (§7.3); a
-	// member replacing its own leaf may keep its signature key.
+	// member replacing its own leaf may keep its signature key, but not
+	// its encryption key (which would undo the update's point, and which
+	// the RFC's uniqueness covers: the old leaf is a member's until the
+	// update applies).
 	var dup error
 	t.Members(func(m treemath.LeafIndex, other *wire.LeafNode) bool {
 		if source != wire.SourceKeyPackage && m == l {
+			if other != ln && bytes.Equal(other.EncryptionKey, ln.EncryptionKey) {
+				dup = errorf(ErrInvalidProposal, "leaf %d replaced with its own encryption key", m)
+				return false
+			}
 			return true
 		}
 		if bytes.Equal(other.EncryptionKey, ln.EncryptionKey) || bytes.Equal(other.SignatureKey, ln.SignatureKey) {
@@ -289,6 +324,14 @@ func checkCapabilities(t *tree.Tree, ln *wire.LeafNode, suite ciphersuite.ID, ex
 			return errorf(ErrCapabilities, "leaf carries extension %d it does not list", e.Type)
 		}
 	}
+	// Every member supports the group's context extensions (§13.4), a
+	// new or updated leaf as much as those a GroupContextExtensions
+	// proposal checks.
+	for _, e := range exts {
+		if !isDefaultExtension(e.Type) && !caps.SupportsExtension(e.Type) {
+			return errorf(ErrCapabilities, "leaf does not support the group's extension %d", e.Type)
+		}
+	}
 	if !caps.SupportsCredential(ln.Credential.Type) {
 		return errorf(ErrCapabilities, "leaf does not list its own credential type %d", ln.Credential.Type)
 	}
@@ -310,6 +353,22 @@ func checkCapabilities(t *tree.Tree, ln *wire.LeafNode, suite ciphersuite.ID, ex
 	return err
 }
 
+// checkLifetime checks that now is within lt, give or take tolerance
+// (§7.2: not_before ≤ now ≤ not_after).
+func checkLifetime(lt *wire.Lifetime, now time.Time, tolerance time.Duration) error {
+	t := now.Unix()
+	slack := int64(tolerance / time.Second)
+	// Lifetimes are uint64 seconds; beyond int64 they are in no one's
+	// lifetime, and compare as the far future.
+	if lt.NotBefore > math.MaxInt64 || int64(lt.NotBefore)-slack > t {
+		return fmt.Errorf("%w: not before %d, now %d", ErrLifetime, lt.NotBefore, t)
+	}
+	if lt.NotAfter <= math.MaxInt64 && int64(lt.NotAfter)+slack < t {
+		return fmt.Errorf("%w: not after %d, now %d", ErrLifetime, lt.NotAfter, t)
+	}
+	return nil
+}
+
 func isDefaultExtension(t wire.ExtensionType) bool {
 	return t >= wire.ExtensionApplicationID && t <= wire.ExtensionExternalSenders
 }
@@ -324,6 +383,18 @@ func (g *Group) checkContextExtensions(t *tree.Tree, exts wire.Extensions) error
 	hasRC, err := exts.Decode(wire.ExtensionRequiredCapabilities, &rc)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidProposal, err)
+	}
+	// External senders' credentials go through the authentication
+	// service like members' (§12.1.8.1).
+	var senders wire.ExternalSenders
+	if ok, err := exts.Decode(wire.ExtensionExternalSenders, &senders); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidProposal, err)
+	} else if ok && g.cfg.Auth != nil {
+		for i := range senders {
+			if err := g.cfg.Auth.ValidateCredential(&senders[i].Credential, senders[i].SignatureKey); err != nil {
+				return fmt.Errorf("%w: external sender %d: %w", ErrCredential, i, err)
+			}
+		}
 	}
 	t.Members(func(m treemath.LeafIndex, ln *wire.LeafNode) bool {
 		for _, e := range exts {

@@ -37,11 +37,18 @@ func NewPublicGroup(cfg Config, gi *wire.GroupInfo, rt wire.RatchetTree) (*Publi
 	p := &PublicGroup{g: Group{cfg: cfg, suite: s, tree: t, me: noLeaf}}
 	p.g.setContext(gi.GroupContext)
 	p.g.interim = interimHash(s, gi.GroupContext.ConfirmedTranscriptHash, gi.ConfirmationTag)
+	if err := p.g.checkJoinedTree(t, gi.GroupContext.Extensions); err != nil {
+		return nil, fmt.Errorf("following group: %w", err)
+	}
 	return p, nil
 }
 
 // Epoch is the current epoch.
 func (p *PublicGroup) Epoch() uint64 { return p.g.ctx.Epoch }
+
+// ReInit is the ReInit a commit closed the group with, or nil; once set,
+// Process refuses every message (ErrGroupClosed).
+func (p *PublicGroup) ReInit() *wire.ReInit { return p.g.reinit }
 
 // Context is the current GroupContext. Do not modify it.
 func (p *PublicGroup) Context() *wire.GroupContext { return &p.g.ctx }
@@ -58,6 +65,9 @@ func (p *PublicGroup) Process(m *wire.MLSMessage) (*Processed, error) {
 		return nil, fmt.Errorf("following group: %w: only PublicMessage handshakes can be checked", ErrWireFormat)
 	}
 	g := &p.g
+	if g.reinit != nil {
+		return nil, ErrGroupClosed
+	}
 	if err := g.checkGroupEpoch(pm.Content.GroupID, pm.Content.Epoch); err != nil {
 		return nil, err
 	}
@@ -87,6 +97,7 @@ func (p *PublicGroup) Process(m *wire.MLSMessage) (*Processed, error) {
 		g.setContext(ctx)
 		g.interim = interimHash(g.suite, st.confirmed, ac.Auth.ConfirmationTag)
 		g.proposals = nil
+		g.reinit = st.res.reinit
 		out.Kind = KindCommit
 	default:
 		return nil, fmt.Errorf("following group: %w: application data in a PublicMessage", ErrWireFormat)

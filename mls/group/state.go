@@ -32,7 +32,11 @@ var ErrNoState = errors.New("group: no saved state")
 var ErrInvalidState = errors.New("group: invalid saved state")
 
 // stateVersion tags the state encoding, so that a later one can read it.
-const stateVersion = 1
+// Version 2 adds the trees' cached node hashes, so that a member loaded
+// from its state does not re-hash the whole tree on its next commit
+// (about a third of processing one at 1,024 members); version 1 states
+// still load, hashing on first use.
+const stateVersion = 2
 
 // Save writes the group's state to st.
 func (g *Group) Save(ctx context.Context, st Store) error {
@@ -52,13 +56,17 @@ func Load(ctx context.Context, st Store, groupID []byte, cfg Config) (*Group, er
 }
 
 // MarshalState encodes the group's whole state, including a pending commit.
-func (g *Group) MarshalState() []byte {
+func (g *Group) MarshalState() []byte { return g.marshalState(stateVersion) }
+
+// marshalState encodes the state in a given version (an older one, for
+// tests of loading it).
+func (g *Group) marshalState(version uint8) []byte {
 	var w codec.Writer
-	w.Uint8(stateVersion)
+	w.Uint8(version)
 	w.Uint16(uint16(g.suite.ID()))
 	w.Uint32(uint32(g.me))
 	w.Opaque(g.sigPriv)
-	marshalEpochState(&w, &g.ctx, g.tree, g.keys, g.epoch)
+	marshalEpochState(&w, &g.ctx, g.tree, g.keys, g.epoch, version)
 	w.Vector(g.secrets.MarshalMLS)
 	w.Opaque(g.interim)
 	w.Vector(func(w *codec.Writer) {
@@ -83,7 +91,7 @@ func (g *Group) MarshalState() []byte {
 	})
 	w.Optional(g.pending != nil, func(w *codec.Writer) {
 		p := g.pending
-		marshalEpochState(w, &p.ctx, p.tree, p.keys, p.epoch)
+		marshalEpochState(w, &p.ctx, p.tree, p.keys, p.epoch, version)
 		w.Opaque(p.tag)
 		w.Optional(p.reinit != nil, func(w *codec.Writer) { p.reinit.MarshalMLS(w) })
 	})
@@ -102,10 +110,19 @@ func (g *Group) MarshalState() []byte {
 	return w.Bytes()
 }
 
-func marshalEpochState(w *codec.Writer, ctx *wire.GroupContext, t *tree.Tree, keys *tree.PrivateKeys, e *keyschedule.Epoch) {
+func marshalEpochState(w *codec.Writer, ctx *wire.GroupContext, t *tree.Tree, keys *tree.PrivateKeys, e *keyschedule.Epoch, version uint8) {
 	ctx.MarshalMLS(w)
 	rt := t.RatchetTree()
 	rt.MarshalMLS(w)
+	if version >= 2 {
+		// Trailing blank nodes are not in the ratchet tree, but their
+		// hashes are: all the tree's nodes go.
+		w.Vector(func(w *codec.Writer) {
+			for _, h := range t.NodeHashes() {
+				w.Opaque(h)
+			}
+		})
+	}
 	keys.MarshalMLS(w)
 	for _, s := range epochSecrets(e) {
 		w.Opaque(*s)
@@ -123,7 +140,8 @@ func epochSecrets(e *keyschedule.Epoch) []*[]byte {
 // UnmarshalState restores a group from MarshalState's encoding.
 func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	r := codec.NewReader(data)
-	if v := r.Uint8(); v != stateVersion && r.Err() == nil {
+	v := r.Uint8()
+	if v != 1 && v != stateVersion && r.Err() == nil {
 		return nil, fmt.Errorf("%w: version %d", ErrInvalidState, v)
 	}
 	s, err := ciphersuite.Lookup(ciphersuite.ID(r.Uint16()))
@@ -134,7 +152,7 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	g.me = treemath.LeafIndex(r.Uint32())
 	g.sigPriv = own(r.Opaque())
 	var ctx wire.GroupContext
-	g.tree, g.keys, g.epoch = unmarshalEpochState(r, s, &ctx)
+	g.tree, g.keys, g.epoch = unmarshalEpochState(r, s, &ctx, v)
 	g.setContext(ctx)
 	if r.Err() == nil {
 		st, err := secrettree.Decode(s, r.Opaque(), cfg.SecretTree)
@@ -163,7 +181,7 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 	})
 	if r.Optional() {
 		p := &pendingCommit{}
-		p.tree, p.keys, p.epoch = unmarshalEpochState(r, s, &p.ctx)
+		p.tree, p.keys, p.epoch = unmarshalEpochState(r, s, &p.ctx, v)
 		p.tag = own(r.Opaque())
 		p.reinit = unmarshalReInit(r)
 		g.pending = p
@@ -201,10 +219,18 @@ func UnmarshalState(data []byte, cfg Config) (*Group, error) {
 }
 
 // unmarshalEpochState reads what marshalEpochState wrote; errors are on r.
-func unmarshalEpochState(r *codec.Reader, s *ciphersuite.Suite, ctx *wire.GroupContext) (*tree.Tree, *tree.PrivateKeys, *keyschedule.Epoch) {
+func unmarshalEpochState(r *codec.Reader, s *ciphersuite.Suite, ctx *wire.GroupContext, version uint8) (*tree.Tree, *tree.PrivateKeys, *keyschedule.Epoch) {
 	ctx.UnmarshalMLS(r)
 	var rt wire.RatchetTree
 	rt.UnmarshalMLS(r)
+	var hashes [][]byte
+	if version >= 2 {
+		r.Vector(func(r *codec.Reader) {
+			for !r.Empty() {
+				hashes = append(hashes, own(r.Opaque()))
+			}
+		})
+	}
 	keys := &tree.PrivateKeys{}
 	keys.UnmarshalMLS(r)
 	e := &keyschedule.Epoch{Suite: s}
@@ -218,6 +244,12 @@ func unmarshalEpochState(r *codec.Reader, s *ciphersuite.Suite, ctx *wire.GroupC
 	if err != nil {
 		r.Fail(err)
 		return nil, nil, nil
+	}
+	if hashes != nil {
+		if err := t.SetNodeHashes(hashes); err != nil {
+			r.Fail(err)
+			return nil, nil, nil
+		}
 	}
 	if ctx.CipherSuite != s.ID() {
 		r.Fail(fmt.Errorf("group context for suite %d", ctx.CipherSuite))

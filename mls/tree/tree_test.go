@@ -294,3 +294,43 @@ func TestAddRemoveShape(t *testing.T) {
 		t.Errorf("encoded tree ends with a blank node or does not decode: %v", err)
 	}
 }
+
+func TestNodeHashesRoundTrip(t *testing.T) {
+	s := suite(t, 1)
+	var tr *Tree
+	for i := range 5 {
+		ln, _, _ := member(t, s, string(rune('a'+i)))
+		if tr == nil {
+			tr = New(s, ln)
+		} else {
+			tr.Add(ln)
+		}
+	}
+	want := tr.Hash()
+	hashes := tr.NodeHashes()
+	fresh, err := FromRatchetTree(s, tr.RatchetTree())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.SetNodeHashes(hashes[:len(hashes)-1]); err == nil {
+		t.Fatal("node hashes of the wrong count accepted")
+	}
+	// A planted root hash is what the restored tree reports: the hashes
+	// are taken, not recomputed.
+	planted := append([][]byte(nil), hashes...)
+	root := int(tr.root())
+	planted[root] = make([]byte, s.HashSize())
+	if err := fresh.SetNodeHashes(planted); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fresh.Hash(), planted[root]) {
+		t.Fatal("restored tree recomputed its root hash")
+	}
+	fresh, _ = FromRatchetTree(s, tr.RatchetTree())
+	if err := fresh.SetNodeHashes(hashes); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fresh.Hash(), want) {
+		t.Fatal("restored tree hash differs")
+	}
+}
