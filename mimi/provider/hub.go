@@ -54,7 +54,7 @@ func newHub(p *Provider) *hub { return &hub{p: p, rooms: map[string]*hubRoom{}} 
 
 // externalSender is the hub's entry in the external_senders extension.
 func (h *hub) externalSender() wire.ExternalSender {
-	return wire.ExternalSender{SignatureKey: h.p.sigPub, Credential: wire.BasicCredential([]byte(scheme + h.p.domain))}
+	return wire.ExternalSender{SignatureKey: h.p.sigPub, Credential: wire.BasicCredential([]byte(ProviderURI(h.p.domain)))}
 }
 
 // create records a new room from its creator's first GroupInfo (with the ratchet tree). also runs in the same

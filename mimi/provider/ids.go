@@ -17,6 +17,9 @@ func ClientURI(domain, name, device string) string {
 	return scheme + domain + "/d/" + name + "/" + device
 }
 
+// ProviderURI is the URI of a provider itself: the credential of a hub as the room's external sender.
+func ProviderURI(domain string) string { return scheme + domain }
+
 // RoomURI is the URI of a room hubbed by domain.
 func RoomURI(domain, name string) string { return scheme + domain + "/r/" + name }
 
@@ -93,14 +96,19 @@ func clientOfLeaf(ln *wire.LeafNode) (client, user string, err error) {
 	return client, user, err
 }
 
-// credentialAuth is the AuthService of every group this package handles: a basic credential naming a MIMI client.
-// Which provider may speak for that client is checked per request (its domain against the TLS peer).
+// credentialAuth is the AuthService of every group this package handles: a basic credential naming a MIMI client,
+// or, for the hub as the room's external sender, a provider. Which provider may speak for a client is checked per
+// request (its domain against the TLS peer).
 type credentialAuth struct{}
 
 func (credentialAuth) ValidateCredential(cred *wire.Credential, _ []byte) error {
 	if cred.Type != wire.CredentialBasic {
 		return fmt.Errorf("%w: credential type %d", ErrBadURI, cred.Type)
 	}
-	_, err := UserOfClient(string(cred.Identity))
+	identity := string(cred.Identity)
+	if domain, ok := strings.CutPrefix(identity, scheme); ok && domain != "" && !strings.Contains(domain, "/") {
+		return nil
+	}
+	_, err := UserOfClient(identity)
 	return err
 }
