@@ -219,7 +219,7 @@ func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
 		return fmt.Errorf("failed to listen on %s: %w", addr, err)
 	}
 	as.listener = listener
-	as.server = httpguard.New(ctx, "appservice", as.limits).Server(as.mux)
+	as.server = httpguard.New(ctx, "appservice", as.limits).Server(http.HandlerFunc(as.serveHTTP))
 	as.server.BaseContext = func(net.Listener) context.Context { return ctx }
 	go as.pruneLoop(ctx)
 	go func() {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/exhttp"
@@ -42,6 +43,9 @@ func badJSON(format string, args ...any) error {
 func parseTransaction(body []byte) (*parsedTransaction, error) {
 	if !json.Valid(body) {
 		return nil, mautrix.MNotJSON.WithMessage("Transaction body is not valid JSON")
+	} else if !utf8.Valid(body) {
+		// encoding/json would replace the invalid bytes, storing content the homeserver never sent.
+		return nil, mautrix.MNotJSON.WithMessage("Transaction body is not valid UTF-8")
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil || top == nil {
