@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
@@ -170,7 +171,13 @@ func (as *AppService) putTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request context is not used: a homeserver that hangs up mid-commit must not leave half a transaction.
 	res, err := as.inbox.store(log.WithContext(as.ctx), txnID, txn)
-	if err != nil {
+	if database.IsFull(err) {
+		// Not acknowledged, so the homeserver keeps the transaction and sends it again; only the operator can end it.
+		log.Error().Err(err).Msg("Failed to store transaction: the database is full (free disk space)")
+		mautrix.MUnknown.WithStatus(http.StatusServiceUnavailable).
+			WithMessage("Failed to store transaction: the database is full; send it again later").Write(w)
+		return
+	} else if err != nil {
 		log.Err(err).Msg("Failed to store transaction")
 		mautrix.MUnknown.WithMessage("Failed to store transaction").Write(w)
 		return
