@@ -148,6 +148,18 @@ func TestMalformedInputOnEveryAppServiceRoute(t *testing.T) {
 			t.Errorf("%d rows in %s after malformed requests", n, table)
 		}
 	}
+	// Routes other packages mount (the provisioning API) get every method and path under their prefix: the
+	// answers for unknown paths and wrong methods are the listener's only where nothing is mounted.
+	tas.Router().Handle("/_lmbridge/provision/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTeapot)
+		_, _ = w.Write([]byte(`{"errcode":"M_MOUNTED","error":"` + r.Method + `"}`))
+	}))
+	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPatch} {
+		if status, errcode, _ := tas.do(t, asCase{method: method, path: "/_lmbridge/provision/v1/anything"}); status != http.StatusTeapot || errcode != "M_MOUNTED" {
+			t.Errorf("%s under a mounted prefix answered %d %s, not by the mounted handler", method, status, errcode)
+		}
+	}
 	// Still serving: a good transaction is stored and handled.
 	if resp := tas.put(t, "good", txnBody(msgEvent("!r:hs.test", "$good", "hi")), testHSToken, ""); resp.status != http.StatusOK {
 		t.Fatalf("good transaction after the malformed ones: %d %s %s", resp.status, resp.errcode, resp.message)
