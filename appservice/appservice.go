@@ -224,7 +224,7 @@ func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
 	}
 	as.listener = listener
 	as.guard = httpguard.New(ctx, "appservice", as.limits)
-	as.server = as.guard.Server(as.mux)
+	as.server = as.guard.Server(http.HandlerFunc(as.serveHTTP))
 	as.server.BaseContext = func(net.Listener) context.Context { return ctx }
 	go as.pruneLoop(ctx)
 	go func() {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/exhttp"
@@ -106,6 +107,9 @@ func (as *AppService) postPing(w http.ResponseWriter, r *http.Request) {
 		return
 	} else if err != nil || !json.Valid(body) {
 		mautrix.MNotJSON.WithMessage("Ping body is not valid JSON").Write(w)
+		return
+	} else if !utf8.Valid(body) {
+		mautrix.MNotJSON.WithMessage("Ping body is not valid UTF-8").Write(w)
 		return
 	}
 	var req mautrix.ReqAppservicePing

@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
@@ -42,6 +44,9 @@ func badJSON(format string, args ...any) error {
 func parseTransaction(body []byte) (*parsedTransaction, error) {
 	if !json.Valid(body) {
 		return nil, mautrix.MNotJSON.WithMessage("Transaction body is not valid JSON")
+	} else if !utf8.Valid(body) {
+		// encoding/json would replace the invalid bytes, storing content the homeserver never sent.
+		return nil, mautrix.MNotJSON.WithMessage("Transaction body is not valid UTF-8")
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil || top == nil {
@@ -171,7 +176,13 @@ func (as *AppService) putTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request context is not used: a homeserver that hangs up mid-commit must not leave half a transaction.
 	res, err := as.inbox.store(log.WithContext(as.ctx), txnID, txn)
-	if err != nil {
+	if database.IsFull(err) {
+		// Not acknowledged, so the homeserver keeps the transaction and sends it again; only the operator can end it.
+		log.Error().Err(err).Msg("Failed to store transaction: the database is full (free disk space)")
+		mautrix.MUnknown.WithStatus(http.StatusServiceUnavailable).
+			WithMessage("Failed to store transaction: the database is full; send it again later").Write(w)
+		return
+	} else if err != nil {
 		log.Err(err).Msg("Failed to store transaction")
 		mautrix.MUnknown.WithMessage("Failed to store transaction").Write(w)
 		return

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
@@ -130,6 +132,14 @@ func (br *Bridge) provCreateLink(w http.ResponseWriter, r *http.Request) {
 	}
 	if !json.Valid(body) {
 		writeError(w, http.StatusBadRequest, "M_NOT_JSON", "Request body is not JSON")
+		return
+	} else if !utf8.Valid(body) {
+		// encoding/json would replace the invalid bytes and look up a room nobody named.
+		writeError(w, http.StatusBadRequest, "M_NOT_JSON", "Request body is not valid UTF-8")
+		return
+	} else if trimmed := bytes.TrimSpace(body); trimmed[0] != '{' {
+		// null decodes into an empty request, which would be refused for its missing room, not its shape.
+		writeError(w, http.StatusBadRequest, "M_BAD_JSON", "Request body must be a JSON object (a link request)")
 		return
 	}
 	var req LinkRequest

@@ -11,8 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -30,23 +28,6 @@ type jsClient struct {
 	stdin  io.WriteCloser
 	lines  chan string
 	stderr *lockedBuffer
-}
-
-type lockedBuffer struct {
-	lock sync.Mutex
-	b    strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.lock.Lock()
-	defer l.lock.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.lock.Lock()
-	defer l.lock.Unlock()
-	return l.b.String()
 }
 
 // startJSClient starts a client process, skipping the test (or failing it under envRequireJSClient) when Node or the

@@ -110,6 +110,8 @@ type node struct {
 	wrapRemote func(Remote) Remote
 	// setup, when set, is called with the engine before it starts (test hooks; httpNet only).
 	setup func(e *Engine)
+	// openDB, when set, opens the database instead of openTestDB (httpNet only).
+	openDB func(t testing.TB, path string) *dbutil.Database
 }
 
 func testContext(t testing.TB) context.Context {
@@ -382,7 +384,11 @@ func (httpNet) start(t testing.TB, nd *node) {
 			t.Fatalf("failed to rebind %s: %v", nd.name, err)
 		}
 	}
-	nd.db = openTestDB(t, nd.dbPath)
+	if nd.openDB != nil {
+		nd.db = nd.openDB(t, nd.dbPath)
+	} else {
+		nd.db = openTestDB(t, nd.dbPath)
+	}
 	cfg := config.LM{ServerName: nd.name, AllowPlainHTTP: true, AllowHTTPPeers: true}
 	opts := Options{SigningKey: nd.key, Listener: ln}
 	if nd.wrapRemote != nil {

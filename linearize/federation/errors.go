@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/internal/httpguard"
 )
 
@@ -46,6 +47,14 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 			status = http.StatusInternalServerError
 		}
 		WriteJSON(w, status, fedErr)
+		return
+	}
+	if database.IsFull(err) {
+		// Nothing was committed; the sender keeps what it sent and retries, which only freeing space will end.
+		zerolog.Ctx(r.Context()).Error().Err(err).Str("method", r.Method).Str("path", r.URL.Path).
+			Msg("Failed to handle federation request: the database is full (free disk space)")
+		WriteJSON(w, http.StatusServiceUnavailable, &Error{ErrCode: ErrCodeUnknown,
+			Message: "The server's database is full; retry later"})
 		return
 	}
 	zerolog.Ctx(r.Context()).Err(err).Str("method", r.Method).Str("path", r.URL.Path).

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 
@@ -197,6 +198,10 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*inbound,
 			return nil, Errorf(http.StatusBadRequest, ErrCodeNotJSON, "Request body is empty; %s needs a JSON object", r.Method)
 		} else if !json.Valid(trimmed) {
 			return nil, Errorf(http.StatusBadRequest, ErrCodeNotJSON, "Request body is not valid JSON")
+		} else if !utf8.Valid(trimmed) {
+			// encoding/json takes invalid UTF-8 in strings and replaces it, so the content signed and the content
+			// stored would differ; JSON is UTF-8 (RFC 8259 §8.1).
+			return nil, Errorf(http.StatusBadRequest, ErrCodeNotJSON, "Request body is not valid UTF-8")
 		} else if trimmed[0] != '{' {
 			return nil, Errorf(http.StatusBadRequest, ErrCodeBadJSON, "Request body is not a JSON object")
 		}
@@ -244,6 +249,11 @@ func (s *Server) send(ctx context.Context, in *inbound) (any, error) {
 			return nil, Errorf(http.StatusBadRequest, ErrCodeBadJSON, "Every PDU must be a JSON object")
 		}
 	}
+	for _, edu := range txn.EDUs {
+		if len(edu) == 0 || edu[0] != '{' {
+			return nil, Errorf(http.StatusBadRequest, ErrCodeBadJSON, "Every EDU must be a JSON object")
+		}
+	}
 	resp, err := s.Handler.Send(ctx, in.origin, in.r.PathValue("txnId"), &txn)
 	if err != nil {
 		return nil, err
@@ -271,11 +281,29 @@ func (s *Server) eventV1(ctx context.Context, in *inbound) (any, error) {
 }
 
 func (s *Server) state(ctx context.Context, in *inbound) (any, error) {
-	return s.Handler.State(ctx, in.origin, in.r.PathValue("roomId"), in.r.URL.Query().Get("event_id"))
+	eventID, err := stateEventID(in)
+	if err != nil {
+		return nil, err
+	}
+	return s.Handler.State(ctx, in.origin, in.r.PathValue("roomId"), eventID)
 }
 
 func (s *Server) stateIDs(ctx context.Context, in *inbound) (any, error) {
-	return s.Handler.StateIDs(ctx, in.origin, in.r.PathValue("roomId"), in.r.URL.Query().Get("event_id"))
+	eventID, err := stateEventID(in)
+	if err != nil {
+		return nil, err
+	}
+	return s.Handler.StateIDs(ctx, in.origin, in.r.PathValue("roomId"), eventID)
+}
+
+// stateEventID is the event_id query parameter /state and /state_ids require; without it the handler would look
+// for an event with an empty ID and answer 404, which does not say what was wrong.
+func stateEventID(in *inbound) (string, error) {
+	eventID := in.r.URL.Query().Get("event_id")
+	if eventID == "" {
+		return "", Errorf(http.StatusBadRequest, ErrCodeMissingParam, "Missing event_id query parameter")
+	}
+	return eventID, nil
 }
 
 func (s *Server) backfill(ctx context.Context, in *inbound) (any, error) {
