@@ -12,6 +12,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/lmbridge/lmbridge/database"
 )
 
 // EventHandler receives the events of the inbox. Calls for one room come one at a time, in the order the homeserver
@@ -334,8 +336,10 @@ func (d *dispatcher) handleOne(ctx context.Context, ie inboxEvent, evt *event.Ev
 		}
 		// What was handled before this event is marked now, not after a retry that may take minutes.
 		d.markHandled(ctx, done)
-		attempts++
-		if attempts >= maxHandleAttempts || errors.Is(err, ErrPermanent) {
+		if !database.IsFull(err) {
+			attempts++
+		}
+		if givesUp(attempts, err) {
 			log.Err(err).Int("attempts", attempts).Msg("Giving up on event after repeated handler failures")
 			if err = d.as.inbox.markGivenUp(markCtx, ie.seq, err); err != nil {
 				log.Err(err).Msg("Failed to mark event as given up")
@@ -379,4 +383,14 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-timer.C:
 		return true
 	}
+}
+
+// givesUp says whether an event whose handler failed attempts times, the last with err, is given up so that its
+// room can move on. A full database is never the event's fault and does not count: an event given up then would be
+// lost however soon space came back, and every event of the room would fail the same way meanwhile.
+func givesUp(attempts int, err error) bool {
+	if database.IsFull(err) {
+		return false
+	}
+	return attempts >= maxHandleAttempts || errors.Is(err, ErrPermanent)
 }
