@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -44,7 +43,7 @@ type bridgeNode struct {
 func startBridgeNode(ctx context.Context, t *testing.T, kind tesths.Kind, serverName string) *bridgeNode {
 	t.Helper()
 	n := &bridgeNode{}
-	asPort, err := fixedFreePort()
+	asPort, err := tesths.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,20 +117,6 @@ func startBridgeNode(ctx context.Context, t *testing.T, kind tesths.Kind, server
 	t.Cleanup(prov.Close)
 	n.prov = prov.URL
 	return n
-}
-
-// fixedFreePort is a free loopback port below Linux's ephemeral range (32768 and up). The application-service port
-// is chosen before the homeserver starts and bound only after; in the ephemeral range any outgoing connection on a busy
-// machine can take it meanwhile, as the homeservers' own do.
-func fixedFreePort() (int, error) {
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			_ = l.Close()
-			return port, nil
-		}
-	}
-	return tesths.FreePort()
 }
 
 // user registers a user with a display name (and an avatar when not empty).

@@ -22,6 +22,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/database"
+	"github.com/lmbridge/lmbridge/internal/tesths"
 	"github.com/lmbridge/lmbridge/linearize"
 )
 
@@ -505,17 +506,16 @@ func (p *peerProcess) SetPlan(t *testing.T, plan peerPlan) {
 	}
 }
 
-// freePorts returns n distinct free loopback ports.
+// freePorts returns n distinct free loopback ports (tesths.FreePort never gives one twice).
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
 	var ports []int
 	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := tesths.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-		defer l.Close()
+		ports = append(ports, port)
 	}
 	return ports
 }

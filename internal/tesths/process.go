@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -209,15 +210,34 @@ func logTail(path string, n int64) string {
 	return string(buf)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and that no earlier call of this process
+// returned. Tests choose a port before the server that binds it starts (an application service's port goes into the
+// registration the homeserver reads first), so two picks must never be the same port, and the port is taken below
+// Linux's ephemeral range (32768 and up): in that range any outgoing connection of a busy machine, the homeservers'
+// own among them, can take it meanwhile. A CI run once gave the application service and Dendrite the same port.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("failed to find a free port: %w", err)
+	portsLock.Lock()
+	defer portsLock.Unlock()
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		portsGiven[port] = true
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("failed to find a free port on 127.0.0.1 between 20000 and 32000")
 }
+
+var (
+	portsLock  sync.Mutex
+	portsGiven = make(map[int]bool)
+)
 
 func pickPort(port int) (int, error) {
 	if port != 0 {
