@@ -86,20 +86,10 @@ func (p *Provider) sendUpdate(ctx context.Context, room string, req *protocol.Up
 	if hubDomain == p.domain {
 		return p.hub.update(ctx, p.domain, room, req, also)
 	}
-	body, err := req.Encode()
+	resp, err := postToHub(ctx, p, hubDomain, room, "update", func(d *protocol.Directory) string { return d.Update },
+		req, protocol.DecodeUpdateRoomResponse)
 	if err != nil {
 		return nil, err
-	}
-	status, b, _, err := p.peers.post(ctx, hubDomain, func(d *protocol.Directory) string { return d.Update }, map[string]string{"roomId": room}, body)
-	if err != nil {
-		return nil, err
-	}
-	if status != http.StatusOK {
-		return nil, peerError("update", status, b)
-	}
-	resp, err := protocol.DecodeUpdateRoomResponse(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w: update response: %w", ErrUnreachable, err)
 	}
 	if resp.Code == protocol.UpdateSuccess && also != nil {
 		if p.afterAccept != nil {
@@ -421,20 +411,30 @@ func (p *Provider) sendOnce(ctx context.Context, room, user, client string, cont
 	if hubDomain == p.domain {
 		return p.hub.submit(ctx, p.domain, room, req, nil)
 	}
+	return postToHub(ctx, p, hubDomain, room, "submitMessage", func(d *protocol.Directory) string { return d.SubmitMessage },
+		req, protocol.DecodeSubmitMessageResponse)
+}
+
+// postToHub sends req to the endpoint named name (found in the directory by endpoint) of room's hub on another
+// provider, and decodes its answer: a status other than 200 is the peer's refusal, an answer that does not decode
+// ErrUnreachable.
+func postToHub[Resp any](ctx context.Context, p *Provider, hubDomain, room, name string, endpoint func(*protocol.Directory) string,
+	req interface{ Encode() ([]byte, error) }, decode func([]byte) (Resp, error)) (Resp, error) {
+	var none Resp
 	body, err := req.Encode()
 	if err != nil {
-		return nil, err
+		return none, err
 	}
-	status, b, _, err := p.peers.post(ctx, hubDomain, func(d *protocol.Directory) string { return d.SubmitMessage }, map[string]string{"roomId": room}, body)
+	status, b, _, err := p.peers.post(ctx, hubDomain, endpoint, map[string]string{"roomId": room}, body)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	if status != http.StatusOK {
-		return nil, peerError("submitMessage", status, b)
+		return none, peerError(name, status, b)
 	}
-	resp, err := protocol.DecodeSubmitMessageResponse(b)
+	resp, err := decode(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: submitMessage response: %w", ErrUnreachable, err)
+		return none, fmt.Errorf("%w: %s response: %w", ErrUnreachable, name, err)
 	}
 	return resp, nil
 }
@@ -486,21 +486,9 @@ func (p *Provider) fetchGroupInfo(ctx context.Context, room string, id *group.Id
 		if resp, err = p.hub.groupInfo(ctx, p.domain, room, req); err != nil {
 			return nil, err
 		}
-	} else {
-		body, err := req.Encode()
-		if err != nil {
-			return nil, err
-		}
-		status, b, _, err := p.peers.post(ctx, hubDomain, func(d *protocol.Directory) string { return d.GroupInfo }, map[string]string{"roomId": room}, body)
-		if err != nil {
-			return nil, err
-		}
-		if status != http.StatusOK {
-			return nil, peerError("groupInfo", status, b)
-		}
-		if resp, err = protocol.DecodeGroupInfoResponse(b); err != nil {
-			return nil, fmt.Errorf("%w: groupInfo response: %w", ErrUnreachable, err)
-		}
+	} else if resp, err = postToHub(ctx, p, hubDomain, room, "groupInfo", func(d *protocol.Directory) string { return d.GroupInfo },
+		req, protocol.DecodeGroupInfoResponse); err != nil {
+		return nil, err
 	}
 	switch resp.Status {
 	case protocol.GroupInfoNoSuchRoom:
