@@ -56,7 +56,7 @@ type outbox struct {
 	// written (see deferEnd). Both are guarded by lock.
 	queuedUpTo map[string]int64
 	acked      map[string]int64
-	// departedRetries is departedRetries; tests lower it.
+	// departedRetries is the bound of the const departedRetries, held here so that tests can lower it.
 	departedRetries atomic.Int32
 }
 
