@@ -204,11 +204,17 @@ func TestMalformedInputOnEveryFederationRoute(t *testing.T) {
 		})
 	}
 	t.Logf("%d malformed requests to the federation listener", len(cases))
-	if after := tableRows(t, hub); fmt.Sprint(after) != fmt.Sprint(hubBefore) {
-		t.Errorf("hub's tables changed: before %v, after %v", hubBefore, after)
+	// The listener cursor is written on a timer (cursorSaveInterval) after the invite's delivery, not by a request,
+	// so a slow run may see it appear in the middle; it is left out of the comparison.
+	hubAfter, partAfter := tableRows(t, hub), tableRows(t, part)
+	for _, counts := range []map[string]int{hubBefore, partBefore, hubAfter, partAfter} {
+		delete(counts, "lm_listener_cursor")
 	}
-	if after := tableRows(t, part); fmt.Sprint(after) != fmt.Sprint(partBefore) {
-		t.Errorf("participant's tables changed: before %v, after %v", partBefore, after)
+	if fmt.Sprint(hubAfter) != fmt.Sprint(hubBefore) {
+		t.Errorf("hub's tables changed: before %v, after %v", hubBefore, hubAfter)
+	}
+	if fmt.Sprint(partAfter) != fmt.Sprint(partBefore) {
+		t.Errorf("participant's tables changed: before %v, after %v", partBefore, partAfter)
 	}
 	// The listener still serves: a good message goes through after all of it.
 	good, goodID := lpduFrom(t, part.key, roomID, bob, hub.name, "after the malformed ones")
