@@ -340,7 +340,7 @@ func TestBridgeOnPostgres(t *testing.T) {
 
 func testBridge(t *testing.T, kind tesths.Kind, dbk dbKind) {
 	ctx := testContext(t)
-	ctx = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).WithContext(ctx)
+	ctx = loggingContext(ctx, t)
 	st := startBridgeStack(ctx, t, kind, dbk)
 	t.Run("linked from Matrix", func(t *testing.T) { testLinkedFromMatrix(ctx, t, st) })
 	t.Run("linked from LM", func(t *testing.T) { testLinkedFromLM(ctx, t, st) })

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lib/pq"
 	_ "github.com/mattn/go-sqlite3"
+	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
 	mautrixappservice "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
@@ -410,6 +411,28 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// loggingContext gives ctx a logger that writes warnings and errors to the test's output and everything from debug
+// up to a file, whose last lines the test prints if it fails: a timeout in a test of the in-process bridge says
+// little without the bridge's and the engines' own account of what they were doing.
+func loggingContext(ctx context.Context, t *testing.T) context.Context {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "bridge.log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toTest := &zerolog.FilteredLevelWriter{Writer: zerolog.LevelWriterAdapter{Writer: zerolog.NewTestWriter(t)},
+		Level: zerolog.WarnLevel}
+	log := zerolog.New(zerolog.MultiLevelWriter(toTest, f)).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last lines of the in-process bridge's log (%s):\n%s", path, fileTail(path, 12000))
+		}
+		_ = f.Close()
+	})
+	return log.WithContext(ctx)
 }
 
 // logProblems returns up to max warning and error lines of a JSON log.
