@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -83,6 +84,9 @@ type Bridge struct {
 	refused refusedLPDUs
 	// enc is end-to-bridge encryption's config (SetEncryption); the zero value refuses encrypted rooms.
 	enc config.Encryption
+	// portalJoins holds, by LM room ID, a channel closed when the join of a portal's user (handlePortalMember)
+	// has ended: the LM side delivers the room's events as soon as the join is stored, before the link is active.
+	portalJoins sync.Map
 }
 
 // New makes a Bridge; call Upgrade before handing it events.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -21,6 +22,14 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 	link, err := br.linkByLM(ctx, ev.RoomID)
 	if err != nil {
 		return err
+	}
+	if link != nil && link.Status == bridgedb.LinkPendingJoin && !br.users.IsOurLMUser(ev.Sender) {
+		// The LM side only has a portal room's events once its user's join is stored, so this one came after the
+		// join: skipping it as "not linked" would lose it. Wait for handlePortalMember to activate the link, or,
+		// when no join is under way here (a crash between the join and the activation), try again later.
+		if link, err = br.awaitPortalJoin(ctx, link); err != nil {
+			return err
+		}
 	}
 	log := zerolog.Ctx(ctx).With().Str("lm_room_id", ev.RoomID).Str("lm_event_id", ev.EventID).Logger()
 	ctx = log.WithContext(ctx)
@@ -64,6 +73,35 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 		zerolog.Ctx(ctx).Debug().Stringer("dag_event_id", dagID).Msg("Homeserver answered with an event that is already mapped")
 	}
 	return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
+}
+
+// portalJoinWait bounds how long OnEvent waits for a portal's join to end before leaving the event for a retry.
+const portalJoinWait = 30 * time.Second
+
+// errPortalJoining means an LM event came for a portal whose link is not active yet; the LM side delivers it again.
+var errPortalJoining = errors.New("the portal's LM join has not been recorded yet")
+
+// awaitPortalJoin waits for the join under way for link's portal, and returns the link as it then stands; an error
+// (errPortalJoining) if it is still pending.
+func (br *Bridge) awaitPortalJoin(ctx context.Context, link *bridgedb.Link) (*bridgedb.Link, error) {
+	if ch, ok := br.portalJoins.Load(link.LMRoomID); ok {
+		timer := time.NewTimer(portalJoinWait)
+		defer timer.Stop()
+		select {
+		case <-ch.(chan struct{}):
+		case <-timer.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	now, err := br.linkByLM(ctx, link.LMRoomID)
+	if err != nil {
+		return nil, err
+	}
+	if now != nil && now.Status == bridgedb.LinkPendingJoin {
+		return nil, fmt.Errorf("%w: %s", errPortalJoining, link.LMRoomID)
+	}
+	return now, nil
 }
 
 func (br *Bridge) handleLM(ctx context.Context, ev *remote.Event, link *bridgedb.Link) (id.EventID, error) {

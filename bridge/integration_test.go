@@ -91,6 +91,8 @@ type twoServers struct {
 	bob    string
 	ghost  id.UserID
 	alice  string
+	// fwd is the bridge engine's listener, which forwards to br.
+	fwd *forwardListener
 }
 
 func newTwoServers(t *testing.T, ctx context.Context) *twoServers {
@@ -105,6 +107,7 @@ func newTwoServersBlocking(t *testing.T, ctx context.Context, blocked []string) 
 	// The bridge's engine must exist before the bridge (which checks its server name) and be started after the
 	// bridge is registered as its listener; a forwarding listener breaks the cycle.
 	fwd := &forwardListener{}
+	ts.fwd = fwd
 	ts.ours = startEngineBlocking(t, ctx, fwd, "bridge", blocked)
 	ts.remote = startEngine(t, ctx, ts.rec, "test")
 	users, err := NewUserMapper(testHS, ts.ours.ServerName(), testBot, "lm_{{.}}")

@@ -370,6 +370,12 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 	}
 	switch membershipOf(evt) {
 	case event.MembershipJoin:
+		done := make(chan struct{})
+		br.portalJoins.Store(link.LMRoomID, done)
+		defer func() {
+			br.portalJoins.Delete(link.LMRoomID)
+			close(done)
+		}()
 		content, _ := parseContent(evt.Content.VeryRaw)
 		profile := parseMember(userLM, userLM, content, nil)
 		if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
