@@ -84,9 +84,9 @@ type Bridge struct {
 	refused refusedLPDUs
 	// enc is end-to-bridge encryption's config (SetEncryption); the zero value refuses encrypted rooms.
 	enc config.Encryption
-	// portalJoins holds, by LM room ID, a channel closed when the join of a portal's user (handlePortalMember)
-	// has ended: the LM side delivers the room's events as soon as the join is stored, before the link is active.
-	portalJoins sync.Map
+	// joins holds, by LM room ID, a channel closed when a join under way (LinkToLM, handlePortalMember) has ended
+	// and its link is recorded: the LM side delivers the room's events as soon as the join is stored.
+	joins sync.Map
 }
 
 // New makes a Bridge; call Upgrade before handing it events.

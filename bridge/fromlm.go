@@ -23,11 +23,10 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 	if err != nil {
 		return err
 	}
-	if link != nil && link.Status == bridgedb.LinkPendingJoin && !br.users.IsOurLMUser(ev.Sender) {
-		// The LM side only has a portal room's events once its user's join is stored, so this one came after the
-		// join: skipping it as "not linked" would lose it. Wait for handlePortalMember to activate the link, or,
-		// when no join is under way here (a crash between the join and the activation), try again later.
-		if link, err = br.awaitPortalJoin(ctx, link); err != nil {
+	if (link == nil || link.Status == bridgedb.LinkPendingJoin) && !br.users.IsOurLMUser(ev.Sender) {
+		// The LM side has a room's events once our user's join is stored, before the bridge has recorded the link
+		// (LinkToLM) or activated it (a portal's): skipping this one as "not linked" would lose it.
+		if link, err = br.awaitJoin(ctx, ev.RoomID, link); err != nil {
 			return err
 		}
 	}
@@ -75,17 +74,22 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 	return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
 }
 
-// portalJoinWait bounds how long OnEvent waits for a portal's join to end before leaving the event for a retry.
-const portalJoinWait = 30 * time.Second
+// joinWait bounds how long OnEvent waits for a join under way before leaving the event for a retry.
+const joinWait = 30 * time.Second
 
 // errPortalJoining means an LM event came for a portal whose link is not active yet; the LM side delivers it again.
 var errPortalJoining = errors.New("the portal's LM join has not been recorded yet")
 
-// awaitPortalJoin waits for the join under way for link's portal, and returns the link as it then stands; an error
-// (errPortalJoining) if it is still pending.
-func (br *Bridge) awaitPortalJoin(ctx context.Context, link *bridgedb.Link) (*bridgedb.Link, error) {
-	if ch, ok := br.portalJoins.Load(link.LMRoomID); ok {
-		timer := time.NewTimer(portalJoinWait)
+// awaitJoin waits for a join of lmRoomID under way here (startJoin), and returns the room's link as it then stands.
+// A portal's link that is still pending without a join under way (a crash between the join and the activation) is
+// errPortalJoining, so that the event is offered again once handlePortalMember has run again.
+func (br *Bridge) awaitJoin(ctx context.Context, lmRoomID string, link *bridgedb.Link) (*bridgedb.Link, error) {
+	ch, ok := br.joins.Load(lmRoomID)
+	if !ok && link == nil {
+		return nil, nil
+	}
+	if ok {
+		timer := time.NewTimer(joinWait)
 		defer timer.Stop()
 		select {
 		case <-ch.(chan struct{}):
@@ -94,14 +98,25 @@ func (br *Bridge) awaitPortalJoin(ctx context.Context, link *bridgedb.Link) (*br
 			return nil, ctx.Err()
 		}
 	}
-	now, err := br.linkByLM(ctx, link.LMRoomID)
+	now, err := br.linkByLM(ctx, lmRoomID)
 	if err != nil {
 		return nil, err
 	}
 	if now != nil && now.Status == bridgedb.LinkPendingJoin {
-		return nil, fmt.Errorf("%w: %s", errPortalJoining, link.LMRoomID)
+		return nil, fmt.Errorf("%w: %s", errPortalJoining, lmRoomID)
 	}
 	return now, nil
+}
+
+// startJoin marks a join of lmRoomID as under way until the returned function is called, which the caller does once
+// the link is recorded and active (or the join failed).
+func (br *Bridge) startJoin(lmRoomID string) (end func()) {
+	done := make(chan struct{})
+	br.joins.Store(lmRoomID, done)
+	return func() {
+		br.joins.CompareAndDelete(lmRoomID, done)
+		close(done)
+	}
 }
 
 func (br *Bridge) handleLM(ctx context.Context, ev *remote.Event, link *bridgedb.Link) (id.EventID, error) {

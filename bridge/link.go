@@ -95,6 +95,7 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	}
 	byContent, _ := parseContent(byMember.Content.VeryRaw)
 	byProfile := parseMember(byLM, byLM, byContent, nil)
+	defer br.startJoin(lmRoomID)()
 	if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(lmRoomID), Sender: remote.UserID(byLM),
 		Via: remote.ServerName(hub), Displayname: byProfile.Displayname, AvatarURL: byProfile.AvatarURL}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
@@ -370,12 +371,7 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 	}
 	switch membershipOf(evt) {
 	case event.MembershipJoin:
-		done := make(chan struct{})
-		br.portalJoins.Store(link.LMRoomID, done)
-		defer func() {
-			br.portalJoins.Delete(link.LMRoomID)
-			close(done)
-		}()
+		defer br.startJoin(link.LMRoomID)()
 		content, _ := parseContent(evt.Content.VeryRaw)
 		profile := parseMember(userLM, userLM, content, nil)
 		if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
