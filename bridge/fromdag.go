@@ -266,7 +266,7 @@ func isPermanent(err error) bool {
 		return code >= 400 && code < 500 && code != http.StatusTooManyRequests
 	}
 	for _, perm := range []error{ErrUnsupportedType, ErrTooLarge, ErrUnknownTarget, ErrEncrypted, ErrInvalidUserID,
-		ErrUserIDTooLong, ErrNotOurs, remote.ErrForbidden, remote.ErrNotFound, remote.ErrNotJoined,
+		ErrUserIDTooLong, ErrNotOurs, ErrMediaRefused, remote.ErrForbidden, remote.ErrNotFound, remote.ErrNotJoined,
 		remote.ErrNotOurUser} {
 		if errors.Is(err, perm) {
 			return true
