@@ -15,7 +15,9 @@ type prefixMedia struct {
 	hints []MediaHint
 }
 
-func (p *prefixMedia) ToLM(uri string) string { return strings.Replace(uri, "mxc://hs/", "mxc://lm/", 1) }
+func (p *prefixMedia) ToLM(uri string) string {
+	return strings.Replace(uri, "mxc://hs/", "mxc://lm/", 1)
+}
 func (p *prefixMedia) ToDAG(_ context.Context, uri string, _ id.UserID, hint MediaHint) (string, error) {
 	p.hints = append(p.hints, hint)
 	return strings.Replace(uri, "mxc://remote/", "mxc://hs/", 1), nil

@@ -139,7 +139,7 @@ func mediaRows(t *testing.T, n *bridgeNode, of *bridgeNode) int {
 func imageContent(body string, img, thumb []byte, imgURI, thumbURI id.ContentURI) map[string]any {
 	return map[string]any{"msgtype": "m.image", "body": body, "url": imgURI.String(),
 		"info": map[string]any{"mimetype": "image/png", "size": len(img), "w": 64, "h": 48,
-			"thumbnail_url": thumbURI.String(),
+			"thumbnail_url":  thumbURI.String(),
 			"thumbnail_info": map[string]any{"mimetype": "image/png", "size": len(thumb), "w": 16, "h": 12}}}
 }
 
