@@ -7,8 +7,9 @@ import (
 	"github.com/lmbridge/lmbridge/linearize/federation"
 )
 
-// mediaClientTimeout bounds one media fetch, the file included: a 100 MB file at a slow 1 MB/s.
-const mediaClientTimeout = 2 * time.Minute
+// mediaClientTimeout bounds one media fetch, the file included, as long as the serving side's write timeout for it
+// (federation's mediaWriteTimeout).
+const mediaClientTimeout = 5 * time.Minute
 
 // errNoFederationServer means the engine's federation handler was replaced by one that has no media endpoints.
 var errNoFederationServer = errors.New("the engine's federation handler is not a federation.Server")

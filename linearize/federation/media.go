@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -27,6 +28,10 @@ const (
 	// maxRedirectedMedia is how many Location hops DownloadMedia follows: the spec has the second part point at the
 	// file, which is one.
 	maxRedirectedMedia = 1
+	// mediaWriteTimeout replaces the listener's write timeout for a media answer, which is a file of up to
+	// media.max_file_bytes rather than a JSON object: 50 MiB at a slow 200 KB/s. The fetcher is authenticated by then,
+	// and the requests in flight of one origin are bounded, so a slow reader holds no more than its share.
+	mediaWriteTimeout = 5 * time.Minute
 )
 
 // ErrMediaTooLarge means a file is larger than the bound it was fetched with; nothing of it is returned.
@@ -132,6 +137,9 @@ func (s *Server) handleMedia(pattern string, fn func(ctx context.Context, in *in
 			return
 		}
 		defer file.Body.Close()
+		if err = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(mediaWriteTimeout)); err != nil {
+			zerolog.Ctx(ctx).Debug().Err(err).Msg("Failed to extend the write deadline of a media answer")
+		}
 		writeMultipart(ctx, w, file)
 	})
 }
