@@ -322,6 +322,12 @@ func testMediaAcrossHomeservers(t *testing.T, hubKind, partKind tesths.Kind) {
 	sameFile(ctx, t, alice, "bea's new avatar on A", newAvatarOnA, newAvatar, "image/png")
 
 	checkFederationMediaAPI(ctx, t, a, b, img, imgURI)
+	// A file over the serving bridge's limit is not served: 502 M_TOO_LARGE, as the spec has it.
+	_, err = a.ours.NewMediaClient().DownloadMedia(ctx, string(b.ours.ServerName()), bigURI.FileID, 1<<30)
+	var fedErr *federation.Error
+	if !errors.As(err, &fedErr) || fedErr.Status != http.StatusBadGateway || fedErr.ErrCode != federation.ErrCodeTooLarge {
+		t.Errorf("download of bea's big file from B's LM server: %v, want 502 M_TOO_LARGE", err)
+	}
 }
 
 // checkFederationMediaAPI asks A's federation listener for media as B's LM server, and with bad requests.
