@@ -62,6 +62,8 @@ type Params struct {
 	Matrix MatrixSide
 	// LM is the LM side; *linearize.Engine is the real one (cmd/lmbridge wires it in).
 	LM remote.Rooms
+	// Media carries files across; nil lets content URIs cross as they are.
+	Media MediaMapper
 	// Now is the clock for stored timestamps; time.Now by default.
 	Now func() time.Time
 	// Log is for the database's own logging; request handling logs through the logger in ctx.
@@ -82,6 +84,8 @@ type Bridge struct {
 	botLM string
 	// refused are the LPDUs hubs refused in the last echoWait, so that a relation to one stops waiting for its echo.
 	refused refusedLPDUs
+	// media carries files across (Params.Media); nil leaves URIs as they are.
+	media MediaMapper
 	// enc is end-to-bridge encryption's config (SetEncryption); the zero value refuses encrypted rooms.
 	enc config.Encryption
 	// joins holds, by LM room ID, a channel closed when a join under way (LinkToLM, handlePortalMember) has ended
@@ -110,6 +114,7 @@ func New(p Params) (*Bridge, error) {
 		now:    p.Now,
 		botLM:  botLM,
 		links:  newLinkCache(),
+		media:  p.Media,
 	}
 	if br.now == nil {
 		br.now = time.Now

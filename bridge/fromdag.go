@@ -115,6 +115,9 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 		if content, err = br.tr.translateState(ctx, toLM, evt.Type.Type, content, creators, nil); err != nil {
 			return nil, err
 		}
+		if err = br.mediaToLM(content); err != nil {
+			return nil, err
+		}
 		if evt.Type == event.StatePowerLevels && link.Role == bridgedb.RoleHub {
 			// The bridge stays able to act in the rooms it hosts whatever the DAG room says about its bot.
 			content["users"].(map[string]any)[br.botLM] = creatorLevel
@@ -124,6 +127,9 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 			content["redacts"] = string(evt.Redacts)
 		}
 		if content, err = br.tr.translateMessage(ctx, toLM, content); err != nil {
+			return nil, err
+		}
+		if err = br.mediaToLM(content); err != nil {
 			return nil, err
 		}
 	}
@@ -187,7 +193,7 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 		// Kicks, bans, unbans, and leaves and knocks in a room we host are plain member events on LM.
 		req.Membership, req.Reason, req.TS, req.Key = string(mc.Membership), mc.Reason, ts(evt.Timestamp), evt.ID.String()
 		if mc.Membership == event.MembershipJoin {
-			req.Displayname, req.AvatarURL = mc.Displayname, mc.AvatarURL
+			req.Displayname, req.AvatarURL = mc.Displayname, br.avatarToLM(mc.AvatarURL)
 		}
 		lmID, err = br.lm.SetMembership(ctx, req)
 	}
@@ -209,7 +215,7 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string, mc memberChange, key string) (remote.EventID, error) {
 	req := &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
 		Target: remote.UserID(userLM), Membership: string(event.MembershipJoin), Reason: mc.Reason,
-		Displayname: mc.Displayname, AvatarURL: mc.AvatarURL, Via: remote.ServerName(link.HubServer), Key: key}
+		Displayname: mc.Displayname, AvatarURL: br.avatarToLM(mc.AvatarURL), Via: remote.ServerName(link.HubServer), Key: key}
 	if link.Role == bridgedb.RoleHub || mc.PrevMembership == event.MembershipJoin {
 		req.TS = br.now()
 		evtID, err := br.lm.SetMembership(ctx, req)
@@ -260,7 +266,7 @@ func isPermanent(err error) bool {
 		return code >= 400 && code < 500 && code != http.StatusTooManyRequests
 	}
 	for _, perm := range []error{ErrUnsupportedType, ErrTooLarge, ErrUnknownTarget, ErrEncrypted, ErrInvalidUserID,
-		ErrUserIDTooLong, ErrNotOurs, remote.ErrForbidden, remote.ErrNotFound, remote.ErrNotJoined,
+		ErrUserIDTooLong, ErrNotOurs, ErrMediaRefused, remote.ErrForbidden, remote.ErrNotFound, remote.ErrNotJoined,
 		remote.ErrNotOurUser} {
 		if errors.Is(err, perm) {
 			return true

@@ -154,11 +154,17 @@ func (br *Bridge) handleLM(ctx context.Context, ev *remote.Event, link *bridgedb
 		if content, err = br.tr.translateState(ctx, toDAG, ev.Type, content, creators, dagPL); err != nil {
 			return "", err
 		}
+		if err = br.mediaToDAG(ctx, content, ghost); err != nil {
+			return "", err
+		}
 		return br.asGhostOrBot(ctx, ghost, func(sender id.UserID) (id.EventID, error) {
 			return br.matrix.SendState(ctx, link.DAGRoomID, sender, evtType, *ev.StateKey, content, when)
 		})
 	}
 	if content, err = br.tr.translateMessage(ctx, toDAG, content); err != nil {
+		return "", err
+	}
+	if err = br.mediaToDAG(ctx, content, ghost); err != nil {
 		return "", err
 	}
 	if evtType == event.EventRedaction {
@@ -252,7 +258,10 @@ func (br *Bridge) dagMembership(ctx context.Context, roomID id.RoomID, userID id
 	return ""
 }
 
-// ensureGhostProfile pushes an LM user's display name and avatar to their ghost when they changed.
+// ensureGhostProfile pushes an LM user's display name and avatar to their ghost when they changed. The homeserver
+// carries a global profile change into the member events of the rooms the ghost is in. The stored profile holds the
+// LM avatar URI, not its homeserver copy, and holds none when the copy could not be had, so that the next member
+// event tries again.
 func (br *Bridge) ensureGhostProfile(ctx context.Context, lmUser, displayname, avatar string) error {
 	if displayname == "" && avatar == "" {
 		return nil
@@ -269,7 +278,16 @@ func (br *Bridge) ensureGhostProfile(ctx context.Context, lmUser, displayname, a
 	if err != nil {
 		return err
 	}
-	avatarURI, _ := id.ParseContentURI(avatar)
+	local := avatar
+	if stored == nil || stored.AvatarURL != avatar {
+		if local = br.avatarToDAG(ctx, avatar, ghost); local == "" {
+			want.AvatarURL = ""
+		}
+	} else {
+		// Only the name changed: the avatar is on the ghost already.
+		local = ""
+	}
+	avatarURI, _ := id.ParseContentURI(local)
 	if err = br.matrix.SetProfile(ctx, ghost, displayname, avatarURI); err != nil {
 		return fmt.Errorf("failed to set profile of %s: %w", ghost, err)
 	}

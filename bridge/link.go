@@ -97,7 +97,7 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	byProfile := parseMember(byLM, byLM, byContent, nil)
 	defer br.startJoin(lmRoomID)()
 	if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(lmRoomID), Sender: remote.UserID(byLM),
-		Via: remote.ServerName(hub), Displayname: byProfile.Displayname, AvatarURL: byProfile.AvatarURL}); err != nil {
+		Via: remote.ServerName(hub), Displayname: byProfile.Displayname, AvatarURL: br.avatarToLM(byProfile.AvatarURL)}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
 	}
 	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: hub, Role: bridgedb.RoleParticipant,
@@ -216,6 +216,9 @@ func (br *Bridge) projectState(ctx context.Context, state []*event.Event) ([]rem
 			return nil, err
 		}
 		if content, err = br.tr.translateState(ctx, toLM, evtType.Type, content, creators, nil); err != nil {
+			return nil, fmt.Errorf("failed to project %s: %w", evtType.Type, err)
+		}
+		if err = br.mediaToLM(content); err != nil {
 			return nil, fmt.Errorf("failed to project %s: %w", evtType.Type, err)
 		}
 		if evtType == event.StatePowerLevels {
@@ -375,7 +378,7 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 		content, _ := parseContent(evt.Content.VeryRaw)
 		profile := parseMember(userLM, userLM, content, nil)
 		if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
-			Via: remote.ServerName(link.HubServer), Displayname: profile.Displayname, AvatarURL: profile.AvatarURL}); err != nil {
+			Via: remote.ServerName(link.HubServer), Displayname: profile.Displayname, AvatarURL: br.avatarToLM(profile.AvatarURL)}); err != nil {
 			return fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
 		}
 		if err = br.activateLink(ctx, link); err != nil {

@@ -249,7 +249,7 @@ func (t *translator) rewriteMentions(dir direction, c Content) error {
 }
 
 // translateMessage rewrites a message event's content (message, sticker, reaction, redaction) for the other side.
-// Media URLs are carried as they are.
+// Media URLs are the MediaMapper's (mediaToLM, mediaToDAG).
 func (t *translator) translateMessage(ctx context.Context, dir direction, c Content) (Content, error) {
 	if err := t.rewriteRelations(ctx, dir, c); err != nil {
 		return nil, err

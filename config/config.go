@@ -35,6 +35,7 @@ type Config struct {
 	LM         LM         `yaml:"lm"`
 	Bridge     Bridge     `yaml:"bridge"`
 	Encryption Encryption `yaml:"encryption"`
+	Media      Media      `yaml:"media"`
 	Logging    Logging    `yaml:"logging"`
 }
 
@@ -114,6 +115,16 @@ type Bridge struct {
 type Provisioning struct {
 	SharedSecret string `yaml:"shared_secret"`
 }
+
+// Media is how files (images, attachments, avatars) cross between the homeserver and LM servers.
+type Media struct {
+	// MaxFileBytes bounds a file the bridge fetches or sends across; zero (a config built in code) means
+	// DefaultMaxFileBytes.
+	MaxFileBytes int64 `yaml:"max_file_bytes"`
+}
+
+// DefaultMaxFileBytes is the example config's media.max_file_bytes.
+const DefaultMaxFileBytes = 50 << 20
 
 // Logging configures zerolog.
 type Logging struct {

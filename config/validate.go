@@ -42,6 +42,7 @@ func (c *Config) Validate() error {
 	c.LM.validate(&p)
 	c.Bridge.validate(&p)
 	c.Encryption.validate(&p)
+	c.Media.validate(&p)
 	c.Logging.validate(&p)
 	if len(p) > 0 {
 		return fmt.Errorf("%w:\n  %w", ErrInvalid, &problemList{p})
@@ -177,6 +178,12 @@ func (b *Bridge) validate(p *problems) {
 	}
 	if s := b.Provisioning.SharedSecret; s != "" && len(s) < minSharedSecret {
 		p.add("bridge.provisioning.shared_secret", "must be empty (API off) or at least %d characters", minSharedSecret)
+	}
+}
+
+func (m *Media) validate(p *problems) {
+	if m.MaxFileBytes < 1 {
+		p.add("media.max_file_bytes", "must be at least 1 (bytes), got %d", m.MaxFileBytes)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/lmbridge/lmbridge/dagview"
 	"github.com/lmbridge/lmbridge/internal/tesths"
 	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/media"
 )
 
 // bridgeNode is one lmbridge (appservice, dagview, LM engine and bridge, in this process, wired as cmd/lmbridge wires
@@ -38,9 +39,16 @@ type bridgeNode struct {
 	prov  string
 	// lmDB holds the engine's tables.
 	lmDB *dbutil.Database
+	// db holds the bridge's, the appservice's and the media tables.
+	db *dbutil.Database
+	// media carries files, as cmd/lmbridge wires it.
+	media *media.Mapper
 }
 
-func startBridgeNode(ctx context.Context, t *testing.T, kind tesths.Kind, serverName string) *bridgeNode {
+// nodeOption changes a bridgeNode's config before it starts.
+type nodeOption func(*config.Config)
+
+func startBridgeNode(ctx context.Context, t *testing.T, kind tesths.Kind, serverName string, opts ...nodeOption) *bridgeNode {
 	t.Helper()
 	n := &bridgeNode{}
 	asPort, err := tesths.FreePort()
@@ -55,6 +63,9 @@ func startBridgeNode(ctx context.Context, t *testing.T, kind tesths.Kind, server
 		Bridge: config.Bridge{CommandPrefix: "!lm", Permissions: map[string]string{"*": "relay", serverName: "user"},
 			Provisioning: config.Provisioning{SharedSecret: provisioningSecret}},
 	}
+	for _, opt := range opts {
+		opt(cfg)
+	}
 	reg, err := appservice.GenerateRegistration(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +77,7 @@ func startBridgeNode(ctx context.Context, t *testing.T, kind tesths.Kind, server
 	n.hs = tesths.StartT(t, kind, tesths.Options{ServerName: serverName, Registrations: [][]byte{[]byte(regYAML)}})
 	cfg.Homeserver.Address = n.hs.URL
 	db := openBridgeDB(t, "lmbridge", sqliteDB)
+	n.db = db
 	as, err := appservice.New(appservice.Params{Homeserver: cfg.Homeserver, AppService: cfg.AppService, Registration: reg, DB: db})
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +103,19 @@ func startBridgeNode(ctx context.Context, t *testing.T, kind tesths.Kind, server
 	if n.users, err = bridge.NewUserMapper(serverName, n.ours.ServerName(), n.bot, cfg.AppService.UsernameTemplate); err != nil {
 		t.Fatal(err)
 	}
+	n.media, err = media.New(media.Params{Config: cfg.Media, HomeserverDomain: serverName,
+		LMServerName: string(n.ours.ServerName()), DB: db, AS: as, Fetcher: n.ours.NewMediaClient()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = n.media.Upgrade(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err = n.ours.ServeMedia(n.media.Source()); err != nil {
+		t.Fatal(err)
+	}
 	n.br, err = bridge.New(bridge.Params{Config: cfg.Bridge, DB: db, Users: n.users,
-		Matrix: &bridge.MatrixAppService{AS: as, View: view}, LM: n.ours, Log: *zerolog.Ctx(ctx)})
+		Matrix: &bridge.MatrixAppService{AS: as, View: view}, LM: n.ours, Media: n.media, Log: *zerolog.Ctx(ctx)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,14 +344,17 @@ func testGhostProfileAtFirstJoin(t *testing.T, hubKind, partKind tesths.Kind) {
 		t.Fatalf("alice's link: %v, %v", linkA, err)
 	}
 
-	// bea links a room on B to it: her ghost on A joins with her name and avatar.
-	beaAvatar := id.ContentURI{Homeserver: "hs2.localhost", FileID: "bea"}
-	bea := b.user(ctx, t, "bea", "Bea from B", beaAvatar)
+	// bea links a room on B to it: her ghost on A joins with her name and avatar (a copy on A of hers).
+	bea := b.user(ctx, t, "bea", "Bea from B", id.ContentURI{})
+	beaAvatar := uploadT(ctx, t, bea, testPNG(t, 24, 24, 7), "image/png", "bea.png")
+	if err = bea.SetAvatarURL(ctx, beaAvatar); err != nil {
+		t.Fatal(err)
+	}
 	roomB := b.room(ctx, t, bea, "public_chat", 100)
 	if answer := b.ask(ctx, t, bea, roomB, "!lm link "+linkA.LMRoomID+" via "+linkA.HubServer); !strings.HasPrefix(answer, "Linked") {
 		t.Fatalf("bea's link answer = %q", answer)
 	}
-	checkFirstJoin(ctx, t, alice, roomA, ghostOn(a, b, bea.UserID), "Bea from B", beaAvatar.String())
+	checkFirstJoin(ctx, t, alice, roomA, ghostOn(a, b, bea.UserID), "Bea from B", copyOn(t, a, b, beaAvatar))
 
 	// cid joins bea's room later and talks: his ghost on A has his name from its first join to his first message.
 	cid := b.user(ctx, t, "cid", "Cid from B", id.ContentURI{})

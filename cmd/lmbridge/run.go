@@ -14,6 +14,7 @@ import (
 	"github.com/lmbridge/lmbridge/dagview"
 	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/linearize"
+	"github.com/lmbridge/lmbridge/media"
 )
 
 // run starts lmbridge's services and blocks until ctx is cancelled or a service fails for good.
@@ -61,12 +62,24 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 	if err != nil {
 		return fmt.Errorf("failed to set up user mapping: %w", err)
 	}
+	files, err := media.New(media.Params{Config: cfg.Media, HomeserverDomain: cfg.Homeserver.Domain,
+		LMServerName: string(engine.ServerName()), DB: db.Database, AS: as, Fetcher: engine.NewMediaClient()})
+	if err != nil {
+		return fmt.Errorf("failed to set up media: %w", err)
+	}
+	if err = files.Upgrade(ctx); err != nil {
+		return err
+	}
+	if err = engine.ServeMedia(files.Source()); err != nil {
+		return fmt.Errorf("failed to serve media: %w", err)
+	}
 	br, err := bridge.New(bridge.Params{
 		Config: cfg.Bridge,
 		DB:     db.Database,
 		Users:  users,
 		Matrix: &bridge.MatrixAppService{AS: as, View: view},
 		LM:     engine,
+		Media:  files,
 		Log:    *log,
 	})
 	if err != nil {
