@@ -124,12 +124,12 @@ func TestOriginOverItsBoundIsRefusedWhileOthersAreServed(t *testing.T) {
 	for range perOrigin {
 		select {
 		case <-handler.entered:
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatal("the origin's first requests did not reach the handler")
 		}
 	}
 	for i := range 3 {
-		status, fedErr, header, err := signedSend(t, flooder, "flood.example", dest, fmt.Sprint("over", i), "", 5*time.Second)
+		status, fedErr, header, err := signedSend(t, flooder, "flood.example", dest, fmt.Sprint("over", i), "", 30*time.Second)
 		if err != nil {
 			t.Fatalf("request over the bound: %v (it should be answered at once)", err)
 		}
@@ -139,7 +139,7 @@ func TestOriginOverItsBoundIsRefusedWhileOthersAreServed(t *testing.T) {
 				status, fedErr, header.Get("Retry-After"))
 		}
 	}
-	if status, fedErr, _, err := signedSend(t, other, "other.example", dest, "other", "", 5*time.Second); err != nil || status != http.StatusOK {
+	if status, fedErr, _, err := signedSend(t, other, "other.example", dest, "other", "", 30*time.Second); err != nil || status != http.StatusOK {
 		t.Fatalf("another origin while the first is at its bound: %d %+v %v", status, fedErr, err)
 	}
 	close(handler.release)
@@ -149,7 +149,7 @@ func TestOriginOverItsBoundIsRefusedWhileOthersAreServed(t *testing.T) {
 			t.Errorf("held request %d: status %d", i, status)
 		}
 	}
-	if status, fedErr, _, err := signedSend(t, flooder, "flood.example", dest, "after", "", 5*time.Second); err != nil || status != http.StatusOK {
+	if status, fedErr, _, err := signedSend(t, flooder, "flood.example", dest, "after", "", 30*time.Second); err != nil || status != http.StatusOK {
 		t.Errorf("the origin once its requests finished: %d %+v %v", status, fedErr, err)
 	}
 }
@@ -157,7 +157,7 @@ func TestOriginOverItsBoundIsRefusedWhileOthersAreServed(t *testing.T) {
 // rawConn sends data on a new connection from the local address from and returns the connection.
 func rawConn(t *testing.T, addr, from, data string) net.Conn {
 	t.Helper()
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 30 * time.Second}
 	conn, err := dialer.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -184,9 +184,9 @@ func TestAddressOverItsBoundIsRefusedBeforeAuthentication(t *testing.T) {
 		rawConn(t, dest, "127.0.0.3", head)
 	}
 	// The slow requests reach their handler in their own time; the refusal shows once they all have.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		status, fedErr, _, err := signedSend(t, good, "good.example", dest, "flood", "127.0.0.3", 5*time.Second)
+		status, fedErr, _, err := signedSend(t, good, "good.example", dest, "flood", "127.0.0.3", 30*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,7 +198,7 @@ func TestAddressOverItsBoundIsRefusedBeforeAuthentication(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if status, fedErr, _, err := signedSend(t, good, "good.example", dest, "other", "127.0.0.4", 5*time.Second); err != nil || status != http.StatusOK {
+	if status, fedErr, _, err := signedSend(t, good, "good.example", dest, "other", "127.0.0.4", 30*time.Second); err != nil || status != http.StatusOK {
 		t.Fatalf("a request from another address: %d %+v %v", status, fedErr, err)
 	}
 }
@@ -355,7 +355,7 @@ func TestKeyFetchesAreCoalescedAndOutliveTheirRequest(t *testing.T) {
 	}()
 	select {
 	case <-gate.first:
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the first request did not make lmbridge fetch the origin's keys")
 	}
 	const n = 10
@@ -481,7 +481,7 @@ func TestKeyFetchesForManyOriginsAreBounded(t *testing.T) {
 			}
 		})
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for fetcher.running.Load() < 3 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
