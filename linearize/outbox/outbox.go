@@ -47,7 +47,7 @@ type Outbox struct {
 	failed  func(ctx context.Context, roomID, lpduID, reason string)
 	lock    sync.Mutex
 	workers map[string]chan struct{}
-	// failing holds destinations whose last send failed, so resetBackoff costs nothing for healthy ones.
+	// failing holds destinations whose last send failed, so ResetBackoff costs nothing for healthy ones.
 	failing map[string]bool
 	wg      sync.WaitGroup
 	ctx     context.Context
