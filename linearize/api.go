@@ -11,6 +11,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/linearize/auth"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
+	"github.com/lmbridge/lmbridge/linearize/store"
 	"github.com/lmbridge/lmbridge/remote"
 )
 
@@ -76,7 +77,7 @@ func (e *Engine) createRoom(ctx context.Context, roomID, creator string, initial
 
 	e.writeLock.Lock()
 	defer e.writeLock.Unlock()
-	info := &RoomInfo{RoomID: roomID, RoomVersion: e.cfg.RoomVersion, HubServer: e.serverName, Role: RoleHub, status: statusActive}
+	info := &RoomInfo{RoomID: roomID, RoomVersion: e.cfg.RoomVersion, HubServer: e.serverName, Role: RoleHub, Status: store.StatusActive}
 	rs := newRoomState(info)
 	var items []appendItem
 	ts := e.now().UnixMilli()
@@ -96,7 +97,7 @@ func (e *Engine) createRoom(ctx context.Context, roomID, creator string, initial
 	}
 	e.rooms[roomID] = newRoomState(info)
 	err := e.commitBatch(ctx, batch{items: items, pre: func(ctx context.Context) error {
-		return e.store.putRoom(ctx, info, ts)
+		return e.store.PutRoom(ctx, info, ts)
 	}})
 	if err != nil {
 		delete(e.rooms, roomID)
@@ -189,12 +190,12 @@ func (e *Engine) sendOne(req *sendRequest, inGroup map[sendKeyRef]*sendRequest) 
 			req.sameAs = prev
 			return nil
 		}
-		if prev, err := e.store.sentWithKey(ctx, roomID, key); err != nil {
+		if prev, err := e.store.SentWithKey(ctx, roomID, key); err != nil {
 			return err
 		} else if prev != "" {
 			req.id = prev
 			if req.with != nil {
-				return e.store.write(ctx, func(ctx context.Context) error { return req.with(ctx, prev) })
+				return e.store.Write(ctx, func(ctx context.Context) error { return req.with(ctx, prev) })
 			}
 			return nil
 		}
@@ -213,7 +214,7 @@ func (e *Engine) sendOne(req *sendRequest, inGroup map[sendKeyRef]*sendRequest) 
 		it.own = true
 		err = e.commitBatch(ctx, batch{items: []appendItem{*it}, pre: func(ctx context.Context) error {
 			if key != "" {
-				if err := e.store.putSendKey(ctx, roomID, key, it.eventID, e.now().UnixMilli()); err != nil {
+				if err := e.store.PutSendKey(ctx, roomID, key, it.eventID, e.now().UnixMilli()); err != nil {
 					return err
 				}
 			}

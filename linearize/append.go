@@ -2,13 +2,11 @@ package linearize
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"slices"
 
-	"go.mau.fi/util/dbutil"
-
 	"github.com/lmbridge/lmbridge/linearize/pdu"
+	"github.com/lmbridge/lmbridge/linearize/store"
 )
 
 // appendItem is one completed, checked event about to be appended to a room's log.
@@ -47,51 +45,6 @@ type receivedTxn struct {
 	response json.RawMessage
 }
 
-// eventRow is one lm_event row of a batch, and outboxRow one lm_outbox row: a batch inserts each table's rows in one
-// statement (dbutil's mass insert), so it costs a statement per table rather than per row.
-type eventRow struct {
-	roomID, eventID, evtType, sender, pdu string
-	idx, receivedAt                       int64
-	lpduID, stateKey                      sql.NullString
-}
-
-func (r eventRow) GetMassInsertValues() [9]any {
-	return [9]any{r.roomID, r.idx, r.eventID, r.lpduID, r.evtType, r.stateKey, r.sender, r.pdu, r.receivedAt}
-}
-
-type outboxRow struct {
-	destination, roomID, eventID string
-	seq                          int64
-	// lpdu is nil for a log event to fan out.
-	lpdu any
-}
-
-func (r outboxRow) GetMassInsertValues() [5]any {
-	return [5]any{r.destination, r.seq, r.roomID, r.eventID, r.lpdu}
-}
-
-const (
-	insertEventQuery  = `INSERT INTO lm_event (room_id, idx, event_id, lpdu_id, event_type, state_key, sender, pdu, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
-	insertOutboxQuery = `INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES ($1, $2, $3, $4, $5)`
-)
-
-var (
-	insertEventsBuilder = dbutil.NewMassInsertBuilder[eventRow, [0]any, [9]any](insertEventQuery,
-		"($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)")
-	insertOutboxBuilder = dbutil.NewMassInsertBuilder[outboxRow, [0]any, [5]any](insertOutboxQuery, "($%d, $%d, $%d, $%d, $%d)")
-)
-
-// massInsert runs one INSERT of rows through builder; no rows is no statement.
-func massInsert[Item dbutil.MassInsertable[Dyn], Dyn dbutil.Array](ctx context.Context, s *store,
-	builder *dbutil.MassInsertBuilder[Item, [0]any, Dyn], rows []Item) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	query, args := builder.Build([0]any{}, rows)
-	_, err := s.exec(ctx, query, args...)
-	return err
-}
-
 // commitBatch writes appended events (with their state and, as hub, their fan-out rows), extra outbox rows and an
 // optional received-transaction answer in one database transaction, then publishes the new room states and wakes the
 // outbox and the listeners. Call it with writeLock held.
@@ -102,7 +55,7 @@ func massInsert[Item dbutil.MassInsertable[Dyn], Dyn dbutil.Array](ctx context.C
 func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	now := e.now().UnixMilli()
 	var plan *batchPlan
-	err := e.store.write(ctx, func(ctx context.Context) error {
+	err := e.store.Write(ctx, func(ctx context.Context) error {
 		plan = nil
 		if b.pre != nil {
 			if err := b.pre(ctx); err != nil {
@@ -118,7 +71,7 @@ func (e *Engine) commitBatch(ctx context.Context, b batch) error {
 	if err != nil {
 		if plan != nil {
 			for _, id := range plan.held {
-				e.fanout.drop(id)
+				e.fanout.Drop(id)
 			}
 		}
 		return err
@@ -134,7 +87,7 @@ type batchPlan struct {
 	working map[string]*roomState
 	// woken maps each destination given rows to the last seq it was given.
 	woken map[string]int64
-	// acked are the deferred ends of transactions (see outbox.deferEnd) the commit writes.
+	// acked are the deferred ends of transactions (see outbox.AckedFor) the commit writes.
 	acked map[string]int64
 	// fannedOut counts the PDUs queued per destination as hub, for the backlog the hub paces its senders by.
 	fannedOut map[string]int
@@ -142,8 +95,8 @@ type batchPlan struct {
 	// held are the events whose PDUs were handed to the fan-out bodies, taken back if the transaction does not
 	// commit.
 	held   []string
-	events []eventRow
-	outbox []outboxRow
+	events []store.EventRow
+	outbox []store.OutboxRow
 	states []stateWrite
 }
 
@@ -187,9 +140,9 @@ func (e *Engine) planBatch(ctx context.Context, b batch, now int64) (*batchPlan,
 			}
 		}
 		idx := rs.headIdx + 1
-		plan.events = append(plan.events, eventRow{roomID: it.roomID, idx: idx, eventID: it.eventID,
-			lpduID: nullString(it.lpduID), evtType: it.p.Type, stateKey: nullStringPtr(it.p.StateKey), sender: it.p.Sender,
-			pdu: string(it.raw), receivedAt: now})
+		plan.events = append(plan.events, store.EventRow{RoomID: it.roomID, Index: idx, EventID: it.eventID,
+			LPDUID: it.lpduID, Type: it.p.Type, StateKey: it.p.StateKey, Sender: it.p.Sender, PDU: string(it.raw),
+			ReceivedAt: now})
 		if err := rs.apply(it.p, it.eventID, idx); err != nil {
 			return plan, err
 		}
@@ -215,19 +168,19 @@ func (e *Engine) planBatch(ctx context.Context, b batch, now int64) (*batchPlan,
 			}
 			plan.seq++
 			refs++
-			plan.outbox = append(plan.outbox, outboxRow{destination: d, seq: plan.seq, roomID: it.roomID, eventID: it.eventID})
+			plan.outbox = append(plan.outbox, store.OutboxRow{Destination: d, Seq: plan.seq, RoomID: it.roomID, EventID: it.eventID})
 			plan.woken[d] = plan.seq
 			plan.fannedOut[d]++
 		}
 		// Held before the commit: the outbox reads the rows only after it.
-		if refs > 0 && e.fanout.add(it.eventID, it.raw, refs) {
+		if refs > 0 && e.fanout.Add(it.eventID, it.raw, refs) {
 			plan.held = append(plan.held, it.eventID)
 		}
 	}
 	for _, w := range b.extra {
 		plan.seq++
-		plan.outbox = append(plan.outbox, outboxRow{destination: w.destination, seq: plan.seq, roomID: w.roomID,
-			eventID: w.eventID, lpdu: string(w.lpdu)})
+		plan.outbox = append(plan.outbox, store.OutboxRow{Destination: w.destination, Seq: plan.seq, RoomID: w.roomID,
+			EventID: w.eventID, LPDU: string(w.lpdu)})
 		plan.woken[w.destination] = plan.seq
 	}
 	return plan, nil
@@ -236,32 +189,32 @@ func (e *Engine) planBatch(ctx context.Context, b batch, now int64) (*batchPlan,
 // writeBatch writes a planned batch inside its transaction.
 func (e *Engine) writeBatch(ctx context.Context, b batch, plan *batchPlan, now int64) error {
 	for _, st := range plan.states {
-		if err := e.store.setState(ctx, st.roomID, st.evtType, st.stateKey, st.eventID, st.membership); err != nil {
+		if err := e.store.SetState(ctx, st.roomID, st.evtType, st.stateKey, st.eventID, st.membership); err != nil {
 			return err
 		}
 	}
-	if err := massInsert(ctx, e.store, insertEventsBuilder, plan.events); err != nil {
+	if err := e.store.InsertEvents(ctx, plan.events); err != nil {
 		return err
 	}
-	if err := massInsert(ctx, e.store, insertOutboxBuilder, plan.outbox); err != nil {
+	if err := e.store.InsertOutbox(ctx, plan.outbox); err != nil {
 		return err
 	}
 	// A destination with no transaction in flight gets these rows marked as its next one in this commit, so that
 	// its worker sends them without a commit of its own first (one commit per event fewer when events come one
 	// at a time).
-	plan.acked = e.outbox.ackedFor(plan.woken)
+	plan.acked = e.outbox.AckedFor(plan.woken)
 	for d, last := range plan.acked {
-		if err := e.store.endAcked(ctx, d, last); err != nil {
+		if err := e.store.EndAcked(ctx, d, last); err != nil {
 			return err
 		}
 	}
 	for d, last := range plan.woken {
-		if err := e.store.markIdleDest(ctx, d, last); err != nil {
+		if err := e.store.MarkIdleDest(ctx, d, last); err != nil {
 			return err
 		}
 	}
 	if b.txn != nil {
-		if err := e.store.putReceivedTxn(ctx, b.txn.origin, b.txn.txnID, b.txn.response, now); err != nil {
+		if err := e.store.PutReceivedTxn(ctx, b.txn.origin, b.txn.txnID, b.txn.response, now); err != nil {
 			return err
 		}
 	}
@@ -281,16 +234,16 @@ func (e *Engine) publishBatch(b batch, plan *batchPlan) {
 		e.heads.Store(roomID, rs.headID())
 		e.markDirty(roomID)
 	}
-	e.outbox.forgetAcked(plan.acked)
-	e.outbox.queuedTo(plan.woken)
+	e.outbox.ForgetAcked(plan.acked)
+	e.outbox.QueuedTo(plan.woken)
 	for d, n := range plan.fannedOut {
-		e.outbox.queued(d, n)
+		e.outbox.Queued(d, n)
 		if b.fannedOut != nil {
 			b.fannedOut[d] += n
 		}
 	}
 	for d := range plan.woken {
-		e.outbox.wake(d)
+		e.outbox.Wake(d)
 	}
 	if len(plan.working) > 0 {
 		e.wakeDispatch()

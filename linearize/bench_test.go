@@ -112,9 +112,9 @@ func benchmarkHubFanout(b *testing.B, rate, window int) {
 	nodes := append([]*node{hub}, parts...)
 	counts := func() (commits, txns, items int64) {
 		for _, n := range nodes {
-			commits += n.eng.store.commits.Load()
-			txns += n.eng.outbox.sentTxns.Load()
-			items += n.eng.outbox.sentItems.Load()
+			commits += n.eng.store.Commits()
+			txns += n.eng.outbox.SentTxns()
+			items += n.eng.outbox.SentItems()
 		}
 		return
 	}

@@ -16,14 +16,14 @@ func TestListenerCursorWrittenLazily(t *testing.T) {
 	// Let the cursor of the creation events be written and its interval pass.
 	time.Sleep(cursorSaveInterval + 100*time.Millisecond)
 	before := len(nd.rec.roomEvents(roomID))
-	commits := nd.eng.store.commits.Load()
+	commits := nd.eng.store.Commits()
 	const sends = 30
 	for i := 0; i < sends; i++ {
 		must(nd.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("one at a time"), time.Time{}))
 		nd.rec.waitFor(t, "the event's delivery", func() bool { return len(nd.rec.roomEvents(roomID)) == before+i+1 })
 	}
 	// One commit per append; cursor writes only when the interval has passed since the last.
-	if n := nd.eng.store.commits.Load() - commits; n > sends+10 {
+	if n := nd.eng.store.Commits() - commits; n > sends+10 {
 		t.Fatalf("%d commits for %d events delivered one at a time, want at most %d", n, sends, sends+10)
 	}
 	head := nd.rec.roomEvents(roomID)[before+sends-1].Index

@@ -2,18 +2,11 @@ package linearize
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/lmbridge/lmbridge/linearize/pdu"
-)
-
-const (
-	roomQueuedQuery = `SELECT COUNT(*) FROM lm_outbox WHERE destination=$1 AND room_id=$2`
-	destStatusQuery = `SELECT retry_count, next_attempt, COALESCE(last_error, '') FROM lm_destination WHERE destination=$1`
 )
 
 // Delivery is what the outbox holds for one server of a room: what an operator needs to see where events are stuck.
@@ -31,7 +24,7 @@ type Delivery struct {
 // Deliveries reports, for every other server a room's events go to (the hub when we are a participant, the servers
 // with members when we are the hub), what is queued for it and how the last attempt went.
 func (e *Engine) Deliveries(ctx context.Context, roomID string) ([]Delivery, error) {
-	room, err := e.store.getRoom(ctx, roomID)
+	room, err := e.store.GetRoom(ctx, roomID)
 	if err != nil {
 		return nil, err
 	} else if room == nil {
@@ -39,7 +32,7 @@ func (e *Engine) Deliveries(ctx context.Context, roomID string) ([]Delivery, err
 	}
 	var servers []string
 	if room.Role == RoleHub {
-		state, err := e.store.currentState(ctx, roomID)
+		state, err := e.store.CurrentState(ctx, roomID)
 		if err != nil {
 			return nil, err
 		}
@@ -59,13 +52,12 @@ func (e *Engine) Deliveries(ctx context.Context, roomID string) ([]Delivery, err
 			continue
 		}
 		d := Delivery{Server: server}
-		if err = e.db.QueryRow(ctx, roomQueuedQuery, server, roomID).Scan(&d.Queued); err != nil {
-			return nil, fmt.Errorf("failed to count the outbox of %s: %w", server, err)
+		if d.Queued, err = e.store.RoomQueued(ctx, server, roomID); err != nil {
+			return nil, err
 		}
 		var nextAttempt int64
-		err = e.db.QueryRow(ctx, destStatusQuery, server).Scan(&d.RetryCount, &nextAttempt, &d.LastError)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("failed to read the state of %s: %w", server, err)
+		if d.RetryCount, nextAttempt, d.LastError, err = e.store.DestStatus(ctx, server); err != nil {
+			return nil, err
 		}
 		if nextAttempt > 0 {
 			d.NextAttempt = time.UnixMilli(nextAttempt)

@@ -4,7 +4,8 @@
 // appended event, received invites and refused LPDUs.
 //
 // The event model, hashes, signatures and auth rules are in linearize/pdu and linearize/auth; the HTTP transport is
-// linearize/federation; the tables' migrations are linearize/upgrades. This package joins them into rooms.
+// linearize/federation; the tables, their queries and migrations are linearize/store; the sending of what is queued
+// is linearize/outbox. This package joins them into rooms.
 //
 // The Engine's exported methods are the local API (create, send, join, leave, state, deliveries); rooms.go is the
 // same API as the bridge's protocol-neutral seam, remote.Rooms, with the seam's typed IDs and errors. What other LM
@@ -26,8 +27,9 @@ import (
 
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/outbox"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
-	"github.com/lmbridge/lmbridge/linearize/upgrades"
+	"github.com/lmbridge/lmbridge/linearize/store"
 )
 
 // DefaultRoomVersion is the room version of rooms we create when the config names none.
@@ -52,8 +54,7 @@ type Options struct {
 type Engine struct {
 	cfg        config.LM
 	serverName string
-	db         *dbutil.Database
-	store      *store
+	store      *store.Store
 	key        *federation.SigningKey
 	keys       pdu.KeyLookup
 	remote     Remote
@@ -85,7 +86,7 @@ type Engine struct {
 	pendingRooms sync.Map
 	pendingApply sync.Mutex
 	// resumable are the joins a crash interrupted, found by New and resumed by Start.
-	resumable []*storedJoin
+	resumable []*store.Join
 	// background counts the goroutines Start began that Stop waits for.
 	background sync.WaitGroup
 	// beforeJoinAnswer and inviteCountersigned, when set (tests), run as hub before send_join is answered and
@@ -100,9 +101,9 @@ type Engine struct {
 	// heads is each room's last event ID as committed, readable without writeLock (gap checks on /send).
 	heads sync.Map
 
-	outbox *outbox
+	outbox *outbox.Outbox
 	// fanout holds the PDUs the outbox has yet to send, as hub.
-	fanout *fanoutBodies
+	fanout *outbox.Bodies
 	// recent holds the latest appended events in listener form, for delivery without a read.
 	recent       *recentEvents
 	dispatchLock sync.Mutex
@@ -123,6 +124,21 @@ type Engine struct {
 	httpDone  chan error
 }
 
+// Room roles as stored.
+const (
+	RoleHub         = store.RoleHub
+	RoleParticipant = store.RoleParticipant
+)
+
+// RoomInfo is what the engine knows about one LM room.
+type RoomInfo = store.RoomInfo
+
+// StoredEvent is one row of a room's log (Index ≥ 1) or an outlier known from send_join (Index -1).
+type StoredEvent = store.StoredEvent
+
+// StateEntry is one entry of a room's current state.
+type StateEntry = store.StateEntry
+
 var (
 	// ErrUnknownRoom means the engine knows nothing about the room.
 	ErrUnknownRoom = errors.New("unknown room")
@@ -138,15 +154,14 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 	if cfg.RoomVersion == "" {
 		cfg.RoomVersion = DefaultRoomVersion
 	}
-	child := db.Child("linearize_version", upgrades.Table, nil)
-	if err := child.Upgrade(ctx); err != nil {
-		return nil, fmt.Errorf("failed to upgrade linearize tables: %w", err)
+	st, err := store.Open(ctx, db)
+	if err != nil {
+		return nil, err
 	}
 	e := &Engine{
 		cfg:           cfg,
 		serverName:    cfg.ServerName,
-		db:            child,
-		store:         newStore(child),
+		store:         st,
 		key:           opts.SigningKey,
 		keys:          opts.Keys,
 		remote:        opts.Remote,
@@ -157,7 +172,7 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 		dispatchWake:  make(chan struct{}, 1),
 		dirty:         make(map[string]struct{}),
 		recent:        newRecentEvents(),
-		fanout:        newFanoutBodies(),
+		fanout:        outbox.NewBodies(),
 		cursors:       make(map[string]int64),
 		storedCursors: make(map[string]storedCursor),
 		invitesDirty:  true,
@@ -180,13 +195,21 @@ func New(ctx context.Context, cfg config.LM, db *dbutil.Database, opts Options) 
 	if err := e.recoverJoins(ctx); err != nil {
 		return nil, err
 	}
-	seq, err := e.store.maxOutboxSeq(ctx)
+	seq, err := e.store.MaxOutboxSeq(ctx)
 	if err != nil {
 		return nil, err
 	}
 	e.outboxSeq = seq
-	e.outbox = newOutbox(e)
+	e.outbox = outbox.New(outbox.Config{Store: e.store, Sender: e.remote, Bodies: e.fanout, LPDUFailed: e.lpduFailed})
 	return e, nil
+}
+
+// lpduFailed tells the listeners that the hub refused an LPDU of ours.
+func (e *Engine) lpduFailed(ctx context.Context, roomID, lpduID, reason string) {
+	e.sentLPDUs.Delete(lpduID)
+	for _, nl := range e.listeners {
+		nl.l.OnLPDUFailed(ctx, roomID, lpduID, reason)
+	}
 }
 
 // ServerName is our LM server name.
@@ -215,7 +238,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.cancel = nil
 		return err
 	}
-	if err := e.outbox.start(runCtx); err != nil {
+	if err := e.outbox.Start(runCtx); err != nil {
 		cancel()
 		e.cancel = nil
 		return errors.Join(err, e.stopHTTP())
@@ -241,7 +264,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	err := e.stopHTTP()
 	// Resumed joins append and fan out: done before the outbox stops.
 	e.background.Wait()
-	e.outbox.stop()
+	e.outbox.Stop()
 	<-e.dispatchDone
 	<-e.pruneDone
 	e.cancel = nil
@@ -250,20 +273,20 @@ func (e *Engine) Stop(ctx context.Context) error {
 
 // Room returns what the engine knows about a room, or nil.
 func (e *Engine) Room(ctx context.Context, roomID string) (*RoomInfo, error) {
-	return e.store.getRoom(ctx, roomID)
+	return e.store.GetRoom(ctx, roomID)
 }
 
 // CurrentState returns a room's current state entries.
 func (e *Engine) CurrentState(ctx context.Context, roomID string) ([]StateEntry, error) {
-	return e.store.currentState(ctx, roomID)
+	return e.store.CurrentState(ctx, roomID)
 }
 
 // GetEventByID returns a stored event (log or outlier), or nil.
 func (e *Engine) GetEventByID(ctx context.Context, eventID string) (*StoredEvent, error) {
-	return e.store.getEvent(ctx, eventID)
+	return e.store.GetEvent(ctx, eventID)
 }
 
 // Events returns up to limit events of a room's log after index after, oldest first.
 func (e *Engine) Events(ctx context.Context, roomID string, after int64, limit int) ([]*StoredEvent, error) {
-	return e.store.eventsAfter(ctx, roomID, after, limit)
+	return e.store.EventsAfter(ctx, roomID, after, limit)
 }

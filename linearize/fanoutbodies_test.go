@@ -20,10 +20,10 @@ func TestFanoutBodiesHeldAndRead(t *testing.T) {
 		for i := 0; i < 60; i++ {
 			last = must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text(fmt.Sprintf("m%d", i)), time.Time{}))
 			if i%3 == 0 {
-				hub.eng.fanout.drop(last)
+				hub.eng.fanout.Drop(last)
 			}
 		}
-		if _, held := hub.eng.fanout.get(last); !held {
+		if _, held := hub.eng.fanout.Get(last); !held {
 			t.Fatal("the last event's body is not held for its fan-out")
 		}
 		n.start(t, part)
@@ -32,9 +32,7 @@ func TestFanoutBodiesHeldAndRead(t *testing.T) {
 		checkMirror(t, hub, part, roomID, append(seen, part.rec.roomEvents(roomID)...))
 		// The hub lets go of a body after the transaction's answer, a moment after the participant appended it.
 		held := func() int {
-			hub.eng.fanout.lock.Lock()
-			defer hub.eng.fanout.lock.Unlock()
-			return len(hub.eng.fanout.m)
+			return hub.eng.fanout.Len()
 		}
 		for deadline := time.Now().Add(5 * time.Second); held() != 0 && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)

@@ -39,6 +39,11 @@ func rawRequest(t *testing.T, nd *node, key *federation.SigningKey, origin, dest
 	req.Header.Set("Content-Type", "application/json")
 	if key != nil {
 		auth, err := federation.SignRequest(key, origin, destination, method, req.URL.RequestURI(), body)
+		if err != nil && !json.Valid(body) {
+			// A body that is not JSON has no canonical form to sign; the server refuses it before it looks at the
+			// signature, so one over no content does.
+			auth, err = federation.SignRequest(key, origin, destination, method, req.URL.RequestURI(), nil)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -155,19 +155,11 @@ func (e *Engine) appendLPDU(ctx context.Context, roomID string, p *pdu.PDU, lpdu
 	if err = e.commitBatch(ctx, batch{items: []appendItem{*it}}); err != nil {
 		return nil, fmt.Errorf("failed to append %s: %w", it.eventID, err)
 	}
-	return e.store.getEvent(ctx, it.eventID)
+	return e.store.GetEvent(ctx, it.eventID)
 }
 
-const eventByLPDUQuery = `SELECT room_id, idx, event_id, lpdu_id, pdu FROM lm_event WHERE room_id=$1 AND lpdu_id=$2`
-
 func (e *Engine) eventByLPDU(ctx context.Context, roomID, lpduID string) (*StoredEvent, error) {
-	evs, err := scanEvents(e.db.Query(ctx, eventByLPDUQuery, roomID, lpduID))
-	if err != nil {
-		return nil, fmt.Errorf("failed to look up LPDU %s: %w", lpduID, err)
-	} else if len(evs) == 0 {
-		return nil, nil
-	}
-	return evs[0], nil
+	return e.store.EventByLPDU(ctx, roomID, lpduID)
 }
 
 // sendJoinResponse answers send_join: the join, the state before it, and that state's auth chain.
@@ -184,7 +176,7 @@ func (e *Engine) eventByLPDU(ctx context.Context, roomID, lpduID string) (*Store
 // and auth_chain is unchanged. eigen's own answer, the whole timeline, would grow with every message ever sent; this
 // grows with the state.
 func (e *Engine) sendJoinResponse(ctx context.Context, ev *StoredEvent) (*federation.SendJoinResponse, error) {
-	state, err := e.store.stateBefore(ctx, ev.RoomID, ev.Index)
+	state, err := e.store.StateBefore(ctx, ev.RoomID, ev.Index)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +214,7 @@ var strippedStateTypes = []string{
 // strippedState is the room's stripped state for an invite or knock. An invite also shows the inviter's own member
 // event, as Synapse's does: the invited user's server learns who invites them by name, before it is in the room.
 func (e *Engine) strippedState(ctx context.Context, roomID, inviter string) ([]json.RawMessage, error) {
-	entries, err := e.store.currentState(ctx, roomID)
+	entries, err := e.store.CurrentState(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +224,7 @@ func (e *Engine) strippedState(ctx context.Context, roomID, inviter string) ([]j
 		if !isInviter && (st.StateKey != "" || !slices.Contains(strippedStateTypes, st.Type)) {
 			continue
 		}
-		ev, err := e.store.getEvent(ctx, st.EventID)
+		ev, err := e.store.GetEvent(ctx, st.EventID)
 		if err != nil {
 			return nil, err
 		} else if ev == nil {
@@ -262,7 +254,7 @@ func (e inbound) Invite(ctx context.Context, origin, txnID string, req *federati
 	if p.Type != auth.TypeMember || p.StateKey == nil || membershipOf(p) != auth.MembershipInvite {
 		return nil, badJSON("an invite must be an m.room.member event with membership invite")
 	}
-	room, err := e.store.getRoom(ctx, p.RoomID)
+	room, err := e.store.GetRoom(ctx, p.RoomID)
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +360,7 @@ func (e *Engine) inviteRemote(ctx context.Context, roomID string, p *pdu.PDU, lp
 		if err != nil {
 			return nil, fmt.Errorf("failed to append invite: %w", err)
 		}
-		return e.store.getEvent(ctx, it.eventID)
+		return e.store.GetEvent(ctx, it.eventID)
 	}
 	return nil, federation.Errorf(http.StatusServiceUnavailable, federation.ErrCodeUnknown,
 		"the room kept changing while the invite was being countersigned")
@@ -437,7 +429,7 @@ func (e *Engine) inviteAsTarget(ctx context.Context, origin string, p *pdu.PDU, 
 		version = DefaultRoomVersion
 	}
 	inv := &Invite{RoomID: p.RoomID, EventID: id, Target: target, RoomVersion: version, Event: raw, StrippedState: req.InviteRoomState}
-	if err = e.store.putInvite(ctx, inv, e.now().UnixMilli()); err != nil {
+	if err = e.store.PutInvite(ctx, inv, e.now().UnixMilli()); err != nil {
 		return nil, err
 	}
 	zerolog.Ctx(ctx).Info().Str("room_id", p.RoomID).Str("target", target).Str("event_id", id).Msg("Received invite")

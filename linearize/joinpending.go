@@ -9,71 +9,27 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"go.mau.fi/util/dbutil"
 
 	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/outbox"
+	"github.com/lmbridge/lmbridge/linearize/store"
 )
-
-const (
-	upsertJoinQuery = `
-		INSERT INTO lm_join (room_id, user_id, lpdu, room_version, started_at) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (room_id) DO UPDATE SET user_id=excluded.user_id, lpdu=excluded.lpdu, room_version=excluded.room_version
-	`
-	deleteJoinQuery    = `DELETE FROM lm_join WHERE room_id=$1`
-	storedJoinsQuery   = `SELECT room_id, user_id, lpdu, room_version FROM lm_join`
-	storedJoinQuery    = `SELECT room_id, user_id, lpdu, room_version FROM lm_join WHERE room_id=$1`
-	lastPendingQuery   = `SELECT COALESCE(MAX(seq), 0) FROM lm_join_pending WHERE room_id=$1`
-	insertPendingQuery = `
-		INSERT INTO lm_join_pending (room_id, seq, event_id, pdu, received_at) VALUES ($1, $2, $3, $4, $5)
-	`
-	pendingQuery       = `SELECT seq, pdu FROM lm_join_pending WHERE room_id=$1 ORDER BY seq LIMIT $2`
-	deletePendingQuery = `DELETE FROM lm_join_pending WHERE room_id=$1 AND seq<=$2`
-	dropPendingQuery   = `DELETE FROM lm_join_pending WHERE room_id=$1`
-	pendingRoomsQuery  = `SELECT DISTINCT room_id FROM lm_join_pending`
-)
-
-// storedJoin is a join whose send_join had not been answered when it was last written: lm_join.
-type storedJoin struct {
-	roomID, userID, roomVersion string
-	lpdu                        json.RawMessage
-}
-
-// Scan implements dbutil.DataStruct.
-func (j *storedJoin) Scan(row dbutil.Scannable) (*storedJoin, error) {
-	var lpdu string
-	if err := row.Scan(&j.roomID, &j.userID, &lpdu, &j.roomVersion); err != nil {
-		return nil, err
-	}
-	j.lpdu = json.RawMessage(lpdu)
-	return j, nil
-}
 
 // recordJoin keeps the LPDU about to go to send_join, so that a crash before the answer resends it.
 func (e *Engine) recordJoin(ctx context.Context, roomID, userID, version string, lpdu json.RawMessage) error {
-	if _, err := e.store.exec(ctx, upsertJoinQuery, roomID, userID, string(lpdu), version, e.now().UnixMilli()); err != nil {
-		return fmt.Errorf("failed to record the join of %s to %s: %w", userID, roomID, err)
-	}
-	return nil
-}
-
-func (e *Engine) storedJoin(ctx context.Context, roomID string) (*storedJoin, error) {
-	j, err := e.store.joinRows.QueryOne(ctx, storedJoinQuery, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read the join in flight in %s: %w", roomID, err)
-	}
-	return j, nil
+	return e.store.PutJoin(ctx, &store.Join{RoomID: roomID, UserID: userID, RoomVersion: version, LPDU: lpdu}, e.now().UnixMilli())
 }
 
 // abandonJoining undoes a join that failed: its record, the PDUs kept for it and the joining marker go together.
 func (e *Engine) abandonJoining(ctx context.Context, roomID string) error {
-	err := e.store.write(context.WithoutCancel(ctx), func(ctx context.Context) error {
-		if _, err := e.store.exec(ctx, deleteJoinQuery, roomID); err != nil {
+	err := e.store.Write(context.WithoutCancel(ctx), func(ctx context.Context) error {
+		if err := e.store.DeleteJoin(ctx, roomID); err != nil {
 			return err
 		}
-		if _, err := e.store.exec(ctx, dropPendingQuery, roomID); err != nil {
+		if err := e.store.DropPending(ctx, roomID); err != nil {
 			return err
 		}
-		return e.store.abandonJoin(ctx, roomID)
+		return e.store.AbandonJoin(ctx, roomID)
 	})
 	if err != nil {
 		return fmt.Errorf("failed to abandon the join of %s: %w", roomID, err)
@@ -91,8 +47,9 @@ func (e *Engine) insertPending(ctx context.Context, objs []*received) error {
 		roomID := r.room.RoomID
 		seq, ok := last[roomID]
 		if !ok {
-			if err := e.db.QueryRow(ctx, lastPendingQuery, roomID).Scan(&seq); err != nil {
-				return fmt.Errorf("failed to number the PDUs kept for %s: %w", roomID, err)
+			var err error
+			if seq, err = e.store.LastPending(ctx, roomID); err != nil {
+				return err
 			}
 		}
 		raw, err := r.p.Canonical()
@@ -101,8 +58,8 @@ func (e *Engine) insertPending(ctx context.Context, objs []*received) error {
 		}
 		seq++
 		last[roomID] = seq
-		if _, err = e.store.exec(ctx, insertPendingQuery, roomID, seq, r.id, string(raw), now); err != nil {
-			return fmt.Errorf("failed to keep %s until the join of %s completes: %w", r.id, roomID, err)
+		if err = e.store.PutPending(ctx, roomID, seq, r.id, raw, now); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -122,10 +79,10 @@ func (e *Engine) applyPending(ctx context.Context, roomID string) error {
 	e.pendingApply.Lock()
 	defer e.pendingApply.Unlock()
 	for {
-		room, err := e.store.getRoom(ctx, roomID)
+		room, err := e.store.GetRoom(ctx, roomID)
 		if err != nil {
 			return err
-		} else if room == nil || room.status != statusActive {
+		} else if room == nil || room.Status != store.StatusActive {
 			// Still joining (applied when the join is stored), or forgotten with its PDUs.
 			return nil
 		}
@@ -157,21 +114,15 @@ func (e *Engine) applyPending(ctx context.Context, roomID string) error {
 
 // readPending reads the next page of a room's kept PDUs, ready for fillGaps; last is the seq of the last one.
 func (e *Engine) readPending(ctx context.Context, room *RoomInfo) ([]*received, int64, error) {
-	rows, err := e.db.Query(ctx, pendingQuery, room.RoomID, maxPDUsPerTxn)
+	kept, last, err := e.store.Pending(ctx, room.RoomID, outbox.MaxPDUsPerTxn)
 	if err != nil {
-		return nil, 0, fmt.Errorf("failed to read the PDUs kept for %s: %w", room.RoomID, err)
+		return nil, 0, err
 	}
-	defer rows.Close()
 	var objs []*received
-	var last int64
-	for rows.Next() {
-		var raw string
-		if err = rows.Scan(&last, &raw); err != nil {
-			return nil, 0, fmt.Errorf("failed to read the PDUs kept for %s: %w", room.RoomID, err)
-		}
+	for _, raw := range kept {
 		// Verified when they arrived; kept in canonical form after verification (a redacted copy if its content hash
 		// did not match).
-		r := &received{raw: json.RawMessage(raw), room: room}
+		r := &received{raw: raw, room: room}
 		if r.p, err = parseStored(r.raw); err == nil {
 			r.id, err = eventID(r.p)
 		}
@@ -180,9 +131,6 @@ func (e *Engine) readPending(ctx context.Context, room *RoomInfo) ([]*received, 
 			continue
 		}
 		objs = append(objs, r)
-	}
-	if err = rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("failed to read the PDUs kept for %s: %w", room.RoomID, err)
 	}
 	return objs, last, nil
 }
@@ -214,8 +162,7 @@ func (e *Engine) appendPending(ctx context.Context, room *RoomInfo, objs []*rece
 		items = append(items, *it)
 	}
 	err = e.commitBatch(ctx, batch{items: items, pre: func(ctx context.Context) error {
-		_, err := e.store.exec(ctx, deletePendingQuery, room.RoomID, last)
-		return err
+		return e.store.DeletePending(ctx, room.RoomID, last)
 	}})
 	if err != nil {
 		delete(e.rooms, room.RoomID)
@@ -228,20 +175,20 @@ func (e *Engine) appendPending(ctx context.Context, room *RoomInfo, objs []*rece
 // Start; any other one (a crash before make_join answered) is undone. Rooms with kept PDUs are marked, so that new
 // PDUs queue behind them.
 func (e *Engine) recoverJoins(ctx context.Context) error {
-	stored, err := e.store.joinRows.QueryMany(ctx, storedJoinsQuery)
+	stored, err := e.store.Joins(ctx)
 	if err != nil {
-		return fmt.Errorf("failed to read joins in flight: %w", err)
+		return err
 	}
-	joins := make(map[string]*storedJoin, len(stored))
+	joins := make(map[string]*store.Join, len(stored))
 	for _, j := range stored {
-		joins[j.roomID] = j
+		joins[j.RoomID] = j
 	}
-	rooms, err := e.store.listRooms(ctx)
+	rooms, err := e.store.ListRooms(ctx)
 	if err != nil {
 		return err
 	}
 	for _, room := range rooms {
-		if room.status != statusJoining {
+		if room.Status != store.StatusJoining {
 			continue
 		}
 		if j := joins[room.RoomID]; j != nil && room.Role == RoleParticipant {
@@ -250,19 +197,14 @@ func (e *Engine) recoverJoins(ctx context.Context) error {
 			return err
 		}
 	}
-	pending, err := e.db.Query(ctx, pendingRoomsQuery)
+	pending, err := e.store.PendingRooms(ctx)
 	if err != nil {
-		return fmt.Errorf("failed to read rooms with kept PDUs: %w", err)
+		return err
 	}
-	defer pending.Close()
-	for pending.Next() {
-		var roomID string
-		if err = pending.Scan(&roomID); err != nil {
-			return fmt.Errorf("failed to read rooms with kept PDUs: %w", err)
-		}
+	for _, roomID := range pending {
 		e.pendingRooms.Store(roomID, struct{}{})
 	}
-	return pending.Err()
+	return nil
 }
 
 // resumeInterrupted is started by Start: the joins a crash interrupted are sent again, and the kept PDUs of rooms
@@ -295,8 +237,8 @@ const maxResumeWait = 5 * time.Minute
 // resumeJoin resends the LPDU of a join a crash interrupted, until the hub answers: the hub may have appended the
 // join and be sending us the room already (kept meanwhile), and it answers a repeated LPDU without appending it
 // again. A refusal undoes the join, as a refused join does; a new Join of the room takes over from it.
-func (e *Engine) resumeJoin(ctx context.Context, j *storedJoin) {
-	log := zerolog.Ctx(ctx).With().Str("room_id", j.roomID).Str("user_id", j.userID).Logger()
+func (e *Engine) resumeJoin(ctx context.Context, j *store.Join) {
+	log := zerolog.Ctx(ctx).With().Str("room_id", j.RoomID).Str("user_id", j.UserID).Logger()
 	wait := time.Second
 	for {
 		done, err := e.resumeJoinOnce(ctx, j)
@@ -319,45 +261,45 @@ func (e *Engine) resumeJoin(ctx context.Context, j *storedJoin) {
 }
 
 // resumeJoinOnce makes one attempt; done means there is nothing more to try (completed, refused, or taken over).
-func (e *Engine) resumeJoinOnce(ctx context.Context, j *storedJoin) (bool, error) {
+func (e *Engine) resumeJoinOnce(ctx context.Context, j *store.Join) (bool, error) {
 	e.joinLock.Lock()
 	defer e.joinLock.Unlock()
-	current, err := e.storedJoin(ctx, j.roomID)
+	current, err := e.store.GetJoin(ctx, j.RoomID)
 	if err != nil {
 		return false, err
-	} else if current == nil || string(current.lpdu) != string(j.lpdu) {
+	} else if current == nil || string(current.LPDU) != string(j.LPDU) {
 		return true, nil
 	}
-	room, err := e.store.getRoom(ctx, j.roomID)
+	room, err := e.store.GetRoom(ctx, j.RoomID)
 	if err != nil {
 		return false, err
-	} else if room == nil || room.status != statusJoining {
+	} else if room == nil || room.Status != store.StatusJoining {
 		return true, nil
 	}
-	lpdu, err := parseStored(j.lpdu)
+	lpdu, err := parseStored(j.LPDU)
 	if err != nil {
-		return true, errors.Join(fmt.Errorf("stored join LPDU is unreadable: %w", err), e.abandonJoining(ctx, j.roomID))
+		return true, errors.Join(fmt.Errorf("stored join LPDU is unreadable: %w", err), e.abandonJoining(ctx, j.RoomID))
 	}
 	lpduID, err := eventID(lpdu)
 	if err != nil {
-		return true, errors.Join(err, e.abandonJoining(ctx, j.roomID))
+		return true, errors.Join(err, e.abandonJoining(ctx, j.RoomID))
 	}
-	resp, err := e.remote.SendJoin(ctx, room.HubServer, lpduID, j.lpdu)
+	resp, err := e.remote.SendJoin(ctx, room.HubServer, lpduID, j.LPDU)
 	if err != nil {
 		if joinRefused(err) {
-			return true, errors.Join(fmt.Errorf("hub refused the join: %w", err), e.abandonJoining(ctx, j.roomID))
+			return true, errors.Join(fmt.Errorf("hub refused the join: %w", err), e.abandonJoining(ctx, j.RoomID))
 		}
 		return false, fmt.Errorf("failed to send_join: %w", err)
 	}
-	info := &RoomInfo{RoomID: j.roomID, RoomVersion: j.roomVersion, HubServer: room.HubServer, Role: RoleParticipant,
-		status: statusJoining}
+	info := &RoomInfo{RoomID: j.RoomID, RoomVersion: j.RoomVersion, HubServer: room.HubServer, Role: RoleParticipant,
+		Status: store.StatusJoining}
 	if _, err = e.storeJoin(ctx, info, lpdu, resp, false); err != nil {
 		if errors.Is(err, ErrBadRemoteAnswer) {
-			return true, errors.Join(err, e.abandonJoining(ctx, j.roomID))
+			return true, errors.Join(err, e.abandonJoining(ctx, j.RoomID))
 		}
 		return false, err
 	}
-	return true, e.applyPending(ctx, j.roomID)
+	return true, e.applyPending(ctx, j.RoomID)
 }
 
 // joinRefused reports whether a hub's answer to send_join says that asking again will not help: the join is

@@ -62,7 +62,7 @@ func (e *Engine) dispatchLoop(ctx context.Context) {
 		e.dispatchLock.Unlock()
 		var roomIDs []string
 		if all {
-			rooms, err := e.store.listRooms(ctx)
+			rooms, err := e.store.ListRooms(ctx)
 			if err != nil && ctx.Err() == nil {
 				log.Warn().Err(err).Msg("Failed to list rooms for delivery")
 			}
@@ -132,7 +132,7 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 	cur, ok := e.cursors[key]
 	if !ok {
 		var err error
-		if cur, err = e.store.cursor(ctx, nl.name, roomID); err != nil {
+		if cur, err = e.store.Cursor(ctx, nl.name, roomID); err != nil {
 			return err
 		}
 		e.cursors[key] = cur
@@ -173,7 +173,7 @@ func (e *Engine) dispatchRoom(ctx context.Context, nl namedListener, roomID stri
 // again.
 func (e *Engine) saveCursor(ctx context.Context, key string, cur int64) error {
 	stored := e.storedCursors[key]
-	if err := e.store.setCursor(context.WithoutCancel(ctx), stored.listener, stored.roomID, cur); err != nil {
+	if err := e.store.SetCursor(context.WithoutCancel(ctx), stored.listener, stored.roomID, cur); err != nil {
 		return err
 	}
 	stored.idx, stored.at = cur, time.Now()
@@ -220,7 +220,7 @@ func (e *Engine) eventsForListener(ctx context.Context, roomID string, cur int64
 	if evs, ok := e.recent.after(roomID, cur, dispatchPage); ok {
 		return evs, nil
 	}
-	stored, err := e.store.eventsAfter(ctx, roomID, cur, dispatchPage)
+	stored, err := e.store.EventsAfter(ctx, roomID, cur, dispatchPage)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +240,7 @@ func (e *Engine) eventsForListener(ctx context.Context, roomID string, cur int64
 const dispatchPage = 200
 
 func (e *Engine) dispatchInvites(ctx context.Context, nl namedListener) error {
-	invites, err := e.store.undeliveredInvites(ctx, nl.name)
+	invites, err := e.store.UndeliveredInvites(ctx, nl.name)
 	if err != nil {
 		return err
 	}
@@ -250,7 +250,7 @@ func (e *Engine) dispatchInvites(ctx context.Context, nl namedListener) error {
 		} else if err = nl.l.OnInvite(ctx, inv); err != nil {
 			return err
 		}
-		if err = e.store.markInviteDelivered(ctx, nl.name, inv.EventID); err != nil {
+		if err = e.store.MarkInviteDelivered(ctx, nl.name, inv.EventID); err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/lmbridge/lmbridge/linearize/auth"
 	"github.com/lmbridge/lmbridge/linearize/federation"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
+	"github.com/lmbridge/lmbridge/linearize/store"
 )
 
 // ErrBadRemoteAnswer means another server answered with something we cannot accept.
@@ -199,7 +200,7 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 	// Joins are rare: one at a time keeps the joining marker and the room row simple.
 	e.joinLock.Lock()
 	defer e.joinLock.Unlock()
-	existing, err := e.store.getRoom(ctx, roomID)
+	existing, err := e.store.GetRoom(ctx, roomID)
 	if err != nil {
 		return "", err
 	}
@@ -214,7 +215,7 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 	// A room another of our users is joined to keeps receiving the hub's events, the echo of this join among them,
 	// in order: it is not marked joining, and nothing is held back.
 	followed := false
-	if existing != nil && existing.status == statusActive {
+	if existing != nil && existing.Status == store.StatusActive {
 		e.writeLock.Lock()
 		rs, err := e.loadRoom(ctx, roomID)
 		followed = err == nil && rs != nil && rs.isJoined(e.serverName)
@@ -223,7 +224,7 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 			return "", err
 		}
 	}
-	joining := &RoomInfo{RoomID: roomID, RoomVersion: DefaultRoomVersion, HubServer: hub, Role: RoleParticipant, status: statusJoining}
+	joining := &RoomInfo{RoomID: roomID, RoomVersion: DefaultRoomVersion, HubServer: hub, Role: RoleParticipant, Status: store.StatusJoining}
 	if existing != nil {
 		joining.RoomVersion = existing.RoomVersion
 	}
@@ -231,10 +232,10 @@ func (e *Engine) join(ctx context.Context, roomID, userID, hub, membership strin
 	if !followed {
 		// Marked joining before make_join: what the hub sends us from now on (eigen sends the join itself to every
 		// server before it answers send_join) is kept and appended once the join is stored (joinpending.go).
-		if existing == nil || existing.status != statusActive {
-			err = e.store.putRoom(ctx, joining, e.now().UnixMilli())
+		if existing == nil || existing.Status != store.StatusActive {
+			err = e.store.PutRoom(ctx, joining, e.now().UnixMilli())
 		} else {
-			err = e.store.setRoomStatus(ctx, roomID, statusJoining)
+			err = e.store.SetRoomStatus(ctx, roomID, store.StatusJoining)
 		}
 		if err != nil {
 			return "", err
@@ -305,22 +306,11 @@ func (e *Engine) joinAttempts(ctx context.Context, roomID, userID, hub, membersh
 	}
 }
 
-// An invite we countersigned that we have not seen in the room (in our log, or in a send_join answer's state) may
-// not be in the hub's log yet; one we have seen is, and a refusal then has another reason (a kick, a ban).
-const unseenInviteQuery = `
-	SELECT COUNT(*) FROM lm_invite i WHERE i.room_id=$1 AND i.target=$2
-		AND NOT EXISTS (SELECT 1 FROM lm_event e WHERE e.event_id=i.event_id)
-		AND NOT EXISTS (SELECT 1 FROM lm_outlier o WHERE o.event_id=i.event_id)
-`
-
 // unseenInvite reports whether we countersigned an invite of userID into roomID (inviteAsTarget keeps each) that we
-// have not seen the hub append.
+// have not seen the hub append. One we have not seen (in our log, or in a send_join answer's state) may not be in
+// the hub's log yet; one we have seen is, and a refusal then has another reason (a kick, a ban).
 func (e *Engine) unseenInvite(ctx context.Context, roomID, userID string) (bool, error) {
-	var n int
-	if err := e.db.QueryRow(ctx, unseenInviteQuery, roomID, userID).Scan(&n); err != nil {
-		return false, fmt.Errorf("failed to look up invites of %s to %s: %w", userID, roomID, err)
-	}
-	return n > 0, nil
+	return e.store.UnseenInvite(ctx, roomID, userID)
 }
 
 // storeJoin verifies a send_join answer and makes the room ours to follow: the state and auth chain become outliers
@@ -428,11 +418,11 @@ func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, r
 	} else if logged && followed {
 		return joinID, nil
 	} else if logged {
-		return joinID, e.store.write(ctx, func(ctx context.Context) error {
-			if _, err := e.store.exec(ctx, deleteJoinQuery, room.RoomID); err != nil {
+		return joinID, e.store.Write(ctx, func(ctx context.Context) error {
+			if err := e.store.DeleteJoin(ctx, room.RoomID); err != nil {
 				return err
 			}
-			return e.store.setRoomStatus(ctx, room.RoomID, statusActive)
+			return e.store.SetRoomStatus(ctx, room.RoomID, store.StatusActive)
 		})
 	}
 	if followed {
@@ -455,7 +445,7 @@ func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, r
 		return "", err
 	}
 	delete(e.rooms, room.RoomID)
-	room.status = statusActive
+	room.Status = store.StatusActive
 	base := newRoomState(room)
 	base.headIdx = prior.headIdx
 	base.st = rs.st
@@ -464,23 +454,23 @@ func (e *Engine) storeJoin(ctx context.Context, room *RoomInfo, lpdu *pdu.PDU, r
 	err = e.commitBatch(ctx, batch{
 		items: []appendItem{item},
 		pre: func(ctx context.Context) error {
-			if _, err := e.store.exec(ctx, deleteJoinQuery, room.RoomID); err != nil {
+			if err := e.store.DeleteJoin(ctx, room.RoomID); err != nil {
 				return err
 			}
 			for _, list := range [][]known{state, chain} {
 				for _, k := range list {
-					if err := e.store.insertOutlier(ctx, room.RoomID, k.id, k.raw); err != nil {
+					if err := e.store.InsertOutlier(ctx, room.RoomID, k.id, k.raw); err != nil {
 						return err
 					}
 				}
 			}
 			for _, key := range order {
 				k := current[key]
-				if err := e.store.setState(ctx, room.RoomID, key.Type, key.StateKey, k.id, membershipOf(k.p)); err != nil {
+				if err := e.store.SetState(ctx, room.RoomID, key.Type, key.StateKey, k.id, membershipOf(k.p)); err != nil {
 					return err
 				}
 			}
-			return e.store.putRoom(ctx, room, e.now().UnixMilli())
+			return e.store.PutRoom(ctx, room, e.now().UnixMilli())
 		},
 	})
 	if err != nil {
@@ -496,11 +486,11 @@ func (e *Engine) Leave(ctx context.Context, roomID, userID string) (string, erro
 	if pdu.ServerName(userID) != e.serverName {
 		return "", fmt.Errorf("%w: %s", ErrNotOurUser, userID)
 	}
-	room, err := e.store.getRoom(ctx, roomID)
+	room, err := e.store.GetRoom(ctx, roomID)
 	if err != nil {
 		return "", err
 	}
-	if room != nil && room.status == statusActive {
+	if room != nil && room.Status == store.StatusActive {
 		e.writeLock.Lock()
 		rs, err := e.loadRoom(ctx, roomID)
 		var member string
@@ -530,22 +520,20 @@ func (e *Engine) Leave(ctx context.Context, roomID, userID string) (string, erro
 	return lpduID, nil
 }
 
-const inviteHubQuery = `SELECT pdu FROM lm_invite WHERE room_id=$1 AND target=$2 ORDER BY received_at DESC LIMIT 1`
-
 // inviteHub finds the hub of a room we were only invited to: the invite's hub_server, else its sender's server.
 func (e *Engine) inviteHub(ctx context.Context, roomID, userID string) (string, error) {
-	room, err := e.store.getRoom(ctx, roomID)
+	room, err := e.store.GetRoom(ctx, roomID)
 	if err != nil {
 		return "", err
 	} else if room != nil {
 		return room.HubServer, nil
 	}
-	var raw string
-	if err = e.db.QueryRow(ctx, inviteHubQuery, roomID, userID).Scan(&raw); err != nil {
+	raw, err := e.store.InviteEvent(ctx, roomID, userID)
+	if err != nil {
 		return "", fmt.Errorf("%w %s: no invite for %s either", ErrUnknownRoom, roomID, userID)
 	}
 	var f eventFields
-	if err = json.Unmarshal([]byte(raw), &f); err != nil {
+	if err = json.Unmarshal(raw, &f); err != nil {
 		return "", err
 	}
 	if f.HubServer != "" {

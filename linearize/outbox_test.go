@@ -2,6 +2,7 @@ package linearize
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -14,88 +15,8 @@ import (
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/internal/testpg"
+	"github.com/lmbridge/lmbridge/linearize/outbox"
 )
-
-// waitReturns runs waitForBacklog for dests and reports whether it returned within d.
-func waitReturns(ctx context.Context, o *outbox, d time.Duration, dests ...string) bool {
-	set := make(map[string]int)
-	for _, dest := range dests {
-		set[dest] = 1
-	}
-	done := make(chan struct{})
-	go func() {
-		o.waitForBacklog(ctx, set)
-		close(done)
-	}()
-	select {
-	case <-done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
-func TestWaitForBacklogHoldsUntilDrained(t *testing.T) {
-	o := newOutbox(nil)
-	ctx := context.Background()
-	if !waitReturns(ctx, o, time.Second, "a.example") {
-		t.Fatal("waited with nothing queued")
-	}
-	o.queued("a.example", backlogLimit)
-	if !waitReturns(ctx, o, time.Second, "a.example") {
-		t.Fatal("waited with a backlog at the limit")
-	}
-	o.queued("a.example", 10)
-	if !waitReturns(ctx, o, time.Second, "b.example") {
-		t.Fatal("a sender whose events went elsewhere waited for a.example's backlog")
-	}
-	done := make(chan struct{})
-	go func() {
-		o.waitForBacklog(ctx, map[string]int{"a.example": 1, "b.example": 1})
-		close(done)
-	}()
-	select {
-	case <-done:
-		t.Fatal("answered while a destination was over the limit")
-	case <-time.After(100 * time.Millisecond):
-	}
-	o.sent("a.example", 5)
-	select {
-	case <-done:
-		t.Fatal("answered while a destination was still over the limit")
-	case <-time.After(100 * time.Millisecond):
-	}
-	o.sent("a.example", 5)
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-		t.Fatal("still waiting once the backlog drained to the limit")
-	}
-}
-
-func TestWaitForBacklogIgnoresFailingDestinations(t *testing.T) {
-	o := newOutbox(nil)
-	o.queued("down.example", 10*backlogLimit)
-	o.failing["down.example"] = true
-	if !waitReturns(context.Background(), o, time.Second, "down.example") {
-		t.Fatal("waited for a destination that is failing")
-	}
-	delete(o.failing, "down.example")
-	if waitReturns(context.Background(), o, 100*time.Millisecond, "down.example") {
-		t.Fatal("did not wait for a healthy destination over the limit")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if !waitReturns(ctx, o, time.Second, "down.example") {
-		t.Fatal("kept waiting after the request ended")
-	}
-	// More sent than counted (rows from before a restart) leaves the count at zero, not below.
-	o.sent("down.example", 100*backlogLimit)
-	o.queued("down.example", backlogLimit)
-	if !waitReturns(context.Background(), o, time.Second, "down.example") {
-		t.Fatal("a backlog sent past zero still holds answers")
-	}
-}
 
 // TestFanOutOneAtATimeCommitsOncePerEvent sends events one at a time from a hub to one participant, as a quiet room
 // does. The append's commit marks the event as the participant's next transaction (so the outbox sends it without a
@@ -108,9 +29,9 @@ func TestFanOutOneAtATimeCommitsOncePerEvent(t *testing.T) {
 	part := newHTTPNode(t, nil)
 	roomID, alice, _ := joinedPair(t, hub, part)
 	// Let the set-up's listener cursors and deferred ends be written first.
-	time.Sleep(cursorSaveInterval + ackFlushDelay + 100*time.Millisecond)
+	time.Sleep(cursorSaveInterval + outbox.AckFlushDelay + 100*time.Millisecond)
 	waitOutboxIdle(t, hub)
-	commits := hub.eng.store.commits.Load()
+	commits := hub.eng.store.Commits()
 	const sends = 30
 	for i := 0; i < sends; i++ {
 		id := must(hub.eng.SendEvent(ctx, roomID, alice, "m.room.message", nil, text("one at a time"), time.Time{}))
@@ -118,7 +39,7 @@ func TestFanOutOneAtATimeCommitsOncePerEvent(t *testing.T) {
 		// The participant appends before its answer reaches the hub; the next event comes after that answer.
 		waitDeferredEnd(t, hub)
 	}
-	if n := hub.eng.store.commits.Load() - commits; n > sends+5 {
+	if n := hub.eng.store.Commits() - commits; n > sends+5 {
 		t.Fatalf("the hub committed %d times for %d events sent one at a time, want at most %d", n, sends, sends+5)
 	}
 	if hubLog, partLog := logIDs(t, hub, roomID), logIDs(t, part, roomID); !slices.Equal(hubLog[len(hubLog)-sends:], partLog[len(partLog)-sends:]) {
@@ -168,10 +89,7 @@ func waitDeferredEnd(t *testing.T, nd *node) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		nd.eng.outbox.lock.Lock()
-		n := len(nd.eng.outbox.acked)
-		nd.eng.outbox.lock.Unlock()
-		if n > 0 {
+		if nd.eng.outbox.DeferredEnds() > 0 {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -194,9 +112,7 @@ func TestDeferredEndLostInACrashResendsTheSameTransaction(t *testing.T) {
 	waitHead(t, part, roomID, id)
 	waitDeferredEnd(t, hub)
 	// The crash: the deferred end is forgotten before anything writes it.
-	hub.eng.outbox.lock.Lock()
-	clear(hub.eng.outbox.acked)
-	hub.eng.outbox.lock.Unlock()
+	hub.eng.outbox.ForgetDeferredEnds()
 	httpNet{}.stop(t, hub)
 	httpNet{}.start(t, hub)
 	waitOutboxIdle(t, hub)
@@ -243,12 +159,12 @@ func testPrune(t *testing.T, eng *Engine, db *dbutil.Database) {
 	old, recent := now.Add(-pruneRetention-time.Hour).UnixMilli(), now.Add(-time.Minute).UnixMilli()
 	oldRows := pruneBatch + 7
 	for i := 0; i < oldRows; i++ {
-		if _, err := db.Exec(ctx, insertReceivedTxnQuery, "old.example", "t"+strconv.Itoa(i), "{}", old); err != nil {
+		if err := eng.store.PutReceivedTxn(ctx, "old.example", "t"+strconv.Itoa(i), json.RawMessage("{}"), old); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := 0; i < 5; i++ {
-		if _, err := db.Exec(ctx, insertReceivedTxnQuery, "new.example", "t"+strconv.Itoa(i), "{}", recent); err != nil {
+		if err := eng.store.PutReceivedTxn(ctx, "new.example", "t"+strconv.Itoa(i), json.RawMessage("{}"), recent); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -269,46 +185,8 @@ func testPrune(t *testing.T, eng *Engine, db *dbutil.Database) {
 	}
 }
 
-// TestOutboxBatchCapsLPDUs reads a destination's outbox holding LPDUs and PDUs mixed: a batch ends before the LPDU
-// that would exceed maxLPDUsPerTxn, PDUs do not count, and the same rows give the same batch.
-func TestOutboxBatchCapsLPDUs(t *testing.T) {
-	ctx := testContext(t)
-	nd := newHTTPNode(t, nil)
-	const dest = "other.example"
-	// Every third row is a PDU (its body read from the log, absent here); the rest are LPDUs.
-	var want []int64
-	lpdus := 0
-	for seq := int64(1); seq <= 45; seq++ {
-		var lpdu any
-		if seq%3 != 0 {
-			lpdu = `{"n":` + strconv.FormatInt(seq, 10) + `}`
-			lpdus++
-		}
-		if lpdus <= maxLPDUsPerTxn {
-			want = append(want, seq)
-		}
-		if _, err := nd.db.Exec(ctx, `INSERT INTO lm_outbox (destination, seq, room_id, event_id, lpdu) VALUES ($1, $2, $3, $4, $5)`,
-			dest, seq, "!r:other.example", "$e"+strconv.FormatInt(seq, 10), lpdu); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 2 {
-		items, err := nd.eng.store.outboxBatch(ctx, dest, 1<<62-1, maxPDUsPerTxn, nd.eng.fanout)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []int64
-		for _, it := range items {
-			got = append(got, it.seq)
-		}
-		if !slices.Equal(got, want) {
-			t.Fatalf("batch holds seqs %v, want %v", got, want)
-		}
-	}
-}
-
 // TestParticipantSendsLPDUsInSmallTransactions queues more LPDUs than one transaction takes while the hub is down:
-// once it is back they reach it in transactions of at most maxLPDUsPerTxn, every one once and in order.
+// once it is back they reach it in transactions of at most outbox.MaxLPDUsPerTxn, every one once and in order.
 func TestParticipantSendsLPDUsInSmallTransactions(t *testing.T) {
 	ctx := testContext(t)
 	var lock sync.Mutex
@@ -326,7 +204,7 @@ func TestParticipantSendsLPDUsInSmallTransactions(t *testing.T) {
 	clear(perTxn)
 	lock.Unlock()
 	httpNet{}.stop(t, hub)
-	const n = 2*maxLPDUsPerTxn + 5
+	const n = 2*outbox.MaxLPDUsPerTxn + 5
 	var sent []string
 	for i := range n {
 		sent = append(sent, must(part.eng.SendEvent(ctx, roomID, bob, "m.room.message", nil, text(strconv.Itoa(i)), time.Time{})))
@@ -356,7 +234,7 @@ func TestParticipantSendsLPDUsInSmallTransactions(t *testing.T) {
 		largest = max(largest, c)
 		total += c
 	}
-	if total != n || largest != maxLPDUsPerTxn {
-		t.Fatalf("the hub appended %d LPDUs, at most %d per transaction; want %d, at most %d", total, largest, n, maxLPDUsPerTxn)
+	if total != n || largest != outbox.MaxLPDUsPerTxn {
+		t.Fatalf("the hub appended %d LPDUs, at most %d per transaction; want %d, at most %d", total, largest, n, outbox.MaxLPDUsPerTxn)
 	}
 }

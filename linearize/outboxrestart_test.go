@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/store"
 )
 
 // snapshotDB copies nd's database as it is committed now, through VACUUM INTO: what a SIGKILL at this moment would
@@ -253,9 +254,9 @@ func outboxCount(t *testing.T, nd *node, dest string) int {
 }
 
 // destOf reads nd's in-flight mark and retry count for dest.
-func destOf(t *testing.T, nd *node, dest string) destState {
+func destOf(t *testing.T, nd *node, dest string) store.Dest {
 	t.Helper()
-	return must(nd.eng.store.getDest(testContext(t), dest))
+	return must(nd.eng.store.GetDest(testContext(t), dest))
 }
 
 // waitUntil polls cond every 20 ms until it holds, failing after 20 s.
@@ -276,7 +277,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func TestDepartedServerIsNotRetriedForever(t *testing.T) {
 	ctx := testContext(t)
 	hub, part, stay := newHTTPNode(t, nil), newHTTPNode(t, nil), newHTTPNode(t, nil)
-	hub.eng.outbox.departedRetries.Store(4)
+	hub.eng.outbox.SetDepartedRetries(4)
 	roomID, alice, bob := joinedPair(t, hub, part)
 	carol := userAt("carol", stay.name)
 	must(hub.eng.InviteUser(ctx, roomID, alice, carol))
@@ -286,12 +287,12 @@ func TestDepartedServerIsNotRetriedForever(t *testing.T) {
 	waitOutboxIdle(t, hub)
 	httpNet{}.stop(t, part)
 	kick := must(hub.eng.Kick(ctx, roomID, alice, bob, "away"))
-	waitUntil(t, "a failed attempt to reach bob's server", func() bool { return destOf(t, hub, part.name).retryCount >= 2 })
+	waitUntil(t, "a failed attempt to reach bob's server", func() bool { return destOf(t, hub, part.name).RetryCount >= 2 })
 	if n := outboxCount(t, hub, part.name); n != 1 {
 		t.Fatalf("%d rows queued for bob's server before the bound, want the kick", n)
 	}
 	// However long the restart takes on a busy machine.
-	hub.eng.outbox.departedRetries.Store(1000)
+	hub.eng.outbox.SetDepartedRetries(1000)
 	httpNet{}.start(t, part)
 	waitHead(t, part, roomID, kick)
 
@@ -301,7 +302,7 @@ func TestDepartedServerIsNotRetriedForever(t *testing.T) {
 	waitHead(t, part, roomID, join)
 	waitHead(t, stay, roomID, join)
 	waitOutboxIdle(t, hub)
-	hub.eng.outbox.departedRetries.Store(4)
+	hub.eng.outbox.SetDepartedRetries(4)
 	httpNet{}.stop(t, part)
 	httpNet{}.stop(t, stay)
 	var last string
@@ -310,18 +311,18 @@ func TestDepartedServerIsNotRetriedForever(t *testing.T) {
 	}
 	kick = must(hub.eng.Kick(ctx, roomID, alice, bob, "gone"))
 	waitUntil(t, "the rows of bob's server dropped", func() bool { return outboxCount(t, hub, part.name) == 0 })
-	if ds := destOf(t, hub, part.name); ds.txnLastSeq != 0 {
-		t.Fatalf("a transaction up to %d is still in flight to bob's server after its rows were dropped", ds.txnLastSeq)
+	if ds := destOf(t, hub, part.name); ds.TxnLastSeq != 0 {
+		t.Fatalf("a transaction up to %d is still in flight to bob's server after its rows were dropped", ds.TxnLastSeq)
 	}
 	// Carol's server is still in the room: it keeps its rows past the bound.
-	waitUntil(t, "carol's server to fail past the bound", func() bool { return destOf(t, hub, stay.name).retryCount > 4 })
+	waitUntil(t, "carol's server to fail past the bound", func() bool { return destOf(t, hub, stay.name).RetryCount > 4 })
 	if n := outboxCount(t, hub, stay.name); n != 3 {
 		t.Fatalf("%d rows queued for carol's server, want 3", n)
 	}
 	// Nothing more is tried for bob's server.
 	time.Sleep(time.Second)
-	if ds := destOf(t, hub, part.name); ds.retryCount != 0 || outboxCount(t, hub, part.name) != 0 {
-		t.Fatalf("bob's server retried %d times after its rows were dropped", ds.retryCount)
+	if ds := destOf(t, hub, part.name); ds.RetryCount != 0 || outboxCount(t, hub, part.name) != 0 {
+		t.Fatalf("bob's server retried %d times after its rows were dropped", ds.RetryCount)
 	}
 	httpNet{}.start(t, stay)
 	waitHead(t, stay, roomID, kick)
@@ -385,7 +386,7 @@ func TestOutboxSeqMigrationStartsAtTheQueuedRows(t *testing.T) {
 	if seq != 7 {
 		t.Fatalf("the outbox's last seq is %d after the upgrade, want 7", seq)
 	}
-	if ds := destOf(t, nd, "b.invalid"); ds.txnLastSeq != 7 {
-		t.Fatalf("the transaction in flight to b.invalid ends at %d after the upgrade, want 7", ds.txnLastSeq)
+	if ds := destOf(t, nd, "b.invalid"); ds.TxnLastSeq != 7 {
+		t.Fatalf("the transaction in flight to b.invalid ends at %d after the upgrade, want 7", ds.TxnLastSeq)
 	}
 }

@@ -60,7 +60,7 @@ func (e *Engine) fillGaps(ctx context.Context, origin string, objs []*received) 
 }
 
 func (e *Engine) haveLogged(ctx context.Context, eventID string) (bool, error) {
-	ev, err := e.store.getEvent(ctx, eventID)
+	ev, err := e.store.GetEvent(ctx, eventID)
 	if err != nil {
 		return false, err
 	}

@@ -2,7 +2,6 @@ package linearize
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -16,12 +15,6 @@ const (
 	pruneInterval  = time.Hour
 	pruneBatch     = 1000
 )
-
-// Row-value IN works in SQLite and PostgreSQL alike, where DELETE … LIMIT does not.
-const pruneReceivedTxnQuery = `
-	DELETE FROM lm_received_txn WHERE (origin, txn_id) IN (
-		SELECT origin, txn_id FROM lm_received_txn WHERE received_at < $1 LIMIT $2
-	)`
 
 // pruneLoop prunes at start and every pruneInterval until ctx ends.
 func (e *Engine) pruneLoop(ctx context.Context) {
@@ -43,11 +36,10 @@ func (e *Engine) pruneLoop(ctx context.Context) {
 func (e *Engine) prune(ctx context.Context, cutoff time.Time) error {
 	var total int64
 	for ctx.Err() == nil {
-		res, err := e.store.exec(ctx, pruneReceivedTxnQuery, cutoff.UnixMilli(), pruneBatch)
+		n, err := e.store.PruneReceivedTxns(ctx, cutoff.UnixMilli(), pruneBatch)
 		if err != nil {
-			return fmt.Errorf("failed to prune received transaction answers: %w", err)
+			return err
 		}
-		n, _ := res.RowsAffected()
 		total += n
 		if n < pruneBatch {
 			break

@@ -17,7 +17,7 @@ const maxBackfill = 100
 // hubRoom returns a room we are the hub of, or the federation error the draft gives: 404 M_NOT_FOUND for an unknown
 // room, 400 M_WRONG_SERVER when another server is its hub.
 func (e *Engine) hubRoom(ctx context.Context, roomID string) (*RoomInfo, error) {
-	room, err := e.store.getRoom(ctx, roomID)
+	room, err := e.store.GetRoom(ctx, roomID)
 	if err != nil {
 		return nil, err
 	} else if room == nil {
@@ -34,7 +34,7 @@ func (e *Engine) hubRoom(ctx context.Context, roomID string) (*RoomInfo, error) 
 // departure, not what came after. Other servers read nothing. History visibility narrows this further, per event
 // (visibility.go).
 func (e *Engine) mayRead(ctx context.Context, roomID, origin string, index int64) (bool, error) {
-	entries, err := e.store.currentState(ctx, roomID)
+	entries, err := e.store.CurrentState(ctx, roomID)
 	if err != nil {
 		return false, err
 	}
@@ -47,7 +47,7 @@ func (e *Engine) mayRead(ctx context.Context, roomID, origin string, index int64
 		case "join", "invite", "knock":
 			return true, nil
 		}
-		ev, err := e.store.getEvent(ctx, st.EventID)
+		ev, err := e.store.GetEvent(ctx, st.EventID)
 		if err != nil {
 			return false, err
 		} else if ev != nil {
@@ -66,7 +66,7 @@ func (e *Engine) logEvent(ctx context.Context, origin, roomID, eventID string) (
 	if _, err := e.hubRoom(ctx, roomID); err != nil {
 		return nil, err
 	}
-	ev, err := e.store.getEvent(ctx, eventID)
+	ev, err := e.store.GetEvent(ctx, eventID)
 	if err != nil {
 		return nil, err
 	} else if ev == nil || ev.RoomID != roomID || ev.Index < 1 {
@@ -93,7 +93,7 @@ func (e *Engine) logEvent(ctx context.Context, origin, roomID, eventID string) (
 
 // visibilityBefore is a visibility tracker for origin at the state before the event at index.
 func (e *Engine) visibilityBefore(ctx context.Context, origin, roomID string, index int64) (*visibilityTracker, error) {
-	state, err := e.store.stateBefore(ctx, roomID, index)
+	state, err := e.store.StateBefore(ctx, roomID, index)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +102,7 @@ func (e *Engine) visibilityBefore(ctx context.Context, origin, roomID string, in
 
 // GetEvent implements federation.Handler.
 func (e inbound) GetEvent(ctx context.Context, origin, eventID string) (json.RawMessage, error) {
-	ev, err := e.store.getEvent(ctx, eventID)
+	ev, err := e.store.GetEvent(ctx, eventID)
 	if err != nil {
 		return nil, err
 	} else if ev == nil {
@@ -154,7 +154,7 @@ func (e *Engine) stateAndAuthChain(ctx context.Context, origin, roomID, eventID 
 	if err != nil {
 		return nil, nil, err
 	}
-	if state, err = e.store.stateBefore(ctx, roomID, ev.Index); err != nil {
+	if state, err = e.store.StateBefore(ctx, roomID, ev.Index); err != nil {
 		return nil, nil, err
 	}
 	if chain, err = e.authChain(ctx, state); err != nil {
@@ -185,7 +185,7 @@ func (e *Engine) authChain(ctx context.Context, evs []*StoredEvent) ([]*StoredEv
 	for len(queue) > 0 {
 		id := queue[0]
 		queue = queue[1:]
-		ev, err := e.store.getEvent(ctx, id)
+		ev, err := e.store.GetEvent(ctx, id)
 		if err != nil {
 			return nil, err
 		} else if ev == nil {
@@ -223,7 +223,7 @@ func (e inbound) Backfill(ctx context.Context, origin, roomID string, from []str
 	if newest < 0 {
 		return nil, federation.Errorf(http.StatusBadRequest, federation.ErrCodeBadJSON, "backfill needs at least one v")
 	}
-	evs, err := e.store.eventsUpTo(ctx, roomID, newest, limit)
+	evs, err := e.store.EventsUpTo(ctx, roomID, newest, limit)
 	if err != nil {
 		return nil, err
 	}

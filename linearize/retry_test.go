@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/store"
 )
 
 // TestSendDuringJoinIsKept checks that a transaction for a room whose join is still in progress is answered at once,
@@ -16,8 +17,8 @@ func TestSendDuringJoinIsKept(t *testing.T) {
 	part := newHTTPNode(t, nil)
 	roomID := must(hub.eng.CreateRoom(ctx, userAt("alice", hub.name), nil))
 	evs := must(hub.eng.Events(ctx, roomID, 0, 1))
-	info := &RoomInfo{RoomID: roomID, RoomVersion: DefaultRoomVersion, HubServer: hub.name, Role: RoleParticipant, status: statusJoining}
-	if err := part.eng.store.putRoom(ctx, info, 0); err != nil {
+	info := &RoomInfo{RoomID: roomID, RoomVersion: DefaultRoomVersion, HubServer: hub.name, Role: RoleParticipant, Status: store.StatusJoining}
+	if err := part.eng.store.PutRoom(ctx, info, 0); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := part.eng.Federation().Send(ctx, hub.name, "txn1", &federation.Transaction{PDUs: []json.RawMessage{evs[0].PDU}})

@@ -110,14 +110,14 @@ func (e *Engine) loadRoom(ctx context.Context, roomID string) (*roomState, error
 	if rs, ok := e.rooms[roomID]; ok {
 		return rs, nil
 	}
-	info, err := e.store.getRoom(ctx, roomID)
+	info, err := e.store.GetRoom(ctx, roomID)
 	if err != nil {
 		return nil, err
 	} else if info == nil {
 		return nil, nil
 	}
 	rs := newRoomState(info)
-	entries, err := e.store.currentState(ctx, roomID)
+	entries, err := e.store.CurrentState(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +128,7 @@ func (e *Engine) loadRoom(ctx context.Context, roomID string) (*roomState, error
 		}
 	}
 	var headID string
-	rs.headIdx, headID, err = e.store.lastEvent(ctx, roomID)
+	rs.headIdx, headID, err = e.store.LastEvent(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func (e *Engine) loadRoom(ctx context.Context, roomID string) (*roomState, error
 }
 
 func (e *Engine) applyStored(ctx context.Context, rs *roomState, eventID string) error {
-	ev, err := e.store.getEvent(ctx, eventID)
+	ev, err := e.store.GetEvent(ctx, eventID)
 	if err != nil {
 		return err
 	} else if ev == nil {

@@ -14,7 +14,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/outbox"
 	"github.com/lmbridge/lmbridge/linearize/pdu"
+	"github.com/lmbridge/lmbridge/linearize/store"
 )
 
 // inflightTxn is the /send transaction an origin has in flight; a retry of the same txnId waits for it.
@@ -40,10 +42,10 @@ func (e *Engine) Federation() federation.Handler {
 // processed and the result committed, together with the transaction ID so a repeat is answered, not reapplied.
 func (e inbound) Send(ctx context.Context, origin, txnID string, txn *federation.Transaction) (*federation.SendResponse, error) {
 	// A server that sends to us is up: retry what we owe it now rather than at the end of its backoff.
-	e.outbox.resetBackoff(ctx, origin)
-	if len(txn.PDUs) > maxPDUsPerTxn {
+	e.outbox.ResetBackoff(ctx, origin)
+	if len(txn.PDUs) > outbox.MaxPDUsPerTxn {
 		return nil, federation.Errorf(http.StatusBadRequest, federation.ErrCodeBadJSON,
-			"a transaction holds at most %d PDUs, this one has %d", maxPDUsPerTxn, len(txn.PDUs))
+			"a transaction holds at most %d PDUs, this one has %d", outbox.MaxPDUsPerTxn, len(txn.PDUs))
 	}
 	for {
 		e.txnLock.Lock()
@@ -72,7 +74,7 @@ func (e inbound) Send(ctx context.Context, origin, txnID string, txn *federation
 		close(cur.done)
 	}()
 
-	if prev, err := e.store.receivedTxn(ctx, origin, txnID); err != nil {
+	if prev, err := e.store.ReceivedTxn(ctx, origin, txnID); err != nil {
 		return nil, err
 	} else if prev != nil {
 		var resp federation.SendResponse
@@ -95,7 +97,7 @@ func (e inbound) Send(ctx context.Context, origin, txnID string, txn *federation
 	}
 	if len(paceBy) > 0 {
 		// Appended and queued already: the wait only delays the sender's next transaction.
-		e.outbox.waitForBacklog(ctx, paceBy)
+		e.outbox.WaitForBacklog(ctx, paceBy)
 	}
 	return resp, nil
 }
@@ -256,7 +258,7 @@ func (e *Engine) completedLPDUs(ctx context.Context, objs []*received) (map[stri
 	if len(ids) == 0 {
 		return completed, nil
 	}
-	found, err := e.store.loggedLPDUs(ctx, ids)
+	found, err := e.store.LoggedLPDUs(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +339,7 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 		r.err = err
 		return r
 	}
-	room, err := e.store.getRoom(ctx, p.RoomID)
+	room, err := e.store.GetRoom(ctx, p.RoomID)
 	if err != nil {
 		r.err = &retryLaterError{roomID: p.RoomID, reason: "Failed to read the room", cause: err}
 		return r
@@ -372,7 +374,7 @@ func (e *Engine) precheck(ctx context.Context, origin string, raw json.RawMessag
 		}
 		// While our join is in flight (eigen sends the join to every server in the room, us included, before it
 		// answers send_join), and behind PDUs kept then: kept, answered, and appended after the join.
-		r.pending = r.err == nil && (room.status == statusJoining || e.hasPending(room.RoomID))
+		r.pending = r.err == nil && (room.Status == store.StatusJoining || e.hasPending(room.RoomID))
 	}
 	return r
 }
@@ -413,7 +415,7 @@ func (e *Engine) acceptFromHub(ctx context.Context, r *received, rs *roomState, 
 	// An event that follows our head cannot be one we hold already; anything else may be an echo of an event we
 	// have (our join from send_join, a retried transaction).
 	if len(r.p.PrevEvents) != 1 || r.p.PrevEvents[0] != rs.headID() {
-		known, err := e.store.getEvent(ctx, r.id)
+		known, err := e.store.GetEvent(ctx, r.id)
 		if err != nil {
 			return nil, err
 		} else if known != nil && known.Index > 0 {

@@ -73,7 +73,7 @@ func (e *Engine) sendQueued(reqs []*sendRequest) {
 		req.id, req.err = req.sameAs.id, req.sameAs.err
 		if req.err == nil && req.with != nil {
 			// As for a key used in an earlier transaction: nothing more is sent, the caller's rows still commit.
-			if err := e.store.write(req.ctx, func(ctx context.Context) error { return req.with(ctx, req.id) }); err != nil {
+			if err := e.store.Write(req.ctx, func(ctx context.Context) error { return req.with(ctx, req.id) }); err != nil {
 				req.id, req.err = "", err
 			}
 		}
@@ -102,7 +102,7 @@ func (e *Engine) commitLPDUs(lpdus []*sendRequest) (*sendRequest, error) {
 			now := e.now().UnixMilli()
 			for _, req := range lpdus {
 				if req.key != "" {
-					if err := e.store.putSendKey(ctx, req.p.RoomID, req.key, req.id, now); err != nil {
+					if err := e.store.PutSendKey(ctx, req.p.RoomID, req.key, req.id, now); err != nil {
 						return err
 					}
 				}

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lmbridge/lmbridge/linearize/upgrades"
+	"github.com/lmbridge/lmbridge/linearize/store/upgrades"
 )
 
 // TestSendEventKeyedIsIdempotent sends with idempotency keys as hub and as participant over loopback HTTP, across a

@@ -12,9 +12,25 @@ import (
 // ±(2^53−1), valid UTF-8 (including no unpaired surrogate escapes), no duplicate keys. Insignificant whitespace is
 // allowed; anything after the value other than whitespace is an error.
 func Parse(raw []byte) (Value, error) {
+	return parse(raw, false)
+}
+
+// ParseLoose is Parse for JSON that need not be canonical-JSON-representable but must still have one signable form:
+// an X-Matrix request body, which may carry numbers that canonical JSON has no form for (a Matrix server's float, an
+// integer beyond ±(2^53−1)). Such a number becomes a Number value, written as it came; every other number, string,
+// key and structure is as Parse gives it (duplicate keys and invalid UTF-8 are still errors).
+//
+// As written is the form that verifies whenever the sender signed the bytes it sent, which is what every Matrix and
+// LM implementation does (Synapse, Dendrite and eigen all serialise a number the same way when they send it and when
+// they sign it); canonical JSON itself forbids floats, so there is no canonical form to prefer.
+func ParseLoose(raw []byte) (Value, error) {
+	return parse(raw, true)
+}
+
+func parse(raw []byte, loose bool) (Value, error) {
 	p := parserPool.Get().(*parser)
 	defer p.release()
-	p.data, p.pos = raw, 0
+	p.data, p.pos, p.loose = raw, 0, loose
 	p.skipSpace()
 	var v Value
 	if err := p.value(&v, 0); err != nil {
@@ -49,6 +65,16 @@ func Canonicalize(raw []byte) ([]byte, error) {
 	return v.Bytes(), nil
 }
 
+// CanonicalizeLoose re-encodes raw JSON in canonical form, with the numbers canonical JSON cannot represent written
+// as they came (see ParseLoose). It is the form X-Matrix signs and verifies request bodies in.
+func CanonicalizeLoose(raw []byte) ([]byte, error) {
+	v, err := ParseLoose(raw)
+	if err != nil {
+		return nil, err
+	}
+	return v.Bytes(), nil
+}
+
 // AppendCanonical appends the canonical form of raw to dst.
 func AppendCanonical(dst, raw []byte) ([]byte, error) {
 	v, err := Parse(raw)
@@ -61,6 +87,8 @@ func AppendCanonical(dst, raw []byte) ([]byte, error) {
 type parser struct {
 	data []byte
 	pos  int
+	// loose keeps numbers outside canonical JSON as Number values instead of failing (ParseLoose).
+	loose bool
 	// Scratch stacks for the members and items of the containers being parsed.
 	members []Member
 	items   []Value
@@ -165,6 +193,10 @@ func (p *parser) number(v *Value) error {
 		}
 	}
 	if tooBig {
+		if p.loose {
+			v.Kind, v.Str = Number, string(p.data[start:p.pos])
+			return nil
+		}
 		p.pos = start
 		return p.fail(ErrIntegerRange, "")
 	}
@@ -245,10 +277,10 @@ func (p *parser) decimal(v *Value) error {
 		return nil
 	}
 	if exp < 0 {
-		return p.fail(ErrFloat, "")
+		return p.asWritten(v, end, ErrFloat)
 	}
 	if len(digits)+exp > 16 {
-		return p.fail(ErrIntegerRange, "")
+		return p.asWritten(v, end, ErrIntegerRange)
 	}
 	var n int64
 	for _, d := range digits {
@@ -258,13 +290,23 @@ func (p *parser) decimal(v *Value) error {
 		n *= 10
 	}
 	if n > MaxSafeInteger {
-		return p.fail(ErrIntegerRange, "")
+		return p.asWritten(v, end, ErrIntegerRange)
 	}
 	if neg {
 		n = -n
 	}
 	p.pos = end
 	v.Kind, v.Int = Integer, n
+	return nil
+}
+
+// asWritten makes the number from p.pos to end a Number value in loose mode, and fails with err otherwise.
+func (p *parser) asWritten(v *Value, end int, err error) error {
+	if !p.loose {
+		return p.fail(err, "")
+	}
+	v.Kind, v.Str = Number, string(p.data[p.pos:end])
+	p.pos = end
 	return nil
 }
 

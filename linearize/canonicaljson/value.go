@@ -16,6 +16,8 @@ const (
 	String
 	Array
 	Object
+	// Number is a number canonical JSON cannot represent, kept as written in Str; only ParseLoose gives it.
+	Number
 )
 
 func (k Kind) String() string {
@@ -32,6 +34,8 @@ func (k Kind) String() string {
 		return "array"
 	case Object:
 		return "object"
+	case Number:
+		return "number"
 	default:
 		return "kind(" + strconv.Itoa(int(k)) + ")"
 	}
@@ -88,6 +92,8 @@ func (v *Value) AppendTo(dst []byte) []byte {
 		return strconv.AppendInt(dst, v.Int, 10)
 	case String:
 		return AppendString(dst, v.Str)
+	case Number:
+		return append(dst, v.Str...)
 	case Array:
 		dst = append(dst, '[')
 		for i := range v.Items {
@@ -132,6 +138,8 @@ func (v *Value) EncodedLen() int {
 		return len(strconv.AppendInt(buf[:0], v.Int, 10))
 	case String:
 		return StringLen(v.Str)
+	case Number:
+		return len(v.Str)
 	case Array:
 		n := 2
 		if len(v.Items) > 1 {

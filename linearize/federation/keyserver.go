@@ -10,9 +10,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"maunium.net/go/mautrix/federation/signutil"
-	"maunium.net/go/mautrix/id"
 )
 
 // ServerKeys is the body of GET /_matrix/key/v2/server, with LM's "m.linearized" flag (covered by the signature).
@@ -59,11 +56,11 @@ func ParseServerKeys(raw []byte, serverName string) (*ServerKeys, error) {
 		return nil, fmt.Errorf("%w: no verify_keys", ErrKeyResponseInvalid)
 	}
 	for keyID, key := range keys.VerifyKeys {
-		if _, err := decodeEd25519(key.Key); err != nil {
+		pub, err := decodeEd25519(key.Key)
+		if err != nil {
 			return nil, fmt.Errorf("%w: key %s: %w", ErrKeyResponseInvalid, keyID, err)
 		}
-		err := signutil.VerifyJSON(serverName, id.KeyID(keyID), id.SigningKey(key.Key), json.RawMessage(raw))
-		if err != nil {
+		if err = verifyJSON(serverName, keyID, pub, raw); err != nil {
 			return nil, fmt.Errorf("%w: key %s: %w", ErrKeyResponseUnsigned, keyID, err)
 		}
 	}
@@ -116,7 +113,7 @@ func (ks *KeyServer) Response() ([]byte, error) {
 		OldVerifyKeys: map[string]OldVerifyKey{},
 		Linearized:    true,
 	}
-	sig, err := ks.Key.SignJSON(resp)
+	sig, err := signJSON(ks.Key, resp)
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign server keys: %w", err)
 	}

@@ -11,10 +11,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
-	"maunium.net/go/mautrix/crypto/canonicaljson"
-
-	lmcanonical "github.com/lmbridge/lmbridge/linearize/canonicaljson"
+	"github.com/lmbridge/lmbridge/linearize/canonicaljson"
 	"github.com/lmbridge/lmbridge/linearize/sigverify"
 )
 
@@ -114,18 +113,12 @@ func (r *signableRequest) canonical() ([]byte, error) {
 	return r.canonicalWith(content)
 }
 
-// canonicalise is the canonical JSON of a request body. Our own encoder does it in one pass; a body it refuses
-// (floats, integers beyond ±(2^53−1), which no LM request carries but a Matrix peer's might) goes through mautrix's
-// more lenient one, as every body did before, so that such a request is still signed and verified as it was.
+// canonicalise is the canonical JSON of a request body, the Matrix specification's (control characters as \u00xx in
+// lower case, as Synapse and Dendrite write them). A number canonical JSON has no form for (a float, an integer beyond
+// ±(2^53−1), which no LM request carries but a Matrix peer's might) is kept as written, as mautrix's and Dendrite's
+// encoders keep it, so that such a request verifies as it did; see canonicaljson.ParseLoose.
 func canonicalise(data []byte) ([]byte, error) {
-	if out, err := lmcanonical.Canonicalize(data); err == nil {
-		return out, nil
-	}
-	raw := json.RawMessage(bytes.Clone(data))
-	if err := canonicaljson.Canonicalize(&raw); err != nil {
-		return nil, err
-	}
-	return raw, nil
+	return canonicaljson.CanonicalizeLoose(data)
 }
 
 func (r *signableRequest) canonicalWith(canonicalContent []byte) ([]byte, error) {
@@ -139,15 +132,14 @@ func (r *signableRequest) canonicalWith(canonicalContent []byte) ([]byte, error)
 		buf.WriteByte(',')
 	}
 	for i, field := range [...][2]string{{"destination", r.Destination}, {"method", r.Method}, {"origin", r.Origin}, {"uri", r.URI}} {
-		value, err := canonicaljson.Marshal(field[1])
-		if err != nil {
-			return nil, fmt.Errorf("failed to canonicalise request %s: %w", field[0], err)
+		if !utf8.ValidString(field[1]) {
+			return nil, fmt.Errorf("failed to canonicalise request %s: %w", field[0], canonicaljson.ErrInvalidUTF8)
 		}
 		if i > 0 {
 			buf.WriteByte(',')
 		}
 		buf.WriteString(`"` + field[0] + `":`)
-		buf.Write(value)
+		buf.Write(canonicaljson.AppendString(buf.AvailableBuffer(), field[1]))
 	}
 	buf.WriteByte('}')
 	return buf.Bytes(), nil

@@ -18,7 +18,7 @@ func TestSignableRequestCanonical(t *testing.T) {
 		Content     json.RawMessage `json:"content,omitempty"`
 	}
 	for _, content := range []string{"", `{}`, `{"b":1,"a":[{"z":"\u00e9\u2028<&>\"\\","y":null}],"é":true,"😀":"x","":{}}`,
-		// Refused by our encoder, so canonicalised by mautrix's as before.
+		// Numbers canonical JSON has no form for, kept as written (as mautrix keeps them).
 		`{"f": 1.5, "n": 12345678901234567890, "a": [ 2 , 1 ]}`} {
 		r := &signableRequest{Method: "PUT", URI: "/a/%24b?c=d&e=\u2028", Origin: "orig\"in", Destination: "dést:8448"}
 		w := whole{Method: r.Method, URI: r.URI, Origin: r.Origin, Destination: r.Destination}

@@ -1,4 +1,7 @@
-package linearize
+// Package outbox sends what the engine queued in lm_outbox: as hub, the PDUs it fans out to every server in a room;
+// as participant, its LPDUs to the hub. One transaction is in flight per destination, in seq order, retried with
+// backoff under the same txnId; a hub's answers to its senders are paced by the backlog here (WaitForBacklog).
+package outbox
 
 import (
 	"context"
@@ -15,32 +18,36 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lmbridge/lmbridge/linearize/federation"
+	"github.com/lmbridge/lmbridge/linearize/store"
 )
 
-// maxPDUsPerTxn is the draft's cap on PDUs in one /send transaction (§12.5.1).
-const maxPDUsPerTxn = 50
+// MaxPDUsPerTxn is the draft's cap on PDUs in one /send transaction (§12.5.1).
+const MaxPDUsPerTxn = 50
 
-// maxLPDUsPerTxn caps the LPDUs in one transaction to a hub, well below maxPDUsPerTxn. A hub completes and appends a
+// MaxLPDUsPerTxn caps the LPDUs in one transaction to a hub, well below MaxPDUsPerTxn. A hub completes and appends a
 // transaction's LPDUs one after another and fans them out as one batch, so every LPDU of a big transaction waits for
 // all of them, and for the other senders' transactions queued before it: at saturation, 50-LPDU transactions from
 // three participants kept events 25-40 ms inside the hub before their fan-out began. Smaller transactions cost the
 // hub more commits and requests per event; 20 was the best trade measured (docs/BENCHMARKS.md, issue 4).
-const maxLPDUsPerTxn = 20
+const MaxLPDUsPerTxn = 20
 
 const (
 	minBackoff = 200 * time.Millisecond
 	maxBackoff = 5 * time.Minute
 )
 
-// outbox sends queued PDUs (as hub) and LPDUs (as participant) to each destination in seq order, one transaction in
+// Outbox sends queued PDUs (as hub) and LPDUs (as participant) to each destination in seq order, one transaction in
 // flight per destination. Everything it sends was written to lm_outbox in the same database transaction as the log
 // row, so a restart resumes where it stopped; the in-flight transaction's last seq is persisted first, so a retry
 // reuses its txnId and the receiver's deduplication applies.
-type outbox struct {
-	e       *Engine
+type Outbox struct {
+	store   *store.Store
+	sender  Sender
+	bodies  *Bodies
+	failed  func(ctx context.Context, roomID, lpduID, reason string)
 	lock    sync.Mutex
 	workers map[string]chan struct{}
-	// failing holds destinations whose last send failed, so resetBackoff costs nothing for healthy ones.
+	// failing holds destinations whose last send failed, so ResetBackoff costs nothing for healthy ones.
 	failing map[string]bool
 	wg      sync.WaitGroup
 	ctx     context.Context
@@ -60,23 +67,70 @@ type outbox struct {
 	departedRetries atomic.Int32
 }
 
-func newOutbox(e *Engine) *outbox {
-	o := &outbox{e: e, workers: make(map[string]chan struct{}), failing: make(map[string]bool),
+// Sender sends transactions to other servers: *federation.Client.
+type Sender interface {
+	SendTransaction(ctx context.Context, destination, txnID string, txn *federation.Transaction) (*federation.SendResponse, error)
+}
+
+// Config is what an Outbox works with.
+type Config struct {
+	// Store holds the rows to send; the engine writes them in the same transaction as its log rows.
+	Store *store.Store
+	// Sender sends the transactions; one that also implements SendCanonicalTransaction is given the bodies as stored.
+	Sender Sender
+	// Bodies holds the PDUs fanned out as hub, which are then not read back from the log.
+	Bodies *Bodies
+	// LPDUFailed is told of each LPDU of ours that its hub refused (failed_pdus, or a transaction refused for good).
+	LPDUFailed func(ctx context.Context, roomID, lpduID, reason string)
+}
+
+// New returns an Outbox; Start starts sending.
+func New(cfg Config) *Outbox {
+	o := &Outbox{store: cfg.Store, sender: cfg.Sender, bodies: cfg.Bodies, failed: cfg.LPDUFailed,
+		workers: make(map[string]chan struct{}), failing: make(map[string]bool),
 		backlog: make(map[string]int), drained: make(chan struct{}), queuedUpTo: make(map[string]int64),
 		acked: make(map[string]int64)}
 	o.departedRetries.Store(departedRetries)
 	return o
 }
 
+// SentTxns counts the transactions sent, for the benchmarks.
+func (o *Outbox) SentTxns() int64 {
+	return o.sentTxns.Load()
+}
+
+// SentItems counts the PDUs and LPDUs the transactions sent carried, for the benchmarks.
+func (o *Outbox) SentItems() int64 {
+	return o.sentItems.Load()
+}
+
+// SetDepartedRetries lowers (for tests) how many failed attempts a departed server gets; see departedRetries.
+func (o *Outbox) SetDepartedRetries(n int32) {
+	o.departedRetries.Store(n)
+}
+
+// DeferredEnds counts the transactions that succeeded with their end not written yet (see deferEnd), for tests.
+func (o *Outbox) DeferredEnds() int {
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	return len(o.acked)
+}
+
+// ForgetDeferredEnds drops the deferred ends, as a crash before they are written would, for tests.
+func (o *Outbox) ForgetDeferredEnds() {
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	clear(o.acked)
+}
+
 // Ending a transaction takes a commit of its own (its rows deleted, the destination's mark cleared or moved to the
 // next transaction). When nothing was queued behind it, that commit is deferred: the next commit that queues rows
-// for the destination writes it (commitBatch, through ackedFor and forgetAcked), or the worker does after
-// ackFlushDelay. Until then the transaction
-// stays marked in flight, so a crash resends it under the same txnId, which the receiver answers from its record.
-const ackFlushDelay = 200 * time.Millisecond
+// for the destination writes it (the engine's commit, through AckedFor and ForgetAcked), or the worker does after
+// AckFlushDelay. Until then the transaction stays marked in flight, so a crash resends it under the same txnId, which the receiver answers from its record.
+const AckFlushDelay = 200 * time.Millisecond
 
-// queuedTo records, after a commit, the last seq it gave each destination.
-func (o *outbox) queuedTo(woken map[string]int64) {
+// QueuedTo records, after a commit, the last seq it gave each destination.
+func (o *Outbox) QueuedTo(woken map[string]int64) {
 	o.lock.Lock()
 	defer o.lock.Unlock()
 	for d, seq := range woken {
@@ -86,7 +140,7 @@ func (o *outbox) queuedTo(woken map[string]int64) {
 
 // deferEnd records destination's transaction ending at last as succeeded, with its end left for later, and reports
 // whether it could: only when this process knows nothing was queued behind it.
-func (o *outbox) deferEnd(destination string, last int64) bool {
+func (o *Outbox) deferEnd(destination string, last int64) bool {
 	o.lock.Lock()
 	defer o.lock.Unlock()
 	if upTo, known := o.queuedUpTo[destination]; !known || upTo > last {
@@ -97,7 +151,7 @@ func (o *outbox) deferEnd(destination string, last int64) bool {
 }
 
 // takeAcked removes and returns destination's deferred end.
-func (o *outbox) takeAcked(destination string) (int64, bool) {
+func (o *Outbox) takeAcked(destination string) (int64, bool) {
 	o.lock.Lock()
 	defer o.lock.Unlock()
 	last, ok := o.acked[destination]
@@ -105,8 +159,8 @@ func (o *outbox) takeAcked(destination string) (int64, bool) {
 	return last, ok
 }
 
-// ackedFor returns the deferred ends of the destinations, for a commit to write.
-func (o *outbox) ackedFor(woken map[string]int64) map[string]int64 {
+// AckedFor returns the deferred ends of the destinations, for a commit to write.
+func (o *Outbox) AckedFor(woken map[string]int64) map[string]int64 {
 	o.lock.Lock()
 	defer o.lock.Unlock()
 	var out map[string]int64
@@ -121,8 +175,8 @@ func (o *outbox) ackedFor(woken map[string]int64) map[string]int64 {
 	return out
 }
 
-// forgetAcked drops deferred ends that a commit wrote, unless a newer one replaced them meanwhile.
-func (o *outbox) forgetAcked(written map[string]int64) {
+// ForgetAcked drops deferred ends that a commit wrote, unless a newer one replaced them meanwhile.
+func (o *Outbox) ForgetAcked(written map[string]int64) {
 	o.lock.Lock()
 	defer o.lock.Unlock()
 	for d, last := range written {
@@ -132,15 +186,15 @@ func (o *outbox) forgetAcked(written map[string]int64) {
 	}
 }
 
-// queued records n PDUs queued for destination as hub.
-func (o *outbox) queued(destination string, n int) {
+// Queued records n PDUs queued for destination as hub.
+func (o *Outbox) Queued(destination string, n int) {
 	o.lock.Lock()
 	o.backlog[destination] += n
 	o.lock.Unlock()
 }
 
 // sent records n PDUs of destination's backlog sent.
-func (o *outbox) sent(destination string, n int) {
+func (o *Outbox) sent(destination string, n int) {
 	if n == 0 {
 		return
 	}
@@ -159,14 +213,14 @@ func (o *outbox) sent(destination string, n int) {
 // destinations do not count (their rows wait for them), and the wait is bounded, so a stuck destination cannot
 // stall the room.
 const (
-	backlogLimit   = maxPDUsPerTxn / 2
+	backlogLimit   = MaxPDUsPerTxn / 2
 	backlogMaxWait = 2 * time.Second
 )
 
-// waitForBacklog returns once none of dests that is healthy has more than backlogLimit PDUs queued, after
+// WaitForBacklog returns once none of dests that is healthy has more than backlogLimit PDUs queued, after
 // backlogMaxWait, or when ctx ends. Only the destinations the sender's events went to count: a slow server in one
 // room does not slow the senders of another.
-func (o *outbox) waitForBacklog(ctx context.Context, dests map[string]int) {
+func (o *Outbox) WaitForBacklog(ctx context.Context, dests map[string]int) {
 	var timeout <-chan time.Time
 	for {
 		o.lock.Lock()
@@ -197,28 +251,28 @@ func (o *outbox) waitForBacklog(ctx context.Context, dests map[string]int) {
 	}
 }
 
-func (o *outbox) start(ctx context.Context) error {
+func (o *Outbox) Start(ctx context.Context) error {
 	o.ctx = ctx
 	// A restart is a fresh start for every destination's backoff.
-	if _, err := o.e.store.exec(ctx, resetBackoffQuery, "", int64(0)); err != nil {
-		return fmt.Errorf("failed to reset backoff: %w", err)
+	if _, err := o.store.ResetBackoff(ctx, "", 0); err != nil {
+		return err
 	}
-	dests, err := o.e.store.outboxDestinations(ctx)
+	dests, err := o.store.OutboxDestinations(ctx)
 	if err != nil {
 		return err
 	}
 	for _, d := range dests {
-		o.wake(d)
+		o.Wake(d)
 	}
 	return nil
 }
 
-func (o *outbox) stop() {
+func (o *Outbox) Stop() {
 	o.wg.Wait()
 }
 
-// wake starts the worker of a destination, or tells the running one that there is more to send.
-func (o *outbox) wake(destination string) {
+// Wake starts the worker of a destination, or tells the running one that there is more to send.
+func (o *Outbox) Wake(destination string) {
 	o.lock.Lock()
 	defer o.lock.Unlock()
 	if o.ctx == nil {
@@ -237,8 +291,8 @@ func (o *outbox) wake(destination string) {
 	}
 }
 
-// resetBackoff makes destination due now: it has just shown it is up (it sent us a request), or we restarted.
-func (o *outbox) resetBackoff(ctx context.Context, destination string) {
+// ResetBackoff makes destination due now: it has just shown it is up (it sent us a request), or we restarted.
+func (o *Outbox) ResetBackoff(ctx context.Context, destination string) {
 	o.lock.Lock()
 	failing := o.failing[destination]
 	delete(o.failing, destination)
@@ -246,19 +300,17 @@ func (o *outbox) resetBackoff(ctx context.Context, destination string) {
 	if !failing {
 		return
 	}
-	res, err := o.e.store.exec(ctx, resetBackoffQuery, destination, time.Now().UnixMilli())
+	changed, err := o.store.ResetBackoff(ctx, destination, time.Now().UnixMilli())
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Str("destination", destination).Msg("Failed to reset backoff")
 		return
 	}
-	if n, _ := res.RowsAffected(); n > 0 {
-		o.wake(destination)
+	if changed {
+		o.Wake(destination)
 	}
 }
 
-const resetBackoffQuery = `UPDATE lm_destination SET next_attempt=0, retry_count=0 WHERE ($1='' OR destination=$1) AND next_attempt>$2`
-
-func (o *outbox) run(destination string, wake chan struct{}) {
+func (o *Outbox) run(destination string, wake chan struct{}) {
 	defer o.wg.Done()
 	ctx := o.ctx
 	log := zerolog.Ctx(ctx).With().Str("destination", destination).Logger()
@@ -271,7 +323,7 @@ func (o *outbox) run(destination string, wake chan struct{}) {
 			}
 		}
 	}()
-	var next []outboxItem
+	var next []store.OutboxItem
 	for {
 		var wait time.Duration
 		var err error
@@ -304,8 +356,8 @@ const idleWait = 30 * time.Second
 
 // sendOnce sends one transaction to destination. It returns how long to wait before the next attempt (0 for at once)
 // and, when the commit that ended this transaction also marked the next one in flight, that transaction's items.
-func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []outboxItem) (time.Duration, []outboxItem, error) {
-	st := o.e.store
+func (o *Outbox) sendOnce(ctx context.Context, destination string, prepared []store.OutboxItem) (time.Duration, []store.OutboxItem, error) {
+	st := o.store
 	items := prepared
 	if items == nil {
 		if last, ok := o.takeAcked(destination); ok {
@@ -333,21 +385,21 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 			return wait, nil, err
 		}
 	}
-	last := items[len(items)-1].seq
+	last := items[len(items)-1].Seq
 	txnID := txnIDOf(items)
 	pdus := make([]json.RawMessage, 0, len(items))
 	for _, it := range items {
-		pdus = append(pdus, it.body)
+		pdus = append(pdus, it.Body)
 	}
 	o.sentTxns.Add(1)
 	o.sentItems.Add(int64(len(items)))
 	var resp *federation.SendResponse
 	var sendErr error
-	if cs, ok := o.e.remote.(canonicalSender); ok {
+	if cs, ok := o.sender.(canonicalSender); ok {
 		// Every body in lm_outbox and lm_event was written from PDU.Canonical.
 		resp, sendErr = cs.SendCanonicalTransaction(ctx, destination, txnID, pdus)
 	} else {
-		resp, sendErr = o.e.remote.SendTransaction(ctx, destination, txnID, &federation.Transaction{PDUs: pdus})
+		resp, sendErr = o.sender.SendTransaction(ctx, destination, txnID, &federation.Transaction{PDUs: pdus})
 	}
 	if refusedForGood(sendErr) {
 		// The destination will never take this transaction as it is: drop it rather than block everything behind it,
@@ -356,7 +408,7 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 			Msg("Destination refused a transaction for good, dropping it")
 		resp = &federation.SendResponse{FailedPDUs: make(map[string]federation.FailedPDU, len(items))}
 		for _, it := range items {
-			resp.FailedPDUs[it.eventID] = federation.FailedPDU{Error: sendErr.Error()}
+			resp.FailedPDUs[it.EventID] = federation.FailedPDU{Error: sendErr.Error()}
 		}
 		sendErr = nil
 	}
@@ -369,41 +421,41 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 	o.lock.Unlock()
 	if sendErr != nil {
 		// The transaction stays marked in flight (persisted before it was first sent), so the retry reuses its txnId.
-		ds, err := st.getDest(ctx, destination)
+		ds, err := st.GetDest(ctx, destination)
 		if err != nil {
 			return minBackoff, nil, err
 		}
-		ds.retryCount++
-		if ds.retryCount >= int(o.departedRetries.Load()) {
+		ds.RetryCount++
+		if ds.RetryCount >= int(o.departedRetries.Load()) {
 			if dropped, err := o.dropIfDeparted(ctx, destination, sendErr); err != nil {
 				zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to drop the outbox of a departed server")
 			} else if dropped {
 				return idleWait, nil, nil
 			}
 		}
-		backoff := minBackoff << min(ds.retryCount-1, 20)
+		backoff := minBackoff << min(ds.RetryCount-1, 20)
 		backoff = min(backoff, maxBackoff)
-		ds.nextAttempt = time.Now().Add(backoff).UnixMilli()
-		if err = st.putDest(ctx, destination, ds, sendErr.Error()); err != nil {
+		ds.NextAttempt = time.Now().Add(backoff).UnixMilli()
+		if err = st.PutDest(ctx, destination, ds, sendErr.Error()); err != nil {
 			return backoff, nil, err
 		}
 		return backoff, nil, fmt.Errorf("failed to send transaction %s: %w", txnID, sendErr)
 	}
 	hubPDUs := 0
 	for _, it := range items {
-		if it.held {
-			o.e.fanout.release(it.eventID)
+		if it.Held {
+			o.bodies.Release(it.EventID)
 		}
-		if !it.isLPDU {
+		if !it.IsLPDU {
 			hubPDUs++
 		}
 	}
 	o.sent(destination, hubPDUs)
 	// The listeners hear of refused LPDUs before the transaction's end is written: a crash in between sends the
 	// transaction again, its receiver answers from its record, and they hear it again rather than never.
-	o.e.handleSendResponse(ctx, destination, items, resp)
+	o.handleSendResponse(ctx, items, resp)
 	if o.deferEnd(destination, last) {
-		return ackFlushDelay, nil, nil
+		return AckFlushDelay, nil, nil
 	}
 	next, err := o.endTransaction(ctx, destination, last)
 	if err != nil {
@@ -418,23 +470,23 @@ func (o *outbox) sendOnce(ctx context.Context, destination string, prepared []ou
 
 // endTransaction ends destination's transaction up to last and marks the next one, made of what accumulated
 // meanwhile, in flight, in one commit: a commit per transaction instead of two, and no read before sending it.
-func (o *outbox) endTransaction(ctx context.Context, destination string, last int64) ([]outboxItem, error) {
-	st := o.e.store
-	var next []outboxItem
-	err := st.write(ctx, func(ctx context.Context) error {
-		if err := st.deleteOutbox(ctx, destination, last); err != nil {
+func (o *Outbox) endTransaction(ctx context.Context, destination string, last int64) ([]store.OutboxItem, error) {
+	st := o.store
+	var next []store.OutboxItem
+	err := st.Write(ctx, func(ctx context.Context) error {
+		if err := st.DeleteOutbox(ctx, destination, last); err != nil {
 			return err
 		}
 		var err error
-		next, err = st.outboxBatch(ctx, destination, 1<<62-1, maxPDUsPerTxn, o.e.fanout)
+		next, err = st.OutboxBatch(ctx, destination, 1<<62-1, MaxPDUsPerTxn, MaxLPDUsPerTxn, o.bodies)
 		if err != nil {
 			return err
 		}
-		ds := destState{sentUpTo: last}
+		ds := store.Dest{SentUpTo: last}
 		if len(next) > 0 {
-			ds.txnLastSeq = next[len(next)-1].seq
+			ds.TxnLastSeq = next[len(next)-1].Seq
 		}
-		return st.putDest(ctx, destination, ds, "")
+		return st.PutDest(ctx, destination, ds, "")
 	})
 	return next, err
 }
@@ -442,28 +494,28 @@ func (o *outbox) endTransaction(ctx context.Context, destination string, last in
 // nextBatch reads the transaction to send next: the one marked in flight (a retry, or one marked by the commit that
 // ended the last), or a fresh batch, marked in flight before it is sent. It returns nil items and how long to wait
 // when there is nothing to send now.
-func (o *outbox) nextBatch(ctx context.Context, destination string) ([]outboxItem, time.Duration, error) {
-	st := o.e.store
-	ds, err := st.getDest(ctx, destination)
+func (o *Outbox) nextBatch(ctx context.Context, destination string) ([]store.OutboxItem, time.Duration, error) {
+	st := o.store
+	ds, err := st.GetDest(ctx, destination)
 	if err != nil {
 		return nil, minBackoff, err
 	}
-	if now := time.Now().UnixMilli(); ds.nextAttempt > now {
-		return nil, time.Duration(ds.nextAttempt-now) * time.Millisecond, nil
+	if now := time.Now().UnixMilli(); ds.NextAttempt > now {
+		return nil, time.Duration(ds.NextAttempt-now) * time.Millisecond, nil
 	}
-	maxSeq := ds.txnLastSeq
+	maxSeq := ds.TxnLastSeq
 	resuming := maxSeq > 0
 	if !resuming {
 		maxSeq = 1<<62 - 1
 	}
-	items, err := st.outboxBatch(ctx, destination, maxSeq, maxPDUsPerTxn, o.e.fanout)
+	items, err := st.OutboxBatch(ctx, destination, maxSeq, MaxPDUsPerTxn, MaxLPDUsPerTxn, o.bodies)
 	if err != nil {
 		return nil, minBackoff, err
 	}
 	if len(items) == 0 {
 		if resuming {
-			ds.txnLastSeq = 0
-			if err = st.putDest(ctx, destination, ds, ""); err != nil {
+			ds.TxnLastSeq = 0
+			if err = st.PutDest(ctx, destination, ds, ""); err != nil {
 				return nil, minBackoff, err
 			}
 			return nil, 0, nil
@@ -471,8 +523,8 @@ func (o *outbox) nextBatch(ctx context.Context, destination string) ([]outboxIte
 		return nil, idleWait, nil
 	}
 	if !resuming {
-		ds.txnLastSeq = items[len(items)-1].seq
-		if err = st.putDest(ctx, destination, ds, ""); err != nil {
+		ds.TxnLastSeq = items[len(items)-1].Seq
+		if err = st.PutDest(ctx, destination, ds, ""); err != nil {
 			return nil, minBackoff, err
 		}
 	}
@@ -489,15 +541,15 @@ func (o *outbox) nextBatch(ctx context.Context, destination string) ([]outboxIte
 // crash, make the same transaction under the same ID, which the peer answers from its record (the deferred end
 // relies on it); other content gets another ID, short of a SHA-256 collision. Event IDs are enough, for they are
 // reference hashes of the events (LPDU IDs of the LPDUs), so they fix the bodies sent.
-func txnIDOf(items []outboxItem) string {
+func txnIDOf(items []store.OutboxItem) string {
 	h := sha256.New()
 	for _, it := range items {
-		h.Write([]byte(it.eventID))
+		h.Write([]byte(it.EventID))
 		// Event IDs hold no NUL, so the list reads back one way only.
 		h.Write([]byte{0})
 	}
 	sum := h.Sum(nil)
-	return strconv.FormatInt(items[0].seq, 10) + "-" + strconv.FormatInt(items[len(items)-1].seq, 10) + "-" +
+	return strconv.FormatInt(items[0].Seq, 10) + "-" + strconv.FormatInt(items[len(items)-1].Seq, 10) + "-" +
 		hex.EncodeToString(sum[:16])
 }
 
@@ -511,29 +563,29 @@ const departedRetries = 10
 // dropIfDeparted drops everything queued for destination when it is a departed server: every row is a PDU we fan
 // out as hub, and no user of destination is joined to the room of any of them. It reports whether it dropped. The
 // check and the delete are one write: a join of destination commits before (and is seen) or after (and its rows stay).
-func (o *outbox) dropIfDeparted(ctx context.Context, destination string, cause error) (bool, error) {
-	st := o.e.store
+func (o *Outbox) dropIfDeparted(ctx context.Context, destination string, cause error) (bool, error) {
+	st := o.store
 	var dropped []string
-	err := st.write(ctx, func(ctx context.Context) error {
+	err := st.Write(ctx, func(ctx context.Context) error {
 		dropped = nil
-		rooms, lpdus, err := st.outboxRooms(ctx, destination)
+		rooms, lpdus, err := st.OutboxRooms(ctx, destination)
 		if err != nil || lpdus {
 			// Our LPDUs wait for their hub however long it takes.
 			return err
 		}
 		for _, roomID := range rooms {
-			if joined, err := st.serverJoined(ctx, roomID, destination); err != nil || joined {
+			if joined, err := st.ServerJoined(ctx, roomID, destination); err != nil || joined {
 				return err
 			}
 		}
 		var last int64
-		if dropped, last, err = st.outboxEventIDs(ctx, destination); err != nil {
+		if dropped, last, err = st.OutboxEventIDs(ctx, destination); err != nil {
 			return err
 		}
-		if err = st.deleteOutbox(ctx, destination, last); err != nil {
+		if err = st.DeleteOutbox(ctx, destination, last); err != nil {
 			return err
 		}
-		return st.putDest(ctx, destination, destState{sentUpTo: last}, fmt.Sprintf(
+		return st.PutDest(ctx, destination, store.Dest{SentUpTo: last}, fmt.Sprintf(
 			"dropped %d events after %d failed attempts, no user of the server being joined any more: %v",
 			len(dropped), o.departedRetries.Load(), cause))
 	})
@@ -541,7 +593,7 @@ func (o *outbox) dropIfDeparted(ctx context.Context, destination string, cause e
 		return false, err
 	}
 	for _, id := range dropped {
-		o.e.fanout.release(id)
+		o.bodies.Release(id)
 	}
 	o.lock.Lock()
 	delete(o.failing, destination)
@@ -552,7 +604,7 @@ func (o *outbox) dropIfDeparted(ctx context.Context, destination string, cause e
 	return true, nil
 }
 
-// canonicalSender is a Remote that can send PDUs already in canonical JSON without re-encoding them
+// canonicalSender is a Sender that can send PDUs already in canonical JSON without re-encoding them
 // (federation.Client).
 type canonicalSender interface {
 	SendCanonicalTransaction(ctx context.Context, destination, txnID string, pdus []json.RawMessage) (*federation.SendResponse, error)
@@ -575,25 +627,24 @@ func refusedForGood(err error) bool {
 	return false
 }
 
-// handleSendResponse reports the hub's failed_pdus for our LPDUs to the listeners.
-func (e *Engine) handleSendResponse(ctx context.Context, destination string, items []outboxItem, resp *federation.SendResponse) {
+// handleSendResponse logs the PDUs a destination refused and reports the refused LPDUs of ours.
+func (o *Outbox) handleSendResponse(ctx context.Context, items []store.OutboxItem, resp *federation.SendResponse) {
 	if resp == nil || len(resp.FailedPDUs) == 0 {
 		return
 	}
 	log := zerolog.Ctx(ctx)
 	for _, it := range items {
-		failed, ok := resp.FailedPDUs[it.eventID]
+		failed, ok := resp.FailedPDUs[it.EventID]
 		if !ok {
 			continue
 		}
-		log.Warn().Str("event_id", it.eventID).Str("room_id", it.roomID).Str("error", failed.Error).
+		log.Warn().Str("event_id", it.EventID).Str("room_id", it.RoomID).Str("error", failed.Error).
 			Msg("Remote server refused an event")
-		if !it.isLPDU {
+		if !it.IsLPDU {
 			continue
 		}
-		e.sentLPDUs.Delete(it.eventID)
-		for _, nl := range e.listeners {
-			nl.l.OnLPDUFailed(ctx, it.roomID, it.eventID, failed.Error)
+		if o.failed != nil {
+			o.failed(ctx, it.RoomID, it.EventID, failed.Error)
 		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/database"
-	"github.com/lmbridge/lmbridge/linearize/upgrades"
+	"github.com/lmbridge/lmbridge/linearize/store/upgrades"
 )
 
 func openDB(t *testing.T) *dbutil.Database {
