@@ -46,6 +46,12 @@ func (br *Bridge) addEncryption(req *mautrix.ReqCreateRoom) {
 	})
 }
 
+// IsLinked says whether the DAG room is linked to an LM room.
+func (br *Bridge) IsLinked(ctx context.Context, roomID id.RoomID) (bool, error) {
+	link, err := br.linkByDAG(ctx, roomID)
+	return link != nil, err
+}
+
 // NotifyNotBridged tells a linked DAG room that one of its events was not bridged, for a reason found before the
 // bridge saw the event (it could not be decrypted, or it was plaintext where encryption is required). In a room
 // without a link it does nothing: the bot is in many rooms it does not bridge.

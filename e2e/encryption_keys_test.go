@@ -117,12 +117,16 @@ func testEncryptionKeysAndPolicies(t *testing.T, kind tesths.Kind) {
 			t.Fatalf("the portal's m.room.encryption = %+v, %v", enc, err)
 		}
 		findLM(t, st.peer, "alice's join of frank's room", func(ev *linearize.Event) bool {
-			return ev.RoomID == lmRoom && ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == aliceLM
+			return ev.RoomID == lmRoom && ev.Type == "m.room.member" && ev.Sender == aliceLM && lmContent(ev)["membership"] == "join"
 		})
 		if _, err = st.peer.SendEvent(ctx, lmRoom, frank, "m.room.message", nil,
 			map[string]any{"msgtype": "m.text", "body": "hi from frank"}, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
+		frankGhost, _ := st.users.GhostOf(frank)
+		findDAG(ctx, t, alice, id.RoomID(portal), "frank's message in the portal", func(evt *event.Event) bool {
+			return evt.Sender == frankGhost && evt.Type == event.EventEncrypted
+		})
 		got := phone.must("waitMessage", map[string]any{"roomId": portal, "body": "hi from frank", "timeoutMs": 60000})
 		if got["encrypted"] != true {
 			t.Errorf("frank's message in the portal: %v, want it encrypted", got)

@@ -162,7 +162,7 @@ func (st *encStack) start(ctx context.Context) {
 	}
 	st.br.SetEncryption(st.cfg.Encryption)
 	st.crypto, err = matrixcrypto.New(runCtx, matrixcrypto.Params{Config: st.cfg.Encryption, AS: as, DB: st.db,
-		RoomState: view.StateEvents, NotBridged: st.br.NotifyNotBridged})
+		RoomState: view.StateEvents, NotBridged: st.br.NotifyNotBridged, Linked: st.br.IsLinked})
 	if err != nil {
 		t.Fatal(err)
 	}

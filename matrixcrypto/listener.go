@@ -60,7 +60,16 @@ func (h *Helper) handle(ctx context.Context, next dagview.Listener, evt *event.E
 		}
 		return h.handOn(ctx, next, decrypted)
 	case h.cfg.Require && !ours && evt.StateKey == nil && evt.Type == event.EventMessage:
-		return h.params.NotBridged(ctx, evt, ErrPlaintext)
+		linked := true
+		if h.params.Linked != nil {
+			var err error
+			if linked, err = h.params.Linked(ctx, evt.RoomID); err != nil {
+				return err
+			}
+		}
+		if linked {
+			return h.params.NotBridged(ctx, evt, ErrPlaintext)
+		}
 	}
 	return h.handOn(ctx, next, evt)
 }
