@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/crypto/goolm/session"
+	"maunium.net/go/mautrix/crypto/olm"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -138,16 +139,9 @@ func (h *Helper) answerWithRoomKey(ctx context.Context, device *id.Device, igs *
 	if err != nil {
 		return fmt.Errorf("failed to unpickle the kept outbound session: %w", err)
 	}
-	in, ok := igs.Internal.(*session.MegolmInboundSession)
-	if !ok {
-		return fmt.Errorf("the inbound session is a %T, not goolm's", igs.Internal)
-	}
-	if !in.SigningKey.Equal(out.SigningKey.PublicKey) {
-		return errors.New("the kept outbound session's signing key is not the inbound session's")
-	}
-	key, err := in.InitialRatchet.SessionSharingMessage(out.SigningKey)
+	key, err := sessionKeyFromFirstIndex(igs.Internal, out)
 	if err != nil {
-		return fmt.Errorf("failed to make the session key: %w", err)
+		return err
 	}
 	content := &event.RoomKeyEventContent{
 		Algorithm:   id.AlgorithmMegolmV1,
@@ -161,6 +155,23 @@ func (h *Helper) answerWithRoomKey(ctx context.Context, device *id.Device, igs *
 		return fmt.Errorf("failed to send the room key: %w", err)
 	}
 	return nil
+}
+
+// sessionKeyFromFirstIndex is the session key (the m.room_key format, signed) of the inbound session's first known
+// index, signed with the outbound session it came from.
+func sessionKeyFromFirstIndex(inbound olm.InboundGroupSession, out *session.MegolmOutboundSession) ([]byte, error) {
+	in, ok := inbound.(*session.MegolmInboundSession)
+	if !ok {
+		return nil, fmt.Errorf("the inbound session is a %T, not goolm's", inbound)
+	}
+	if !in.SigningKey.Equal(out.SigningKey.PublicKey) {
+		return nil, errors.New("the kept outbound session's signing key is not the inbound session's")
+	}
+	key, err := in.InitialRatchet.SessionSharingMessage(out.SigningKey)
+	if err != nil {
+		return nil, fmt.Errorf("failed to make the session key: %w", err)
+	}
+	return key, nil
 }
 
 // pruneOutbound forgets kept outbound sessions older than outboundRetention.
