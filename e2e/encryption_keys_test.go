@@ -124,9 +124,18 @@ func testEncryptionKeysAndPolicies(t *testing.T, kind tesths.Kind) {
 			t.Fatal(err)
 		}
 		frankGhost, _ := st.users.GhostOf(frank)
-		findDAG(ctx, t, alice, id.RoomID(portal), "frank's message in the portal", func(evt *event.Event) bool {
-			return evt.Sender == frankGhost && evt.Type == event.EventEncrypted
-		})
+		found := false
+		for deadline := time.Now().Add(60 * time.Second); !found && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			for _, evt := range roomTimeline(ctx, t, alice, id.RoomID(portal)) {
+				found = found || (evt.Sender == frankGhost && evt.Type == event.EventEncrypted)
+			}
+		}
+		if !found {
+			for _, evt := range roomTimeline(ctx, t, alice, id.RoomID(portal)) {
+				t.Logf("portal event %s %s from %s: %v", evt.ID, evt.Type.Type, evt.Sender, evt.Content.Raw)
+			}
+			t.Fatal("frank's message did not reach the portal encrypted")
+		}
 		got := phone.must("waitMessage", map[string]any{"roomId": portal, "body": "hi from frank", "timeoutMs": 60000})
 		if got["encrypted"] != true {
 			t.Errorf("frank's message in the portal: %v, want it encrypted", got)

@@ -20,7 +20,8 @@ import (
 func (h *Helper) Encrypt(ctx context.Context, roomID id.RoomID, evtType event.Type, content any) (*event.EncryptedEventContent, error) {
 	encrypted, err := h.mach.EncryptMegolmEvent(ctx, roomID, evtType, content)
 	if err == nil {
-		return encrypted, h.archiveOutbound(ctx, roomID, encrypted.SessionID)
+		h.archiveOutbound(ctx, roomID, encrypted.SessionID)
+		return encrypted, nil
 	}
 	if !errors.Is(err, crypto.ErrSessionExpired) && !errors.Is(err, crypto.ErrSessionNotShared) &&
 		!errors.Is(err, crypto.ErrNoGroupSession) {
@@ -33,7 +34,8 @@ func (h *Helper) Encrypt(ctx context.Context, roomID id.RoomID, evtType event.Ty
 	if err != nil {
 		return nil, fmt.Errorf("failed to encrypt for %s after sharing the session: %w", roomID, err)
 	}
-	return encrypted, h.archiveOutbound(ctx, roomID, encrypted.SessionID)
+	h.archiveOutbound(ctx, roomID, encrypted.SessionID)
+	return encrypted, nil
 }
 
 // shareSession shares the room's outbound session (making one if needed) with the devices of its joined and invited

@@ -37,8 +37,16 @@ const outboundRetention = 30 * 24 * time.Hour
 var errNotArchived = errors.New("the outbound session is not kept")
 
 // archiveOutbound keeps the room's outbound session sessionID (the one an event was just encrypted with), once per
-// session: mautrix's store holds only a room's current one, and a rotation drops it with its signing key.
-func (h *Helper) archiveOutbound(ctx context.Context, roomID id.RoomID, sessionID id.SessionID) error {
+// session: mautrix's store holds only a room's current one, and a rotation drops it with its signing key. A failure
+// does not stop the send: without the kept session, a key request for it gets a forwarded room key instead.
+func (h *Helper) archiveOutbound(ctx context.Context, roomID id.RoomID, sessionID id.SessionID) {
+	if err := h.keepOutbound(ctx, roomID, sessionID); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Stringer("room_id", roomID).Stringer("session_id", sessionID).
+			Msg("Failed to keep an outbound session for key requests")
+	}
+}
+
+func (h *Helper) keepOutbound(ctx context.Context, roomID id.RoomID, sessionID id.SessionID) error {
 	if _, ok := h.archived.Load(sessionID); ok {
 		return nil
 	}

@@ -54,9 +54,6 @@ func (h *Helper) kickLate() {
 // until ctx ends. One pass at the start covers keys that came while lmbridge was down.
 func (h *Helper) lateWorker(ctx context.Context) {
 	log := zerolog.Ctx(ctx)
-	if _, err := h.db.Exec(ctx, pruneLateQuery, time.Now().Add(-lateRetention).UnixMilli()); err != nil {
-		log.Warn().Err(err).Msg("Failed to prune events that waited too long for their keys")
-	}
 	for {
 		if h.hasLate.Load() {
 			if err := h.retryLate(ctx); err != nil && ctx.Err() == nil {
@@ -76,8 +73,12 @@ type lateSession struct {
 	sessionID id.SessionID
 }
 
-// retryLate bridges the waiting events whose session the device now has.
+// retryLate bridges the waiting events whose session the device now has, after forgetting those that waited too
+// long.
 func (h *Helper) retryLate(ctx context.Context) error {
+	if _, err := h.db.Exec(ctx, pruneLateQuery, time.Now().Add(-lateRetention).UnixMilli()); err != nil {
+		return fmt.Errorf("failed to forget events that waited too long for their keys: %w", err)
+	}
 	rows, err := h.db.Query(ctx, lateSessionsQuery)
 	if err != nil {
 		return fmt.Errorf("failed to read the sessions waited for: %w", err)

@@ -41,7 +41,7 @@ func (h *Helper) handle(ctx context.Context, next dagview.Listener, evt *event.E
 		h.mach.HandleMemberEvent(ctx, evt)
 	case evt.Type == event.EventEncrypted && ours:
 		// The bridge's own sends, echoed: the bridge skips them anyway, without reading them.
-		return next.HandleDAGEvent(ctx, evt)
+		return h.handOn(ctx, next, evt)
 	case evt.Type == event.EventEncrypted:
 		decrypted, err := h.decrypt(ctx, evt)
 		if ctx.Err() != nil {
