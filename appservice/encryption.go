@@ -1,9 +1,13 @@
 package appservice
 
 import (
+	"context"
+	"fmt"
 	"sync"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/sqlstatestore"
 )
 
@@ -43,4 +47,29 @@ func (as *AppService) StateStore() *sqlstatestore.SQLStateStore {
 // is not the bot intent's client, so logging in may replace its token by the device's.
 func (as *AppService) NewBotDeviceClient() *mautrix.Client {
 	return as.AS.NewMautrixClient(as.botUserID)
+}
+
+// encrypts says whether a message of evtType this intent sends into roomID goes out encrypted, as mautrix's client
+// decides it: a crypto helper is installed and the state store has the room encrypted (reactions stay in clear).
+func (in *Intent) encrypts(ctx context.Context, roomID id.RoomID, evtType event.Type) (bool, error) {
+	if in.Client.Crypto == nil || evtType == event.EventEncrypted || evtType == event.EventReaction {
+		return false, nil
+	}
+	encrypted, err := in.Client.StateStore.IsEncrypted(ctx, roomID)
+	if err != nil {
+		return false, fmt.Errorf("failed to check whether %s is encrypted: %w", roomID, err)
+	}
+	return encrypted, nil
+}
+
+// encryptWithMarker encrypts content (which carries the marker already) and puts TxnMarkerKey in the clear part of
+// the m.room.encrypted content too, beside m.relates_to: the resend look-up (sendLog.findEarlier) reads events as
+// the homeserver has them, and cannot decrypt. The marker tells nothing the homeserver does not know: the
+// transaction ID is in the send's URL.
+func (in *Intent) encryptWithMarker(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, txnID string) (map[string]any, error) {
+	encrypted, err := in.Client.Crypto.Encrypt(ctx, roomID, evtType, content)
+	if err != nil {
+		return nil, fmt.Errorf("failed to encrypt: %w", err)
+	}
+	return withTxnMarker(encrypted, txnID)
 }

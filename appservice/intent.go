@@ -55,7 +55,12 @@ func TxnID(sender id.UserID, roomID id.RoomID, key string) string {
 // returned.
 func (in *Intent) SendMessage(ctx context.Context, roomID id.RoomID, evtType event.Type, content any, ts time.Time, key string) (id.EventID, error) {
 	txnID := TxnID(in.UserID, roomID, key)
+	req := mautrix.ReqSendEvent{TransactionID: txnID}
 	if in.sends != nil {
+		encrypted, err := in.encrypts(ctx, roomID, evtType)
+		if err != nil {
+			return "", fmt.Errorf("failed to send %s as %s: %w", evtType.Type, in.UserID, err)
+		}
 		earlier, err := in.sends.before(ctx, in, roomID, evtType, txnID)
 		if err != nil || earlier != "" {
 			return earlier, err
@@ -63,8 +68,13 @@ func (in *Intent) SendMessage(ctx context.Context, roomID id.RoomID, evtType eve
 		if content, err = withTxnMarker(content, txnID); err != nil {
 			return "", fmt.Errorf("failed to send %s as %s: %w", evtType.Type, in.UserID, err)
 		}
+		if encrypted {
+			if content, err = in.encryptWithMarker(ctx, roomID, evtType, content, txnID); err != nil {
+				return "", fmt.Errorf("failed to send %s as %s: %w", evtType.Type, in.UserID, err)
+			}
+			evtType = event.EventEncrypted
+		}
 	}
-	req := mautrix.ReqSendEvent{TransactionID: txnID}
 	if !ts.IsZero() {
 		req.Timestamp = ts.UnixMilli()
 	}

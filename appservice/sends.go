@@ -98,7 +98,9 @@ func (s *sendLog) findEarlier(ctx context.Context, in *Intent, roomID id.RoomID,
 			return "", fmt.Errorf("failed to look for an earlier attempt of %s: %w", txnID, err)
 		}
 		for _, evt := range resp.Chunk {
-			if evt.Sender != in.UserID || evt.Type.Type != evtType.Type || txnMarker(evt) != txnID {
+			// An encrypted room has the attempt as m.room.encrypted, with the marker in its clear part.
+			sameType := evt.Type.Type == evtType.Type || evt.Type.Type == event.EventEncrypted.Type
+			if evt.Sender != in.UserID || !sameType || txnMarker(evt) != txnID {
 				continue
 			}
 			if _, err = s.db.Exec(ctx, setSendEventQuery, txnID, evt.ID); err != nil {

@@ -17,12 +17,17 @@ func (br *Bridge) SetEncryption(cfg config.Encryption) {
 	br.enc = cfg
 }
 
-// encryptionRefused is the refusal of linking an encrypted room, nil when encryption is allowed.
+// encryptionRefused is the refusal of linking a room for its encryption: an encrypted room when encryption is not
+// allowed, an unencrypted one when it is required (its messages would all be refused).
 func (br *Bridge) encryptionRefused(state []*event.Event) error {
-	if br.enc.Allow || findState(state, event.StateEncryption, "") == nil {
-		return nil
+	encrypted := findState(state, event.StateEncryption, "") != nil
+	switch {
+	case encrypted && !br.enc.Allow:
+		return ErrEncryptedRoom
+	case !encrypted && br.enc.Require:
+		return ErrUnencryptedRoom
 	}
-	return ErrEncryptedRoom
+	return nil
 }
 
 // addEncryption turns encryption on in a portal room about to be created, when config asks for it.
@@ -39,6 +44,12 @@ func (br *Bridge) addEncryption(req *mautrix.ReqCreateRoom) {
 		Type:    event.StateEncryption,
 		Content: event.Content{Parsed: content},
 	})
+}
+
+// IsLinked says whether the DAG room is linked to an LM room.
+func (br *Bridge) IsLinked(ctx context.Context, roomID id.RoomID) (bool, error) {
+	link, err := br.linkByDAG(ctx, roomID)
+	return link != nil, err
 }
 
 // NotifyNotBridged tells a linked DAG room that one of its events was not bridged, for a reason found before the

@@ -29,6 +29,25 @@ func TestLinkEncryptedRoomWhenAllowed(t *testing.T) {
 	}
 }
 
+// TestLinkRequiresEncryptedRoom: with encryption.require an unencrypted room is refused, since none of its messages
+// would be bridged; once encryption is on in it, it links.
+func TestLinkRequiresEncryptedRoom(t *testing.T) {
+	ctx := testContext(t)
+	tb := newTestBridge(t, nil, config.Bridge{})
+	tb.SetEncryption(config.Encryption{Allow: true, Require: true})
+	tb.seedDAGRoom()
+	if _, err := tb.LinkAsHub(ctx, dagRoom, string(alice)); !errors.Is(err, ErrUnencryptedRoom) {
+		t.Fatalf("LinkAsHub(unencrypted, required) = %v, want ErrUnencryptedRoom", err)
+	}
+	if l, _ := tb.DB().GetLinkByDAGRoom(ctx, dagRoom); l != nil {
+		t.Fatal("an unencrypted room was linked where encryption is required")
+	}
+	tb.mx.setState(mkEvent(dagRoom, "$enc", alice, event.StateEncryption, sk(""), map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}))
+	if _, err := tb.LinkAsHub(ctx, dagRoom, string(alice)); err != nil {
+		t.Fatalf("LinkAsHub(encrypted, required) = %v", err)
+	}
+}
+
 func TestPortalEncryption(t *testing.T) {
 	br := &Bridge{}
 	req := &mautrix.ReqCreateRoom{}

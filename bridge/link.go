@@ -21,9 +21,12 @@ var (
 	ErrAlreadyLinked = bridgedb.ErrLinkExists
 	// ErrNotLinked means the DAG room has no link.
 	ErrNotLinked = errors.New("room is not linked")
-	// ErrEncryptedRoom means the DAG room is encrypted, which the bridge cannot read.
-	ErrEncryptedRoom = errors.New("the room is encrypted: bridging encrypted rooms needs the bridge to be a member " +
-		"of the encryption group, which it is not yet")
+	// ErrEncryptedRoom means the DAG room is encrypted and end-to-bridge encryption is off (encryption.allow).
+	ErrEncryptedRoom = errors.New("the room is encrypted, and this bridge does not bridge encrypted rooms " +
+		"(encryption.allow is off)")
+	// ErrUnencryptedRoom means the DAG room is not encrypted where encryption.require asks for encrypted rooms.
+	ErrUnencryptedRoom = errors.New("the room is not encrypted, and this bridge only bridges encrypted rooms " +
+		"(encryption.require): turn encryption on in the room, then link it")
 	// ErrInvalidLinkRequest means a link request names no valid room or hub.
 	ErrInvalidLinkRequest = errors.New("invalid link request")
 	// ErrLMJoinFailed means joining the LM room through its hub failed.

@@ -184,7 +184,7 @@ func linkErrorAnswer(err error, hub string) (int, string, string) {
 	switch {
 	case errors.Is(err, ErrAlreadyLinked):
 		return http.StatusConflict, "M_ROOM_IN_USE", msg
-	case errors.Is(err, ErrEncryptedRoom), errors.Is(err, ErrBotLacksPower):
+	case errors.Is(err, ErrEncryptedRoom), errors.Is(err, ErrUnencryptedRoom), errors.Is(err, ErrBotLacksPower):
 		return http.StatusForbidden, "M_FORBIDDEN", msg
 	case errors.Is(err, ErrInvalidLinkRequest), errors.Is(err, ErrInvalidUserID), errors.Is(err, ErrUserIDTooLong),
 		errors.Is(err, ErrNotOurs):

@@ -24,9 +24,13 @@ type Encryption struct {
 // VerificationLevels are the least trust a device needs, as mautrix's id.TrustState names it: "blacklisted",
 // "unverified", "cross-signed-untrusted", "cross-signed-tofu", "cross-signed-verified" or "verified".
 type VerificationLevels struct {
+	// Receive is the least trust of a device whose messages are bridged; below it, the room gets a notice instead.
 	Receive string `yaml:"receive"`
-	Send    string `yaml:"send"`
-	Share   string `yaml:"share"`
+	// Send is the least trust of a device that gets the room keys of what the bridge sends; below it, the device
+	// gets an m.room_key.withheld (m.unverified).
+	Send string `yaml:"send"`
+	// Share is the least trust of a device whose key requests are answered.
+	Share string `yaml:"share"`
 }
 
 // Rotation is the Megolm session rotation the bridge asks for in the rooms it creates encrypted.

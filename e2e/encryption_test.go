@@ -82,7 +82,7 @@ func (f *swappableBridge) OnLPDUFailed(ctx context.Context, roomID, lpduID, reas
 // testKeyWait is the key wait of the tests: short, so the undecryptable event's notice comes soon.
 const testKeyWait = 3 * time.Second
 
-func startEncStack(ctx context.Context, t *testing.T, kind tesths.Kind, dbk dbKind) *encStack {
+func startEncStack(ctx context.Context, t *testing.T, kind tesths.Kind, dbk dbKind, opts ...func(*config.Encryption)) *encStack {
 	t.Helper()
 	st := &encStack{t: t, peer: &lmPeer{}, fwd: &swappableBridge{}}
 	st.peer.Engine = startLMEngine(ctx, t, "peer", dbk, st.peer, nil)
@@ -102,6 +102,9 @@ func startEncStack(ctx context.Context, t *testing.T, kind tesths.Kind, dbk dbKi
 		Encryption: config.Encryption{Allow: true, Appservice: kind == tesths.Synapse, PickleKey: "e2e-pickle-key-0123456789", DeviceName: "lmbridge e2e",
 			KeyWaitMillis: testKeyWait.Milliseconds(), AllowKeySharing: true,
 			Verification: config.VerificationLevels{Receive: "unverified", Send: "unverified", Share: "unverified"}},
+	}
+	for _, opt := range opts {
+		opt(&st.cfg.Encryption)
 	}
 	if err = st.cfg.Encryption.Validate(); err != nil {
 		t.Fatal(err)
@@ -159,7 +162,7 @@ func (st *encStack) start(ctx context.Context) {
 	}
 	st.br.SetEncryption(st.cfg.Encryption)
 	st.crypto, err = matrixcrypto.New(runCtx, matrixcrypto.Params{Config: st.cfg.Encryption, AS: as, DB: st.db,
-		RoomState: view.StateEvents, NotBridged: st.br.NotifyNotBridged})
+		RoomState: view.StateEvents, NotBridged: st.br.NotifyNotBridged, Linked: st.br.IsLinked})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 func (h *Helper) Encrypt(ctx context.Context, roomID id.RoomID, evtType event.Type, content any) (*event.EncryptedEventContent, error) {
 	encrypted, err := h.mach.EncryptMegolmEvent(ctx, roomID, evtType, content)
 	if err == nil {
+		h.archiveOutbound(ctx, roomID, encrypted.SessionID)
 		return encrypted, nil
 	}
 	if !errors.Is(err, crypto.ErrSessionExpired) && !errors.Is(err, crypto.ErrSessionNotShared) &&
@@ -33,6 +34,7 @@ func (h *Helper) Encrypt(ctx context.Context, roomID id.RoomID, evtType event.Ty
 	if err != nil {
 		return nil, fmt.Errorf("failed to encrypt for %s after sharing the session: %w", roomID, err)
 	}
+	h.archiveOutbound(ctx, roomID, encrypted.SessionID)
 	return encrypted, nil
 }
 
@@ -84,35 +86,4 @@ func (h *Helper) RequestSession(ctx context.Context, roomID id.RoomID, senderKey
 	} else {
 		log.Debug().Msg("Sent a room key request")
 	}
-}
-
-// allowKeyShare answers other devices' requests for our room keys: a device of a user who is in the room now, at the
-// configured trust level, gets the key (so a user's new device can read what the bridge sent before it existed);
-// the Olm machine checks then that the session is one we have.
-func (h *Helper) allowKeyShare(ctx context.Context, device *id.Device, info event.RequestedKeyInfo) *crypto.KeyShareRejection {
-	log := zerolog.Ctx(ctx).With().Stringer("user_id", device.UserID).Stringer("device_id", device.DeviceID).
-		Stringer("room_id", info.RoomID).Logger()
-	switch {
-	case !h.cfg.AllowKeySharing:
-		return &crypto.KeyShareRejectNoResponse
-	case device.UserID == h.client.UserID && device.DeviceID == h.client.DeviceID:
-		return &crypto.KeyShareRejectNoResponse
-	case device.Trust == id.TrustStateBlacklisted:
-		return &crypto.KeyShareRejectBlacklisted
-	}
-	if trust, _ := h.mach.ResolveTrustContext(ctx, device); trust < h.mach.ShareKeysMinTrust {
-		log.Debug().Msg("Refusing a key request from a device below the share trust level")
-		return &crypto.KeyShareRejectUnverified
-	}
-	member, err := h.stateStore.GetMember(ctx, info.RoomID, device.UserID)
-	if err != nil {
-		log.Err(err).Msg("Failed to read membership for a key request")
-		return &crypto.KeyShareRejectNoResponse
-	}
-	if member.Membership != event.MembershipJoin {
-		log.Debug().Msg("Refusing a key request from a user who is not in the room")
-		return &crypto.KeyShareRejectOtherUser
-	}
-	log.Debug().Msg("Answering a key request")
-	return nil
 }

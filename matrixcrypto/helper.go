@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lib/pq"
 	"github.com/rs/zerolog"
@@ -19,12 +20,17 @@ import (
 
 	"github.com/lmbridge/lmbridge/appservice"
 	"github.com/lmbridge/lmbridge/config"
+	"github.com/lmbridge/lmbridge/dagview"
+	"github.com/lmbridge/lmbridge/matrixcrypto/upgrades"
 )
 
 func init() {
 	// The store's tracked-user query passes a list as one PostgreSQL array parameter.
 	crypto.PostgresArrayWrapper = pq.Array
 }
+
+// VersionTable is the version table of matrixcrypto's own tables.
+const VersionTable = "matrixcrypto_version"
 
 // accountID names the bot's Olm account in the crypto store's rows; one lmbridge has one bot, so it is fixed.
 const accountID = "lmbridge"
@@ -46,8 +52,21 @@ type Helper struct {
 	// sharing serialises the key share of a room, so that two ghosts sending at once share one session once.
 	sharing *exsync.KeyedMutex[id.RoomID]
 
-	syncDone   sync.WaitGroup
-	cancelSync context.CancelFunc
+	db *dbutil.Database
+	// archived holds the outbound sessions (id.SessionID) kept in matrixcrypto_outbound_session this run.
+	archived sync.Map
+	// receiveLevel is encryption.verification_levels.receive.
+	receiveLevel id.TrustState
+	// next is the listener the decrypted events go to (the bridge), for events bridged late.
+	next dagview.Listener
+	// roomLocks serialises a room's events into next: the room's worker and a late event's bridging.
+	roomLocks *exsync.KeyedMutex[id.RoomID]
+	// lateKick wakes the late-event worker; hasLate says whether any event is waiting for its key.
+	lateKick chan struct{}
+	hasLate  atomic.Bool
+
+	background       sync.WaitGroup
+	cancelBackground context.CancelFunc
 }
 
 var _ mautrix.CryptoHelper = (*Helper)(nil)
@@ -59,16 +78,25 @@ func New(ctx context.Context, p Params) (*Helper, error) {
 	}
 	log := zerolog.Ctx(ctx).With().Str("db_section", "crypto").Logger()
 	h := &Helper{
-		cfg:        p.Config,
-		as:         p.AS,
-		stateStore: p.AS.StateStore(),
-		store:      crypto.NewSQLCryptoStore(p.DB, dbutil.ZeroLogger(log), accountID, "", []byte(p.Config.PickleKey)),
-		params:     p,
-		sharing:    exsync.NewKeyedMutex[id.RoomID](),
+		cfg:          p.Config,
+		as:           p.AS,
+		stateStore:   p.AS.StateStore(),
+		store:        crypto.NewSQLCryptoStore(p.DB, dbutil.ZeroLogger(log), accountID, "", []byte(p.Config.PickleKey)),
+		params:       p,
+		sharing:      exsync.NewKeyedMutex[id.RoomID](),
+		db:           p.DB.Child(VersionTable, upgrades.Table, dbutil.ZeroLogger(log)),
+		receiveLevel: id.ParseTrustState(p.Config.Verification.Receive),
+		roomLocks:    exsync.NewKeyedMutex[id.RoomID](),
+		lateKick:     make(chan struct{}, 1),
 	}
 	if err := h.store.DB.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("failed to upgrade crypto tables: %w", err)
 	}
+	if err := h.db.Upgrade(ctx); err != nil {
+		return nil, fmt.Errorf("failed to upgrade matrixcrypto tables: %w", err)
+	}
+	// A waiting event of an earlier run is looked at on the first pass.
+	h.hasLate.Store(true)
 	return h, nil
 }
 
@@ -95,21 +123,34 @@ func (h *Helper) Start(ctx context.Context) error {
 	if err = h.ensureKeysOnServer(ctx, existing); err != nil {
 		return err
 	}
+	if err = h.pruneOutbound(ctx); err != nil {
+		return err
+	}
+	// Keys come in to-device messages; after each batch the late-event worker looks for the ones it waits for.
+	h.mach.SessionReceived = func(context.Context, id.RoomID, id.SessionID, uint32) { h.kickLate() }
+	var syncer *toDeviceSyncer
 	if h.cfg.Appservice {
 		h.as.SetExtensionHandler(h.handleExtensions)
 	} else {
-		syncer := &toDeviceSyncer{mach: h.mach, log: log}
+		syncer = &toDeviceSyncer{mach: h.mach, log: log, onToDevice: h.kickLate}
 		if err = h.checkSync(ctx, syncer); err != nil {
 			return err
 		}
 		client.Syncer = syncer
 		client.Store = h.store
-		syncCtx, cancel := context.WithCancel(log.WithContext(context.WithoutCancel(ctx)))
-		h.cancelSync = cancel
-		h.syncDone.Add(1)
+	}
+	bgCtx, cancel := context.WithCancel(log.WithContext(context.WithoutCancel(ctx)))
+	h.cancelBackground = cancel
+	h.background.Add(1)
+	go func() {
+		defer h.background.Done()
+		h.lateWorker(bgCtx)
+	}()
+	if syncer != nil {
+		h.background.Add(1)
 		go func() {
-			defer h.syncDone.Done()
-			h.syncLoop(syncCtx)
+			defer h.background.Done()
+			h.syncLoop(bgCtx)
 		}()
 	}
 	h.as.SetCrypto(h)
@@ -118,13 +159,15 @@ func (h *Helper) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the /sync loop and waits for it.
+// Stop ends the /sync loop and the late-event worker, and waits for them.
 func (h *Helper) Stop() {
-	if h.cancelSync != nil {
-		h.client.StopSync()
-		h.cancelSync()
+	if h.cancelBackground != nil {
+		if !h.cfg.Appservice {
+			h.client.StopSync()
+		}
+		h.cancelBackground()
 	}
-	h.syncDone.Wait()
+	h.background.Wait()
 }
 
 // DeviceID is the bot's device, once started.

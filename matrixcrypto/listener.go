@@ -21,6 +21,7 @@ import (
 // and the bridge gets them decrypted. Events it cannot bridge (no key in time, an untrusted device, plaintext where
 // encryption is required) reach the room as a notice instead, and count as handled.
 func (h *Helper) Listener(next dagview.Listener) dagview.Listener {
+	h.next = next
 	return dagview.ListenerFunc(func(ctx context.Context, evt *event.Event) error {
 		return h.handle(ctx, next, evt)
 	})
@@ -40,17 +41,43 @@ func (h *Helper) handle(ctx context.Context, next dagview.Listener, evt *event.E
 		h.mach.HandleMemberEvent(ctx, evt)
 	case evt.Type == event.EventEncrypted && ours:
 		// The bridge's own sends, echoed: the bridge skips them anyway, without reading them.
-		return next.HandleDAGEvent(ctx, evt)
+		return h.handOn(ctx, next, evt)
 	case evt.Type == event.EventEncrypted:
 		decrypted, err := h.decrypt(ctx, evt)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if err != nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Stringer("event_id", evt.ID).Msg("Event not decrypted")
+			if content, ok := evt.Content.Parsed.(*event.EncryptedEventContent); ok && errors.Is(err, ErrUndecryptable) {
+				// Its key may still come: then it is bridged late (late.go).
+				if err = h.addLate(ctx, evt, content.SessionID); err != nil {
+					return err
+				}
+				err = ErrUndecryptable
+			}
 			return h.params.NotBridged(ctx, evt, err)
 		}
-		return next.HandleDAGEvent(ctx, decrypted)
+		return h.handOn(ctx, next, decrypted)
 	case h.cfg.Require && !ours && evt.StateKey == nil && evt.Type == event.EventMessage:
-		return h.params.NotBridged(ctx, evt, ErrPlaintext)
+		linked := true
+		if h.params.Linked != nil {
+			var err error
+			if linked, err = h.params.Linked(ctx, evt.RoomID); err != nil {
+				return err
+			}
+		}
+		if linked {
+			return h.params.NotBridged(ctx, evt, ErrPlaintext)
+		}
 	}
+	return h.handOn(ctx, next, evt)
+}
+
+// handOn hands an event to the bridge under the room's lock, which a late event's bridging takes too.
+func (h *Helper) handOn(ctx context.Context, next dagview.Listener, evt *event.Event) error {
+	h.roomLocks.Lock(evt.RoomID)
+	defer h.roomLocks.Unlock(evt.RoomID)
 	return next.HandleDAGEvent(ctx, evt)
 }
 
@@ -85,7 +112,7 @@ func (h *Helper) decrypt(ctx context.Context, evt *event.Event) (*event.Event, e
 	if err != nil {
 		return nil, fmt.Errorf("%w (%w)", ErrUndecryptable, err)
 	}
-	if decrypted.Mautrix.TrustState < id.ParseTrustState(h.cfg.Verification.Receive) {
+	if decrypted.Mautrix.TrustState < h.receiveLevel {
 		return nil, ErrUntrustedDevice
 	}
 	return decrypted, nil

@@ -23,4 +23,8 @@ type Params struct {
 	RoomState func(ctx context.Context, roomID id.RoomID) ([]*event.Event, error)
 	// NotBridged tells the room that an event could not be bridged (the bridge's NotifyNotBridged).
 	NotBridged func(ctx context.Context, evt *event.Event, reason error) error
+	// Linked says whether a DAG room is linked (the bridge's IsLinked): encryption.require refuses plaintext messages
+	// in linked rooms only, so that a command in a room not linked yet (its link, which is then refused if the room
+	// is not encrypted) reaches the bridge. Nil counts every room as linked.
+	Linked func(ctx context.Context, roomID id.RoomID) (bool, error)
 }

@@ -65,12 +65,17 @@ func (h *Helper) syncLoop(ctx context.Context) {
 type toDeviceSyncer struct {
 	mach *crypto.OlmMachine
 	log  zerolog.Logger
+	// onToDevice is called after a response with to-device messages was handled.
+	onToDevice func()
 }
 
 var _ mautrix.Syncer = (*toDeviceSyncer)(nil)
 
 func (s *toDeviceSyncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, since string) error {
 	s.mach.ProcessSyncResponse(ctx, resp, since)
+	if len(resp.ToDevice.Events) > 0 && s.onToDevice != nil {
+		s.onToDevice()
+	}
 	return nil
 }
 

@@ -23,6 +23,9 @@ func (h *Helper) handleExtensions(ctx context.Context, ext *appservice.Extension
 		log.Debug().Str("type", evt.Type.Type).Stringer("sender", evt.Sender).Msg("To-device message from a transaction")
 		h.mach.HandleToDeviceEvent(ctx, evt)
 	}
+	if len(ext.ToDevice) > 0 {
+		h.kickLate()
+	}
 	if ext.DeviceLists != nil {
 		h.mach.HandleDeviceLists(ctx, ext.DeviceLists, "")
 	}

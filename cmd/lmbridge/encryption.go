@@ -27,6 +27,7 @@ func startEncryption(ctx context.Context, cfg *config.Config, db *database.DB, a
 		DB:         db.Database,
 		RoomState:  view.StateEvents,
 		NotBridged: br.NotifyNotBridged,
+		Linked:     br.IsLinked,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to set up end-to-bridge encryption: %w", err)

@@ -12,6 +12,14 @@
 //   {"cmd":"waitMessage","roomId":...,"body"|"contains":...,"timeoutMs":...} -> {"eventId","sender","encrypted","body"}
 //   {"cmd":"invite","roomId":...,"userId":...}
 //   {"cmd":"waitJoined","roomId":...,"userId":...,"timeoutMs":...}
+//   {"cmd":"eventState","roomId":...,"eventId":...,"timeoutMs":...}       -> {"type","decryptionFailure","reason","body"}
+//   {"cmd":"waitUndecryptable","roomId":...,"eventId":...,"timeoutMs":...} -> eventState, once the event failed
+//   {"cmd":"waitUndecryptableFrom","roomId":...,"sender":...,"timeoutMs":...} -> {"eventId",...eventState}
+//   {"cmd":"requestKey","roomId":...,"eventId":...,"userId":...,"deviceId":...}  (an m.room_key_request to them)
+//   {"cmd":"forwardKey","roomId":...,"eventId":...,"userId":...,"deviceId":...}  (its session, Olm-encrypted)
+//   {"cmd":"blacklistUnverified","value":bool}  (share room keys with verified devices only)
+//   {"cmd":"waitInvite","timeoutMs":...} -> {"roomId"}
+//   {"cmd":"isEncrypted","roomId":...} -> {"encrypted"}
 //   {"cmd":"stop"}
 import "./polyfill.mjs";
 import "fake-indexeddb/auto";
@@ -83,8 +91,89 @@ async function findMessage(roomId, body, contains) {
 	return null;
 }
 
+// findEvent waits for an event of a room's live timeline.
+async function findEvent(roomId, eventId, timeoutMs) {
+	return waitFor("event " + eventId, timeoutMs, () =>
+		client.getRoom(roomId)?.getLiveTimeline().getEvents().find((ev) => ev.getId() === eventId));
+}
+
+async function eventState(ev) {
+	if (ev.isEncrypted()) await client.decryptEventIfNeeded(ev);
+	return {
+		type: ev.getType(),
+		decryptionFailure: ev.isDecryptionFailure(),
+		reason: ev.decryptionFailureReason ?? "",
+		body: ev.getContent().body ?? "",
+	};
+}
+
 const commands = {
 	login,
+	async eventState({ roomId, eventId, timeoutMs }) {
+		return eventState(await findEvent(roomId, eventId, timeoutMs));
+	},
+	async waitUndecryptable({ roomId, eventId, timeoutMs }) {
+		const ev = await findEvent(roomId, eventId, timeoutMs);
+		return waitFor("event " + eventId + " to fail decryption", timeoutMs, async () => {
+			const st = await eventState(ev);
+			return st.decryptionFailure ? st : null;
+		});
+	},
+	async waitUndecryptableFrom({ roomId, sender, timeoutMs }) {
+		return waitFor("an undecryptable event from " + sender, timeoutMs, async () => {
+			for (const ev of client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []) {
+				if (ev.getSender() !== sender || !ev.isEncrypted()) continue;
+				const st = await eventState(ev);
+				if (st.decryptionFailure) return { eventId: ev.getId(), ...st };
+			}
+			return null;
+		});
+	},
+	// The Rust SDK asks only the user's own devices for a missing key; this is the request of the spec's key sharing
+	// (m.room_key_request, unencrypted) sent to another user's device, as other clients send it.
+	async requestKey({ roomId, eventId, userId, deviceId }) {
+		const ev = await findEvent(roomId, eventId, 30000);
+		const wire = ev.getWireContent();
+		const content = {
+			action: "request",
+			requesting_device_id: client.getDeviceId(),
+			request_id: "req" + Date.now() + Math.floor(Math.random() * 1e6),
+			body: { algorithm: wire.algorithm, room_id: roomId, sender_key: wire.sender_key, session_id: wire.session_id },
+		};
+		await client.sendToDevice("m.room_key_request", new Map([[userId, new Map([[deviceId, content]])]]));
+		return { sessionId: wire.session_id };
+	},
+	// A key forward of the session of one of this device's events, as a device that had the key would send it later.
+	async forwardKey({ roomId, eventId, userId, deviceId }) {
+		const ev = await findEvent(roomId, eventId, 30000);
+		const sessionId = ev.getWireContent().session_id;
+		const key = (await client.getCrypto().exportRoomKeys()).find((k) => k.room_id === roomId && k.session_id === sessionId);
+		if (!key) throw new Error("no exported key for session " + sessionId);
+		const payload = {
+			algorithm: key.algorithm,
+			room_id: key.room_id,
+			sender_key: key.sender_key,
+			session_id: key.session_id,
+			session_key: key.session_key,
+			sender_claimed_ed25519_key: key.sender_claimed_keys.ed25519,
+			forwarding_curve25519_key_chain: key.forwarding_curve25519_key_chain ?? [],
+		};
+		const batch = await client.getCrypto().encryptToDeviceMessages("m.forwarded_room_key", [{ userId, deviceId }], payload);
+		if (batch.batch.length !== 1) throw new Error("the forward was encrypted for " + batch.batch.length + " devices");
+		await client.queueToDevice(batch);
+		return { sessionId };
+	},
+	async blacklistUnverified({ value }) {
+		client.getCrypto().globalBlacklistUnverifiedDevices = value;
+		return {};
+	},
+	async waitInvite({ timeoutMs }) {
+		const room = await waitFor("an invite", timeoutMs, () => client.getRooms().find((r) => r.getMyMembership() === "invite"));
+		return { roomId: room.roomId };
+	},
+	async isEncrypted({ roomId }) {
+		return { encrypted: await client.getCrypto().isEncryptionEnabledInRoom(roomId) };
+	},
 	async createRoom({ invite, encrypted, name }) {
 		const initial_state = encrypted
 			? [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }]
