@@ -76,7 +76,9 @@ type Bridge struct {
 	lm     remote.Rooms
 	tr     *translator
 	links  *linkCache
-	now    func() time.Time
+	// commands are the bot's commands.
+	commands *commandSet
+	now      func() time.Time
 	// botLM is the bot's identity on LM: the creator of the LM rooms we host, and the author of notices there.
 	botLM string
 	// refused are the LPDUs hubs refused in the last echoWait, so that a relation to one stops waiting for its echo.
@@ -98,14 +100,15 @@ func New(p Params) (*Bridge, error) {
 		return nil, fmt.Errorf("failed to map the bot to LM: %w", err)
 	}
 	br := &Bridge{
-		cfg:    p.Config,
-		db:     bridgedb.New(p.DB, dbutil.ZeroLogger(p.Log.With().Str("db_section", "bridge").Logger())),
-		users:  p.Users,
-		matrix: p.Matrix,
-		lm:     p.LM,
-		now:    p.Now,
-		botLM:  botLM,
-		links:  newLinkCache(),
+		cfg:      p.Config,
+		db:       bridgedb.New(p.DB, dbutil.ZeroLogger(p.Log.With().Str("db_section", "bridge").Logger())),
+		users:    p.Users,
+		matrix:   p.Matrix,
+		lm:       p.LM,
+		now:      p.Now,
+		botLM:    botLM,
+		links:    newLinkCache(),
+		commands: newCommandSet(),
 	}
 	if br.now == nil {
 		br.now = time.Now
