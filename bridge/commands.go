@@ -22,18 +22,25 @@ type PermissionLevel int
 const (
 	// PermissionNone may talk in linked rooms only.
 	PermissionNone PermissionLevel = iota
-	// PermissionRelay is the same as none for commands: it names users whose messages cross, which all do.
-	PermissionRelay
+	// PermissionTalk is the same as none for commands: it names users whose messages cross, which all do. The
+	// config's "talk"; it was called "relay", which in the mautrix bridges means something else (the relay bot
+	// sending for users who have not logged in), and which the config still reads, with a warning.
+	PermissionTalk
 	// PermissionUser may link, unlink and invite in rooms where they have the power to change state.
 	PermissionUser
 	// PermissionAdmin may do all of it anywhere the bot is.
 	PermissionAdmin
 )
 
+// PermissionRelay is PermissionTalk's old name.
+//
+// Deprecated: use PermissionTalk.
+const PermissionRelay = PermissionTalk
+
 func parsePermissionLevel(s string) PermissionLevel {
 	switch strings.ToLower(s) {
-	case "relay":
-		return PermissionRelay
+	case "talk", "relay":
+		return PermissionTalk
 	case "user", "commands":
 		return PermissionUser
 	case "admin":
@@ -43,7 +50,7 @@ func parsePermissionLevel(s string) PermissionLevel {
 }
 
 func (l PermissionLevel) String() string {
-	return [...]string{"none", "relay", "user", "admin"}[l]
+	return [...]string{"none", "talk", "user", "admin"}[l]
 }
 
 // PermissionOf returns a user's level from bridge.permissions: the entry for the full user ID wins over the one for

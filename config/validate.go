@@ -17,10 +17,14 @@ import (
 var (
 	DatabaseTypes   = []string{"sqlite3-fk-wal", "sqlite3-fk-wal-fullsync", "postgres"}
 	LMRoomVersions  = []string{"org.matrix.i-d.ralston-mimi-linearized-matrix.02", "I.1"}
-	PermissionLevel = []string{"relay", "user", "admin"}
+	PermissionLevel = []string{"talk", "user", "admin"}
 	LogLevels       = []string{"trace", "debug", "info", "warn", "error"}
 	LogFormats      = []string{"auto", "pretty", "json"}
 )
+
+// DeprecatedPermissionRelay is the old name of the permission level "talk", still read (Warnings says so): the
+// mautrix bridges' "relay" is another thing.
+const DeprecatedPermissionRelay = "relay"
 
 // minSharedSecret is the shortest provisioning secret accepted; shorter ones are guessable.
 const minSharedSecret = 16
@@ -173,7 +177,9 @@ func (b *Bridge) validate(p *problems) {
 		default:
 			checkServerName(p, key, who)
 		}
-		checkOneOf(p, key, level, PermissionLevel)
+		if level != DeprecatedPermissionRelay {
+			checkOneOf(p, key, level, PermissionLevel)
+		}
 	}
 	if s := b.Provisioning.SharedSecret; s != "" && len(s) < minSharedSecret {
 		p.add("bridge.provisioning.shared_secret", "must be empty (API off) or at least %d characters", minSharedSecret)
