@@ -2,8 +2,8 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"maps"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
