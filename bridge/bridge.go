@@ -78,7 +78,9 @@ type Bridge struct {
 	links  *linkCache
 	// commands are the bot's commands.
 	commands *commandSet
-	now      func() time.Time
+	// backfilling holds the LM rooms whose history a new link is bringing in.
+	backfilling backfillGates
+	now         func() time.Time
 	// botLM is the bot's identity on LM: the creator of the LM rooms we host, and the author of notices there.
 	botLM string
 	// refused are the LPDUs hubs refused in the last echoWait, so that a relation to one stops waiting for its echo.

@@ -169,6 +169,12 @@ func botCommands() []*botCommand {
 			handler: &commandHandler{Name: "unlink", Func: cmdUnlink}},
 		{access: accessUser, usage: []string{"%[1]s status: the link, its hub, the members on each side, what waits for the other LM servers and the last error"},
 			handler: &commandHandler{Name: "status", Func: cmdStatus}},
+		{access: accessRoomPower, usage: []string{"%[1]s sync: re-project this room's state and members onto the other side after they drifted apart"},
+			handler: &commandHandler{Name: "sync", Func: cmdSync}},
+		{access: accessUser, usage: []string{"%[1]s pm <LM user ID>: make a new room for a direct chat with an LM user (inviting their ghost into a new room does the same)"},
+			handler: &commandHandler{Name: "pm", Aliases: []string{"dm"}, Func: cmdPM}},
+		{access: accessUser, usage: []string{"%[1]s resolve <LM user ID>: whether the LM user's server answers, and their ghost here"},
+			handler: &commandHandler{Name: "resolve", Func: cmdResolve}},
 		{access: accessAnyone, usage: []string{"%[1]s help: this text"},
 			handler: &commandHandler{Name: "help", Func: cmdHelp}},
 	}
@@ -268,7 +274,21 @@ func cmdHelp(ce *commandEvent) {
 			lines = append(lines, "• "+fmt.Sprintf(u, br.cfg.CommandPrefix))
 		}
 	}
+	lines = append(lines, "", br.userIDHelp())
 	br.reply(ce, "%s", strings.Join(lines, "\n"))
+}
+
+// userIDHelp explains how to write an LM user's ID, with this bridge's own names.
+func (br *Bridge) userIDHelp() string {
+	example := br.exampleLMUser()
+	ghost, _ := br.users.GhostOf(example)
+	alice := id.UserID("@alice:" + br.users.HomeserverDomain)
+	aliceLM, _ := br.users.LMUserOf(alice)
+	return fmt.Sprintf("An LM user's ID is written as on their own LM server, @<name>:<server>: bob on the LM server "+
+		"remote.example is %[1]s, as in \"%[2]s pm %[1]s\" or \"%[2]s invite %[1]s\". Here he appears as his ghost, "+
+		"%[3]s: inviting the ghost, or giving its ID to a command, is the same as giving his. Matrix users of %[4]s "+
+		"appear on LM as users of this bridge's LM server %[5]s: %[6]s is %[7]s there.",
+		example, br.cfg.CommandPrefix, ghost, br.users.HomeserverDomain, br.users.LMServerName, alice, aliceLM)
 }
 
 func cmdLink(ce *commandEvent) {

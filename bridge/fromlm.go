@@ -18,6 +18,9 @@ import (
 // OnEvent takes one event of an LM room's log, in log order (remote.Listener). Like HandleDAGEvent, an error
 // means try again later, and an event that can never cross is answered with a notice and counts as handled.
 func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
+	if err := br.waitBackfill(ctx, ev.RoomID); err != nil {
+		return err
+	}
 	link, err := br.linkByLM(ctx, ev.RoomID)
 	if err != nil {
 		return err
@@ -53,7 +56,12 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 			return err
 		}
 	}
-	// The mapping row alone marks a bridged event as processed (see bridgedb.Processed).
+	return br.recordLM(ctx, link, ev, dagID, outcome)
+}
+
+// recordLM marks an LM event as processed: the mapping row alone does it for a bridged event (see
+// bridgedb.Processed).
+func (br *Bridge) recordLM(ctx context.Context, link *bridgedb.Link, ev *remote.Event, dagID id.EventID, outcome bridgedb.Outcome) error {
 	if dagID != "" {
 		stored, err := br.db.InsertEventUnlessDAGMapped(ctx, &bridgedb.EventMapping{DAGRoomID: link.DAGRoomID,
 			DAGEventID: dagID, LMRoomID: link.LMRoomID, LMEventID: ev.EventID, Origin: bridgedb.OriginLM,

@@ -26,6 +26,9 @@ var (
 // mautrix bridges' "relay" is another thing.
 const DeprecatedPermissionRelay = "relay"
 
+// MaxBackfillLimit is the most bridge.backfill_limit may be: what the LM engine reads of a room's history at most.
+const MaxBackfillLimit = 1000
+
 // minSharedSecret is the shortest provisioning secret accepted; shorter ones are guessable.
 const minSharedSecret = 16
 
@@ -77,6 +80,9 @@ func (c *Config) CheckNotExample() error {
 func (h *Homeserver) validate(p *problems) {
 	checkHTTPURL(p, "homeserver.address", h.Address)
 	checkServerName(p, "homeserver.domain", h.Domain)
+	if h.RedactionPollSeconds < 0 {
+		p.add("homeserver.redaction_poll_seconds", "must be 0 (off) or more, got %d", h.RedactionPollSeconds)
+	}
 }
 
 func (as *AppService) validate(p *problems) {
@@ -180,6 +186,9 @@ func (b *Bridge) validate(p *problems) {
 		if level != DeprecatedPermissionRelay {
 			checkOneOf(p, key, level, PermissionLevel)
 		}
+	}
+	if b.BackfillLimit < 0 || b.BackfillLimit > MaxBackfillLimit {
+		p.add("bridge.backfill_limit", "must be between 0 (none) and %d, got %d", MaxBackfillLimit, b.BackfillLimit)
 	}
 	if s := b.Provisioning.SharedSecret; s != "" && len(s) < minSharedSecret {
 		p.add("bridge.provisioning.shared_secret", "must be empty (API off) or at least %d characters", minSharedSecret)
