@@ -37,9 +37,15 @@ func startIssue14Stack(t *testing.T, kind tesths.Kind) (context.Context, *bridge
 // botAnswer sends a command and returns the bot's answer to it.
 func botAnswer(ctx context.Context, t *testing.T, st *bridgeStack, client *mautrix.Client, room id.RoomID, body string) string {
 	t.Helper()
+	return answerOf(ctx, t, st.bot, client, room, body)
+}
+
+// answerOf sends a command and returns bot's answer to it.
+func answerOf(ctx context.Context, t *testing.T, bot id.UserID, client *mautrix.Client, room id.RoomID, body string) string {
+	t.Helper()
 	cmd := sendText(ctx, t, client, room, map[string]any{"msgtype": "m.text", "body": body})
 	answer := findDAG(ctx, t, client, room, "the bot's answer to "+body, func(evt *event.Event) bool {
-		return evt.Sender == st.bot && replyTarget(rawContent(evt)) == string(cmd)
+		return evt.Sender == bot && replyTarget(rawContent(evt)) == string(cmd)
 	})
 	return bodyOf(answer)
 }
@@ -481,5 +487,107 @@ func TestSyncAfterDrift(t *testing.T) {
 		if a := botAnswer(ctx, t, st, alice, room, "!lm sync"); !strings.Contains(a, "0 state events re-sent to LM, 0 to Matrix; 0 Matrix users joined and 0 removed on LM; 0 ghosts joined and 0 removed") {
 			t.Errorf("second sync answer = %q", a)
 		}
+	})
+}
+
+// TestBackfillSurvivesRestart runs the real lmbridge binary: a link from an existing LM room brings in the latest 50
+// messages (the example config's bridge.backfill_limit); after a SIGKILL and a restart, the live messages that follow
+// arrive once and linking again brings in nothing twice, since what was backfilled is in lmbridge's database.
+func TestBackfillSurvivesRestart(t *testing.T) {
+	tesths.ForEachKind(t, func(t *testing.T, kind tesths.Kind) {
+		ctx := testContext(t)
+		peer := &lmPeer{}
+		peer.Engine = startLMEngine(ctx, t, "peer", sqliteDB, peer, nil)
+		b := newLMBridgeHub(t, tesths.DefaultServerName)
+		hs := tesths.StartT(t, kind, tesths.Options{ServerName: tesths.DefaultServerName, Registrations: [][]byte{b.RegYAML}})
+		b.SetHomeserver(t, hs)
+		b.Start(t)
+		bot := id.NewUserID(b.Registration.SenderLocalpart, tesths.DefaultServerName)
+		alice := hs.RegisterUserT(t, "alice", "alice-password", false)
+		frank := "@frank:" + peer.ServerName()
+		lmRoom, err := peer.CreateRoom(ctx, frank, []linearize.InitialState{
+			{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const sent = 55
+		for i := range sent {
+			if _, err = peer.SendEvent(ctx, lmRoom, frank, "m.room.message", nil,
+				map[string]any{"msgtype": "m.text", "body": "hist-" + strconv.Itoa(i)}, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Invite: []id.UserID{bot},
+			PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{alice.UserID: 100, bot: 100}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		waitUntil(t, 60*time.Second, "the bot to join", func() bool {
+			members, err := alice.JoinedMembers(ctx, room)
+			return err == nil && hasMember(members, bot)
+		})
+		link := "!lm link " + lmRoom + " via " + peer.ServerName()
+		if a := answerOf(ctx, t, bot, alice, room, link); !strings.Contains(a, "Linked") {
+			t.Fatalf("link answer = %q", a)
+		}
+		counts := func() map[string]int {
+			out := map[string]int{}
+			for _, evt := range roomTimeline(ctx, t, alice, room) {
+				if body := bodyOf(evt); strings.HasPrefix(body, "hist-") || strings.HasPrefix(body, "live-") {
+					out[body]++
+				}
+			}
+			return out
+		}
+		check := func(what string, live int) {
+			t.Helper()
+			got := counts()
+			for i := range sent {
+				want := 0
+				if i >= sent-50 {
+					want = 1
+				}
+				if n := got["hist-"+strconv.Itoa(i)]; n != want {
+					t.Errorf("%s: hist-%d is in the Matrix room %d times, want %d", what, i, n, want)
+				}
+			}
+			for i := 1; i <= live; i++ {
+				if n := got["live-"+strconv.Itoa(i)]; n != 1 {
+					t.Errorf("%s: live-%d is in the Matrix room %d times, want 1", what, i, n)
+				}
+			}
+		}
+		check("after the link", 0)
+
+		b.Kill(t)
+		b.Start(t)
+		frankGhost := id.UserID("")
+		for _, evt := range roomTimeline(ctx, t, alice, room) {
+			if bodyOf(evt) == "hist-54" {
+				frankGhost = evt.Sender
+			}
+		}
+		if _, err = peer.SendEvent(ctx, lmRoom, frank, "m.room.message", nil,
+			map[string]any{"msgtype": "m.text", "body": "live-1"}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		findDAG(ctx, t, alice, room, "live-1 after the restart", func(evt *event.Event) bool {
+			return evt.Sender == frankGhost && bodyOf(evt) == "live-1"
+		})
+		if a := answerOf(ctx, t, bot, alice, room, "!lm unlink"); !strings.Contains(a, "no longer bridged") {
+			t.Fatalf("unlink answer = %q", a)
+		}
+		if a := answerOf(ctx, t, bot, alice, room, link); !strings.Contains(a, "Linked") {
+			t.Fatalf("second link answer = %q", a)
+		}
+		if _, err = peer.SendEvent(ctx, lmRoom, frank, "m.room.message", nil,
+			map[string]any{"msgtype": "m.text", "body": "live-2"}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		findDAG(ctx, t, alice, room, "live-2 after linking again", func(evt *event.Event) bool {
+			return evt.Sender == frankGhost && bodyOf(evt) == "live-2"
+		})
+		check("after a restart and a second link", 2)
 	})
 }
