@@ -22,8 +22,12 @@ import (
 // user there. The link waits for the bot to be in the room, which it joins on the ghost's invite, later on the room's
 // own path; bridge_pending_dm holds the request until then.
 
-// ErrNotLMUser means a command named someone who is not an LM user of another server.
-var ErrNotLMUser = errors.New("not an LM user of another server")
+var (
+	// ErrNotLMUser means a command named someone who is not an LM user of another server.
+	ErrNotLMUser = errors.New("not an LM user of another server")
+	// ErrServerDoesNotAnswer means an LM user's server did not answer the bridge.
+	ErrServerDoesNotAnswer = errors.New("their server does not answer")
+)
 
 // probeTimeout bounds `!lm resolve`'s question to another server.
 const probeTimeout = 15 * time.Second
@@ -92,6 +96,10 @@ func (br *Bridge) startDMFromInvite(ctx context.Context, evt *event.Event) error
 		log.Info().Stringer("level", level).Msg("Declining a direct chat for a user without permission")
 		return br.declineInvite(ctx, evt.RoomID, ghost, fmt.Sprintf(
 			"bridge.permissions gives %s %q, and starting a direct chat with an LM user needs \"user\" or \"admin\"", evt.Sender, level))
+	}
+	if err := br.probeUserServer(ctx, lmUser); err != nil {
+		log.Info().Err(err).Msg("Declining a direct chat with a user whose server does not answer")
+		return br.declineInvite(ctx, evt.RoomID, ghost, err.Error())
 	}
 	br.ensureDefaultGhostProfile(ctx, lmUser)
 	if err := br.matrix.SetMembership(ctx, evt.RoomID, ghost, ghost, event.MembershipJoin, ""); err != nil {
@@ -293,6 +301,9 @@ func (br *Bridge) StartDM(ctx context.Context, by id.UserID, target string) (id.
 	if err != nil {
 		return "", "", err
 	}
+	if err = br.probeUserServer(ctx, lmUser); err != nil {
+		return "", "", err
+	}
 	br.ensureDefaultGhostProfile(ctx, lmUser)
 	name := lmUser
 	if p, err := br.db.GetGhostProfile(ctx, lmUser); err == nil && p != nil && p.Displayname != "" {
@@ -321,6 +332,21 @@ func (br *Bridge) StartDM(ctx context.Context, by id.UserID, target string) (id.
 	}
 	zerolog.Ctx(ctx).Info().Stringer("room_id", roomID).Str("lm_user", lmUser).Msg("Made a room for a direct chat")
 	return roomID, lmUser, nil
+}
+
+// probeUserServer checks, before a direct chat is made, that the LM user's server answers, so that the user hears at
+// once rather than from a failed invite later. An LM side that cannot ask lets it through.
+func (br *Bridge) probeUserServer(ctx context.Context, lmUser string) error {
+	prober, ok := br.lm.(remote.ServerProber)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	if _, err := prober.ProbeServer(ctx, remote.ServerName(ServerOf(lmUser))); err != nil {
+		return fmt.Errorf("%w (%s): %w", ErrServerDoesNotAnswer, ServerOf(lmUser), err)
+	}
+	return nil
 }
 
 func cmdPM(ce *commandEvent) {

@@ -190,6 +190,19 @@ func TestDirectChats(t *testing.T) {
 			if a := botAnswer(ctx, t, st, alice, control, "!lm resolve "+dead); !strings.Contains(a, "does not answer") {
 				t.Errorf("resolve of a dead server = %q", a)
 			}
+			if a := botAnswer(ctx, t, st, alice, control, "!lm pm "+dead); !strings.Contains(a, "their server does not answer") {
+				t.Errorf("pm to a dead server = %q", a)
+			}
+			// A ghost of a user whose server does not answer declines the invite, saying so.
+			deadGhost, _ := st.users.GhostOf(dead)
+			deadRoom, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true,
+				Invite: []id.UserID{deadGhost}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, 60*time.Second, "the ghost of a dead server's user to decline", func() bool {
+				return declined(ctx, t, alice, deadRoom.RoomID, deadGhost, "does not answer")
+			})
 			for body, want := range map[string]string{
 				"!lm resolve bob":                       "an LM user ID looks like @bob:remote.example",
 				"!lm pm @bob":                           "Could not start a direct chat",
@@ -225,19 +238,27 @@ func TestDirectChats(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitUntil(t, 60*time.Second, "the ghost to decline eve's invite", func() bool {
-				for _, evt := range roomTimeline(ctx, t, eve, created.RoomID) {
-					if evt.Type == event.StateMember && evt.StateKey != nil && *evt.StateKey == string(bobGhost) &&
-						rawContent(evt)["membership"] == "leave" && strings.Contains(rawContent(evt)["reason"].(string), "talk") {
-						return true
-					}
-				}
-				return false
+				return declined(ctx, t, eve, created.RoomID, bobGhost, `"talk"`)
 			})
 			if l, _ := st.br.DB().GetLinkByDAGRoom(ctx, created.RoomID); l != nil {
 				t.Errorf("eve's room was linked: %+v", l)
 			}
 		})
 	})
+}
+
+// declined says whether ghost left the room with a reason that holds why.
+func declined(ctx context.Context, t *testing.T, client *mautrix.Client, room id.RoomID, ghost id.UserID, why string) bool {
+	t.Helper()
+	for _, evt := range roomTimeline(ctx, t, client, room) {
+		if evt.Type == event.StateMember && evt.StateKey != nil && *evt.StateKey == string(ghost) {
+			reason, _ := rawContent(evt)["reason"].(string)
+			if rawContent(evt)["membership"] == "leave" && strings.Contains(reason, why) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // TestBackfillOnLink: linking an existing LM room brings its latest 50 messages in, in order, as the ghosts, with
