@@ -90,16 +90,16 @@ func (br *Bridge) startDMFromInvite(ctx context.Context, evt *event.Event) error
 	ctx = log.WithContext(ctx)
 	if _, _, err := br.parseLMUser(lmUser); err != nil {
 		log.Info().Err(err).Msg("Declining a ghost's invite")
-		return br.declineInvite(ctx, evt.RoomID, ghost, err.Error())
+		return br.declineInvite(ctx, evt, ghost, err.Error())
 	}
 	if level := br.PermissionOf(evt.Sender); level < PermissionUser {
 		log.Info().Stringer("level", level).Msg("Declining a direct chat for a user without permission")
-		return br.declineInvite(ctx, evt.RoomID, ghost, fmt.Sprintf(
+		return br.declineInvite(ctx, evt, ghost, fmt.Sprintf(
 			"bridge.permissions gives %s %q, and starting a direct chat with an LM user needs \"user\" or \"admin\"", evt.Sender, level))
 	}
 	if err := br.probeUserServer(ctx, lmUser); err != nil {
 		log.Info().Err(err).Msg("Declining a direct chat with a user whose server does not answer")
-		return br.declineInvite(ctx, evt.RoomID, ghost, err.Error())
+		return br.declineInvite(ctx, evt, ghost, err.Error())
 	}
 	br.ensureDefaultGhostProfile(ctx, lmUser)
 	if err := br.matrix.SetMembership(ctx, evt.RoomID, ghost, ghost, event.MembershipJoin, ""); err != nil {
@@ -116,16 +116,33 @@ func (br *Bridge) startDMFromInvite(ctx context.Context, evt *event.Event) error
 	return errSkip
 }
 
-// declineInvite has a ghost reject an invite, saying why in the reason (the inviter's client shows it).
-func (br *Bridge) declineInvite(ctx context.Context, roomID id.RoomID, ghost id.UserID, reason string) error {
-	_, err := br.matrix.SendState(ctx, roomID, ghost, event.StateMember, string(ghost),
-		Content{"membership": string(event.MembershipLeave), "reason": "lmbridge: " + reason}, time.Time{})
+// declineInvite has a ghost refuse a direct chat: it joins, says why in a notice to the inviter, and leaves; a
+// reason on a rejected invite alone would not do, since Dendrite drops it. A ghost that cannot join rejects the
+// invite with the reason.
+func (br *Bridge) declineInvite(ctx context.Context, evt *event.Event, ghost id.UserID, reason string) error {
+	log := zerolog.Ctx(ctx)
+	if err := br.matrix.SetMembership(ctx, evt.RoomID, ghost, ghost, event.MembershipJoin, ""); err != nil {
+		log.Warn().Err(err).Msg("Ghost could not join to say why it declines")
+	} else if _, err = br.matrix.SendMessage(ctx, evt.RoomID, ghost, event.EventMessage,
+		noticeContent("⚠️ No direct chat with "+ghostName(br, ghost)+" over lmbridge: "+reason, string(evt.ID), string(evt.Sender)),
+		time.Time{}, "decline:"+string(evt.ID)); err != nil {
+		log.Warn().Err(err).Msg("Ghost could not say why it declines")
+	}
+	err := br.matrix.SetMembership(ctx, evt.RoomID, ghost, ghost, event.MembershipLeave, "lmbridge: "+reason)
 	if err != nil && !isPermanent(err) {
 		return fmt.Errorf("failed to decline the invite as %s: %w", ghost, err)
 	} else if err != nil {
-		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to decline the invite")
+		log.Warn().Err(err).Msg("Failed to decline the invite")
 	}
 	return errSkip
+}
+
+// ghostName is the LM user a ghost stands for, or the ghost itself.
+func ghostName(br *Bridge, ghost id.UserID) string {
+	if lmUser, ok := br.users.GhostLMUser(ghost); ok {
+		return lmUser
+	}
+	return string(ghost)
 }
 
 // ensureDefaultGhostProfile names a ghost that has no profile yet by its LM user ID, as every ghost is named before
