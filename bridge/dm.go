@@ -109,6 +109,17 @@ func (br *Bridge) startDMFromInvite(ctx context.Context, evt *event.Event) error
 		}
 		return fmt.Errorf("failed to accept the invite as %s: %w", ghost, err)
 	}
+	if br.dagMembership(ctx, evt.RoomID, br.users.BotUserID) == event.MembershipJoin {
+		// The bot is in already (an existing room it was invited to): no join of its own will come to link it.
+		if err := br.db.PutPendingDM(ctx, &bridgedb.PendingDM{DAGRoomID: evt.RoomID, LMUserID: lmUser,
+			RequestedBy: evt.Sender, CreatedAt: br.now()}); err != nil {
+			return err
+		}
+		if err := br.linkPendingDM(ctx, evt); err != nil {
+			return err
+		}
+		return errSkip
+	}
 	if err := br.requestDM(ctx, evt.RoomID, lmUser, ghost, evt.Sender); err != nil {
 		return err
 	}

@@ -555,7 +555,8 @@ func testLinkedFromMatrix(ctx context.Context, t *testing.T, st *bridgeStack) {
 	if st.hs.Kind == tesths.Dendrite {
 		// Dendrite v0.13.8 never pushes a redaction to application services: its roomserver reports it as
 		// OutputTypeRedactedEvent, and appservice/consumers/roomserver.go forwards only new room events and invites.
-		t.Log("Dendrite does not send redactions to application services; the DAG → LM redaction is not checked")
+		t.Log("Dendrite does not send redactions to application services, and this stack runs no redaction poll; " +
+			"TestDeletionsCross checks the DAG → LM redaction on Dendrite")
 	} else {
 		findLM(t, st.peer, "alice's redaction on LM", func(ev *linearize.Event) bool {
 			return ev.Type == "m.room.redaction" && lmContent(ev)["redacts"] == threadLM

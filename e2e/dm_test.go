@@ -130,6 +130,20 @@ func TestDirectChats(t *testing.T) {
 			})
 		})
 
+		t.Run("inviting a ghost where the bot is", func(t *testing.T) {
+			dave := "@dave:" + st.peer.ServerName()
+			daveGhost, _ := st.users.GhostOf(dave)
+			room := roomWithBot(ctx, t, st, alice, "room with the bot")
+			if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: daveGhost}); err != nil {
+				t.Fatal(err)
+			}
+			link := waitActiveLink(ctx, t, st, room)
+			waitLMInvite(t, st, link.LMRoomID, dave)
+			findDAG(ctx, t, alice, room, "the notice that the room is a direct chat", func(evt *event.Event) bool {
+				return evt.Sender == st.bot && strings.Contains(bodyOf(evt), "direct chat with "+dave)
+			})
+		})
+
 		control := roomWithBot(ctx, t, st, alice, "control room")
 		t.Run("!lm pm", func(t *testing.T) {
 			carol := "@carol:" + st.peer.ServerName()
