@@ -527,6 +527,57 @@ func TestSyncAfterDrift(t *testing.T) {
 		if a := botAnswer(ctx, t, st, alice, room, "!lm sync"); !strings.Contains(a, "0 state events re-sent to LM, 0 to Matrix; 0 Matrix users joined and 0 removed on LM; 0 ghosts joined and 0 removed") {
 			t.Errorf("second sync answer = %q", a)
 		}
+
+		// Where another server is the hub, the LM room's state is the one that stands.
+		t.Run("as participant", func(t *testing.T) {
+			frank := "@frank:" + st.peer.ServerName()
+			frankGhost, _ := st.users.GhostOf(frank)
+			lmRoom, err := st.peer.CreateRoom(ctx, frank, []linearize.InitialState{
+				{Type: "m.room.join_rules", Content: map[string]any{"join_rule": "public"}},
+				{Type: "m.room.topic", Content: map[string]any{"topic": "the LM topic"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			proom := roomWithBot(ctx, t, st, alice, "participant room")
+			if a := botAnswer(ctx, t, st, alice, proom, "!lm link "+lmRoom+" via "+st.peer.ServerName()); !strings.Contains(a, "Linked") {
+				t.Fatalf("link answer = %q", a)
+			}
+			waitUntil(t, 60*time.Second, "frank's ghost in the room", func() bool {
+				members, err := alice.JoinedMembers(ctx, proom)
+				return err == nil && hasMember(members, frankGhost)
+			})
+			// Drift on the Matrix side, as the bridge's own users (whose events do not cross): the bot changes the
+			// topic, frank's ghost leaves.
+			if _, err = st.as.Bot().SendStateEvent(ctx, proom, event.StateTopic, "", map[string]any{"topic": "drifted"}); err != nil {
+				t.Fatal(err)
+			}
+			fg, err := st.as.Ghost(frankGhost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err = fg.LeaveRoom(ctx, proom); err != nil {
+				t.Fatal(err)
+			}
+			topic := func() string {
+				var got string
+				for _, evt := range roomTimeline(ctx, t, alice, proom) {
+					if evt.Type == event.StateTopic {
+						got, _ = rawContent(evt)["topic"].(string)
+					}
+				}
+				return got
+			}
+			waitUntil(t, 60*time.Second, "the drifted topic", func() bool { return topic() == "drifted" })
+			a := botAnswer(ctx, t, st, alice, proom, "!lm sync")
+			if !strings.Contains(a, "0 state events re-sent to LM, 1 to Matrix") || !strings.Contains(a, "1 ghosts joined") {
+				t.Errorf("participant sync answer = %q", a)
+			}
+			waitUntil(t, 60*time.Second, "the LM topic back", func() bool { return topic() == "the LM topic" })
+			waitUntil(t, 60*time.Second, "frank's ghost back", func() bool {
+				members, err := alice.JoinedMembers(ctx, proom)
+				return err == nil && hasMember(members, frankGhost)
+			})
+		})
 	})
 }
 
