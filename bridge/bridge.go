@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -79,7 +78,11 @@ type Bridge struct {
 	lm     remote.Rooms
 	tr     *translator
 	links  *linkCache
-	now    func() time.Time
+	// commands are the bot's commands.
+	commands *commandSet
+	// backfilling holds the LM rooms whose history a new link is bringing in.
+	backfilling backfillGates
+	now         func() time.Time
 	// botLM is the bot's identity on LM: the creator of the LM rooms we host, and the author of notices there.
 	botLM string
 	// refused are the LPDUs hubs refused in the last echoWait, so that a relation to one stops waiting for its echo.
@@ -88,9 +91,6 @@ type Bridge struct {
 	media MediaMapper
 	// enc is end-to-bridge encryption's config (SetEncryption); the zero value refuses encrypted rooms.
 	enc config.Encryption
-	// joins holds, by LM room ID, a channel closed when a join under way (LinkToLM, handlePortalMember) has ended
-	// and its link is recorded: the LM side delivers the room's events as soon as the join is stored.
-	joins sync.Map
 }
 
 // New makes a Bridge; call Upgrade before handing it events.
@@ -106,15 +106,16 @@ func New(p Params) (*Bridge, error) {
 		return nil, fmt.Errorf("failed to map the bot to LM: %w", err)
 	}
 	br := &Bridge{
-		cfg:    p.Config,
-		db:     bridgedb.New(p.DB, dbutil.ZeroLogger(p.Log.With().Str("db_section", "bridge").Logger())),
-		users:  p.Users,
-		matrix: p.Matrix,
-		lm:     p.LM,
-		now:    p.Now,
-		botLM:  botLM,
-		links:  newLinkCache(),
-		media:  p.Media,
+		cfg:      p.Config,
+		db:       bridgedb.New(p.DB, dbutil.ZeroLogger(p.Log.With().Str("db_section", "bridge").Logger())),
+		users:    p.Users,
+		matrix:   p.Matrix,
+		lm:       p.LM,
+		now:      p.Now,
+		botLM:    botLM,
+		links:    newLinkCache(),
+		media:    p.Media,
+		commands: newCommandSet(),
 	}
 	if br.now == nil {
 		br.now = time.Now

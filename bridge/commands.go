@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/commands"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -21,18 +22,25 @@ type PermissionLevel int
 const (
 	// PermissionNone may talk in linked rooms only.
 	PermissionNone PermissionLevel = iota
-	// PermissionRelay is the same as none for commands: it names users whose messages cross, which all do.
-	PermissionRelay
+	// PermissionTalk is the same as none for commands: it names users whose messages cross, which all do. The
+	// config's "talk"; it was called "relay", which in the mautrix bridges means something else (the relay bot
+	// sending for users who have not logged in), and which the config still reads, with a warning.
+	PermissionTalk
 	// PermissionUser may link, unlink and invite in rooms where they have the power to change state.
 	PermissionUser
 	// PermissionAdmin may do all of it anywhere the bot is.
 	PermissionAdmin
 )
 
+// PermissionRelay is PermissionTalk's old name.
+//
+// Deprecated: use PermissionTalk.
+const PermissionRelay = PermissionTalk
+
 func parsePermissionLevel(s string) PermissionLevel {
 	switch strings.ToLower(s) {
-	case "relay":
-		return PermissionRelay
+	case "talk", "relay":
+		return PermissionTalk
 	case "user", "commands":
 		return PermissionUser
 	case "admin":
@@ -42,7 +50,7 @@ func parsePermissionLevel(s string) PermissionLevel {
 }
 
 func (l PermissionLevel) String() string {
-	return [...]string{"none", "relay", "user", "admin"}[l]
+	return [...]string{"none", "talk", "user", "admin"}[l]
 }
 
 // PermissionOf returns a user's level from bridge.permissions: the entry for the full user ID wins over the one for
@@ -60,6 +68,20 @@ func (br *Bridge) PermissionOf(user id.UserID) PermissionLevel {
 	}
 	return PermissionNone
 }
+
+// The commands run on mautrix's commands framework (maunium.net/go/mautrix/commands): each command is a
+// commands.Handler in a commands.CommandContainer, found by name or alias, and gets a commands.Event built by
+// commands.RawTextToEvent, with commandMeta (the bridge, the room's link, the sender's level) as its Meta.
+//
+// commands.Processor, the framework's entry point, is not used, for three reasons. It answers through a
+// *mautrix.Client (Event.Reply calls Proc.Client.SendMessageEvent, and a panic is answered by a reaction through it),
+// while the bridge sends as its bot through MatrixSide: that path encrypts in encrypted rooms, derives the
+// transaction ID from the command's event ID so that a command handled again after a crash is not answered twice,
+// and records the send for Dendrite's resend look-up; a bare client does none of it, and unit tests run on a fake
+// MatrixSide. Its parser wants the event's content parsed into *event.MessageEventContent, where dagview hands the
+// bridge raw content. And its prefix check (ValidatePrefixCommand) drops a bare "!lm", which has always answered
+// with the help. So commandEvent.Reply and its siblings are never called here (they would dereference a nil
+// Processor); reply, below, answers instead, and the unknown-command handler is ours for the same reason.
 
 // commandBody returns the body of a plain-text message that may be a command.
 func commandBody(evt *event.Event) (string, bool) {
@@ -101,117 +123,241 @@ func (br *Bridge) parseCommand(body string) ([]string, bool) {
 	return fields[1:], true
 }
 
-const helpText = `lmbridge commands:
-• %[1]s link: link this room to a new LM room hosted by this bridge
-• %[1]s link <LM room ID> via <hub server>: link this room to an existing LM room
-• %[1]s invite <LM user ID>: invite an LM user (inviting their ghost does the same)
-• %[1]s unlink: stop bridging this room
-• %[1]s status: the link, its hub, the members on each side, what waits for the other LM servers and the last error
-• %[1]s help: this text`
+// commandMeta is what a command handler gets beside the event: the bridge, the room's link (nil when the room is not
+// linked) and the sender's level.
+type commandMeta struct {
+	br    *Bridge
+	link  *bridgedb.Link
+	level PermissionLevel
+}
+
+type (
+	commandEvent   = commands.Event[*commandMeta]
+	commandHandler = commands.Handler[*commandMeta]
+)
+
+// commandAccess is who may run a command.
+type commandAccess int
+
+const (
+	// accessAnyone: every sender, whatever bridge.permissions gives them.
+	accessAnyone commandAccess = iota
+	// accessUser: "user" or "admin" in bridge.permissions.
+	accessUser
+	// accessRoomPower: "admin", or "user" with the power to change the room's state.
+	accessRoomPower
+)
+
+// botCommand is a command with its usage lines for the help and who may run it.
+type botCommand struct {
+	handler *commandHandler
+	// usage are the help's lines for the command, "%[1]s" standing for the prefix.
+	usage  []string
+	access commandAccess
+}
+
+// botCommands lists the commands in the order the help shows them.
+func botCommands() []*botCommand {
+	return []*botCommand{
+		{access: accessRoomPower, usage: []string{
+			"%[1]s link: link this room to a new LM room hosted by this bridge",
+			"%[1]s link <LM room ID> via <hub server>: link this room to an existing LM room"},
+			handler: &commandHandler{Name: "link", Func: cmdLink}},
+		{access: accessRoomPower, usage: []string{"%[1]s invite <LM user ID>: invite an LM user (inviting their ghost does the same)"},
+			handler: &commandHandler{Name: "invite", Func: cmdInvite}},
+		{access: accessRoomPower, usage: []string{"%[1]s unlink: stop bridging this room"},
+			handler: &commandHandler{Name: "unlink", Func: cmdUnlink}},
+		{access: accessUser, usage: []string{"%[1]s status: the link, its hub, the members on each side, what waits for the other LM servers and the last error"},
+			handler: &commandHandler{Name: "status", Func: cmdStatus}},
+		{access: accessRoomPower, usage: []string{"%[1]s sync: re-project this room's state and members onto the other side after they drifted apart"},
+			handler: &commandHandler{Name: "sync", Func: cmdSync}},
+		{access: accessUser, usage: []string{"%[1]s pm <LM user ID>: make a new room for a direct chat with an LM user (inviting their ghost into a new room does the same)"},
+			handler: &commandHandler{Name: "pm", Aliases: []string{"dm"}, Func: cmdPM}},
+		{access: accessUser, usage: []string{"%[1]s resolve <LM user ID>: whether the LM user's server answers, and their ghost here"},
+			handler: &commandHandler{Name: "resolve", Func: cmdResolve}},
+		{access: accessAnyone, usage: []string{"%[1]s help: this text"},
+			handler: &commandHandler{Name: "help", Func: cmdHelp}},
+	}
+}
+
+// commandSet is the bridge's commands, registered in a commands.CommandContainer.
+type commandSet struct {
+	container *commands.CommandContainer[*commandMeta]
+	list      []*botCommand
+	access    map[*commandHandler]commandAccess
+}
+
+func newCommandSet() *commandSet {
+	cs := &commandSet{container: commands.NewCommandContainer[*commandMeta](), list: botCommands(),
+		access: map[*commandHandler]commandAccess{}}
+	for _, c := range cs.list {
+		c.handler.Description = event.MakeExtensibleText(strings.Join(c.usage, "\n"))
+		cs.container.Register(c.handler)
+		cs.access[c.handler] = c.access
+	}
+	unknown := &commandHandler{Name: commands.UnknownCommandName, Func: func(ce *commandEvent) {
+		ce.Meta.br.reply(ce, "Unknown command %q; %s help lists them.", ce.Command, ce.Meta.br.cfg.CommandPrefix)
+	}}
+	cs.container.Register(unknown)
+	cs.access[unknown] = accessAnyone
+	return cs
+}
+
+// reply answers a command in its room as the bot, in reply to it and mentioning its sender.
+func (br *Bridge) reply(ce *commandEvent, format string, a ...any) {
+	text := fmt.Sprintf(format, a...)
+	_, err := br.matrix.SendMessage(ce.Ctx, ce.RoomID, br.users.BotUserID, event.EventMessage,
+		noticeContent(text, string(ce.ID), string(ce.Sender)), time.Time{}, "reply:"+string(ce.ID))
+	if err != nil {
+		ce.Log.Err(err).Msg("Failed to answer command")
+	}
+}
 
 // handleCommand runs a bot command and answers it in the room.
 func (br *Bridge) handleCommand(ctx context.Context, evt *event.Event, link *bridgedb.Link, args []string) {
 	log := zerolog.Ctx(ctx).With().Stringer("sender", evt.Sender).Strs("args", args).Logger()
 	ctx = log.WithContext(ctx)
-	reply := func(format string, a ...any) {
-		text := fmt.Sprintf(format, a...)
-		_, err := br.matrix.SendMessage(ctx, evt.RoomID, br.users.BotUserID, event.EventMessage,
-			noticeContent(text, string(evt.ID), string(evt.Sender)), time.Time{}, "reply:"+string(evt.ID))
-		if err != nil {
-			log.Err(err).Msg("Failed to answer command")
-		}
+	body, _ := commandBody(evt)
+	// The prefix is parseCommand's to check (it is case-sensitive, the framework's check is not): the event the
+	// framework gets starts at the command's name.
+	rest := strings.TrimLeft(strings.TrimPrefix(strings.TrimLeft(body, " \t\n"), br.cfg.CommandPrefix), " \t\n")
+	if len(args) == 0 {
+		rest = "help"
 	}
-	cmd := "help"
-	if len(args) > 0 {
-		cmd = strings.ToLower(args[0])
-		args = args[1:]
-	}
-	if cmd == "help" {
-		reply(helpText, br.cfg.CommandPrefix)
+	ce := commands.RawTextToEvent[*commandMeta](ctx, evt, rest)
+	ce.Log = &log
+	ce.Meta = &commandMeta{br: br, link: link, level: br.PermissionOf(evt.Sender)}
+	handler := br.commands.container.GetHandler(ce.Command)
+	ce.Handler = handler
+	if !br.mayRun(ce, br.commands.access[handler]) {
 		return
 	}
-	level := br.PermissionOf(evt.Sender)
+	log.Info().Str("command", ce.Command).Msg("Running command")
+	handler.Func(ce)
+}
+
+// mayRun checks the sender's level and, for a command that changes the room's bridging, their power in the room; a
+// refusal is answered.
+func (br *Bridge) mayRun(ce *commandEvent, access commandAccess) bool {
+	level := ce.Meta.level
+	if access == accessAnyone {
+		return true
+	}
 	if level < PermissionUser {
-		log.Info().Str("command", cmd).Stringer("level", level).Msg("Refused command from user without permission")
-		reply("You may not use the bridge's commands: bridge.permissions gives you %q, and they need \"user\" or \"admin\".", level.String())
+		ce.Log.Info().Str("command", ce.Command).Stringer("level", level).Msg("Refused command from user without permission")
+		br.reply(ce, "You may not use the bridge's commands: bridge.permissions gives you %q, and they need \"user\" or \"admin\".", level.String())
+		return false
+	}
+	if access == accessUser || level >= PermissionAdmin {
+		return true
+	}
+	state, err := br.matrix.StateEvents(ce.Ctx, ce.RoomID)
+	if err != nil {
+		br.reply(ce, "Could not check your power in this room: %v", err)
+		return false
+	}
+	if ok, need, err := canChangeState(state, ce.Sender); err != nil {
+		br.reply(ce, "Could not check your power in this room: %v", err)
+		return false
+	} else if !ok {
+		br.reply(ce, "You need power level %d (the level to change this room's state) to %s it.", need, ce.Command)
+		return false
+	}
+	return true
+}
+
+func cmdHelp(ce *commandEvent) {
+	br := ce.Meta.br
+	lines := []string{"lmbridge commands:"}
+	for _, c := range br.commands.list {
+		for _, u := range c.usage {
+			lines = append(lines, "• "+fmt.Sprintf(u, br.cfg.CommandPrefix))
+		}
+	}
+	lines = append(lines, "", br.userIDHelp())
+	br.reply(ce, "%s", strings.Join(lines, "\n"))
+}
+
+// userIDHelp explains how to write an LM user's ID, with this bridge's own names.
+func (br *Bridge) userIDHelp() string {
+	example := br.exampleLMUser()
+	ghost, _ := br.users.GhostOf(example)
+	alice := id.UserID("@alice:" + br.users.HomeserverDomain)
+	aliceLM, _ := br.users.LMUserOf(alice)
+	return fmt.Sprintf("An LM user's ID is written as on their own LM server, @<name>:<server>: bob on the LM server "+
+		"remote.example is %[1]s, as in \"%[2]s pm %[1]s\" or \"%[2]s invite %[1]s\". Here he appears as his ghost, "+
+		"%[3]s: inviting the ghost, or giving its ID to a command, is the same as giving his. Matrix users of %[4]s "+
+		"appear on LM as users of this bridge's LM server %[5]s: %[6]s is %[7]s there.",
+		example, br.cfg.CommandPrefix, ghost, br.users.HomeserverDomain, br.users.LMServerName, alice, aliceLM)
+}
+
+func cmdLink(ce *commandEvent) {
+	br := ce.Meta.br
+	switch args := ce.Args; {
+	case len(args) == 0:
+		l, err := br.LinkAsHub(ce.Ctx, ce.RoomID, string(ce.Sender))
+		if err != nil {
+			br.reply(ce, "Could not link this room: %v", err)
+			return
+		}
+		br.reply(ce, "Linked this room to the LM room %s, hosted by this bridge (%s).", l.LMRoomID, l.HubServer)
+	case len(args) == 3 && strings.EqualFold(args[1], "via"):
+		l, err := br.LinkToLM(ce.Ctx, ce.RoomID, args[0], args[2], ce.Sender)
+		if err != nil {
+			// The provisioning API's message, which tells a blocked, unknown or refusing hub from a failing one.
+			_, _, msg := linkErrorAnswer(err, args[2])
+			br.reply(ce, "Could not link this room: %s", msg)
+			return
+		}
+		br.reply(ce, "Linked this room to the LM room %s through its hub %s.", l.LMRoomID, l.HubServer)
+	default:
+		br.reply(ce, "Usage: %[1]s link, or %[1]s link <LM room ID> via <hub server>", br.cfg.CommandPrefix)
+	}
+}
+
+func cmdUnlink(ce *commandEvent) {
+	br := ce.Meta.br
+	if _, err := br.Unlink(ce.Ctx, ce.RoomID); err != nil {
+		br.reply(ce, "Could not unlink this room: %v", err)
 		return
 	}
-	if cmd != "status" && level < PermissionAdmin {
-		state, err := br.matrix.StateEvents(ctx, evt.RoomID)
-		if err != nil {
-			reply("Could not check your power in this room: %v", err)
-			return
-		}
-		if ok, need, err := canChangeState(state, evt.Sender); err != nil {
-			reply("Could not check your power in this room: %v", err)
-			return
-		} else if !ok {
-			reply("You need power level %d (the level to change this room's state) to %s it.", need, cmd)
-			return
-		}
+	br.reply(ce, "This room is no longer bridged.")
+}
+
+func cmdInvite(ce *commandEvent) {
+	br, link := ce.Meta.br, ce.Meta.link
+	if len(ce.Args) != 1 {
+		br.reply(ce, "Usage: %s invite <LM user ID>", br.cfg.CommandPrefix)
+		return
 	}
-	log.Info().Str("command", cmd).Msg("Running command")
-	switch cmd {
-	case "link":
-		switch {
-		case len(args) == 0:
-			l, err := br.LinkAsHub(ctx, evt.RoomID, string(evt.Sender))
-			if err != nil {
-				reply("Could not link this room: %v", err)
-				return
-			}
-			reply("Linked this room to the LM room %s, hosted by this bridge (%s).", l.LMRoomID, l.HubServer)
-		case len(args) == 3 && strings.EqualFold(args[1], "via"):
-			l, err := br.LinkToLM(ctx, evt.RoomID, args[0], args[2], evt.Sender)
-			if err != nil {
-				// The provisioning API's message, which tells a blocked, unknown or refusing hub from a failing one.
-				_, _, msg := linkErrorAnswer(err, args[2])
-				reply("Could not link this room: %s", msg)
-				return
-			}
-			reply("Linked this room to the LM room %s through its hub %s.", l.LMRoomID, l.HubServer)
-		default:
-			reply("Usage: %[1]s link, or %[1]s link <LM room ID> via <hub server>", br.cfg.CommandPrefix)
-		}
-	case "unlink":
-		if _, err := br.Unlink(ctx, evt.RoomID); err != nil {
-			reply("Could not unlink this room: %v", err)
-			return
-		}
-		reply("This room is no longer bridged.")
-	case "invite":
-		if len(args) != 1 {
-			reply("Usage: %s invite <LM user ID>", br.cfg.CommandPrefix)
-			return
-		}
-		if link == nil || link.Status != bridgedb.LinkActive {
-			reply("This room is not linked.")
-			return
-		}
-		if err := br.inviteLM(ctx, link, evt.Sender, args[0]); err != nil {
-			reply("Could not invite %s: %v", args[0], err)
-			return
-		}
-		reply("Invited %s to the LM room.", args[0])
-	case "status":
-		st, err := br.Status(ctx, evt.RoomID)
-		if errors.Is(err, ErrNotLinked) {
-			reply("This room is not linked.")
-			return
-		} else if err != nil {
-			reply("Could not read the link: %v", err)
-			return
-		}
-		lastErr := "none"
-		if st.LastError != "" {
-			lastErr = st.LastError + " (" + st.LastErrorAt.UTC().Format(time.RFC3339) + ")"
-		}
-		reply("Linked to %s, hub %s (this bridge is %s, link %s).\nMatrix members (%d): %s\nLM members (%d): %s\nDelivery: %s\nLast error: %s",
-			st.LMRoomID, st.HubServer, st.Role, st.Link.Status, len(st.DAGMembers), joinIDs(st.DAGMembers),
-			len(st.LMMembers), strings.Join(st.LMMembers, ", "), describeDeliveries(st.Deliveries), lastErr)
-	default:
-		reply("Unknown command %q; %s help lists them.", cmd, br.cfg.CommandPrefix)
+	if link == nil || link.Status != bridgedb.LinkActive {
+		br.reply(ce, "This room is not linked.")
+		return
 	}
+	if err := br.inviteLM(ce.Ctx, link, ce.Sender, ce.Args[0]); err != nil {
+		br.reply(ce, "Could not invite %s: %v", ce.Args[0], err)
+		return
+	}
+	br.reply(ce, "Invited %s to the LM room.", ce.Args[0])
+}
+
+func cmdStatus(ce *commandEvent) {
+	br := ce.Meta.br
+	st, err := br.Status(ce.Ctx, ce.RoomID)
+	if errors.Is(err, ErrNotLinked) {
+		br.reply(ce, "This room is not linked.")
+		return
+	} else if err != nil {
+		br.reply(ce, "Could not read the link: %v", err)
+		return
+	}
+	lastErr := "none"
+	if st.LastError != "" {
+		lastErr = st.LastError + " (" + st.LastErrorAt.UTC().Format(time.RFC3339) + ")"
+	}
+	br.reply(ce, "Linked to %s, hub %s (this bridge is %s, link %s).\nMatrix members (%d): %s\nLM members (%d): %s\nDelivery: %s\nLast error: %s",
+		st.LMRoomID, st.HubServer, st.Role, st.Link.Status, len(st.DAGMembers), joinIDs(st.DAGMembers),
+		len(st.LMMembers), strings.Join(st.LMMembers, ", "), describeDeliveries(st.Deliveries), lastErr)
 }
 
 // describeDeliveries says, per other LM server, whether everything reached it, or what waits and why.

@@ -118,3 +118,11 @@ func TestDescribeDeliveries(t *testing.T) {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}
 }
+
+// TestPermissionTalk checks the level's new name and that the old one means the same.
+func TestPermissionTalk(t *testing.T) {
+	if parsePermissionLevel("talk") != PermissionTalk || parsePermissionLevel("relay") != PermissionTalk ||
+		PermissionTalk.String() != "talk" {
+		t.Errorf("talk = %v, relay = %v", parsePermissionLevel("talk"), parsePermissionLevel("relay"))
+	}
+}

@@ -27,6 +27,10 @@ type sent struct {
 // could not be handled for a reason that may pass (the database, the network) and should be offered again; an event
 // that cannot cross for good is answered with a notice to its sender and counts as handled.
 func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
+	if br.isBotJoin(evt) {
+		// The bot joining a room that waits for it to become a direct chat.
+		return br.linkPendingDM(ctx, evt)
+	}
 	if br.users.IsPuppet(evt.Sender) {
 		// Our bot and our ghosts only ever say what the bridge made them say: echoes, skipped without a write.
 		return nil
@@ -35,7 +39,7 @@ func (br *Bridge) HandleDAGEvent(ctx context.Context, evt *event.Event) error {
 	if err != nil {
 		return err
 	}
-	if _, isCmd := br.commandArgs(evt); link == nil && !isCmd {
+	if _, isCmd := br.commandArgs(evt); link == nil && !isCmd && !br.isGhostInvite(evt) {
 		// Rooms without a link are most rooms the bot is in; handling their events again changes nothing.
 		return nil
 	}
@@ -85,6 +89,9 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 		return nil, errSkip
 	}
 	if link == nil {
+		if br.isGhostInvite(evt) {
+			return nil, br.startDMFromInvite(ctx, evt)
+		}
 		return nil, errSkip
 	}
 	if link.Status == bridgedb.LinkPendingJoin {

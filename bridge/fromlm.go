@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -19,16 +18,18 @@ import (
 // OnEvent takes one event of an LM room's log, in log order (remote.Listener). Like HandleDAGEvent, an error
 // means try again later, and an event that can never cross is answered with a notice and counts as handled.
 func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
+	if err := br.waitBackfill(ctx, ev.RoomID); err != nil {
+		return err
+	}
 	link, err := br.linkByLM(ctx, ev.RoomID)
 	if err != nil {
 		return err
 	}
-	if (link == nil || link.Status == bridgedb.LinkPendingJoin) && !br.users.IsOurLMUser(ev.Sender) {
-		// The LM side has a room's events once our user's join is stored, before the bridge has recorded the link
-		// (LinkToLM) or activated it (a portal's): skipping this one as "not linked" would lose it.
-		if link, err = br.awaitJoin(ctx, ev.RoomID, link); err != nil {
-			return err
-		}
+	if link != nil && link.Status == bridgedb.LinkPendingJoin && !br.users.IsOurLMUser(ev.Sender) {
+		// The LM side has a portal's events once its user's join is stored, and waitBackfill held them until the
+		// link was active; still pending means a crash came between the join and the activation. Skipping the event
+		// as "not linked" would lose it: it is offered again once handlePortalMember has run again.
+		return fmt.Errorf("%w: %s", errPortalJoining, ev.RoomID)
 	}
 	log := zerolog.Ctx(ctx).With().Str("lm_room_id", ev.RoomID).Str("lm_event_id", ev.EventID).Logger()
 	ctx = log.WithContext(ctx)
@@ -61,7 +62,12 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 			return err
 		}
 	}
-	// The mapping row alone marks a bridged event as processed (see bridgedb.Processed).
+	return br.recordLM(ctx, link, ev, dagID, outcome)
+}
+
+// recordLM marks an LM event as processed: the mapping row alone does it for a bridged event (see
+// bridgedb.Processed).
+func (br *Bridge) recordLM(ctx context.Context, link *bridgedb.Link, ev *remote.Event, dagID id.EventID, outcome bridgedb.Outcome) error {
 	if dagID != "" {
 		stored, err := br.db.InsertEventUnlessDAGMapped(ctx, &bridgedb.EventMapping{DAGRoomID: link.DAGRoomID,
 			DAGEventID: dagID, LMRoomID: link.LMRoomID, LMEventID: ev.EventID, Origin: bridgedb.OriginLM,
@@ -74,50 +80,8 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 	return br.db.MarkProcessed(ctx, bridgedb.OriginLM, ev.EventID, outcome, br.now())
 }
 
-// joinWait bounds how long OnEvent waits for a join under way before leaving the event for a retry.
-const joinWait = 30 * time.Second
-
 // errPortalJoining means an LM event came for a portal whose link is not active yet; the LM side delivers it again.
 var errPortalJoining = errors.New("the portal's LM join has not been recorded yet")
-
-// awaitJoin waits for a join of lmRoomID under way here (startJoin), and returns the room's link as it then stands.
-// A portal's link that is still pending without a join under way (a crash between the join and the activation) is
-// errPortalJoining, so that the event is offered again once handlePortalMember has run again.
-func (br *Bridge) awaitJoin(ctx context.Context, lmRoomID string, link *bridgedb.Link) (*bridgedb.Link, error) {
-	ch, ok := br.joins.Load(lmRoomID)
-	if !ok && link == nil {
-		return nil, nil
-	}
-	if ok {
-		timer := time.NewTimer(joinWait)
-		defer timer.Stop()
-		select {
-		case <-ch.(chan struct{}):
-		case <-timer.C:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	now, err := br.linkByLM(ctx, lmRoomID)
-	if err != nil {
-		return nil, err
-	}
-	if now != nil && now.Status == bridgedb.LinkPendingJoin {
-		return nil, fmt.Errorf("%w: %s", errPortalJoining, lmRoomID)
-	}
-	return now, nil
-}
-
-// startJoin marks a join of lmRoomID as under way until the returned function is called, which the caller does once
-// the link is recorded and active (or the join failed).
-func (br *Bridge) startJoin(lmRoomID string) (end func()) {
-	done := make(chan struct{})
-	br.joins.Store(lmRoomID, done)
-	return func() {
-		br.joins.CompareAndDelete(lmRoomID, done)
-		close(done)
-	}
-}
 
 func (br *Bridge) handleLM(ctx context.Context, ev *remote.Event, link *bridgedb.Link) (id.EventID, error) {
 	isState := ev.StateKey != nil

@@ -40,7 +40,13 @@ var bridgeStateType = event.StateBridge
 // levels (users mapped, v12 creators at 100), join rules, history visibility, name, topic and avatar, then its joined
 // Matrix users; the DAG room gets an m.bridge state event. by is who asked, for the record.
 func (br *Bridge) LinkAsHub(ctx context.Context, roomID id.RoomID, by string) (*bridgedb.Link, error) {
-	state, err := br.checkLinkable(ctx, roomID)
+	return br.linkAsHub(ctx, roomID, by, nil)
+}
+
+// linkAsHub is LinkAsHub with the room's state given (nil: read from dagview), for a caller that has just changed
+// it (a direct chat's ghost giving the bot power, which dagview has not seen yet).
+func (br *Bridge) linkAsHub(ctx context.Context, roomID id.RoomID, by string, given []*event.Event) (*bridgedb.Link, error) {
+	state, err := br.checkLinkableState(ctx, roomID, given)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +104,9 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	}
 	byContent, _ := parseContent(byMember.Content.VeryRaw)
 	byProfile := parseMember(byLM, byLM, byContent, nil)
-	defer br.startJoin(lmRoomID)()
+	// The room's events after our join wait until the link and its history are in place.
+	done := br.backfilling.open(lmRoomID)
+	defer done()
 	if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(lmRoomID), Sender: remote.UserID(byLM),
 		Via: remote.ServerName(hub), Displayname: byProfile.Displayname, AvatarURL: br.avatarToLM(byProfile.AvatarURL)}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
@@ -114,6 +122,7 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 		}
 	}
 	br.syncLMMembers(ctx, link)
+	br.backfill(ctx, link)
 	br.markBridged(ctx, link)
 	zerolog.Ctx(ctx).Info().Stringer("dag_room_id", roomID).Str("lm_room_id", lmRoomID).Str("hub", hub).
 		Msg("Linked DAG room to an LM room as participant")
@@ -183,22 +192,29 @@ func (br *Bridge) Status(ctx context.Context, roomID id.RoomID) (*LinkStatus, er
 // checkLinkable refuses rooms that are linked or encrypted, or where the bot lacks power, and returns the room's
 // state.
 func (br *Bridge) checkLinkable(ctx context.Context, roomID id.RoomID) ([]*event.Event, error) {
+	return br.checkLinkableState(ctx, roomID, nil)
+}
+
+// checkLinkableState is checkLinkable on the given state (nil: read from dagview).
+func (br *Bridge) checkLinkableState(ctx context.Context, roomID id.RoomID, state []*event.Event) ([]*event.Event, error) {
 	if existing, err := br.linkByDAG(ctx, roomID); err != nil {
 		return nil, err
 	} else if existing != nil {
 		return nil, fmt.Errorf("%w: %s is linked to %s", ErrAlreadyLinked, roomID, existing.LMRoomID)
 	}
-	state, err := br.matrix.StateEvents(ctx, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read room state: %w", err)
+	if state == nil {
+		var err error
+		if state, err = br.matrix.StateEvents(ctx, roomID); err != nil {
+			return nil, fmt.Errorf("failed to read room state: %w", err)
+		}
 	}
-	if err = br.encryptionRefused(state); err != nil {
+	if err := br.encryptionRefused(state); err != nil {
 		return nil, err
 	}
 	if findState(state, event.StateCreate, "") == nil {
 		return nil, fmt.Errorf("%w: the bridge does not know room %s (is its bot in it?)", ErrInvalidLinkRequest, roomID)
 	}
-	if err = br.checkBotPower(state, roomID); err != nil {
+	if err := br.checkBotPower(state, roomID); err != nil {
 		return nil, err
 	}
 	return state, nil
@@ -377,9 +393,10 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 	}
 	switch membershipOf(evt) {
 	case event.MembershipJoin:
-		defer br.startJoin(link.LMRoomID)()
 		content, _ := parseContent(evt.Content.VeryRaw)
 		profile := parseMember(userLM, userLM, content, nil)
+		done := br.backfilling.open(link.LMRoomID)
+		defer done()
 		if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
 			Via: remote.ServerName(link.HubServer), Displayname: profile.Displayname, AvatarURL: br.avatarToLM(profile.AvatarURL)}); err != nil {
 			return fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
@@ -389,6 +406,7 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 		}
 		link.Status = bridgedb.LinkActive
 		br.syncLMMembers(ctx, link)
+		br.backfill(ctx, link)
 		br.markBridged(ctx, link)
 		zerolog.Ctx(ctx).Info().Str("lm_room_id", link.LMRoomID).Msg("Joined LM room for the portal's user")
 		return nil

@@ -69,6 +69,14 @@ func (m *MatrixAppService) SetMembership(ctx context.Context, roomID id.RoomID, 
 	switch {
 	case membership == event.MembershipJoin && self:
 		return in.Join(ctx, roomID)
+	case membership == event.MembershipLeave && self && reason != "":
+		// /leave, not a member event of one's own: a user who is only invited may not send state (Dendrite). A ghost
+		// declining its first invite is not registered yet, which Dendrite wants it to be.
+		if err = in.EnsureRegistered(ctx); err != nil {
+			return fmt.Errorf("failed to register %s: %w", sender, err)
+		}
+		_, err = in.LeaveRoom(ctx, roomID, &mautrix.ReqLeave{Reason: reason})
+		return err
 	case membership == event.MembershipLeave && self:
 		return in.Leave(ctx, roomID)
 	case membership == event.MembershipKnock && self:

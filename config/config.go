@@ -43,6 +43,9 @@ type Config struct {
 type Homeserver struct {
 	Address string `yaml:"address"`
 	Domain  string `yaml:"domain"`
+	// RedactionPollSeconds is how often lmbridge reads each room's latest events for redactions the homeserver did
+	// not push (Dendrite pushes none); 0 turns it off.
+	RedactionPollSeconds int `yaml:"redaction_poll_seconds"`
 }
 
 // AppService is the application-service side: our listener and the identities we register.
@@ -109,6 +112,9 @@ type Bridge struct {
 	CommandPrefix string            `yaml:"command_prefix"`
 	Permissions   map[string]string `yaml:"permissions"`
 	Provisioning  Provisioning      `yaml:"provisioning"`
+	// BackfillLimit is how many of an existing LM room's latest messages a new link brings into the Matrix room;
+	// 0 brings none.
+	BackfillLimit int `yaml:"backfill_limit"`
 }
 
 // Provisioning is the HTTP API for linking rooms from other tools.

@@ -263,3 +263,22 @@ func TestWarnings(t *testing.T) {
 		t.Fatalf("warnings = %v, want one about the port", w)
 	}
 }
+
+// TestPermissionRelayRenamed checks that "talk" is the level's name, that the old "relay" is still read with a
+// warning naming the entry, and that an unknown level is still an error.
+func TestPermissionRelayRenamed(t *testing.T) {
+	cfg, err := Parse(withMinimal("bridge: {permissions: {'*': talk, 'hs.example': relay}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := cfg.Warnings()
+	if len(w) != 1 || !strings.Contains(w[0], `bridge.permissions["hs.example"]`) || !strings.Contains(w[0], `"talk"`) {
+		t.Fatalf("warnings = %v, want one about hs.example's \"relay\"", w)
+	}
+	if cfg.Bridge.Permissions["hs.example"] != "relay" {
+		t.Errorf("the config was rewritten: %v", cfg.Bridge.Permissions)
+	}
+	if _, err = Parse(withMinimal("bridge: {permissions: {'*': relayed}}")); err == nil || !strings.Contains(err.Error(), "talk, user, admin") {
+		t.Errorf("unknown level: %v", err)
+	}
+}

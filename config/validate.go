@@ -17,10 +17,17 @@ import (
 var (
 	DatabaseTypes   = []string{"sqlite3-fk-wal", "sqlite3-fk-wal-fullsync", "postgres"}
 	LMRoomVersions  = []string{"org.matrix.i-d.ralston-mimi-linearized-matrix.02", "I.1"}
-	PermissionLevel = []string{"relay", "user", "admin"}
+	PermissionLevel = []string{"talk", "user", "admin"}
 	LogLevels       = []string{"trace", "debug", "info", "warn", "error"}
 	LogFormats      = []string{"auto", "pretty", "json"}
 )
+
+// DeprecatedPermissionRelay is the old name of the permission level "talk", still read (Warnings says so): the
+// mautrix bridges' "relay" is another thing.
+const DeprecatedPermissionRelay = "relay"
+
+// MaxBackfillLimit is the most bridge.backfill_limit may be: what the LM engine reads of a room's history at most.
+const MaxBackfillLimit = 1000
 
 // minSharedSecret is the shortest provisioning secret accepted; shorter ones are guessable.
 const minSharedSecret = 16
@@ -74,6 +81,9 @@ func (c *Config) CheckNotExample() error {
 func (h *Homeserver) validate(p *problems) {
 	checkHTTPURL(p, "homeserver.address", h.Address)
 	checkServerName(p, "homeserver.domain", h.Domain)
+	if h.RedactionPollSeconds < 0 {
+		p.add("homeserver.redaction_poll_seconds", "must be 0 (off) or more, got %d", h.RedactionPollSeconds)
+	}
 }
 
 func (as *AppService) validate(p *problems) {
@@ -174,7 +184,12 @@ func (b *Bridge) validate(p *problems) {
 		default:
 			checkServerName(p, key, who)
 		}
-		checkOneOf(p, key, level, PermissionLevel)
+		if level != DeprecatedPermissionRelay {
+			checkOneOf(p, key, level, PermissionLevel)
+		}
+	}
+	if b.BackfillLimit < 0 || b.BackfillLimit > MaxBackfillLimit {
+		p.add("bridge.backfill_limit", "must be between 0 (none) and %d, got %d", MaxBackfillLimit, b.BackfillLimit)
 	}
 	if s := b.Provisioning.SharedSecret; s != "" && len(s) < minSharedSecret {
 		p.add("bridge.provisioning.shared_secret", "must be empty (API off) or at least %d characters", minSharedSecret)

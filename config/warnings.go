@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 )
 
@@ -15,6 +17,13 @@ func (c *Config) Warnings() []string {
 		warnings = append(warnings, fmt.Sprintf("database.max_open_conns is %d, but SQLite has one writer: writers on "+
 			"several connections wait for each other in SQLite's busy handler, which sleeps for milliseconds; 1 is "+
 			"faster", c.Database.MaxOpenConns))
+	}
+	for _, who := range slices.Sorted(maps.Keys(c.Bridge.Permissions)) {
+		if c.Bridge.Permissions[who] == DeprecatedPermissionRelay {
+			warnings = append(warnings, fmt.Sprintf("bridge.permissions[%q]: the level \"relay\" is now called \"talk\" "+
+				"(talk in linked rooms, no commands); \"relay\" is read as \"talk\" for now, rename it in the config "+
+				"(the mautrix bridges' \"relay\" is another thing: a relay bot sending for users who are not logged in)", who))
+		}
 	}
 	u, err := url.Parse(c.AppService.Address)
 	if err != nil || u.Host == "" {

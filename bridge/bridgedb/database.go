@@ -17,19 +17,21 @@ const VersionTable = "bridge_version"
 // Database is the bridge's view of the shared database.
 type Database struct {
 	*dbutil.Database
-	events *dbutil.QueryHelper[*EventMapping]
-	links  *dbutil.QueryHelper[*Link]
-	ghosts *dbutil.QueryHelper[*GhostProfile]
+	events     *dbutil.QueryHelper[*EventMapping]
+	links      *dbutil.QueryHelper[*Link]
+	ghosts     *dbutil.QueryHelper[*GhostProfile]
+	pendingDMs *dbutil.QueryHelper[*PendingDM]
 }
 
 // New wraps the shared database with the bridge's version table.
 func New(parent *dbutil.Database, log dbutil.DatabaseLogger) *Database {
 	child := parent.Child(VersionTable, upgrades.Table, log)
 	return &Database{
-		Database: child,
-		events:   dbutil.MakeQueryHelperSimple(child, func() *EventMapping { return &EventMapping{} }),
-		links:    dbutil.MakeQueryHelperSimple(child, func() *Link { return &Link{} }),
-		ghosts:   dbutil.MakeQueryHelperSimple(child, func() *GhostProfile { return &GhostProfile{} }),
+		Database:   child,
+		events:     dbutil.MakeQueryHelperSimple(child, func() *EventMapping { return &EventMapping{} }),
+		links:      dbutil.MakeQueryHelperSimple(child, func() *Link { return &Link{} }),
+		ghosts:     dbutil.MakeQueryHelperSimple(child, func() *GhostProfile { return &GhostProfile{} }),
+		pendingDMs: dbutil.MakeQueryHelperSimple(child, func() *PendingDM { return &PendingDM{} }),
 	}
 }
 

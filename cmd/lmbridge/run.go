@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rs/zerolog"
 	mautrixappservice "maunium.net/go/mautrix/appservice"
@@ -121,6 +122,7 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 			}
 			return
 		}
+		go view.RunRedactionPoll(runCtx, time.Duration(cfg.Homeserver.RedactionPollSeconds)*time.Second)
 		view.RunCatchUp(runCtx, dagview.CatchUpInterval)
 	}()
 
