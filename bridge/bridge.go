@@ -61,6 +61,9 @@ type Params struct {
 	Matrix MatrixSide
 	// LM is the LM side; *linearize.Engine is the real one (cmd/lmbridge wires it in).
 	LM remote.Rooms
+	// MIMI is the MIMI side (*mimi/rooms.Rooms), nil when the bridge has none. Matrix users are named in it as in LM
+	// but with its server name (the provider's domain); its events come through MIMIListener.
+	MIMI remote.Rooms
 	// Now is the clock for stored timestamps; time.Now by default.
 	Now func() time.Time
 	// Log is for the database's own logging; request handling logs through the logger in ctx.
@@ -73,12 +76,11 @@ type Bridge struct {
 	db     *bridgedb.Database
 	users  *UserMapper
 	matrix MatrixSide
-	lm     remote.Rooms
-	tr     *translator
 	links  *linkCache
 	now    func() time.Time
-	// botLM is the bot's identity on LM: the creator of the LM rooms we host, and the author of notices there.
-	botLM string
+	// lmProto is LM, mimi MIMI (nil without one): each with the bot's identity there, the creator of the rooms we
+	// host and the author of notices.
+	lmProto, mimi *protocol
 	// refused are the LPDUs hubs refused in the last echoWait, so that a relation to one stops waiting for its echo.
 	refused refusedLPDUs
 	// enc is end-to-bridge encryption's config (SetEncryption); the zero value refuses encrypted rooms.
@@ -93,19 +95,25 @@ func New(p Params) (*Bridge, error) {
 	if p.Users.LMServerName != string(p.LM.Server()) {
 		return nil, fmt.Errorf("user mapper's LM server %s is not the engine's %s", p.Users.LMServerName, p.LM.Server())
 	}
-	botLM, err := p.Users.LMUserOf(p.Users.BotUserID)
-	if err != nil {
-		return nil, fmt.Errorf("failed to map the bot to LM: %w", err)
-	}
 	br := &Bridge{
 		cfg:    p.Config,
 		db:     bridgedb.New(p.DB, dbutil.ZeroLogger(p.Log.With().Str("db_section", "bridge").Logger())),
 		users:  p.Users,
 		matrix: p.Matrix,
-		lm:     p.LM,
 		now:    p.Now,
-		botLM:  botLM,
 		links:  newLinkCache(),
+	}
+	var err error
+	if br.lmProto, err = br.newProtocol(bridgedb.ProtocolLM, p.LM, p.Users); err != nil {
+		return nil, err
+	}
+	if p.MIMI != nil {
+		if p.MIMI.Server() == p.LM.Server() {
+			return nil, fmt.Errorf("the MIMI domain and the LM server name are both %s", p.LM.Server())
+		}
+		if br.mimi, err = br.newProtocol(bridgedb.ProtocolMIMI, p.MIMI, p.Users); err != nil {
+			return nil, err
+		}
 	}
 	if br.now == nil {
 		br.now = time.Now
@@ -113,7 +121,6 @@ func New(p Params) (*Bridge, error) {
 	if br.cfg.CommandPrefix == "" {
 		br.cfg.CommandPrefix = "!lm"
 	}
-	br.tr = &translator{users: p.Users, ids: br}
 	return br, nil
 }
 

@@ -247,14 +247,15 @@ func (br *Bridge) inviteLM(ctx context.Context, link *bridgedb.Link, by id.UserI
 	if _, _, err := splitUserID(target); err != nil {
 		return err
 	}
-	if br.users.IsOurLMUser(target) {
-		return fmt.Errorf("%w: %s is a Matrix user seen from LM; invite them on Matrix", ErrInvalidUserID, target)
+	pr := br.protoOf(link)
+	if pr.users.IsOurLMUser(target) {
+		return fmt.Errorf("%w: %s is a Matrix user seen from %s; invite them on Matrix", ErrInvalidUserID, target, pr.name)
 	}
-	byLM, err := br.users.LMUserOf(by)
+	byLM, err := pr.users.LMUserOf(by)
 	if err != nil {
 		return err
 	}
-	_, err = br.lm.InviteToRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(byLM),
+	_, err = pr.rooms.InviteToRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(byLM),
 		Target: remote.UserID(target)})
 	return err
 }
