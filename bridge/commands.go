@@ -107,6 +107,7 @@ const helpText = `lmbridge commands:
 • %[1]s invite <LM user ID>: invite an LM user (inviting their ghost does the same)
 • %[1]s unlink: stop bridging this room
 • %[1]s status: the link, its hub, the members on each side, what waits for the other LM servers and the last error
+• %[1]s mimi …: the same for MIMI rooms (%[1]s mimi help)
 • %[1]s help: this text`
 
 // handleCommand runs a bot command and answers it in the room.
@@ -152,6 +153,8 @@ func (br *Bridge) handleCommand(ctx context.Context, evt *event.Event, link *bri
 	}
 	log.Info().Str("command", cmd).Msg("Running command")
 	switch cmd {
+	case "mimi":
+		br.handleMIMICommand(ctx, evt, link, args, reply)
 	case "link":
 		switch {
 		case len(args) == 0:
