@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -138,6 +139,11 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 		With: func(ctx context.Context, lmID remote.EventID) error {
 			return br.recordDAG(ctx, evt, link, &sent{lmID: string(lmID), isLPDU: out.isLPDU})
 		}})
+	if isState && errors.Is(err, remote.ErrUnsupported) {
+		// A protocol without this kind of state (MIMI has no topic or power levels): the room's own business.
+		zerolog.Ctx(ctx).Debug().Err(err).Str("type", evt.Type.Type).Msg("State event has no counterpart in the protocol")
+		return nil, errSkip
+	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to send to %s: %w", pr.name, err)
 	}

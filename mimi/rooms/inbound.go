@@ -67,6 +67,7 @@ func (c *callbacks) OnMessage(ctx context.Context, m provider.Message) error {
 	if err = r.putMessage(ctx, m.Room, mid, msg, reaction); err != nil {
 		return err
 	}
+	log.Debug().Int("events", len(events)).Msg("Received MIMI message")
 	base := EventIDOf(mid)
 	for i, e := range events {
 		raw, err := json.Marshal(e.Content)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -162,9 +163,12 @@ func (r *Rooms) SendRoomEvent(ctx context.Context, req *remote.SendRequest) (rem
 			return "", fmt.Errorf("recording a MIMI send: %w", err)
 		}
 	}
-	if _, err = r.p.Send(ctx, room, sender, enc); err != nil {
+	accepted, err := r.p.Send(ctx, room, sender, enc)
+	if err != nil {
 		return "", mapErr(err)
 	}
+	zerolog.Ctx(ctx).Debug().Str("mimi_room", room).Str("mimi_message_id", mid.String()).Str("type", req.Type).
+		Time("hub_time", accepted).Msg("Sent MIMI message")
 	// The hub has it: a crash before this commit sends the same bytes again, and receivers drop the repeat by its ID.
 	err = r.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if req.Key != "" {
