@@ -14,8 +14,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/lmbridge/lmbridge/internal/tesths"
 	"github.com/lmbridge/lmbridge/internal/testca"
+	"github.com/lmbridge/lmbridge/internal/tesths"
 )
 
 // mimiSide is one lmbridge binary on its homeserver, acting as a MIMI provider.
