@@ -336,10 +336,44 @@ func TestMIMIBetweenTwoHomeservers(t *testing.T) {
 		}
 	}
 
-	// !lm status on the hub shows the follower's delivery state.
-	if answer = a.ask(ctx, t, alice, roomA, "!lm status"); !strings.Contains(answer, domainB) {
-		t.Errorf("status on A does not name %s: %q", domainB, answer)
+	// !lm status on the hub shows the follower's delivery state: nothing waits for B any more.
+	if answer = a.ask(ctx, t, alice, roomA, "!lm status"); !strings.Contains(answer, "Delivery: "+domainB+" up to date") {
+		t.Errorf("status on A does not say %s is up to date: %q", domainB, answer)
 	}
+
+	// Membership both ways: bob leaves the portal and his ghost leaves alice's room; alice adds him again and his
+	// bridge invites him back into the portal; alice kicks his ghost and his bridge removes him from the portal.
+	joined := func(c *mautrix.Client, room id.RoomID, user id.UserID) bool {
+		members, err := c.JoinedMembers(ctx, room)
+		return err == nil && hasMember(members, user)
+	}
+	if _, err = bob.LeaveRoom(ctx, portal); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "bob's ghost to leave alice's room", func() bool { return !joined(alice, roomA, bobGhost) })
+	if answer = a.ask(ctx, t, alice, roomA, "!lm mimi invite "+bobURI); !strings.HasPrefix(answer, "Added") {
+		t.Fatalf("second invite answer %q", answer)
+	}
+	waitUntil(t, 60*time.Second, "bob's invite back into the portal", func() bool {
+		resp, err := bob.SyncRequest(ctx, 1000, since, "", false, event.PresenceOnline)
+		if err != nil {
+			return false
+		}
+		since = resp.NextBatch
+		_, ok := resp.Rooms.Invite[portal]
+		return ok
+	})
+	if _, err = bob.JoinRoomByID(ctx, portal); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "bob's ghost back in alice's room", func() bool { return joined(alice, roomA, bobGhost) })
+	back := burst(alice, roomA, "back again", 1)
+	inOrderOnce(bob, portal, aliceGhost, back, "alice's message after bob came back")
+	if _, err = alice.KickUser(ctx, roomA, &mautrix.ReqKickUser{UserID: bobGhost, Reason: "testing"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "bob's removal from the portal", func() bool { return !joined(bob, portal, bob.UserID) })
+
 }
 
 func containsString(list any, s string) bool {

@@ -107,7 +107,7 @@ func (r *Rooms) SetMembership(ctx context.Context, req *remote.MembershipRequest
 		if by == target {
 			return "", r.withIntent(ctx, room, target, intentRemove, target, func() error { return r.p.Leave(ctx, room, target) })
 		}
-		return "", r.withIntent(ctx, room, target, intentRemove, by, func() error { return r.p.RemoveUser(ctx, room, by, target) })
+		return "", r.withIntent(ctx, room, target, intentRemove, by, func() error { return r.remove(ctx, room, by, target) })
 	}
 	return "", &remote.Mapped{Err: fmt.Errorf("MIMI rooms have no %q membership", req.Membership), Also: []error{remote.ErrUnsupported}}
 }
@@ -161,6 +161,25 @@ func (r *Rooms) localActor(state *provider.RoomState, not string) string {
 		}
 	}
 	return ""
+}
+
+// remove removes target as by or, when the room's policy does not let by remove others, as one of our admins in the
+// room: the Matrix room's rules, which the homeserver checked, allowed the kick, and the bridge acts for the room as
+// its bot does on Matrix.
+func (r *Rooms) remove(ctx context.Context, room, by, target string) error {
+	err := r.p.RemoveUser(ctx, room, by, target)
+	if !errors.Is(err, provider.ErrNotAllowed) {
+		return err
+	}
+	state, serr := r.p.RoomState(ctx, room)
+	if serr != nil {
+		return err
+	}
+	admin := r.localActor(state, target)
+	if admin == "" || admin == by || state.RoleOf(admin) != provider.RoleAdmin {
+		return err
+	}
+	return r.p.RemoveUser(ctx, room, admin, target)
 }
 
 // add adds target as by, registering target's client first when it is one of ours.
