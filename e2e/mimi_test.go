@@ -31,7 +31,7 @@ type mimiSide struct {
 func startMIMISide(t *testing.T, kind tesths.Kind, serverName, domain string, port int, peers map[string]int, ca *testca.CA) *mimiSide {
 	t.Helper()
 	b := newLMBridgeOn(t, serverName, sqliteDB)
-	files := ca.WriteFiles(t, b.Dir, domain)
+	files := ca.WriteFilesT(t, b.Dir, domain)
 	peerAddrs := map[string]string{}
 	for d, p := range peers {
 		peerAddrs[d] = "127.0.0.1:" + strconv.Itoa(p)
@@ -68,7 +68,7 @@ func TestMIMIBetweenTwoHomeservers(t *testing.T) {
 	tesths.RequireKind(t, tesths.Dendrite)
 	tesths.RequireKind(t, tesths.Synapse)
 	ctx := testContext(t)
-	ca := testca.New(t)
+	ca := testca.NewT(t)
 	portA, err := tesths.FreePort()
 	if err != nil {
 		t.Fatal(err)

@@ -1,5 +1,6 @@
-// Package testca is a throwaway certificate authority for tests of mutually authenticated TLS between MIMI
-// providers: a CA and certificates for domains, good for server and client authentication, in memory or as PEM files.
+// Package testca is a throwaway certificate authority for the tests and the demo of mutually authenticated TLS
+// between MIMI providers: a CA and certificates for domains, good for server and client authentication, in memory or
+// as PEM files. The T functions fail the test on an error.
 package testca
 
 import (
@@ -10,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -29,40 +31,52 @@ type CA struct {
 	serial int64
 }
 
-// New makes a CA valid for a day.
-func New(t testing.TB) *CA {
+// NewT is New for a test.
+func NewT(t testing.TB) *CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := New()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return ca
+}
+
+// New makes a CA valid for a day.
+func New() (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("making the CA key: %w", err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lmbridge test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
 		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("making the CA certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("reading the CA certificate: %w", err)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &CA{key: key, cert: cert, Pool: pool, serial: 1}
+	return &CA{key: key, cert: cert, Pool: pool, serial: 1}, nil
 }
 
-// Issue makes a certificate for domain, good for TLS server and client authentication.
-func (ca *CA) Issue(t testing.TB, domain string) tls.Certificate {
+// IssueT makes a certificate for domain, good for TLS server and client authentication, for a test.
+func (ca *CA) IssueT(t testing.TB, domain string) tls.Certificate {
 	t.Helper()
-	der, key := ca.issue(t, domain)
+	der, key, err := ca.issue(domain)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-func (ca *CA) issue(t testing.TB, domain string) ([]byte, *ecdsa.PrivateKey) {
+func (ca *CA) issue(domain string) ([]byte, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, fmt.Errorf("making a key for %s: %w", domain, err)
 	}
 	ca.mu.Lock()
 	ca.serial++
@@ -73,9 +87,9 @@ func (ca *CA) issue(t testing.TB, domain string) ([]byte, *ecdsa.PrivateKey) {
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, fmt.Errorf("making a certificate for %s: %w", domain, err)
 	}
-	return der, key
+	return der, key, nil
 }
 
 // Files is a certificate, its key and the CA bundle as PEM files.
@@ -83,13 +97,25 @@ type Files struct {
 	Cert, Key, CA string
 }
 
-// WriteFiles issues a certificate for domain and writes it, its key and the CA's certificate into dir.
-func (ca *CA) WriteFiles(t testing.TB, dir, domain string) Files {
+// WriteFilesT is WriteFiles for a test.
+func (ca *CA) WriteFilesT(t testing.TB, dir, domain string) Files {
 	t.Helper()
-	der, key := ca.issue(t, domain)
-	keyDER, err := x509.MarshalECPrivateKey(key)
+	f, err := ca.WriteFiles(dir, domain)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return f
+}
+
+// WriteFiles issues a certificate for domain and writes it, its key and the CA's certificate into dir.
+func (ca *CA) WriteFiles(dir, domain string) (Files, error) {
+	der, key, err := ca.issue(domain)
+	if err != nil {
+		return Files{}, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return Files{}, fmt.Errorf("encoding the key for %s: %w", domain, err)
 	}
 	f := Files{Cert: filepath.Join(dir, domain+".crt"), Key: filepath.Join(dir, domain+".key"), CA: filepath.Join(dir, "ca.crt")}
 	for path, block := range map[string]*pem.Block{
@@ -98,8 +124,8 @@ func (ca *CA) WriteFiles(t testing.TB, dir, domain string) Files {
 		f.CA:   {Type: "CERTIFICATE", Bytes: ca.cert.Raw},
 	} {
 		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
+			return Files{}, fmt.Errorf("writing %s: %w", path, err)
 		}
 	}
-	return f
+	return f, nil
 }

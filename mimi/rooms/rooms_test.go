@@ -91,7 +91,7 @@ func (n *testNet) start(t *testing.T, domain string) *side {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	pc := provider.Config{Domain: domain, Listen: "127.0.0.1:0", DB: db.Database,
-		TLS: &provider.TLSConfig{Certificate: n.ca.Issue(t, domain), Roots: n.ca.Pool},
+		TLS: &provider.TLSConfig{Certificate: n.ca.IssueT(t, domain), Roots: n.ca.Pool},
 		Locate: func(d string) string {
 			n.mu.Lock()
 			defer n.mu.Unlock()
@@ -141,7 +141,7 @@ func contentOf(ev *remote.Event) map[string]any {
 // (registered on B on first use) and told as an invite, then text, a formatted reply, a reaction, an edit and a
 // delete each way, with relations pointing at the seam IDs the sends returned, and a keyed send that goes out once.
 func TestTwoProvidersTalkThroughTheSeam(t *testing.T) {
-	n := &testNet{ports: map[string]string{}, ca: testca.New(t)}
+	n := &testNet{ports: map[string]string{}, ca: testca.NewT(t)}
 	a, b := n.start(t, "mimi-a.test"), n.start(t, "mimi-b.test")
 	ctx := a.ctx
 	alice, bob := remote.UserID("@alice=hs-a:mimi-a.test"), remote.UserID("@bob=hs-b:mimi-b.test")
