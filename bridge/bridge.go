@@ -1,8 +1,9 @@
-// Package bridge links DAG rooms on the homeserver with LM rooms: the links themselves, the ID and user maps, the
-// translation of events both ways, echo suppression, the bot's commands and the provisioning API. It sees the
-// homeserver through MatrixSide and the LM rooms through the protocol-neutral remote.Rooms (package linearize is
-// the implementation cmd/lmbridge wires in), and receives both sides' events as a dagview.Listener and a
-// remote.Listener.
+// Package bridge links DAG rooms on the homeserver with LM rooms and MIMI rooms: the links themselves (each says its
+// protocol), the ID and user maps, the translation of events both ways, echo suppression, the bot's commands and the
+// provisioning API. It sees the homeserver through MatrixSide and the remote rooms through the protocol-neutral
+// remote.Rooms (package linearize for LM, mimi/rooms for MIMI, as cmd/lmbridge wires them in), and receives both
+// sides' events as a dagview.Listener and a remote.Listener (the Bridge itself for LM, MIMIListener for MIMI).
+// Matrix users are named in each protocol as in LM, with the protocol's server name (the MIMI provider's domain).
 package bridge
 
 import (
