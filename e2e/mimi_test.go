@@ -39,7 +39,7 @@ func startMIMISide(t *testing.T, kind tesths.Kind, serverName, domain string, po
 	b.Extra = map[string]any{
 		"mimi": map[string]any{"domain": domain, "listen": "127.0.0.1:" + strconv.Itoa(port),
 			"tls_cert": files.Cert, "tls_key": files.Key, "tls_ca": files.CA, "peers": peerAddrs},
-		"bridge": map[string]any{"permissions": map[string]string{"*": "relay", serverName: "user"}},
+		"bridge": map[string]any{"permissions": map[string]string{"*": "relay", serverName: "admin"}},
 	}
 	hs := tesths.StartT(t, kind, tesths.Options{ServerName: serverName, Registrations: [][]byte{b.RegYAML}})
 	b.SetHomeserver(t, hs)
@@ -107,6 +107,7 @@ func TestMIMIBetweenTwoHomeservers(t *testing.T) {
 	if !strings.HasPrefix(answer, "Linked this room to the MIMI room mimi://"+domainA+"/r/") {
 		t.Fatalf("link answer %q", answer)
 	}
+	answerOfLink := answer
 	bobURI := "mimi://" + domainB + "/u/bob=hsb.localhost"
 	if answer = a.ask(ctx, t, alice, roomA, "!lm mimi invite "+bobURI); !strings.HasPrefix(answer, "Added") {
 		t.Fatalf("invite answer %q", answer)
@@ -159,6 +160,11 @@ func TestMIMIBetweenTwoHomeservers(t *testing.T) {
 		}
 		return false
 	})
+
+	joinedIn := func(c *mautrix.Client, room id.RoomID, user id.UserID) bool {
+		members, err := c.JoinedMembers(ctx, room)
+		return err == nil && hasMember(members, user)
+	}
 
 	// onlyOnce finds the one event matching pred in a room, and fails when there are more.
 	onlyOnce := func(c *mautrix.Client, room id.RoomID, what string, pred func(*event.Event) bool) *event.Event {
@@ -341,16 +347,39 @@ func TestMIMIBetweenTwoHomeservers(t *testing.T) {
 		t.Errorf("status on A does not say %s is up to date: %q", domainB, answer)
 	}
 
+	// bob moves the conversation to another room of his: he unlinks the portal, and links his new room to the MIMI
+	// room he is in with !lm mimi join (his bridge is a follower there).
+	if answer = b.ask(ctx, t, bob, portal, "!lm unlink"); !strings.HasPrefix(answer, "This room is no longer bridged") {
+		t.Fatalf("unlink answer %q", answer)
+	}
+	created, err = bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "bob's MIMI room",
+		Invite:             []id.UserID{b.bot},
+		PowerLevelOverride: &event.PowerLevelsEventContent{Users: map[id.UserID]int{bob.UserID: 100, b.bot: 100}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bot above bob, so that it can carry a removal from the MIMI room to him.
+	if _, err = bob.SendStateEvent(ctx, created.RoomID, event.StatePowerLevels, "", map[string]any{
+		"users": map[string]any{string(bob.UserID): 50, string(b.bot): 100}, "state_default": 50, "ban": 50, "kick": 50,
+		"redact": 50, "invite": 0, "events_default": 0}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 60*time.Second, "B's bot to join bob's room", func() bool { return joinedIn(bob, created.RoomID, b.bot) })
+	roomURI := strings.TrimSuffix(strings.Fields(strings.TrimPrefix(answerOfLink, "Linked this room to the MIMI room "))[0], ",")
+	if answer = b.ask(ctx, t, bob, created.RoomID, "!lm mimi join "+roomURI); !strings.HasPrefix(answer, "Linked this room to the MIMI room "+roomURI) {
+		t.Fatalf("join answer %q", answer)
+	}
+	portal = created.RoomID
+	waitUntil(t, 60*time.Second, "alice's ghost in bob's room", func() bool { return joinedIn(bob, portal, aliceGhost) })
+	inOrderOnce(bob, portal, aliceGhost, burst(alice, roomA, "in bob's room", 2), "alice's messages in bob's room")
+	inOrderOnce(alice, roomA, bobGhost, burst(bob, portal, "from bob's room", 2), "bob's messages from his room")
+
 	// Membership both ways: bob leaves the portal and his ghost leaves alice's room; alice adds him again and his
 	// bridge invites him back into the portal; alice kicks his ghost and his bridge removes him from the portal.
-	joined := func(c *mautrix.Client, room id.RoomID, user id.UserID) bool {
-		members, err := c.JoinedMembers(ctx, room)
-		return err == nil && hasMember(members, user)
-	}
 	if _, err = bob.LeaveRoom(ctx, portal); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 60*time.Second, "bob's ghost to leave alice's room", func() bool { return !joined(alice, roomA, bobGhost) })
+	waitUntil(t, 60*time.Second, "bob's ghost to leave alice's room", func() bool { return !joinedIn(alice, roomA, bobGhost) })
 	if answer = a.ask(ctx, t, alice, roomA, "!lm mimi invite "+bobURI); !strings.HasPrefix(answer, "Added") {
 		t.Fatalf("second invite answer %q", answer)
 	}
@@ -366,13 +395,13 @@ func TestMIMIBetweenTwoHomeservers(t *testing.T) {
 	if _, err = bob.JoinRoomByID(ctx, portal); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 60*time.Second, "bob's ghost back in alice's room", func() bool { return joined(alice, roomA, bobGhost) })
+	waitUntil(t, 60*time.Second, "bob's ghost back in alice's room", func() bool { return joinedIn(alice, roomA, bobGhost) })
 	back := burst(alice, roomA, "back again", 1)
 	inOrderOnce(bob, portal, aliceGhost, back, "alice's message after bob came back")
 	if _, err = alice.KickUser(ctx, roomA, &mautrix.ReqKickUser{UserID: bobGhost, Reason: "testing"}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 60*time.Second, "bob's removal from the portal", func() bool { return !joined(bob, portal, bob.UserID) })
+	waitUntil(t, 60*time.Second, "bob's removal from the portal", func() bool { return !joinedIn(bob, portal, bob.UserID) })
 
 }
 
