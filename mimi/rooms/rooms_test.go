@@ -268,3 +268,107 @@ func TestTwoProvidersTalkThroughTheSeam(t *testing.T) {
 		t.Fatalf("bob still in the room's state: %+v", st)
 	}
 }
+
+// TestResendAfterAcceptedSendIsOneMessage: a keyed send whose hub accepted it but whose caller's transaction failed
+// (a crash before the bridge recorded it) is sent again with the same bytes, so both copies reach the other side
+// under one event ID, which the listener deduplicates on; and a send after that is not repeated at all.
+func TestResendAfterAcceptedSendIsOneMessage(t *testing.T) {
+	n := &testNet{ports: map[string]string{}, ca: testca.NewT(t)}
+	a, b := n.start(t, "mimi-a.test"), n.start(t, "mimi-b.test")
+	ctx := a.ctx
+	alice, bob := remote.UserID("@alice=hs-a:mimi-a.test"), remote.UserID("@bob=hs-b:mimi-b.test")
+	room, err := a.r.NewRoom(ctx, alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = a.r.InviteToRoom(ctx, &remote.MembershipRequest{Room: room, Sender: alice, Target: bob}); err != nil {
+		t.Fatal(err)
+	}
+	crash := errors.New("crashed before recording the send")
+	req := &remote.SendRequest{Room: room, Sender: alice, Type: "m.room.message", Key: "$dag-event",
+		Content: map[string]any{"msgtype": "m.text", "body": "once"},
+		With:    func(context.Context, remote.EventID) error { return crash }}
+	if _, err = a.r.SendRoomEvent(ctx, req); !errors.Is(err, crash) {
+		t.Fatalf("first send: %v, want the With error", err)
+	}
+	var recorded remote.EventID
+	req.With = func(_ context.Context, id remote.EventID) error { recorded = id; return nil }
+	first, err := a.r.SendRoomEvent(ctx, req)
+	if err != nil || recorded != first {
+		t.Fatalf("second send: %s, %v (With saw %s)", first, err, recorded)
+	}
+	isOnce := func(ev *remote.Event) bool { return ev.Type == "m.room.message" && contentOf(ev)["body"] == "once" }
+	waitFor(t, "both copies on B", func() bool { return b.l.count(isOnce) == 2 })
+	b.l.mu.Lock()
+	for _, ev := range b.l.events {
+		if isOnce(ev) && ev.EventID != string(first) {
+			t.Errorf("a copy arrived as %s, want %s", ev.EventID, first)
+		}
+	}
+	b.l.mu.Unlock()
+	// Recorded now: a third send with the key sends nothing and gives the same ID.
+	third, err := a.r.SendRoomEvent(ctx, req)
+	if err != nil || third != first {
+		t.Fatalf("third send: %s, %v", third, err)
+	}
+	if _, err = a.r.SendRoomEvent(ctx, &remote.SendRequest{Room: room, Sender: alice, Type: "m.room.message",
+		Content: map[string]any{"msgtype": "m.text", "body": "marker"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the marker on B", func() bool {
+		return b.l.find(func(ev *remote.Event) bool { return contentOf(ev)["body"] == "marker" }) != nil
+	})
+	if n := b.l.count(isOnce); n != 2 {
+		t.Fatalf("the recorded send went out again: %d copies", n)
+	}
+}
+
+// TestBadInputIsRefusedWithTheSeamsErrors: identifiers that are not MIMI ones in Matrix form, events MIMI cannot
+// carry and memberships it lacks are refused with remote's sentinels, and store nothing.
+func TestBadInputIsRefusedWithTheSeamsErrors(t *testing.T) {
+	n := &testNet{ports: map[string]string{}, ca: testca.NewT(t)}
+	a := n.start(t, "mimi-a.test")
+	ctx := a.ctx
+	alice := remote.UserID("@alice=hs-a:mimi-a.test")
+	room, err := a.r.NewRoom(ctx, alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := func() int {
+		var n int
+		if err := a.r.db.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM mimi_rooms_send) + (SELECT COUNT(*) FROM mimi_rooms_message)`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := rows()
+	for name, req := range map[string]*remote.SendRequest{
+		"room without a server":   {Room: "!nohub", Sender: alice, Type: "m.room.message", Content: map[string]any{"body": "x"}},
+		"room with a slash":       {Room: "!a/b:mimi-a.test", Sender: alice, Type: "m.room.message", Content: map[string]any{"body": "x"}},
+		"sender not a user":       {Room: room, Sender: "alice", Type: "m.room.message", Content: map[string]any{"body": "x"}},
+		"sticker":                 {Room: room, Sender: alice, Type: "m.sticker", Content: map[string]any{"body": "x"}, Key: "k1"},
+		"empty message":           {Room: room, Sender: alice, Type: "m.room.message", Content: map[string]any{"msgtype": "m.text"}, Key: "k2"},
+		"media without a host":    {Room: room, Sender: alice, Type: "m.room.message", Content: map[string]any{"msgtype": "m.image", "body": "a.png", "url": "mxc://hs/a"}, Key: "k3"},
+		"reaction to nothing":     {Room: room, Sender: alice, Type: "m.reaction", Content: map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": "$nothex", "key": "x"}}, Key: "k4"},
+		"content of a wrong type": {Room: room, Sender: alice, Type: "m.room.message", Content: map[string]any{"msgtype": 5}, Key: "k5"},
+	} {
+		if _, err := a.r.SendRoomEvent(ctx, req); !errors.Is(err, remote.ErrUnsupported) {
+			t.Errorf("%s: %v, want ErrUnsupported", name, err)
+		}
+	}
+	if err := a.r.KnockRoom(ctx, &remote.MembershipRequest{Room: room, Sender: alice}); !errors.Is(err, remote.ErrUnsupported) {
+		t.Errorf("knock: %v", err)
+	}
+	if _, err := a.r.SetMembership(ctx, &remote.MembershipRequest{Room: room, Sender: alice, Membership: "knock"}); !errors.Is(err, remote.ErrUnsupported) {
+		t.Errorf("knock membership: %v", err)
+	}
+	if _, err := a.r.JoinRoom(ctx, &remote.MembershipRequest{Room: room, Sender: "@carol=hs-x:mimi-x.test"}); !errors.Is(err, remote.ErrNotOurUser) {
+		t.Errorf("join for another provider's user: %v", err)
+	}
+	if _, err := a.r.RoomState(ctx, "!unknown:mimi-a.test"); !errors.Is(err, remote.ErrNotFound) {
+		t.Errorf("state of an unknown room: %v", err)
+	}
+	if after := rows(); after != before {
+		t.Fatalf("refused sends stored %d rows", after-before)
+	}
+}
