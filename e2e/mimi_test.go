@@ -65,8 +65,17 @@ func (s *mimiSide) ask(ctx context.Context, t *testing.T, c *mautrix.Client, roo
 // messages sent while it was down. Deletes go from Synapse's side only: Dendrite does not hand redactions to
 // application services.
 func TestMIMIBetweenTwoHomeservers(t *testing.T) {
-	tesths.RequireKind(t, tesths.Dendrite)
-	tesths.RequireKind(t, tesths.Synapse)
+	for _, pair := range [][2]tesths.Kind{{tesths.Dendrite, tesths.Synapse}, {tesths.Synapse, tesths.Dendrite}} {
+		t.Run(string(pair[0])+" hub, "+string(pair[1])+" follower", func(t *testing.T) {
+			tesths.RequireKind(t, pair[0])
+			tesths.RequireKind(t, pair[1])
+			testMIMIBetween(t, pair[0], pair[1])
+		})
+	}
+}
+
+// testMIMIBetween is TestMIMIBetweenTwoHomeservers with alice's homeserver (and the hub) of kindA, bob's of kindB.
+func testMIMIBetween(t *testing.T, kindA, kindB tesths.Kind) {
 	ctx := testContext(t)
 	ca := testca.NewT(t)
 	portA, err := tesths.FreePort()
@@ -78,8 +87,8 @@ func TestMIMIBetweenTwoHomeservers(t *testing.T) {
 		t.Fatal(err)
 	}
 	const domainA, domainB = "mimi-a.test", "mimi-b.test"
-	a := startMIMISide(t, tesths.Dendrite, "hsa.localhost", domainA, portA, map[string]int{domainB: portB}, ca)
-	b := startMIMISide(t, tesths.Synapse, "hsb.localhost", domainB, portB, map[string]int{domainA: portA}, ca)
+	a := startMIMISide(t, kindA, "hsa.localhost", domainA, portA, map[string]int{domainB: portB}, ca)
+	b := startMIMISide(t, kindB, "hsb.localhost", domainB, portB, map[string]int{domainA: portA}, ca)
 	if dir := os.Getenv("LMBRIDGE_E2E_KEEP_LOGS"); dir != "" {
 		t.Cleanup(func() {
 			for name, path := range map[string]string{"a.log": a.b.LogPath, "b.log": b.b.LogPath} {
@@ -237,7 +246,7 @@ func TestMIMIBetweenTwoHomeservers(t *testing.T) {
 			return evt.Sender == sender && evt.Type == event.EventReaction && r["event_id"] == string(target) && r["key"] == key
 		}
 	}
-	react(alice, roomA, replyA.ID, "👍")
+	aliceReaction := react(alice, roomA, replyA.ID, "👍")
 	onlyOnce(bob, portal, "alice's reaction on B", reactionOn(aliceGhost, replyB, "👍"))
 	bobReaction := react(bob, portal, helloB.ID, "🎉")
 	onlyOnce(alice, roomA, "bob's reaction on A", reactionOn(bobGhost, helloA, "🎉"))
@@ -262,23 +271,35 @@ func TestMIMIBetweenTwoHomeservers(t *testing.T) {
 	edit(bob, portal, replyB, "hi alice, edited")
 	onlyOnce(alice, roomA, "bob's edit on A", editOf(bobGhost, replyA.ID, "hi alice, edited"))
 
-	// Deletes: Dendrite v0.13.8 never pushes a redaction to application services (see testBridge), so alice's side
-	// cannot send one; bob's side deletes a reaction (an unlike in MIMI) and a message, and alice sees both.
+	// Deletes: Dendrite v0.13.8 never pushes a redaction to application services (see testBridge), so only the user
+	// on Synapse deletes: a reaction (an unlike in MIMI) and a message, and the other side sees both.
 	redactionOf := func(sender id.UserID, target id.EventID) func(*event.Event) bool {
 		return func(evt *event.Event) bool {
 			return evt.Sender == sender && evt.Type == event.EventRedaction &&
 				(evt.Redacts == target || rawContent(evt)["redacts"] == string(target))
 		}
 	}
-	if _, err = bob.RedactEvent(ctx, portal, bobReaction); err != nil {
-		t.Fatal(err)
+	if kindB == tesths.Synapse {
+		if _, err = bob.RedactEvent(ctx, portal, bobReaction); err != nil {
+			t.Fatal(err)
+		}
+		bobReactionA := findDAG(ctx, t, alice, roomA, "bob's reaction on A", reactionOn(bobGhost, helloA, "🎉"))
+		onlyOnce(alice, roomA, "bob's unlike on A", redactionOf(bobGhost, bobReactionA.ID))
+		if _, err = bob.RedactEvent(ctx, portal, replyB); err != nil {
+			t.Fatal(err)
+		}
+		onlyOnce(alice, roomA, "bob's delete on A", redactionOf(bobGhost, replyA.ID))
+	} else {
+		if _, err = alice.RedactEvent(ctx, roomA, aliceReaction); err != nil {
+			t.Fatal(err)
+		}
+		aliceReactionB := findDAG(ctx, t, bob, portal, "alice's reaction on B", reactionOn(aliceGhost, replyB, "👍"))
+		onlyOnce(bob, portal, "alice's unlike on B", redactionOf(aliceGhost, aliceReactionB.ID))
+		if _, err = alice.RedactEvent(ctx, roomA, helloA); err != nil {
+			t.Fatal(err)
+		}
+		onlyOnce(bob, portal, "alice's delete on B", redactionOf(aliceGhost, helloB.ID))
 	}
-	bobReactionA := findDAG(ctx, t, alice, roomA, "bob's reaction on A", reactionOn(bobGhost, helloA, "🎉"))
-	onlyOnce(alice, roomA, "bob's unlike on A", redactionOf(bobGhost, bobReactionA.ID))
-	if _, err = bob.RedactEvent(ctx, portal, replyB); err != nil {
-		t.Fatal(err)
-	}
-	onlyOnce(alice, roomA, "bob's delete on A", redactionOf(bobGhost, replyA.ID))
 
 	// Order and once: a burst each way.
 	burst := func(c *mautrix.Client, room id.RoomID, prefix string, n int) []string {
