@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/lmbridge/lmbridge/config"
 	"github.com/lmbridge/lmbridge/database"
 	"github.com/lmbridge/lmbridge/internal/testca"
+	"github.com/lmbridge/lmbridge/internal/testpg"
 	"github.com/lmbridge/lmbridge/mimi/provider"
 	"github.com/lmbridge/lmbridge/remote"
 )
@@ -78,14 +80,20 @@ type testNet struct {
 	mu    sync.Mutex
 	ports map[string]string
 	ca    *testca.CA
+	// postgres puts each side in a database of its own on the shared PostgreSQL server instead of SQLite.
+	postgres bool
 }
 
 func (n *testNet) start(t *testing.T, domain string) *side {
 	t.Helper()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	ctx := log.WithContext(context.Background())
-	db, err := database.Open(ctx, config.Database{Type: "sqlite3-fk-wal",
-		URI: "file:" + filepath.Join(t.TempDir(), domain+".db") + "?_txlock=immediate", MaxOpenConns: 1, MaxIdleConns: 2})
+	dbc := config.Database{Type: "sqlite3-fk-wal",
+		URI: "file:" + filepath.Join(t.TempDir(), domain+".db") + "?_txlock=immediate", MaxOpenConns: 1, MaxIdleConns: 2}
+	if n.postgres {
+		dbc = config.Database{Type: "postgres", URI: testpg.NewDatabaseT(t), MaxOpenConns: 4, MaxIdleConns: 2}
+	}
+	db, err := database.Open(ctx, dbc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +149,16 @@ func contentOf(ev *remote.Event) map[string]any {
 // (registered on B on first use) and told as an invite, then text, a formatted reply, a reaction, an edit and a
 // delete each way, with relations pointing at the seam IDs the sends returned, and a keyed send that goes out once.
 func TestTwoProvidersTalkThroughTheSeam(t *testing.T) {
-	n := &testNet{ports: map[string]string{}, ca: testca.NewT(t)}
+	testTwoProviders(t, false)
+}
+
+// TestTwoProvidersTalkThroughTheSeamOnPostgres is the same with both sides' tables on PostgreSQL.
+func TestTwoProvidersTalkThroughTheSeamOnPostgres(t *testing.T) {
+	testTwoProviders(t, true)
+}
+
+func testTwoProviders(t *testing.T, postgres bool) {
+	n := &testNet{ports: map[string]string{}, ca: testca.NewT(t), postgres: postgres}
 	a, b := n.start(t, "mimi-a.test"), n.start(t, "mimi-b.test")
 	ctx := a.ctx
 	alice, bob := remote.UserID("@alice=hs-a:mimi-a.test"), remote.UserID("@bob=hs-b:mimi-b.test")
@@ -371,4 +388,10 @@ func TestBadInputIsRefusedWithTheSeamsErrors(t *testing.T) {
 	if after := rows(); after != before {
 		t.Fatalf("refused sends stored %d rows", after-before)
 	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	_ = testpg.StopShared()
+	os.Exit(code)
 }
