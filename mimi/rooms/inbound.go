@@ -113,6 +113,10 @@ func (c *callbacks) OnMembership(ctx context.Context, m provider.Membership) err
 			// Added by us (echo) or by another provider, whose Welcome arrives as LocalJoined.
 			return nil
 		}
+		// Whoever added them, the Matrix side shows the user joining, as a user joins an LM room they were invited to.
+		if _, err := r.takeIntent(ctx, m.Room, m.User, intentAdd); err != nil {
+			return err
+		}
 		return l.OnEvent(ctx, r.memberEvent(roomID, m, target, target, "join"))
 	case provider.MemberRemoved:
 		actor, err := r.takeIntent(ctx, m.Room, m.User, intentRemove)
