@@ -84,7 +84,7 @@ type testNet struct {
 	postgres bool
 }
 
-func (n *testNet) start(t *testing.T, domain string) *side {
+func (n *testNet) start(t testing.TB, domain string) *side {
 	t.Helper()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	ctx := log.WithContext(context.Background())
