@@ -51,7 +51,8 @@ const backfillFetchFactor = 4
 // stands.
 func (br *Bridge) backfill(ctx context.Context, link *bridgedb.Link) {
 	limit := br.cfg.BackfillLimit
-	reader, ok := br.lm.(remote.HistoryReader)
+	pr := br.protoOf(link)
+	reader, ok := pr.rooms.(remote.HistoryReader)
 	if limit <= 0 || !ok {
 		return
 	}
@@ -73,7 +74,7 @@ func (br *Bridge) backfill(ctx context.Context, link *bridgedb.Link) {
 		msgs = msgs[len(msgs)-limit:]
 	}
 	members := map[string]bool{}
-	if state, err := br.lm.RoomState(ctx, remote.RoomID(link.LMRoomID)); err == nil {
+	if state, err := pr.rooms.RoomState(ctx, remote.RoomID(link.LMRoomID)); err == nil {
 		for _, entry := range state {
 			if entry.Type == event.StateMember.Type && entry.Membership == string(event.MembershipJoin) {
 				members[entry.StateKey] = true
@@ -89,7 +90,7 @@ func (br *Bridge) backfill(ctx context.Context, link *bridgedb.Link) {
 		} else if outcome != "" {
 			continue
 		}
-		dagID, err := br.handleLM(ctx, ev, link)
+		dagID, err := br.handleLM(ctx, pr, ev, link)
 		outcome := bridgedb.OutcomeBridged
 		switch {
 		case errors.Is(err, errSkip):

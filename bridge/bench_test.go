@@ -382,7 +382,7 @@ func BenchmarkDAGToLM(b *testing.B) {
 		b.Fatal(err)
 	}
 	timed := &timedLM{Rooms: st.ours, done: make(map[string]time.Time)}
-	st.br.lm = timed
+	st.br.lmProto.rooms = timed
 	st.dagTimes.reset()
 	n := b.N
 	offered := make([]time.Time, n)

@@ -1,8 +1,9 @@
-// Package bridge links DAG rooms on the homeserver with LM rooms: the links themselves, the ID and user maps, the
-// translation of events both ways, echo suppression, the bot's commands and the provisioning API. It sees the
-// homeserver through MatrixSide and the LM rooms through the protocol-neutral remote.Rooms (package linearize is
-// the implementation cmd/lmbridge wires in), and receives both sides' events as a dagview.Listener and a
-// remote.Listener.
+// Package bridge links DAG rooms on the homeserver with LM rooms and MIMI rooms: the links themselves (each says its
+// protocol), the ID and user maps, the translation of events both ways, echo suppression, the bot's commands and the
+// provisioning API. It sees the homeserver through MatrixSide and the remote rooms through the protocol-neutral
+// remote.Rooms (package linearize for LM, mimi/rooms for MIMI, as cmd/lmbridge wires them in), and receives both
+// sides' events as a dagview.Listener and a remote.Listener (the Bridge itself for LM, MIMIListener for MIMI).
+// Matrix users are named in each protocol as in LM, with the protocol's server name (the MIMI provider's domain).
 package bridge
 
 import (
@@ -63,6 +64,9 @@ type Params struct {
 	LM remote.Rooms
 	// Media carries files across; nil lets content URIs cross as they are.
 	Media MediaMapper
+	// MIMI is the MIMI side (*mimi/rooms.Rooms), nil when the bridge has none. Matrix users are named in it as in LM
+	// but with its server name (the provider's domain); its events come through MIMIListener.
+	MIMI remote.Rooms
 	// Now is the clock for stored timestamps; time.Now by default.
 	Now func() time.Time
 	// Log is for the database's own logging; request handling logs through the logger in ctx.
@@ -75,16 +79,15 @@ type Bridge struct {
 	db     *bridgedb.Database
 	users  *UserMapper
 	matrix MatrixSide
-	lm     remote.Rooms
-	tr     *translator
 	links  *linkCache
 	// commands are the bot's commands.
 	commands *commandSet
 	// backfilling holds the LM rooms whose history a new link is bringing in.
 	backfilling backfillGates
 	now         func() time.Time
-	// botLM is the bot's identity on LM: the creator of the LM rooms we host, and the author of notices there.
-	botLM string
+	// lmProto is LM, mimi MIMI (nil without one): each with the bot's identity there, the creator of the rooms we
+	// host and the author of notices.
+	lmProto, mimi *protocol
 	// refused are the LPDUs hubs refused in the last echoWait, so that a relation to one stops waiting for its echo.
 	refused refusedLPDUs
 	// media carries files across (Params.Media); nil leaves URIs as they are.
@@ -101,21 +104,27 @@ func New(p Params) (*Bridge, error) {
 	if p.Users.LMServerName != string(p.LM.Server()) {
 		return nil, fmt.Errorf("user mapper's LM server %s is not the engine's %s", p.Users.LMServerName, p.LM.Server())
 	}
-	botLM, err := p.Users.LMUserOf(p.Users.BotUserID)
-	if err != nil {
-		return nil, fmt.Errorf("failed to map the bot to LM: %w", err)
-	}
 	br := &Bridge{
 		cfg:      p.Config,
 		db:       bridgedb.New(p.DB, dbutil.ZeroLogger(p.Log.With().Str("db_section", "bridge").Logger())),
 		users:    p.Users,
 		matrix:   p.Matrix,
-		lm:       p.LM,
 		now:      p.Now,
-		botLM:    botLM,
 		links:    newLinkCache(),
 		media:    p.Media,
 		commands: newCommandSet(),
+	}
+	var err error
+	if br.lmProto, err = br.newProtocol(bridgedb.ProtocolLM, p.LM, p.Users); err != nil {
+		return nil, err
+	}
+	if p.MIMI != nil {
+		if p.MIMI.Server() == p.LM.Server() {
+			return nil, fmt.Errorf("the MIMI domain and the LM server name are both %s", p.LM.Server())
+		}
+		if br.mimi, err = br.newProtocol(bridgedb.ProtocolMIMI, p.MIMI, p.Users); err != nil {
+			return nil, err
+		}
 	}
 	if br.now == nil {
 		br.now = time.Now
@@ -123,7 +132,6 @@ func New(p Params) (*Bridge, error) {
 	if br.cfg.CommandPrefix == "" {
 		br.cfg.CommandPrefix = "!lm"
 	}
-	br.tr = &translator{users: p.Users, ids: br}
 	return br, nil
 }
 

@@ -175,6 +175,8 @@ func botCommands() []*botCommand {
 			handler: &commandHandler{Name: "pm", Aliases: []string{"dm"}, Func: cmdPM}},
 		{access: accessUser, usage: []string{"%[1]s resolve <LM user ID>: whether the LM user's server answers, and their ghost here"},
 			handler: &commandHandler{Name: "resolve", Func: cmdResolve}},
+		{access: accessRoomPower, usage: []string{"%[1]s mimi …: the same for MIMI rooms (%[1]s mimi help)"},
+			handler: &commandHandler{Name: "mimi", Func: cmdMIMI}},
 		{access: accessAnyone, usage: []string{"%[1]s help: this text"},
 			handler: &commandHandler{Name: "help", Func: cmdHelp}},
 	}
@@ -324,6 +326,13 @@ func cmdUnlink(ce *commandEvent) {
 	br.reply(ce, "This room is no longer bridged.")
 }
 
+// cmdMIMI runs the MIMI commands (mimicommands.go) with the command's room, sender and link.
+func cmdMIMI(ce *commandEvent) {
+	br := ce.Meta.br
+	evt := &event.Event{ID: ce.ID, RoomID: ce.RoomID, Sender: ce.Sender}
+	br.handleMIMICommand(ce.Ctx, evt, ce.Meta.link, ce.Args, func(format string, a ...any) { br.reply(ce, format, a...) })
+}
+
 func cmdInvite(ce *commandEvent) {
 	br, link := ce.Meta.br, ce.Meta.link
 	if len(ce.Args) != 1 {
@@ -393,14 +402,15 @@ func (br *Bridge) inviteLM(ctx context.Context, link *bridgedb.Link, by id.UserI
 	if _, _, err := splitUserID(target); err != nil {
 		return err
 	}
-	if br.users.IsOurLMUser(target) {
-		return fmt.Errorf("%w: %s is a Matrix user seen from LM; invite them on Matrix", ErrInvalidUserID, target)
+	pr := br.protoOf(link)
+	if pr.users.IsOurLMUser(target) {
+		return fmt.Errorf("%w: %s is a Matrix user seen from %s; invite them on Matrix", ErrInvalidUserID, target, pr.name)
 	}
-	byLM, err := br.users.LMUserOf(by)
+	byLM, err := pr.users.LMUserOf(by)
 	if err != nil {
 		return err
 	}
-	_, err = br.lm.InviteToRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(byLM),
+	_, err = pr.rooms.InviteToRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(byLM),
 		Target: remote.UserID(target)})
 	return err
 }

@@ -41,7 +41,7 @@ func (f *failingCommitLM) SendRoomEvent(ctx context.Context, req *remote.SendReq
 func TestDAGMappingCommitsWithLMEvent(t *testing.T) {
 	tb, link, ctx := linkedHub(t)
 	lm := &failingCommitLM{Rooms: tb.eng, fail: true}
-	tb.lm = lm
+	tb.lmProto.rooms = lm
 	before, err := tb.eng.Events(ctx, link.LMRoomID, 0, 1000)
 	if err != nil {
 		t.Fatal(err)

@@ -222,7 +222,7 @@ func (br *Bridge) linkPendingDM(ctx context.Context, evt *event.Event) error {
 		if state, err = br.ghostGrantsBotPower(ctx, evt.RoomID, ghost, state); err != nil {
 			log.Warn().Err(err).Msg("Ghost could not give the bot power")
 		}
-		link, err = br.linkAsHub(ctx, evt.RoomID, string(pending.RequestedBy), state)
+		link, err = br.linkAsHub(ctx, br.lmProto, evt.RoomID, string(pending.RequestedBy), state)
 		if err != nil {
 			if !isPermanent(err) && !errors.Is(err, ErrBotLacksPower) && !errors.Is(err, ErrAlreadyLinked) &&
 				!errors.Is(err, ErrInvalidLinkRequest) && !errors.Is(err, ErrEncryptedRoom) {
@@ -248,9 +248,9 @@ func (br *Bridge) linkPendingDM(ctx context.Context, evt *event.Event) error {
 // inviteToDM invites the LM user as whoever asked for the chat when they are in the LM room, else as the bot, which
 // created it (a `!lm pm` requester has only been invited to the Matrix room so far).
 func (br *Bridge) inviteToDM(ctx context.Context, link *bridgedb.Link, by id.UserID, lmUser string) error {
-	sender := br.botLM
+	sender := br.lmProto.botLM
 	if byLM, err := br.users.LMUserOf(by); err == nil {
-		if state, err := br.lm.RoomState(ctx, remote.RoomID(link.LMRoomID)); err == nil {
+		if state, err := br.lmProto.rooms.RoomState(ctx, remote.RoomID(link.LMRoomID)); err == nil {
 			for _, entry := range state {
 				if entry.Type == event.StateMember.Type && entry.StateKey == byLM && entry.Membership == string(event.MembershipJoin) {
 					sender = byLM
@@ -258,7 +258,7 @@ func (br *Bridge) inviteToDM(ctx context.Context, link *bridgedb.Link, by id.Use
 			}
 		}
 	}
-	_, err := br.lm.InviteToRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID),
+	_, err := br.lmProto.rooms.InviteToRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID),
 		Sender: remote.UserID(sender), Target: remote.UserID(lmUser)})
 	return err
 }
@@ -365,7 +365,7 @@ func (br *Bridge) StartDM(ctx context.Context, by id.UserID, target string) (id.
 // probeUserServer checks, before a direct chat is made, that the LM user's server answers, so that the user hears at
 // once rather than from a failed invite later. An LM side that cannot ask lets it through.
 func (br *Bridge) probeUserServer(ctx context.Context, lmUser string) error {
-	prober, ok := br.lm.(remote.ServerProber)
+	prober, ok := br.lmProto.rooms.(remote.ServerProber)
 	if !ok {
 		return nil
 	}
@@ -404,7 +404,7 @@ func cmdResolve(ce *commandEvent) {
 		return
 	}
 	server := ServerOf(lmUser)
-	prober, ok := br.lm.(remote.ServerProber)
+	prober, ok := br.lmProto.rooms.(remote.ServerProber)
 	if !ok {
 		br.reply(ce, "%s would appear here as %s; this bridge's LM side cannot ask %s whether it answers.", lmUser, ghost, server)
 		return

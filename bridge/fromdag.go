@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -104,7 +105,8 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 	if isState && evt.Type == event.StateMember {
 		return br.dagMemberToLM(ctx, evt, link)
 	}
-	sender, err := br.users.LMUserOf(evt.Sender)
+	pr := br.protoOf(link)
+	sender, err := pr.users.LMUserOf(evt.Sender)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +121,7 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 				return nil, err
 			}
 		}
-		if content, err = br.tr.translateState(ctx, toLM, evt.Type.Type, content, creators, nil); err != nil {
+		if content, err = pr.tr.translateState(ctx, toLM, evt.Type.Type, content, creators, nil); err != nil {
 			return nil, err
 		}
 		if err = br.mediaToLM(content); err != nil {
@@ -127,13 +129,13 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 		}
 		if evt.Type == event.StatePowerLevels && link.Role == bridgedb.RoleHub {
 			// The bridge stays able to act in the rooms it hosts whatever the DAG room says about its bot.
-			content["users"].(map[string]any)[br.botLM] = creatorLevel
+			content["users"].(map[string]any)[pr.botLM] = creatorLevel
 		}
 	} else {
 		if evt.Type == event.EventRedaction && evt.Redacts != "" {
 			content["redacts"] = string(evt.Redacts)
 		}
-		if content, err = br.tr.translateMessage(ctx, toLM, content); err != nil {
+		if content, err = pr.tr.translateMessage(ctx, toLM, content); err != nil {
 			return nil, err
 		}
 		if err = br.mediaToLM(content); err != nil {
@@ -143,15 +145,20 @@ func (br *Bridge) handleDAG(ctx context.Context, evt *event.Event, link *bridged
 	// The engine's send is local (an append, or an LPDU queued in its outbox): without ctx's cancellation for the
 	// same reason as the bridge's own statements. The mapping row is written in the engine's transaction: a commit
 	// fewer per event, and no crash can leave the event sent but not marked processed.
-	out := &sent{isLPDU: link.Role == bridgedb.RoleParticipant}
-	lmID, err := br.lm.SendRoomEvent(context.WithoutCancel(ctx), &remote.SendRequest{Room: remote.RoomID(link.LMRoomID),
+	out := &sent{isLPDU: pr.sendIsLPDU(link)}
+	lmID, err := pr.rooms.SendRoomEvent(context.WithoutCancel(ctx), &remote.SendRequest{Room: remote.RoomID(link.LMRoomID),
 		Sender: remote.UserID(sender), Type: evt.Type.Type, StateKey: evt.StateKey, Content: content,
 		TS: ts(evt.Timestamp), Key: evt.ID.String(),
 		With: func(ctx context.Context, lmID remote.EventID) error {
 			return br.recordDAG(ctx, evt, link, &sent{lmID: string(lmID), isLPDU: out.isLPDU})
 		}})
+	if isState && errors.Is(err, remote.ErrUnsupported) {
+		// A protocol without this kind of state (MIMI has no topic or power levels): the room's own business.
+		zerolog.Ctx(ctx).Debug().Err(err).Str("type", evt.Type.Type).Msg("State event has no counterpart in the protocol")
+		return nil, errSkip
+	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to send to LM: %w", err)
+		return nil, fmt.Errorf("failed to send to %s: %w", pr.name, err)
 	}
 	out.lmID, out.recorded = string(lmID), true
 	return out, nil
@@ -171,11 +178,12 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 	if evt.Unsigned.PrevContent != nil {
 		prev, _ = parseContent(evt.Unsigned.PrevContent.VeryRaw)
 	}
-	senderLM, err := br.users.LMUserOf(evt.Sender)
+	pr := br.protoOf(link)
+	senderLM, err := pr.users.LMUserOf(evt.Sender)
 	if err != nil {
 		return nil, err
 	}
-	targetLM, err := br.users.LMUserOf(target)
+	targetLM, err := pr.users.LMUserOf(target)
 	if err != nil {
 		return nil, err
 	}
@@ -191,21 +199,21 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 	case mc.Membership == event.MembershipJoin && self:
 		lmID, err = br.joinLM(ctx, link, targetLM, mc, evt.ID.String())
 	case mc.Membership == event.MembershipKnock && self && link.Role == bridgedb.RoleParticipant:
-		err = br.lm.KnockRoom(ctx, req)
+		err = pr.rooms.KnockRoom(ctx, req)
 	case mc.Membership == event.MembershipLeave && self && link.Role == bridgedb.RoleParticipant:
-		_, err = br.lm.LeaveRoom(ctx, req)
+		_, err = pr.rooms.LeaveRoom(ctx, req)
 	case mc.Membership == event.MembershipInvite:
-		lmID, err = br.lm.InviteToRoom(ctx, req)
+		lmID, err = pr.rooms.InviteToRoom(ctx, req)
 	default:
 		// Kicks, bans, unbans, and leaves and knocks in a room we host are plain member events on LM.
 		req.Membership, req.Reason, req.TS, req.Key = string(mc.Membership), mc.Reason, ts(evt.Timestamp), evt.ID.String()
 		if mc.Membership == event.MembershipJoin {
 			req.Displayname, req.AvatarURL = mc.Displayname, br.avatarToLM(mc.AvatarURL)
 		}
-		lmID, err = br.lm.SetMembership(ctx, req)
+		lmID, err = pr.rooms.SetMembership(ctx, req)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to carry %s of %s to LM: %w", mc.Membership, target, err)
+		return nil, fmt.Errorf("failed to carry %s of %s to %s: %w", mc.Membership, target, pr.name, err)
 	}
 	if link.Role != bridgedb.RoleHub {
 		// As participant, membership goes through make_/send_ calls or /invite whose answers are not LPDU IDs the
@@ -222,21 +230,23 @@ func (br *Bridge) dagMemberToLM(ctx context.Context, evt *event.Event, link *bri
 func (br *Bridge) joinLM(ctx context.Context, link *bridgedb.Link, userLM string, mc memberChange, key string) (remote.EventID, error) {
 	req := &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
 		Target: remote.UserID(userLM), Membership: string(event.MembershipJoin), Reason: mc.Reason,
-		Displayname: mc.Displayname, AvatarURL: br.avatarToLM(mc.AvatarURL), Via: remote.ServerName(link.HubServer), Key: key}
+		Displayname: mc.Displayname, Via: remote.ServerName(link.HubServer), Key: key}
+	pr := br.protoOf(link)
+	req.AvatarURL = br.avatarOut(pr, mc.AvatarURL)
 	if link.Role == bridgedb.RoleHub || mc.PrevMembership == event.MembershipJoin {
 		req.TS = br.now()
-		evtID, err := br.lm.SetMembership(ctx, req)
+		evtID, err := pr.rooms.SetMembership(ctx, req)
 		if err == nil || link.Role != bridgedb.RoleHub || !isForbidden(err) {
 			return evtID, err
 		}
-		invite := &remote.MembershipRequest{Room: req.Room, Sender: remote.UserID(br.botLM), Target: req.Target}
-		if _, err = br.lm.InviteToRoom(ctx, invite); err != nil {
+		invite := &remote.MembershipRequest{Room: req.Room, Sender: remote.UserID(pr.botLM), Target: req.Target}
+		if _, err = pr.rooms.InviteToRoom(ctx, invite); err != nil {
 			return "", fmt.Errorf("failed to invite %s before joining: %w", userLM, err)
 		}
 		req.TS = br.now()
-		return br.lm.SetMembership(ctx, req)
+		return pr.rooms.SetMembership(ctx, req)
 	}
-	return br.lm.JoinRoom(ctx, req)
+	return pr.rooms.JoinRoom(ctx, req)
 }
 
 // dagCreators returns the v12 creators of a DAG room from dagview's state.
@@ -274,7 +284,7 @@ func isPermanent(err error) bool {
 	}
 	for _, perm := range []error{ErrUnsupportedType, ErrTooLarge, ErrUnknownTarget, ErrEncrypted, ErrInvalidUserID,
 		ErrUserIDTooLong, ErrNotOurs, ErrMediaRefused, remote.ErrForbidden, remote.ErrNotFound, remote.ErrNotJoined,
-		remote.ErrNotOurUser} {
+		remote.ErrNotOurUser, remote.ErrUnsupported} {
 		if errors.Is(err, perm) {
 			return true
 		}

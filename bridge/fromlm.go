@@ -18,6 +18,11 @@ import (
 // OnEvent takes one event of an LM room's log, in log order (remote.Listener). Like HandleDAGEvent, an error
 // means try again later, and an event that can never cross is answered with a notice and counts as handled.
 func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
+	return br.onEvent(ctx, br.lmProto, ev)
+}
+
+// onEvent is OnEvent for the protocol pr.
+func (br *Bridge) onEvent(ctx context.Context, pr *protocol, ev *remote.Event) error {
 	if err := br.waitBackfill(ctx, ev.RoomID); err != nil {
 		return err
 	}
@@ -25,15 +30,20 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 	if err != nil {
 		return err
 	}
-	if link != nil && link.Status == bridgedb.LinkPendingJoin && !br.users.IsOurLMUser(ev.Sender) {
+	if pr == br.lmProto && link != nil && link.Status == bridgedb.LinkPendingJoin && !pr.users.IsOurLMUser(ev.Sender) {
 		// The LM side has a portal's events once its user's join is stored, and waitBackfill held them until the
 		// link was active; still pending means a crash came between the join and the activation. Skipping the event
-		// as "not linked" would lose it: it is offered again once handlePortalMember has run again.
+		// as "not linked" would lose it: it is offered again once handlePortalMember has run again. (A MIMI portal's
+		// user is in the group before they join the portal, so what comes before that is skipped there.)
 		return fmt.Errorf("%w: %s", errPortalJoining, ev.RoomID)
 	}
 	log := zerolog.Ctx(ctx).With().Str("lm_room_id", ev.RoomID).Str("lm_event_id", ev.EventID).Logger()
 	ctx = log.WithContext(ctx)
-	if br.users.IsOurLMUser(ev.Sender) {
+	if link != nil && link.ProtocolOrLM() != pr.name {
+		log.Warn().Str("protocol", pr.name).Msg("Event for a room linked through another protocol, ignoring it")
+		return nil
+	}
+	if pr.users.IsOurLMUser(ev.Sender) {
 		// An echo of what we sent, known by its sender alone, so nothing is written for it. As participant, the
 		// hub's PDU gives the LM event ID of our LPDU; confirming twice changes nothing.
 		if link != nil && ev.LPDUID != "" {
@@ -51,7 +61,7 @@ func (br *Bridge) OnEvent(ctx context.Context, ev *remote.Event) error {
 	if link == nil || link.Status != bridgedb.LinkActive {
 		outcome = bridgedb.OutcomeSkipped
 	} else {
-		dagID, err = br.handleLM(ctx, ev, link)
+		dagID, err = br.handleLM(ctx, pr, ev, link)
 		switch {
 		case errors.Is(err, errSkip):
 			outcome = bridgedb.OutcomeSkipped
@@ -83,7 +93,7 @@ func (br *Bridge) recordLM(ctx context.Context, link *bridgedb.Link, ev *remote.
 // errPortalJoining means an LM event came for a portal whose link is not active yet; the LM side delivers it again.
 var errPortalJoining = errors.New("the portal's LM join has not been recorded yet")
 
-func (br *Bridge) handleLM(ctx context.Context, ev *remote.Event, link *bridgedb.Link) (id.EventID, error) {
+func (br *Bridge) handleLM(ctx context.Context, pr *protocol, ev *remote.Event, link *bridgedb.Link) (id.EventID, error) {
 	isState := ev.StateKey != nil
 	if err := classify(ev.Type, isState); err != nil {
 		return "", err
@@ -93,7 +103,7 @@ func (br *Bridge) handleLM(ctx context.Context, ev *remote.Event, link *bridgedb
 		return "", err
 	}
 	if isState && ev.Type == event.StateMember.Type {
-		return "", br.lmMemberToDAG(ctx, ev, link, ghost)
+		return "", br.lmMemberToDAG(ctx, pr, ev, link, ghost)
 	}
 	content, err := parseContent(ev.Content)
 	if err != nil {
@@ -115,7 +125,7 @@ func (br *Bridge) handleLM(ctx context.Context, ev *remote.Event, link *bridgedb
 				dagPL, _ = parseContent(pl.Content.VeryRaw)
 			}
 		}
-		if content, err = br.tr.translateState(ctx, toDAG, ev.Type, content, creators, dagPL); err != nil {
+		if content, err = pr.tr.translateState(ctx, toDAG, ev.Type, content, creators, dagPL); err != nil {
 			return "", err
 		}
 		if err = br.mediaToDAG(ctx, content, ghost); err != nil {
@@ -125,7 +135,7 @@ func (br *Bridge) handleLM(ctx context.Context, ev *remote.Event, link *bridgedb
 			return br.matrix.SendState(ctx, link.DAGRoomID, sender, evtType, *ev.StateKey, content, when)
 		})
 	}
-	if content, err = br.tr.translateMessage(ctx, toDAG, content); err != nil {
+	if content, err = pr.tr.translateMessage(ctx, toDAG, content); err != nil {
 		return "", err
 	}
 	if err = br.mediaToDAG(ctx, content, ghost); err != nil {
@@ -158,9 +168,9 @@ func isForbiddenHTTP(err error) bool {
 }
 
 // lmMemberToDAG carries a membership change of an LM user (or one an LM user made to a Matrix user) to the DAG room.
-func (br *Bridge) lmMemberToDAG(ctx context.Context, ev *remote.Event, link *bridgedb.Link, ghost id.UserID) error {
+func (br *Bridge) lmMemberToDAG(ctx context.Context, pr *protocol, ev *remote.Event, link *bridgedb.Link, ghost id.UserID) error {
 	target := *ev.StateKey
-	targetMX, err := br.users.MatrixSideOf(target)
+	targetMX, err := pr.users.MatrixSideOf(target)
 	if err != nil {
 		return err
 	}
@@ -194,7 +204,7 @@ func (br *Bridge) lmMemberToDAG(ctx context.Context, ev *remote.Event, link *bri
 	_, err = br.asGhostOrBot(ctx, ghost, func(sender id.UserID) (id.EventID, error) {
 		reason := mc.Reason
 		if sender != ghost {
-			reason = joinReason(reason, "by "+ev.Sender+" on LM")
+			reason = joinReason(reason, "by "+ev.Sender+" on "+pr.name)
 		}
 		return "", br.matrix.SetMembership(ctx, room, sender, targetMX, membership, reason)
 	})
@@ -262,21 +272,27 @@ func (br *Bridge) ensureGhostProfile(ctx context.Context, lmUser, displayname, a
 // when a link starts from an LM room that already has members.
 func (br *Bridge) syncLMMembers(ctx context.Context, link *bridgedb.Link) {
 	log := zerolog.Ctx(ctx)
-	state, err := br.lm.RoomState(ctx, remote.RoomID(link.LMRoomID))
+	pr := br.protoOf(link)
+	state, err := pr.rooms.RoomState(ctx, remote.RoomID(link.LMRoomID))
 	if err != nil {
 		log.Err(err).Str("lm_room_id", link.LMRoomID).Msg("Failed to read LM room state for members")
 		return
 	}
 	for _, entry := range state {
 		if entry.Type != event.StateMember.Type || entry.Membership != string(event.MembershipJoin) ||
-			br.users.IsOurLMUser(entry.StateKey) {
+			pr.users.IsOurLMUser(entry.StateKey) {
 			continue
 		}
 		ghost, err := br.users.GhostOf(entry.StateKey)
 		if err != nil {
 			continue
 		}
-		if stored, err := br.lm.RoomEvent(ctx, entry.EventID); err == nil && stored != nil {
+		if stored, err := pr.rooms.RoomEvent(ctx, entry.EventID); err == nil && stored == nil {
+			// A protocol that keeps no member events (MIMI) has no profile either: the ghost is named by the ID.
+			if err = br.ensureGhostProfile(ctx, entry.StateKey, entry.StateKey, ""); err != nil {
+				log.Warn().Err(err).Str("lm_user", entry.StateKey).Msg("Failed to set ghost profile")
+			}
+		} else if err == nil {
 			if p, err := parseStoredMember(stored); err == nil {
 				if p.Displayname == "" {
 					p.Displayname = entry.StateKey

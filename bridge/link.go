@@ -40,27 +40,27 @@ var bridgeStateType = event.StateBridge
 // levels (users mapped, v12 creators at 100), join rules, history visibility, name, topic and avatar, then its joined
 // Matrix users; the DAG room gets an m.bridge state event. by is who asked, for the record.
 func (br *Bridge) LinkAsHub(ctx context.Context, roomID id.RoomID, by string) (*bridgedb.Link, error) {
-	return br.linkAsHub(ctx, roomID, by, nil)
+	return br.linkAsHub(ctx, br.lmProto, roomID, by, nil)
 }
 
-// linkAsHub is LinkAsHub with the room's state given (nil: read from dagview), for a caller that has just changed
-// it (a direct chat's ghost giving the bot power, which dagview has not seen yet).
-func (br *Bridge) linkAsHub(ctx context.Context, roomID id.RoomID, by string, given []*event.Event) (*bridgedb.Link, error) {
+// linkAsHub is LinkAsHub through the protocol pr, with the room's state given (nil: read from dagview), for a caller
+// that has just changed it (a direct chat's ghost giving the bot power, which dagview has not seen yet).
+func (br *Bridge) linkAsHub(ctx context.Context, pr *protocol, roomID id.RoomID, by string, given []*event.Event) (*bridgedb.Link, error) {
 	state, err := br.checkLinkableState(ctx, roomID, given)
 	if err != nil {
 		return nil, err
 	}
-	initial, err := br.projectState(ctx, state)
+	initial, err := br.projectState(ctx, pr, state)
 	if err != nil {
 		return nil, err
 	}
-	newRoomID, err := br.lm.NewRoom(ctx, remote.UserID(br.botLM), initial)
+	newRoomID, err := pr.rooms.NewRoom(ctx, remote.UserID(pr.botLM), initial)
 	if err != nil {
-		return nil, fmt.Errorf("failed to create LM room: %w", err)
+		return nil, fmt.Errorf("failed to create %s room: %w", pr.name, err)
 	}
 	lmRoomID := string(newRoomID)
-	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: string(br.lm.Server()),
-		Role: bridgedb.RoleHub, Status: bridgedb.LinkActive, CreatedBy: by, CreatedAt: br.now()}
+	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: string(pr.rooms.Server()),
+		Role: bridgedb.RoleHub, Status: bridgedb.LinkActive, CreatedBy: by, CreatedAt: br.now(), Protocol: pr.name}
 	if err = br.insertLink(ctx, link); err != nil {
 		return nil, err
 	}
@@ -69,20 +69,24 @@ func (br *Bridge) linkAsHub(ctx context.Context, roomID id.RoomID, by string, gi
 	}
 	br.markBridged(ctx, link)
 	zerolog.Ctx(ctx).Info().Stringer("dag_room_id", roomID).Str("lm_room_id", lmRoomID).Str("by", by).
-		Msg("Linked DAG room to a new LM room as hub")
+		Str("protocol", pr.name).Msg("Linked DAG room to a new remote room as hub")
 	return link, nil
 }
 
 // LinkToLM links the DAG room to an existing LM room that hub owns: the DAG room's joined Matrix users join it
 // through the hub (the first, who asked, must succeed), and the LM room's joined users appear as ghosts.
 func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub string, by id.UserID) (*bridgedb.Link, error) {
+	return br.linkTo(ctx, br.lmProto, roomID, lmRoomID, hub, by)
+}
+
+func (br *Bridge) linkTo(ctx context.Context, pr *protocol, roomID id.RoomID, lmRoomID, hub string, by id.UserID) (*bridgedb.Link, error) {
 	if !strings.HasPrefix(lmRoomID, "!") || len(lmRoomID) < 2 || strings.ContainsAny(lmRoomID, " /") {
 		return nil, fmt.Errorf("%w: %q is not an LM room ID", ErrInvalidLinkRequest, lmRoomID)
 	}
 	if hub == "" || strings.ContainsAny(hub, "/@!# ") {
 		return nil, fmt.Errorf("%w: %q is not a server name", ErrInvalidLinkRequest, hub)
 	}
-	if hub == string(br.lm.Server()) {
+	if hub == string(pr.rooms.Server()) {
 		return nil, fmt.Errorf("%w: %s is hosted by this bridge; link rooms it hosts from their own link", ErrInvalidLinkRequest, lmRoomID)
 	}
 	if existing, err := br.linkByLM(ctx, lmRoomID); err != nil {
@@ -94,7 +98,7 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	if err != nil {
 		return nil, err
 	}
-	byLM, err := br.users.LMUserOf(by)
+	byLM, err := pr.users.LMUserOf(by)
 	if err != nil {
 		return nil, err
 	}
@@ -107,12 +111,12 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	// The room's events after our join wait until the link and its history are in place.
 	done := br.backfilling.open(lmRoomID)
 	defer done()
-	if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(lmRoomID), Sender: remote.UserID(byLM),
-		Via: remote.ServerName(hub), Displayname: byProfile.Displayname, AvatarURL: br.avatarToLM(byProfile.AvatarURL)}); err != nil {
+	if _, err = pr.rooms.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(lmRoomID), Sender: remote.UserID(byLM),
+		Via: remote.ServerName(hub), Displayname: byProfile.Displayname, AvatarURL: br.avatarOut(pr, byProfile.AvatarURL)}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
 	}
 	link := &bridgedb.Link{DAGRoomID: roomID, LMRoomID: lmRoomID, HubServer: hub, Role: bridgedb.RoleParticipant,
-		Status: bridgedb.LinkActive, CreatedBy: string(by), CreatedAt: br.now()}
+		Status: bridgedb.LinkActive, CreatedBy: string(by), CreatedAt: br.now(), Protocol: pr.name}
 	if err = br.insertLink(ctx, link); err != nil {
 		return nil, err
 	}
@@ -125,7 +129,7 @@ func (br *Bridge) LinkToLM(ctx context.Context, roomID id.RoomID, lmRoomID, hub 
 	br.backfill(ctx, link)
 	br.markBridged(ctx, link)
 	zerolog.Ctx(ctx).Info().Stringer("dag_room_id", roomID).Str("lm_room_id", lmRoomID).Str("hub", hub).
-		Msg("Linked DAG room to an LM room as participant")
+		Str("protocol", pr.name).Msg("Linked DAG room to a remote room as participant")
 	return link, nil
 }
 
@@ -166,6 +170,7 @@ func (br *Bridge) Status(ctx context.Context, roomID id.RoomID) (*LinkStatus, er
 		return nil, ErrNotLinked
 	}
 	st := &LinkStatus{Link: link, DAGMembers: []id.UserID{}, LMMembers: []string{}}
+	pr := br.protoOf(link)
 	if state, err := br.matrix.StateEvents(ctx, roomID); err == nil {
 		for _, evt := range state {
 			if evt.Type == event.StateMember && evt.StateKey != nil && membershipOf(evt) == event.MembershipJoin {
@@ -173,14 +178,14 @@ func (br *Bridge) Status(ctx context.Context, roomID id.RoomID) (*LinkStatus, er
 			}
 		}
 	}
-	if state, err := br.lm.RoomState(ctx, remote.RoomID(link.LMRoomID)); err == nil {
+	if state, err := pr.rooms.RoomState(ctx, remote.RoomID(link.LMRoomID)); err == nil {
 		for _, entry := range state {
 			if entry.Type == event.StateMember.Type && entry.Membership == string(event.MembershipJoin) {
 				st.LMMembers = append(st.LMMembers, entry.StateKey)
 			}
 		}
 	}
-	if deliveries, err := br.lm.DeliveryStatus(ctx, remote.RoomID(link.LMRoomID)); err == nil {
+	if deliveries, err := pr.rooms.DeliveryStatus(ctx, remote.RoomID(link.LMRoomID)); err == nil {
 		st.Deliveries = deliveries
 	} else {
 		zerolog.Ctx(ctx).Warn().Err(err).Str("lm_room_id", link.LMRoomID).Msg("Failed to read the room's deliveries")
@@ -221,7 +226,7 @@ func (br *Bridge) checkLinkableState(ctx context.Context, roomID id.RoomID, stat
 }
 
 // projectState turns the DAG room's state into the initial state of a new LM room.
-func (br *Bridge) projectState(ctx context.Context, state []*event.Event) ([]remote.InitialState, error) {
+func (br *Bridge) projectState(ctx context.Context, pr *protocol, state []*event.Event) ([]remote.InitialState, error) {
 	creators := roomCreators(findState(state, event.StateCreate, ""))
 	var initial []remote.InitialState
 	for _, evtType := range []event.Type{event.StatePowerLevels, event.StateJoinRules, event.StateHistoryVisibility,
@@ -234,14 +239,14 @@ func (br *Bridge) projectState(ctx context.Context, state []*event.Event) ([]rem
 		if err != nil {
 			return nil, err
 		}
-		if content, err = br.tr.translateState(ctx, toLM, evtType.Type, content, creators, nil); err != nil {
+		if content, err = pr.tr.translateState(ctx, toLM, evtType.Type, content, creators, nil); err != nil {
 			return nil, fmt.Errorf("failed to project %s: %w", evtType.Type, err)
 		}
 		if err = br.mediaToLM(content); err != nil {
 			return nil, fmt.Errorf("failed to project %s: %w", evtType.Type, err)
 		}
 		if evtType == event.StatePowerLevels {
-			content["users"].(map[string]any)[br.botLM] = creatorLevel
+			content["users"].(map[string]any)[pr.botLM] = creatorLevel
 		}
 		initial = append(initial, remote.InitialState{Type: evtType.Type, Content: content})
 	}
@@ -258,7 +263,7 @@ func (br *Bridge) projectMember(ctx context.Context, link *bridgedb.Link, evt *e
 	if br.users.IsPuppet(user) {
 		return
 	}
-	userLM, err := br.users.LMUserOf(user)
+	userLM, err := br.protoOf(link).users.LMUserOf(user)
 	if err == nil {
 		content, _ := parseContent(evt.Content.VeryRaw)
 		_, err = br.joinLM(ctx, link, userLM, parseMember(userLM, userLM, content, nil), evt.ID.String())
@@ -277,7 +282,7 @@ func membershipOf(evt *event.Event) event.Membership {
 }
 
 func bridgeStateKey(link *bridgedb.Link) string {
-	return "org.lmbridge://lm/" + link.HubServer + "/" + link.LMRoomID
+	return "org.lmbridge://" + link.ProtocolOrLM() + "/" + link.HubServer + "/" + link.LMRoomID
 }
 
 // markBridged sets MSC2346's m.bridge in the DAG room. checkLinkable made sure the bot may; if it fails all the same
@@ -287,7 +292,7 @@ func (br *Bridge) markBridged(ctx context.Context, link *bridgedb.Link) {
 	content := Content{
 		"bridgebot": string(br.users.BotUserID),
 		"creator":   link.CreatedBy,
-		"protocol":  map[string]any{"id": "linearized-matrix", "displayname": "Linearized Matrix"},
+		"protocol":  bridgeProtocol(link),
 		"network":   map[string]any{"id": link.HubServer, "displayname": link.HubServer},
 		"channel":   map[string]any{"id": link.LMRoomID},
 	}
@@ -303,9 +308,14 @@ func (br *Bridge) markBridged(ctx context.Context, link *bridgedb.Link) {
 // room is made: created by the inviter's ghost, the bot and the Matrix user invited; when the Matrix user joins it,
 // we join the LM room for them through the hub.
 func (br *Bridge) OnInvite(ctx context.Context, inv *remote.Invite) error {
+	return br.onInvite(ctx, br.lmProto, inv)
+}
+
+// onInvite is OnInvite for the protocol pr.
+func (br *Bridge) onInvite(ctx context.Context, pr *protocol, inv *remote.Invite) error {
 	log := zerolog.Ctx(ctx).With().Str("lm_room_id", inv.RoomID).Str("inviter", inv.Sender).Str("invitee", inv.Target).Logger()
 	ctx = log.WithContext(ctx)
-	user, err := br.users.MatrixUserOf(inv.Target)
+	user, err := pr.users.MatrixUserOf(inv.Target)
 	if err != nil {
 		log.Warn().Err(err).Msg("LM invite for a user the bridge cannot map, ignoring it")
 		return nil
@@ -369,7 +379,7 @@ func (br *Bridge) OnInvite(ctx context.Context, inv *remote.Invite) error {
 		return fmt.Errorf("failed to create portal room: %w", err)
 	}
 	link = &bridgedb.Link{DAGRoomID: portal, LMRoomID: inv.RoomID, HubServer: hub, Role: bridgedb.RoleParticipant,
-		Status: bridgedb.LinkPendingJoin, PendingUser: user, CreatedBy: inv.Sender, CreatedAt: br.now()}
+		Status: bridgedb.LinkPendingJoin, PendingUser: user, CreatedBy: inv.Sender, CreatedAt: br.now(), Protocol: pr.name}
 	if err = br.insertLink(ctx, link); err != nil {
 		return err
 	}
@@ -387,7 +397,8 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 		evt.Sender != link.PendingUser {
 		return errSkip
 	}
-	userLM, err := br.users.LMUserOf(link.PendingUser)
+	pr := br.protoOf(link)
+	userLM, err := pr.users.LMUserOf(link.PendingUser)
 	if err != nil {
 		return err
 	}
@@ -397,8 +408,8 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 		profile := parseMember(userLM, userLM, content, nil)
 		done := br.backfilling.open(link.LMRoomID)
 		defer done()
-		if _, err = br.lm.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
-			Via: remote.ServerName(link.HubServer), Displayname: profile.Displayname, AvatarURL: br.avatarToLM(profile.AvatarURL)}); err != nil {
+		if _, err = pr.rooms.JoinRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM),
+			Via: remote.ServerName(link.HubServer), Displayname: profile.Displayname, AvatarURL: br.avatarOut(pr, profile.AvatarURL)}); err != nil {
 			return fmt.Errorf("%w: %w", ErrLMJoinFailed, err)
 		}
 		if err = br.activateLink(ctx, link); err != nil {
@@ -411,7 +422,7 @@ func (br *Bridge) handlePortalMember(ctx context.Context, evt *event.Event, link
 		zerolog.Ctx(ctx).Info().Str("lm_room_id", link.LMRoomID).Msg("Joined LM room for the portal's user")
 		return nil
 	case event.MembershipLeave:
-		if _, err = br.lm.LeaveRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM)}); err != nil {
+		if _, err = pr.rooms.LeaveRoom(ctx, &remote.MembershipRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(userLM)}); err != nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to decline LM invite")
 		}
 		if err = br.deleteLink(ctx, link); err != nil {
@@ -436,4 +447,12 @@ func parseStrippedState(raw []json.RawMessage) map[string]Content {
 		}
 	}
 	return out
+}
+
+// bridgeProtocol is m.bridge's protocol of a link.
+func bridgeProtocol(link *bridgedb.Link) map[string]any {
+	if link.ProtocolOrLM() == bridgedb.ProtocolMIMI {
+		return map[string]any{"id": "mimi", "displayname": "MIMI"}
+	}
+	return map[string]any{"id": "linearized-matrix", "displayname": "Linearized Matrix"}
 }

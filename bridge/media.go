@@ -84,6 +84,15 @@ func (br *Bridge) avatarToLM(uri string) string {
 	return br.media.ToLM(uri)
 }
 
+// avatarOut is a Matrix user's avatar as the protocol pr carries it: served to LM servers by lmbridge for LM; as it
+// is for MIMI, which has no media path yet.
+func (br *Bridge) avatarOut(pr *protocol, uri string) string {
+	if pr != br.lmProto {
+		return uri
+	}
+	return br.avatarToLM(uri)
+}
+
 // avatarToDAG is an LM user's avatar as a homeserver copy, or "" when it cannot be had: a ghost without its avatar is
 // better than a ghost that does not join.
 func (br *Bridge) avatarToDAG(ctx context.Context, uri string, ghost id.UserID) string {

@@ -69,7 +69,8 @@ func (br *Bridge) refuseLM(ctx context.Context, link *bridgedb.Link, lmEventID, 
 		return
 	}
 	content := noticeContent("⚠️ Your event was not bridged to Matrix: "+reason.Error(), lmEventID, sender)
-	if _, err := br.lm.SendRoomEvent(ctx, &remote.SendRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(br.botLM),
+	pr := br.protoOf(link)
+	if _, err := pr.rooms.SendRoomEvent(ctx, &remote.SendRequest{Room: remote.RoomID(link.LMRoomID), Sender: remote.UserID(pr.botLM),
 		Type: event.EventMessage.Type, Content: content}); err != nil {
 		zerolog.Ctx(ctx).Err(err).Str("lm_event_id", lmEventID).Msg("Failed to send not-bridged notice on LM")
 	}

@@ -52,7 +52,7 @@ func (s *seenListener) OnEvent(ctx context.Context, ev *remote.Event) error {
 func hookJoin(ts *twoServers, roomID, body string) {
 	seen := &seenListener{Listener: ts.br, body: body, seen: make(chan struct{})}
 	ts.fwd.set(seen)
-	ts.br.lm = &joinThenMessage{Rooms: ts.ours, send: func(ctx context.Context) error {
+	ts.br.lmProto.rooms = &joinThenMessage{Rooms: ts.ours, send: func(ctx context.Context) error {
 		if _, err := ts.remote.SendEvent(ctx, roomID, ts.bob, "m.room.message", nil,
 			map[string]any{"msgtype": "m.text", "body": body}, time.Time{}); err != nil {
 			return err

@@ -48,12 +48,15 @@ type LinkRequest struct {
 	LMRoomID  string    `json:"lm_room_id,omitempty"`
 	HubServer string    `json:"hub_server,omitempty"`
 	UserID    id.UserID `json:"user_id,omitempty"`
+	// Protocol is "lm" (the default) or "mimi": a MIMI room is created on this bridge's provider, or lm_room_id names
+	// one (mimi://<hub>/r/<name>) that user_id is in already.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // ProvisioningHandler serves the provisioning API (mount it at ProvisioningPrefix + "/"):
 //
 //	GET    /links               every link
-//	POST   /links               create one (LinkRequest)
+//	POST   /links               create one (LinkRequest; "protocol": "mimi" for a MIMI room)
 //	GET    /links/{dag_room_id} one link with its members
 //	DELETE /links/{dag_room_id} end one
 //
@@ -149,7 +152,11 @@ func (br *Bridge) provCreateLink(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "M_BAD_JSON", "Request body does not match a link request: "+err.Error())
 		return
 	}
-	if msg := req.validate(); msg != "" {
+	pr, msg := br.provProtocol(&req)
+	if msg == "" {
+		msg = req.validate()
+	}
+	if msg != "" {
 		writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", msg)
 		return
 	}
@@ -159,9 +166,9 @@ func (br *Bridge) provCreateLink(w http.ResponseWriter, r *http.Request) {
 		if by == "" {
 			by = "provisioning API"
 		}
-		link, err = br.LinkAsHub(r.Context(), req.DAGRoomID, by)
+		link, err = br.linkAsHub(r.Context(), pr, req.DAGRoomID, by, nil)
 	} else {
-		link, err = br.LinkToLM(r.Context(), req.DAGRoomID, req.LMRoomID, req.HubServer, req.UserID)
+		link, err = br.linkTo(r.Context(), pr, req.DAGRoomID, req.LMRoomID, req.HubServer, req.UserID)
 	}
 	if err == nil {
 		writeJSON(w, http.StatusCreated, link)
@@ -211,6 +218,30 @@ func linkErrorAnswer(err error, hub string) (int, string, string) {
 func isTimeout(err error) bool {
 	var netErr net.Error
 	return errors.As(err, &netErr) && netErr.Timeout()
+}
+
+// provProtocol picks the request's protocol; for MIMI it reads a room URI into the seam's form (and its hub).
+func (br *Bridge) provProtocol(req *LinkRequest) (*protocol, string) {
+	switch req.Protocol {
+	case "", bridgedb.ProtocolLM:
+		return br.lmProto, ""
+	case bridgedb.ProtocolMIMI:
+		if br.mimi == nil {
+			return nil, ErrNoMIMI.Error()
+		}
+		if req.LMRoomID != "" {
+			roomID, hub, err := seamRoomOf(req.LMRoomID)
+			if err != nil {
+				return nil, "lm_room_id must be a MIMI room URI (mimi://<hub>/r/<name>)"
+			}
+			if req.HubServer == "" {
+				req.HubServer = hub
+			}
+			req.LMRoomID = roomID
+		}
+		return br.mimi, ""
+	}
+	return nil, "protocol must be lm or mimi"
 }
 
 func (req *LinkRequest) validate() string {

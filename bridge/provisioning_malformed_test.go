@@ -81,6 +81,9 @@ func TestMalformedInputOnEveryProvisioningRoute(t *testing.T) {
 		{"dag_room_id an alias", `{"dag_room_id":"#a:hs.example"}`, "M_INVALID_PARAM"},
 		{"lm_room_id not a room ID", `{"dag_room_id":"` + string(dagRoom) + `","lm_room_id":"x","hub_server":"lm.example","user_id":"@alice:hs.example"}`, "M_INVALID_PARAM"},
 		{"user_id not a user ID", `{"dag_room_id":"` + string(dagRoom) + `","user_id":"alice"}`, "M_INVALID_PARAM"},
+		{"protocol unknown", `{"dag_room_id":"` + string(dagRoom) + `","protocol":"xmpp"}`, "M_INVALID_PARAM"},
+		{"protocol mimi on a bridge without MIMI", `{"dag_room_id":"` + string(dagRoom) + `","protocol":"mimi"}`, "M_INVALID_PARAM"},
+		{"protocol a number", `{"dag_room_id":"` + string(dagRoom) + `","protocol":1}`, "M_BAD_JSON"},
 	}
 	var cases []provCase
 	for _, b := range bodies {

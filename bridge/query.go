@@ -15,6 +15,9 @@ var _ appservice.QueryHandler = (*Bridge)(nil)
 // before the bridge has seen bob. Our own LM users never get ghosts: they are Matrix users already.
 func (br *Bridge) QueryUser(_ context.Context, userID id.UserID) (bool, error) {
 	lmUser, ok := br.users.GhostLMUser(userID)
+	if br.mimi != nil && br.mimi.users.IsOurLMUser(lmUser) {
+		return false, nil
+	}
 	return ok && !br.users.IsOurLMUser(lmUser), nil
 }
 

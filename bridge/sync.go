@@ -46,13 +46,14 @@ func (br *Bridge) Sync(ctx context.Context, roomID id.RoomID) (*SyncReport, erro
 	} else if link == nil || link.Status != bridgedb.LinkActive {
 		return nil, ErrNotLinked
 	}
+	pr := br.protoOf(link)
 	log := zerolog.Ctx(ctx).With().Str("lm_room_id", link.LMRoomID).Stringer("dag_room_id", roomID).Logger()
 	ctx = log.WithContext(ctx)
 	dagState, err := br.matrix.StateEvents(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the room's state: %w", err)
 	}
-	lmState, err := br.lm.RoomState(ctx, remote.RoomID(link.LMRoomID))
+	lmState, err := pr.rooms.RoomState(ctx, remote.RoomID(link.LMRoomID))
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the LM room's state: %w", err)
 	}
@@ -76,12 +77,13 @@ func (br *Bridge) Sync(ctx context.Context, roomID id.RoomID) (*SyncReport, erro
 
 func (br *Bridge) syncState(ctx context.Context, link *bridgedb.Link, dagState []*event.Event, lmEntries map[string]remote.StateEntry,
 	rep *SyncReport, fail func(error, string)) {
+	pr := br.protoOf(link)
 	lmContent := func(evtType string) Content {
 		entry, ok := lmEntries[evtType+"|"]
 		if !ok {
 			return nil
 		}
-		stored, err := br.lm.RoomEvent(ctx, entry.EventID)
+		stored, err := pr.rooms.RoomEvent(ctx, entry.EventID)
 		if err != nil || stored == nil {
 			return nil
 		}
@@ -89,7 +91,7 @@ func (br *Bridge) syncState(ctx context.Context, link *bridgedb.Link, dagState [
 		return c
 	}
 	if link.Role == bridgedb.RoleHub {
-		projected, err := br.projectState(ctx, dagState)
+		projected, err := br.projectState(ctx, pr, dagState)
 		if err != nil {
 			fail(err, "Failed to project the room's state")
 			return
@@ -99,8 +101,8 @@ func (br *Bridge) syncState(ctx context.Context, link *bridgedb.Link, dagState [
 				continue
 			}
 			empty := ""
-			if _, err = br.lm.SendRoomEvent(ctx, &remote.SendRequest{Room: remote.RoomID(link.LMRoomID),
-				Sender: remote.UserID(br.botLM), Type: st.Type, StateKey: &empty, Content: st.Content}); err != nil {
+			if _, err = pr.rooms.SendRoomEvent(ctx, &remote.SendRequest{Room: remote.RoomID(link.LMRoomID),
+				Sender: remote.UserID(pr.botLM), Type: st.Type, StateKey: &empty, Content: st.Content}); err != nil {
 				fail(err, "Failed to re-send "+st.Type+" to LM")
 				continue
 			}
@@ -113,7 +115,7 @@ func (br *Bridge) syncState(ctx context.Context, link *bridgedb.Link, dagState [
 		if !ok {
 			continue
 		}
-		stored, err := br.lm.RoomEvent(ctx, entry.EventID)
+		stored, err := pr.rooms.RoomEvent(ctx, entry.EventID)
 		if err != nil || stored == nil {
 			continue
 		}
@@ -121,7 +123,7 @@ func (br *Bridge) syncState(ctx context.Context, link *bridgedb.Link, dagState [
 		if err != nil {
 			continue
 		}
-		if content, err = br.tr.translateState(ctx, toDAG, evtType.Type, content, nil, nil); err != nil {
+		if content, err = pr.tr.translateState(ctx, toDAG, evtType.Type, content, nil, nil); err != nil {
 			fail(err, "Failed to translate "+evtType.Type)
 			continue
 		}
@@ -132,9 +134,9 @@ func (br *Bridge) syncState(ctx context.Context, link *bridgedb.Link, dagState [
 		if sameContent(content, dagContent) {
 			continue
 		}
-		ghost, err := br.users.GhostOf(stored.Sender)
+		ghost, err := pr.users.GhostOf(stored.Sender)
 		if err != nil {
-			ghost = br.users.BotUserID
+			ghost = pr.users.BotUserID
 		}
 		if _, err = br.asGhostOrBot(ctx, ghost, func(sender id.UserID) (id.EventID, error) {
 			return br.matrix.SendState(ctx, link.DAGRoomID, sender, evtType, "", content, time.Time{})
@@ -148,6 +150,7 @@ func (br *Bridge) syncState(ctx context.Context, link *bridgedb.Link, dagState [
 
 func (br *Bridge) syncMembers(ctx context.Context, link *bridgedb.Link, dagState []*event.Event, lmEntries map[string]remote.StateEntry,
 	rep *SyncReport, fail func(error, string)) {
+	pr := br.protoOf(link)
 	lmJoined := func(user string) bool {
 		entry, ok := lmEntries[event.StateMember.Type+"|"+user]
 		return ok && entry.Membership == string(event.MembershipJoin)
@@ -159,10 +162,10 @@ func (br *Bridge) syncMembers(ctx context.Context, link *bridgedb.Link, dagState
 		}
 		user := id.UserID(*evt.StateKey)
 		dagJoined[user] = true
-		if user == br.users.BotUserID {
+		if user == pr.users.BotUserID {
 			continue
 		}
-		if lmUser, isGhost := br.users.GhostLMUser(user); isGhost {
+		if lmUser, isGhost := pr.users.GhostLMUser(user); isGhost {
 			if !lmJoined(lmUser) {
 				if err := br.matrix.SetMembership(ctx, link.DAGRoomID, user, user, event.MembershipLeave, ""); err != nil {
 					fail(err, "Failed to remove the ghost "+string(user))
@@ -172,7 +175,7 @@ func (br *Bridge) syncMembers(ctx context.Context, link *bridgedb.Link, dagState
 			}
 			continue
 		}
-		userLM, err := br.users.LMUserOf(user)
+		userLM, err := pr.users.LMUserOf(user)
 		if err != nil || lmJoined(userLM) {
 			continue
 		}
@@ -184,11 +187,11 @@ func (br *Bridge) syncMembers(ctx context.Context, link *bridgedb.Link, dagState
 		rep.JoinedLM++
 	}
 	for _, entry := range lmEntries {
-		if entry.Type != event.StateMember.Type || entry.Membership != string(event.MembershipJoin) || entry.StateKey == br.botLM {
+		if entry.Type != event.StateMember.Type || entry.Membership != string(event.MembershipJoin) || entry.StateKey == pr.botLM {
 			continue
 		}
-		if br.users.IsOurLMUser(entry.StateKey) {
-			user, err := br.users.MatrixUserOf(entry.StateKey)
+		if pr.users.IsOurLMUser(entry.StateKey) {
+			user, err := pr.users.MatrixUserOf(entry.StateKey)
 			if err != nil || dagJoined[user] {
 				continue
 			}
@@ -196,9 +199,9 @@ func (br *Bridge) syncMembers(ctx context.Context, link *bridgedb.Link, dagState
 				Target: remote.UserID(entry.StateKey), Membership: string(event.MembershipLeave), TS: br.now(),
 				Via: remote.ServerName(link.HubServer)}
 			if link.Role == bridgedb.RoleHub {
-				_, err = br.lm.SetMembership(ctx, req)
+				_, err = pr.rooms.SetMembership(ctx, req)
 			} else {
-				_, err = br.lm.LeaveRoom(ctx, req)
+				_, err = pr.rooms.LeaveRoom(ctx, req)
 			}
 			if err != nil {
 				fail(err, "Failed to remove "+entry.StateKey+" from the LM room")
@@ -207,11 +210,11 @@ func (br *Bridge) syncMembers(ctx context.Context, link *bridgedb.Link, dagState
 			rep.LeftLM++
 			continue
 		}
-		ghost, err := br.users.GhostOf(entry.StateKey)
+		ghost, err := pr.users.GhostOf(entry.StateKey)
 		if err != nil || dagJoined[ghost] {
 			continue
 		}
-		if stored, err := br.lm.RoomEvent(ctx, entry.EventID); err == nil && stored != nil {
+		if stored, err := pr.rooms.RoomEvent(ctx, entry.EventID); err == nil && stored != nil {
 			if p, err := parseStoredMember(stored); err == nil {
 				if p.Displayname == "" {
 					p.Displayname = entry.StateKey

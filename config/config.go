@@ -33,6 +33,7 @@ type Config struct {
 	AppService AppService `yaml:"appservice"`
 	Database   Database   `yaml:"database"`
 	LM         LM         `yaml:"lm"`
+	MIMI       MIMI       `yaml:"mimi"`
 	Bridge     Bridge     `yaml:"bridge"`
 	Encryption Encryption `yaml:"encryption"`
 	Media      Media      `yaml:"media"`

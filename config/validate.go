@@ -47,6 +47,7 @@ func (c *Config) Validate() error {
 	c.AppService.validate(&p)
 	c.Database.validate(&p)
 	c.LM.validate(&p)
+	c.MIMI.validate(&p)
 	c.Bridge.validate(&p)
 	c.Encryption.validate(&p)
 	c.Media.validate(&p)

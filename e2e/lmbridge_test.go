@@ -105,6 +105,8 @@ type lmbridgeProcess struct {
 	LMAddr       string
 	Registration *mautrixappservice.Registration
 	RegYAML      []byte
+	// Extra are top-level config sections written over the generated ones (a mimi section, bridge permissions).
+	Extra map[string]any
 
 	homeserverURL string
 	cmd           *exec.Cmd
@@ -210,6 +212,9 @@ func (b *lmbridgeProcess) writeConfig(t *testing.T, homeserverURL string) {
 		lm["allow_http_peers"] = true
 		lm["ip_range_blocklist"] = []string{}
 		cfg["bridge"] = map[string]any{"permissions": map[string]string{b.ServerName: "admin"}}
+	}
+	for k, v := range b.Extra {
+		cfg[k] = v
 	}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 )
 
 // The sentinels a Rooms implementation's errors match. Each says what the bridge does with the failure: the first
-// four are for good (the event can never cross as it is), ErrBlocked and ErrBadAnswer are the remote side's.
+// four and ErrUnsupported are for good (the event can never cross as it is), ErrBlocked and ErrBadAnswer are the remote side's.
 var (
 	// ErrForbidden means this server's check of the room's rules refused the request.
 	ErrForbidden = errors.New("refused by the room's rules")
@@ -16,6 +16,8 @@ var (
 	ErrNotJoined = errors.New("no user of ours is joined to the room")
 	// ErrNotOurUser means a request was to act for a user of another server.
 	ErrNotOurUser = errors.New("user does not belong to this server")
+	// ErrUnsupported means the protocol has no way to carry the request (a kind of event or membership it lacks).
+	ErrUnsupported = errors.New("not supported by the protocol")
 	// ErrBlocked means this server may not connect to the other server's address (its blocklist).
 	ErrBlocked = errors.New("address is blocked")
 	// ErrBadAnswer means another server answered with something we cannot accept (it failed, not the request).

@@ -54,6 +54,12 @@ type Rooms interface {
 	DeliveryStatus(ctx context.Context, roomID RoomID) ([]Delivery, error)
 }
 
+// FinalSends is a Rooms whose SendRoomEvent returns an event's final ID in every room, also in rooms another server
+// orders (MIMI: the hub has accepted the message when the send returns), so that no echo is waited for.
+type FinalSends interface {
+	SendIDsAreFinal() bool
+}
+
 // SendRequest is an event to send into a room.
 type SendRequest struct {
 	Room   RoomID

@@ -3,8 +3,9 @@
 # lmbridge, then starts a local stack on loopback (Dendrite with lmbridge registered, lmbridge running, a demo user
 # with a password) and prints what a Matrix client needs. Ctrl-C stops everything.
 #
-# Usage: scripts/demo.sh [-check] [-user NAME]
+# Usage: scripts/demo.sh [-check] [-mimi] [-user NAME]
 #   -check       set the stack up, check it (log-in, the bot joins a room), stop it and exit; for CI
+#   -mimi        talk to the user of a second MIMI provider instead of a second LM server
 # Environment:
 #   LMBRIDGE_CACHE             where binaries and the demo's data go (default $HOME/.cache/lmbridge)
 #   LMBRIDGE_DEMO_HOMESERVER   dendrite (default) or synapse (builds the Synapse chroot; needs root)

@@ -11,11 +11,11 @@ import (
 )
 
 const (
-	linkColumns       = `dag_room_id, lm_room_id, hub_server, role, status, pending_user, created_by, created_at, last_error, last_error_at`
+	linkColumns       = `dag_room_id, lm_room_id, hub_server, role, status, pending_user, created_by, created_at, last_error, last_error_at, protocol`
 	getLinkByDAGQuery = `SELECT ` + linkColumns + ` FROM bridge_link WHERE dag_room_id=$1`
 	getLinkByLMQuery  = `SELECT ` + linkColumns + ` FROM bridge_link WHERE lm_room_id=$1`
 	listLinksQuery    = `SELECT ` + linkColumns + ` FROM bridge_link ORDER BY created_at, dag_room_id`
-	insertLinkQuery   = `INSERT INTO bridge_link (` + linkColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
+	insertLinkQuery   = `INSERT INTO bridge_link (` + linkColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`
 	deleteLinkQuery   = `DELETE FROM bridge_link WHERE dag_room_id=$1`
 	setLinkErrorQuery = `UPDATE bridge_link SET last_error=$2, last_error_at=$3 WHERE dag_room_id=$1`
 	activateLinkQuery = `UPDATE bridge_link SET status='active', pending_user='' WHERE dag_room_id=$1`
@@ -44,7 +44,16 @@ const (
 // ErrLinkExists means one of the two rooms is already linked.
 var ErrLinkExists = errors.New("room is already linked")
 
-// Link joins a DAG room and an LM room.
+// The protocols a link's remote room can be on.
+const (
+	// ProtocolLM is Linearized Matrix (package linearize).
+	ProtocolLM = "lm"
+	// ProtocolMIMI is MIMI (package mimi/rooms).
+	ProtocolMIMI = "mimi"
+)
+
+// Link joins a DAG room and a remote room (an LM room, or a MIMI room: Protocol says which; the LM-named fields hold
+// the remote room's ID and hub either way).
 type Link struct {
 	DAGRoomID   id.RoomID  `json:"dag_room_id"`
 	LMRoomID    string     `json:"lm_room_id"`
@@ -56,17 +65,31 @@ type Link struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt time.Time  `json:"last_error_at,omitzero"`
+	// Protocol is ProtocolMIMI, or empty for ProtocolLM: LM links read back and show in the provisioning API as they
+	// did before links had a protocol.
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// ProtocolOrLM is the link's protocol, ProtocolLM when unset.
+func (l *Link) ProtocolOrLM() string {
+	if l.Protocol == "" {
+		return ProtocolLM
+	}
+	return l.Protocol
 }
 
 // Scan implements dbutil.DataStruct.
 func (l *Link) Scan(row dbutil.Scannable) (*Link, error) {
 	var createdAt, lastErrorAt int64
 	err := row.Scan(&l.DAGRoomID, &l.LMRoomID, &l.HubServer, &l.Role, &l.Status, &l.PendingUser, &l.CreatedBy,
-		&createdAt, &l.LastError, &lastErrorAt)
+		&createdAt, &l.LastError, &lastErrorAt, &l.Protocol)
 	if err != nil {
 		return nil, err
 	}
 	l.CreatedAt = time.UnixMilli(createdAt)
+	if l.Protocol == ProtocolLM {
+		l.Protocol = ""
+	}
 	if lastErrorAt != 0 {
 		l.LastErrorAt = time.UnixMilli(lastErrorAt)
 	}
@@ -118,7 +141,7 @@ func (db *Database) InsertLink(ctx context.Context, l *Link) error {
 			lastErrorAt = l.LastErrorAt.UnixMilli()
 		}
 		_, err := db.Exec(ctx, insertLinkQuery, l.DAGRoomID, l.LMRoomID, l.HubServer, l.Role, l.Status, l.PendingUser,
-			l.CreatedBy, l.CreatedAt.UnixMilli(), l.LastError, lastErrorAt)
+			l.CreatedBy, l.CreatedAt.UnixMilli(), l.LastError, lastErrorAt, l.ProtocolOrLM())
 		if err != nil {
 			return fmt.Errorf("failed to insert link: %w", err)
 		}

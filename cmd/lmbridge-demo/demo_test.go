@@ -112,3 +112,33 @@ func TestDemoCheck(t *testing.T) {
 		t.Errorf("the stack was not stopped:\n%s", logs.String())
 	}
 }
+
+// TestDemoCheckMIMI runs the demo's MIMI mode against a real Dendrite: the demo room is linked to a MIMI room lmbridge
+// hubs, the user of a second MIMI provider (over mutual TLS on loopback) is added, and a message crosses each way.
+func TestDemoCheckMIMI(t *testing.T) {
+	tesths.RequireKind(t, tesths.Dendrite)
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool to build lmbridge with")
+	}
+	bin := filepath.Join(t.TempDir(), "lmbridge")
+	if out, err := exec.Command(goTool, "build", "-o", bin, "../lmbridge").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	var logs, out bytes.Buffer
+	ctx := zerolog.New(&logs).WithContext(context.Background())
+	err = runDemo(ctx, options{lmbridge: bin, dir: filepath.Join(t.TempDir(), "demo"), homeserver: string(tesths.Dendrite),
+		user: "demo", check: true, mimi: true}, &out)
+	if err != nil {
+		t.Fatalf("demo failed: %v\nlogs:\n%s", err, logs.String())
+	}
+	for _, want := range []string{"Linked this room to the MIMI room mimi://" + bridgeMIMIDomain + "/r/",
+		"MIMI user        mimi://" + peerMIMIDomain + "/u/bob"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the banner lacks %q:\n%s", want, out.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "Stopped lmbridge") || !strings.Contains(logs.String(), "Stopped the homeserver") {
+		t.Errorf("the stack was not stopped:\n%s", logs.String())
+	}
+}

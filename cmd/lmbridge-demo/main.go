@@ -28,6 +28,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/lmbridge/lmbridge/internal/testca"
 	"github.com/lmbridge/lmbridge/internal/tesths"
 )
 
@@ -51,6 +52,8 @@ type options struct {
 	homeserver string
 	user       string
 	check      bool
+	// mimi has the bridge talk to a second MIMI provider instead of a second LM server.
+	mimi bool
 }
 
 func main() {
@@ -60,6 +63,7 @@ func main() {
 	flag.StringVar(&opts.homeserver, "homeserver", string(tesths.Dendrite), "dendrite or synapse")
 	flag.StringVar(&opts.user, "user", "demo", "localpart of the demo user")
 	flag.BoolVar(&opts.check, "check", false, "set the stack up, check it, stop it and exit (for CI)")
+	flag.BoolVar(&opts.mimi, "mimi", false, "link the demo room to a MIMI room and talk to a user of a second MIMI provider")
 	flag.Parse()
 
 	// Info and up: the homeserver harness and the Matrix client log every request at debug.
@@ -79,10 +83,16 @@ type stack struct {
 	hs     *tesths.Homeserver
 	bridge *bridgeProcess
 	peer   *lmPeer
+	mimi   *mimiPeer
 }
 
 func (s *stack) stop(ctx context.Context) {
 	log := zerolog.Ctx(ctx)
+	if s.mimi != nil {
+		if err := s.mimi.stop(); err != nil {
+			log.Warn().Err(err).Msg("The demo MIMI provider did not stop cleanly")
+		}
+	}
 	if s.peer != nil {
 		if err := s.peer.stop(); err != nil {
 			log.Warn().Err(err).Msg("The demo LM server did not stop cleanly")
@@ -120,11 +130,11 @@ func runDemo(ctx context.Context, opts options, out io.Writer) error {
 	if err := os.Mkdir(bridgeDir, 0o700); err != nil {
 		return fmt.Errorf("failed to create %s: %w", bridgeDir, err)
 	}
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return err
 	}
-	hsPort, asPort, lmPort := ports[0], ports[1], ports[2]
+	hsPort, asPort, lmPort, mimiPort := ports[0], ports[1], ports[2], ports[3]
 	serverName := tesths.DefaultServerName
 
 	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
@@ -156,6 +166,39 @@ func runDemo(ctx context.Context, opts options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var s stack
+	defer s.stop(ctx)
+	if opts.mimi {
+		// Two MIMI providers on loopback, with certificates of a CA made for this run: lmbridge's and the demo's own.
+		ca, err := testca.New()
+		if err != nil {
+			return err
+		}
+		files, err := ca.WriteFiles(bridgeDir, bridgeMIMIDomain)
+		if err != nil {
+			return err
+		}
+		peerDir := filepath.Join(dir, "mimi-peer")
+		if err := os.Mkdir(peerDir, 0o700); err != nil {
+			return fmt.Errorf("failed to create %s: %w", peerDir, err)
+		}
+		peerCtx := log.With().Str("component", "demo MIMI provider").Logger().WithContext(ctx)
+		if s.mimi, err = startMIMIPeer(peerCtx, peerDir, ca, mimiPort); err != nil {
+			return err
+		}
+		err = editConfig(filepath.Join(bridgeDir, "config.yaml"), []setting{
+			{"mimi.domain", bridgeMIMIDomain},
+			{"mimi.listen", "127.0.0.1:" + strconv.Itoa(mimiPort)},
+			{"mimi.tls_cert", files.Cert},
+			{"mimi.tls_key", files.Key},
+			{"mimi.tls_ca", files.CA},
+			{"mimi.peers", map[string]string{peerMIMIDomain: "127.0.0.1:" + strconv.Itoa(s.mimi.port())}},
+		})
+		if err != nil {
+			return err
+		}
+		log.Info().Str("user", s.mimi.user).Msg("Started a second MIMI provider")
+	}
 	if _, err := runLmbridge(setupCtx, bin, bridgeDir, "-g", "-c", "config.yaml", "-r", "registration.yaml"); err != nil {
 		return err
 	}
@@ -165,8 +208,6 @@ func runDemo(ctx context.Context, opts options, out io.Writer) error {
 	}
 	log.Info().Str("dir", bridgeDir).Msg("Wrote lmbridge's config and registration")
 
-	var s stack
-	defer s.stop(ctx)
 	log.Info().Str("homeserver", string(kind)).Int("port", hsPort).Msg("Starting the homeserver")
 	s.hs, err = tesths.Start(setupCtx, kind, hsDir, tesths.Options{
 		ServerName:    serverName,
@@ -225,18 +266,33 @@ func runDemo(ctx context.Context, opts options, out io.Writer) error {
 	if name, ok := lmKeyServer(setupCtx, lmName); ok {
 		lmStatus = "serving its keys as " + name
 	}
-	linkAnswer := ""
+	linkAnswer, linkCommand := "", "!lm link"
+	if opts.mimi {
+		linkCommand = "!lm mimi link"
+	}
 	if botJoined {
-		if linkAnswer, err = askBot(setupCtx, client, roomID, bot, "!lm link", botAnswerWait); err != nil {
+		if linkAnswer, err = askBot(setupCtx, client, roomID, bot, linkCommand, botAnswerWait); err != nil {
 			return err
 		}
 		if linkAnswer == "" {
-			log.Warn().Msg("The bridge bot did not answer !lm link")
+			log.Warn().Str("command", linkCommand).Msg("The bridge bot did not answer")
+		}
+	}
+	var mimiGhost id.UserID
+	if opts.mimi && strings.HasPrefix(linkAnswer, "Linked") {
+		mimiGhost, err = talkToMIMI(setupCtx, client, roomID, bot, s.mimi)
+		switch {
+		case err == nil:
+			log.Info().Stringer("ghost", mimiGhost).Msg("The Matrix room and the MIMI room talked both ways")
+		case opts.check:
+			return err
+		default:
+			log.Warn().Err(err).Msg("The conversation with the MIMI side did not work")
 		}
 	}
 	// Once the room is linked, a second LM server (another provider, in this process) joins the conversation.
 	var ghost id.UserID
-	if strings.HasPrefix(linkAnswer, "Linked") {
+	if !opts.mimi && strings.HasPrefix(linkAnswer, "Linked") {
 		peerDir := filepath.Join(dir, "lm-peer")
 		if err := os.Mkdir(peerDir, 0o700); err != nil {
 			return fmt.Errorf("failed to create %s: %w", peerDir, err)
@@ -260,7 +316,7 @@ func runDemo(ctx context.Context, opts options, out io.Writer) error {
 	printBanner(out, banner{
 		hs: s.hs, user: client.UserID, password: password, bot: bot, botJoined: botJoined,
 		lmName: lmName, lmStatus: lmStatus, linkAnswer: linkAnswer, dir: dir, bridgeLog: bridgeLog,
-		peer: s.peer, ghost: ghost,
+		peer: s.peer, ghost: ghost, mimi: s.mimi, mimiGhost: mimiGhost, linkCommand: linkCommand,
 	})
 	if opts.check {
 		log.Info().Msg("Check passed; stopping")
@@ -394,6 +450,10 @@ type banner struct {
 	bridgeLog  string
 	peer       *lmPeer
 	ghost      id.UserID
+	// mimi and mimiGhost are the MIMI provider's user and their ghost, in the MIMI mode.
+	mimi        *mimiPeer
+	mimiGhost   id.UserID
+	linkCommand string
 }
 
 func printBanner(out io.Writer, b banner) {
@@ -409,6 +469,11 @@ func printBanner(out io.Writer, b banner) {
 		lmUser = fmt.Sprintf("  LM user          %s   (on a second LM server in the demo; he answers every message)\n"+
 			"                   appears in the Matrix room as %s\n", b.peer.user, b.ghost)
 	}
+	if b.mimi != nil && b.mimiGhost != "" {
+		lmUser = fmt.Sprintf("  MIMI user        %s   (on a second MIMI provider in the demo; he answers every message)\n"+
+			"                   appears in the Matrix room as %s\n", b.mimi.user, b.mimiGhost)
+	}
+	command := fmt.Sprintf("%-16q", b.linkCommand)
 	fmt.Fprintf(out, `
 lmbridge demo is running on loopback. Press Ctrl-C to stop it.
 
@@ -417,7 +482,7 @@ lmbridge demo is running on loopback. Press Ctrl-C to stop it.
   Password         %[5]s
   Bridge bot       %[6]s   (%[7]s)
   LM server        http://%[8]s   (lmbridge as a Linearized Matrix server: %[13]s)
-  "!lm link"       %[14]s
+  %[17]s %[14]s
 %[15]s
 %[16]sLog in with any Matrix client that lets you set the homeserver URL (Element: "Edit" next to the homeserver,
 then %[1]s), or check from a shell:
@@ -428,7 +493,7 @@ then %[1]s), or check from a shell:
 Files in %[10]s: lmbridge's config.yaml and registration.yaml, the homeserver's data.
 Logs: %[11]s and %[12]s
 `, b.hs.URL, b.hs.Kind, b.hs.ServerName, b.user, b.password, b.bot, botNote, b.lmName, b.user.Localpart(), b.dir,
-		b.bridgeLog, b.hs.LogPath, b.lmStatus, link, lmUser, hint)
+		b.bridgeLog, b.hs.LogPath, b.lmStatus, link, lmUser, hint, command)
 }
 
 func isTerminal(f *os.File) bool {

@@ -74,7 +74,12 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 	if err = engine.ServeMedia(files.Source()); err != nil {
 		return fmt.Errorf("failed to serve media: %w", err)
 	}
-	br, err := bridge.New(bridge.Params{
+	// MIMI, when configured, is wired the same way: made before the bridge, started after it is the listener.
+	mimiRooms, err := newMIMI(ctx, cfg, db.Database)
+	if err != nil {
+		return err
+	}
+	params := bridge.Params{
 		Config: cfg.Bridge,
 		DB:     db.Database,
 		Users:  users,
@@ -82,7 +87,11 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 		LM:     engine,
 		Media:  files,
 		Log:    *log,
-	})
+	}
+	if mimiRooms != nil {
+		params.MIMI = mimiRooms
+	}
+	br, err := bridge.New(params)
 	if err != nil {
 		return fmt.Errorf("failed to set up the bridge: %w", err)
 	}
@@ -104,6 +113,18 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 			log.Warn().Err(err).Msg("Failed to stop the LM engine cleanly")
 		}
 	}()
+	if mimiRooms != nil {
+		mimiRooms.SetListener(br.MIMIListener())
+		if err = mimiRooms.Start(runCtx); err != nil {
+			return fmt.Errorf("failed to start the MIMI provider: %w", err)
+		}
+		defer func() {
+			if err := mimiRooms.Close(); err != nil {
+				log.Warn().Err(err).Msg("Failed to stop the MIMI provider cleanly")
+			}
+		}()
+		log.Info().Str("mimi_domain", cfg.MIMI.Domain).Str("listen", cfg.MIMI.Listen).Msg("MIMI provider started")
+	}
 	listener, stopEncryption, err := startEncryption(runCtx, cfg, db, as, view, br)
 	if err != nil {
 		return err

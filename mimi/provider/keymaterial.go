@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/rs/zerolog"
+
 	"github.com/lmbridge/lmbridge/mimi/protocol"
 	"github.com/lmbridge/lmbridge/mls/codec"
 	"github.com/lmbridge/lmbridge/mls/wire"
@@ -95,6 +97,19 @@ func (p *Provider) postKeyMaterial(ctx context.Context, domain string, req *prot
 // claimKeyMaterial hands out one unclaimed KeyPackage of each of a local user's clients and publishes fresh ones.
 func (p *Provider) claimKeyMaterial(ctx context.Context, user string) (*protocol.KeyMaterialResponse, error) {
 	resp := &protocol.KeyMaterialResponse{UserURI: user}
+	if p.cfg.UnknownUser != nil {
+		clients, err := p.clientsOf(ctx, user)
+		if err != nil {
+			return nil, err
+		}
+		if len(clients) == 0 {
+			if err := p.cfg.UnknownUser(ctx, user); err != nil {
+				zerolog.Ctx(ctx).Debug().Err(err).Str("user", user).Msg("Key material asked for a user the application does not know")
+				resp.UserStatus = protocol.UserUnknown
+				return resp, nil
+			}
+		}
+	}
 	err := p.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		resp.Clients = nil
 		clients, err := p.clientsOf(ctx, user)

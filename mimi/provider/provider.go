@@ -52,6 +52,10 @@ type Config struct {
 	// CatchUp is how long an operation refused for a wrong epoch waits for the hub's notify before retrying
 	// (default 10 s).
 	CatchUp time.Duration
+	// UnknownUser, when set, is asked about a local user that keyMaterial names and that has no client yet: it may
+	// register one (RegisterUser) and return nil, and the claim is made again; an error answers "unknown user". It
+	// lets an application such as a bridge make its users' clients on first use, when another provider adds them.
+	UnknownUser func(ctx context.Context, user string) error
 }
 
 // Callbacks are how the application (the bridge) hears about a room. A callback that returns an error is called
@@ -292,6 +296,11 @@ func (p *Provider) identity(ctx context.Context, client string) (*group.Identity
 		return nil, "", fmt.Errorf("loading client %s: %w", client, err)
 	}
 	return id, user, nil
+}
+
+// Clients lists the local clients of a user (a user URI of this provider), none when it has not been registered.
+func (p *Provider) Clients(ctx context.Context, user string) ([]string, error) {
+	return p.clientsOf(ctx, user)
 }
 
 func (p *Provider) clientsOf(ctx context.Context, user string) ([]string, error) {
