@@ -48,6 +48,30 @@ type hubRoom struct {
 	groupInfo []byte
 	seq       int64
 	pending   []pendingProposal
+	// view is what submit checks against, derived from pg once per epoch.
+	view *hubView
+}
+
+// hubView is a room's state and membership in one epoch.
+type hubView struct {
+	epoch   uint64
+	state   *RoomState
+	users   map[string]int
+	domains []string // sorted
+}
+
+// current is the room's view at its epoch (r.mu held).
+func (r *hubRoom) current() (*hubView, error) {
+	if r.view != nil && r.view.epoch == r.pg.Epoch() {
+		return r.view, nil
+	}
+	state, err := DecodeRoomState(r.pg.Context().Extensions)
+	if err != nil {
+		return nil, err
+	}
+	users, domains := clientsByUser(r.pg)
+	r.view = &hubView{epoch: r.pg.Epoch(), state: state, users: users, domains: sortedKeys(domains)}
+	return r.view, nil
 }
 
 func newHub(p *Provider) *hub { return &hub{p: p, rooms: map[string]*hubRoom{}} }
@@ -463,17 +487,15 @@ func (h *hub) submit(ctx context.Context, from, room string, req *protocol.Submi
 	if err != nil || d != from {
 		return &protocol.SubmitMessageResponse{Code: protocol.SubmitNotAllowed}, nil
 	}
-	state, err := DecodeRoomState(r.pg.Context().Extensions)
+	view, err := r.current()
 	if err != nil {
 		return nil, err
 	}
-	users, domains := clientsByUser(r.pg)
-	if err := checkSend(state, req.SendingURI, users[req.SendingURI]); err != nil {
+	if err := checkSend(view.state, req.SendingURI, view.users[req.SendingURI]); err != nil {
 		zerolog.Ctx(ctx).Debug().Err(err).Str("room", room).Msg("Hub refused message")
 		return &protocol.SubmitMessageResponse{Code: protocol.SubmitNotAllowed}, nil
 	}
-	delete(domains, from)
-	dests := sortedKeys(domains)
+	dests := slices.DeleteFunc(slices.Clone(view.domains), func(d string) bool { return d == from })
 	ts := nowMillis()
 	err = h.p.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if err := h.queue(ctx, room, dests, protocol.FanoutMessage{Timestamp: ts, Message: req.AppMessage}); err != nil {

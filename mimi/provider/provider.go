@@ -111,8 +111,8 @@ type Provider struct {
 	listener net.Listener
 	baseURL  string
 
-	// roomLocks serialise what the follower side does in a room (commits, notify, sending).
-	roomLocks sync.Map // room URI → *sync.Mutex
+	// roomLocks serialise what the follower side does in a room (commits, notify, sending), and hold its cache.
+	roomLocks sync.Map // room URI → *localRoom
 	hub       *hub
 	fanout    *fanout
 	inboxKick chan struct{}
@@ -237,11 +237,6 @@ func (p *Provider) Close() error {
 	p.fanout.wait()
 	p.wg.Wait()
 	return err
-}
-
-func (p *Provider) roomLock(room string) *sync.Mutex {
-	m, _ := p.roomLocks.LoadOrStore(room, new(sync.Mutex))
-	return m.(*sync.Mutex)
 }
 
 func (p *Provider) groupConfig() group.Config {

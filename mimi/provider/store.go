@@ -48,11 +48,10 @@ const (
 	deleteOutboxQuery = `DELETE FROM mimi_outbox WHERE destination=$1 AND seq<=$2 AND room_uri=$3`
 	outboxCountQuery  = `SELECT destination, COUNT(*), MIN(created_at) FROM mimi_outbox GROUP BY destination`
 
-	getReceivedQuery = `SELECT 1 FROM mimi_received WHERE hub=$1 AND digest=$2`
 	// The digests only need to outlive the hub's retries; MLS refuses a message replayed later anyway (its epoch or
 	// its key generation is gone).
 	pruneReceivedQuery  = `DELETE FROM mimi_received WHERE received_at<$1`
-	insertReceivedQuery = `INSERT INTO mimi_received (hub, digest, received_at) VALUES ($1, $2, $3)`
+	insertReceivedQuery = `INSERT INTO mimi_received (hub, digest, received_at) VALUES ($1, $2, $3) ON CONFLICT (hub, digest) DO NOTHING`
 
 	insertInboxQuery = `INSERT INTO mimi_inbox (room_uri, kind, user_uri, payload, hub_time) VALUES ($1, $2, $3, $4, $5)`
 	inboxHeadQuery   = `SELECT seq, room_uri, kind, user_uri, payload, hub_time FROM mimi_inbox ORDER BY seq LIMIT 64`
