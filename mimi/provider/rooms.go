@@ -419,7 +419,7 @@ func (p *Provider) sendOnce(ctx context.Context, room, user, client string, cont
 		return nil, err
 	}
 	if hubDomain == p.domain {
-		return p.hub.submit(ctx, p.domain, room, req, nil)
+		return p.hub.submit(ctx, p.domain, room, req)
 	}
 	return postToHub(ctx, p, hubDomain, room, "submitMessage", func(d *protocol.Directory) string { return d.SubmitMessage },
 		req, protocol.DecodeSubmitMessageResponse)

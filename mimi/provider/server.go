@@ -38,7 +38,7 @@ func (p *Provider) handler() http.Handler {
 		if err != nil {
 			return 0, nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
 		}
-		resp, err := p.hub.submit(ctx, from, r.PathValue("roomId"), req, nil)
+		resp, err := p.hub.submit(ctx, from, r.PathValue("roomId"), req)
 		if err != nil {
 			return 0, nil, err
 		}

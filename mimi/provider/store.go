@@ -42,7 +42,7 @@ const (
 	insertHubLogQuery  = `INSERT INTO mimi_hub_log (room_uri, seq, epoch, message, accepted_at) VALUES ($1, $2, $3, $4, $5)`
 	hubLogQuery        = `SELECT seq, message FROM mimi_hub_log WHERE room_uri=$1 ORDER BY seq`
 
-	insertOutboxQuery = `INSERT INTO mimi_outbox (destination, room_uri, fanout, created_at) VALUES ($1, $2, $3, $4)`
+	insertOutboxQuery = `INSERT INTO mimi_outbox (destination, room_uri, fanout, created_at) VALUES ($1, $2, $3, $4) RETURNING seq`
 	outboxDestsQuery  = `SELECT DISTINCT destination FROM mimi_outbox`
 	outboxHeadQuery   = `SELECT seq, room_uri, fanout FROM mimi_outbox WHERE destination=$1 ORDER BY seq LIMIT $2`
 	deleteOutboxQuery = `DELETE FROM mimi_outbox WHERE destination=$1 AND seq<=$2 AND room_uri=$3`
