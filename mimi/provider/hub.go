@@ -581,6 +581,25 @@ func (h *hub) storeBatches(ctx context.Context, r *hubRoom) {
 	}
 }
 
+// mayAdd refuses (403, ErrNotAllowed) a key material request for a room hubbed here from a user the room's policy
+// does not let add participants.
+func (h *hub) mayAdd(ctx context.Context, room, user string) error {
+	r, err := h.room(ctx, room)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	view, err := r.current()
+	if err != nil {
+		return err
+	}
+	if !view.state.Can(user, CanAddParticipant) {
+		return &httpError{http.StatusForbidden, notAllowed("%s may not add participants to %s", user, room)}
+	}
+	return nil
+}
+
 // groupInfo answers a new client's request for the room's GroupInfo (to join by external commit): its user must be
 // a participant that may add its own clients, and its provider must be the one asking.
 func (h *hub) groupInfo(ctx context.Context, from, room string, req *protocol.GroupInfoRequest) (*protocol.GroupInfoResponse, error) {

@@ -52,6 +52,12 @@ type Config struct {
 	// CatchUp is how long an operation refused for a wrong epoch waits for the hub's notify before retrying
 	// (default 10 s).
 	CatchUp time.Duration
+	// RequireConsent makes keyMaterial for a local user, asked for by another provider's user, answer noConsent
+	// (or noConsentForThisRoom) unless the local user granted it (GrantConsent).
+	RequireConsent bool
+	// Findable says whether a local user may be found by identifierQuery (by exact handle or nick); nil lets every
+	// user be.
+	Findable func(ctx context.Context, user string) bool
 }
 
 // Callbacks are how the application (the bridge) hears about a room. A callback that returns an error is called
@@ -411,7 +417,13 @@ func (p *Provider) drainInbox(ctx context.Context) error {
 		for _, e := range evs {
 			if cb := p.cfg.Callbacks; cb != nil {
 				t := time.UnixMilli(e.hubTime)
-				if e.kind == "message" {
+				if isConsentKind(e.kind) {
+					if ccb, ok := cb.(ConsentCallbacks); ok {
+						if c, ok := consentEvent(e.kind, e.room, e.user, e.payload, t); ok {
+							cbErr = ccb.OnConsent(ctx, c)
+						}
+					}
+				} else if e.kind == "message" {
 					cbErr = cb.OnMessage(ctx, Message{Room: e.room, Sender: e.user, Content: e.payload, HubTime: t})
 				} else {
 					var role uint32
