@@ -178,7 +178,7 @@ func TestConsentBadInput(t *testing.T) {
 		entry    protocol.ConsentEntry
 		want     int
 	}{
-		"request for a requester of another provider": {c, requestConsent, toB, protocol.ConsentEntry{Operation: protocol.ConsentRequest, RequesterURI: alice, TargetURI: bob}, http.StatusForbidden},
+		"request for a requester of another provider":  {c, requestConsent, toB, protocol.ConsentEntry{Operation: protocol.ConsentRequest, RequesterURI: alice, TargetURI: bob}, http.StatusForbidden},
 		"grant sent to requestConsent":                 {a, requestConsent, toB, protocol.ConsentEntry{Operation: protocol.ConsentGrant, RequesterURI: alice, TargetURI: bob}, http.StatusBadRequest},
 		"request sent to updateConsent":                {a, updateConsent, toB, protocol.ConsentEntry{Operation: protocol.ConsentRequest, RequesterURI: alice, TargetURI: bob}, http.StatusBadRequest},
 		"request for a target of another provider":     {a, requestConsent, toB, protocol.ConsentEntry{Operation: protocol.ConsentRequest, RequesterURI: alice, TargetURI: cathy}, http.StatusBadRequest},

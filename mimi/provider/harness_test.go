@@ -186,7 +186,10 @@ func testContext(t testing.TB) context.Context {
 	return log.WithContext(context.Background())
 }
 
-func (n *testNet) start(t testing.TB, domain string) *node { t.Helper(); return n.startWith(t, domain, nil) }
+func (n *testNet) start(t testing.TB, domain string) *node {
+	t.Helper()
+	return n.startWith(t, domain, nil)
+}
 
 // startWith starts a provider whose Config configure changes (at every restart).
 func (n *testNet) startWith(t testing.TB, domain string, configure func(*Config)) *node {
