@@ -24,6 +24,9 @@ import (
 // receivedKept is how long a follower remembers the notify messages it applied.
 const receivedKept = 7 * 24 * time.Hour
 
+// inboxBatch is how many events the callbacks get per read of mimi_inbox (its LIMIT).
+const inboxBatch = 64
+
 // Suite is the ciphersuite of the rooms this provider creates (the MLS mandatory-to-implement one).
 const Suite ciphersuite.ID = 1
 
@@ -389,7 +392,7 @@ func (p *Provider) inboxLoop(ctx context.Context) {
 
 func (p *Provider) drainInbox(ctx context.Context) error {
 	for {
-		rows, err := p.db.Query(ctx, inboxHeadQuery)
+		rows, err := p.db.Query(ctx, inboxHeadQuery, inboxBatch)
 		if err != nil {
 			return err
 		}
@@ -447,6 +450,10 @@ func (p *Provider) drainInbox(ctx context.Context) error {
 		}
 		if cbErr != nil {
 			return cbErr
+		}
+		// A short batch was all there was: what is stored after it kicks the loop.
+		if len(evs) < inboxBatch {
+			return nil
 		}
 	}
 }

@@ -306,6 +306,7 @@ func (p *Provider) Leave(ctx context.Context, room, user string) error {
 			if err := updateError(resp); err != nil {
 				return fmt.Errorf("leaving %s: %w", room, err)
 			}
+			p.kickInbox()
 			p.maybeCommitPending(ctx, room)
 			return nil
 		}

@@ -54,7 +54,7 @@ const (
 	insertReceivedQuery = `INSERT INTO mimi_received (hub, digest, received_at) VALUES ($1, $2, $3) ON CONFLICT (hub, digest) DO NOTHING`
 
 	insertInboxQuery = `INSERT INTO mimi_inbox (room_uri, kind, user_uri, payload, hub_time) VALUES ($1, $2, $3, $4, $5)`
-	inboxHeadQuery   = `SELECT seq, room_uri, kind, user_uri, payload, hub_time FROM mimi_inbox ORDER BY seq LIMIT 64`
+	inboxHeadQuery   = `SELECT seq, room_uri, kind, user_uri, payload, hub_time FROM mimi_inbox ORDER BY seq LIMIT $1`
 	deleteInboxQuery = `DELETE FROM mimi_inbox WHERE seq<=$1`
 )
 
