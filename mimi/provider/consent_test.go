@@ -7,14 +7,24 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/lmbridge/lmbridge/internal/testpg"
 	"github.com/lmbridge/lmbridge/mimi/protocol"
 )
 
 // TestConsentFlow adds a user of a provider that requires consent, over HTTPS: Alice finds Bob's URI by his handle
 // (identifierQuery), cannot fetch his key material before he consents, asks for his consent (requestConsent), and can
 // add him once he granted it for the room (updateConsent); the grant covers that room only, and a revoke ends it.
-func TestConsentFlow(t *testing.T) {
+func TestConsentFlow(t *testing.T) { runConsentFlow(t, newNet(t)) }
+
+// TestConsentFlowPostgres runs the consent flow with both providers on PostgreSQL.
+func TestConsentFlowPostgres(t *testing.T) {
+	testpg.RequireT(t)
 	n := newNet(t)
+	n.postgres = true
+	runConsentFlow(t, n)
+}
+
+func runConsentFlow(t *testing.T, n *testNet) {
 	a := n.start(t, "a.example")
 	b := n.startWith(t, "b.example", func(c *Config) {
 		c.RequireConsent = true
