@@ -52,15 +52,15 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// KeyPackages is how many KeyPackages each local client keeps published (default 4).
 	KeyPackages int
-	// CatchUp is how long an operation refused for a wrong epoch waits for the hub's notify before retrying
-	// (default 10 s).
-	CatchUp time.Duration
 	// RequireConsent makes keyMaterial for a local user, asked for by another provider's user, answer noConsent
 	// (or noConsentForThisRoom) unless the local user granted it (GrantConsent).
 	RequireConsent bool
 	// Findable says whether a local user may be found by identifierQuery (by exact handle or nick); nil lets every
 	// user be.
 	Findable func(ctx context.Context, user string) bool
+	// CatchUp is how long an operation refused for a wrong epoch waits for the hub's notify before retrying
+	// (default 10 s).
+	CatchUp time.Duration
 }
 
 // Callbacks are how the application (the bridge) hears about a room. A callback that returns an error is called
