@@ -36,25 +36,11 @@ func (p *Provider) receiveNotify(ctx context.Context, from, room string, body []
 		if err := checkFanoutRoom(room, &msgs[i]); err != nil {
 			return err
 		}
-		pm := msgs[i].Message.PrivateMessage
-		handshake = handshake || pm == nil || pm.ContentType != wire.ContentApplication
+		handshake = handshake || msgs[i].Message.PrivateMessage == nil
 	}
 	lock := p.roomLock(room)
 	lock.Lock()
 	defer lock.Unlock()
-	if !handshake {
-		err := p.receiveApplication(ctx, from, room, msgs, raw, lock)
-		if err == nil {
-			p.kickInbox()
-			return nil
-		}
-		// The cached groups are ahead of what is stored.
-		lock.reset()
-		if !errors.Is(err, errRepeated) {
-			return fmt.Errorf("applying notify for %s: %w", room, err)
-		}
-		// A repeat: applied below from the stored state, message by message, so that only what is new is applied.
-	}
 	err = p.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		// The clients' groups come from the room's cache and are stored once at the end of the body.
 		set := newGroupSet(p, room, lock)
@@ -91,79 +77,6 @@ func (p *Provider) receiveNotify(ctx context.Context, from, room string, body []
 		p.maybeCommitPending(ctx, room)
 	}
 	return nil
-}
-
-// errRepeated ends receiveApplication at a message applied before.
-var errRepeated = errors.New("notify body repeats a message already applied")
-
-// receiveApplication is receiveNotify for a body of application messages only: the local clients decrypt it before
-// the transaction, which then only writes (the digests, the events, the new states), so that the provider's one
-// database connection is not held across the MLS work. A digest already stored (the hub repeating what it sent
-// before) rolls it all back with errRepeated, and the caller applies the body message by message. The caller holds
-// the room's lock and drops its cache on any error.
-func (p *Provider) receiveApplication(ctx context.Context, from, room string, msgs []protocol.FanoutMessage, raw [][]byte, lr *localRoom) error {
-	log := zerolog.Ctx(ctx).With().Str("room", room).Logger()
-	set := newGroupSet(p, room, lr)
-	clients, err := set.list(ctx)
-	if err != nil {
-		return err
-	}
-	type event struct {
-		sender string
-		data   []byte
-		ts     uint64
-	}
-	var events []event
-	for i := range msgs {
-		fm := &msgs[i]
-		delivered := false
-		for _, client := range clients {
-			g, err := set.get(ctx, client)
-			if err != nil {
-				return err
-			}
-			res, err := g.Process(&fm.Message)
-			if err != nil {
-				// As in apply: a client that cannot follow must not block the room's queue.
-				log.Warn().Err(err).Str("client", client).Msg("Local client could not process fan-out message")
-				if messageEpoch(&fm.Message) > g.Epoch() {
-					p.resyncLater(room, client)
-				}
-				set.failed = true
-				continue
-			}
-			set.dirty[client] = true
-			if delivered || res.Kind != group.KindApplication {
-				continue
-			}
-			delivered = true
-			if _, sender, err := clientOfLeaf(g.Tree().Leaf(res.Sender.LeafIndex)); err != nil {
-				log.Warn().Err(err).Msg("Message from an unidentifiable leaf")
-			} else {
-				events = append(events, event{sender, res.ApplicationData, fm.Timestamp})
-			}
-		}
-	}
-	return p.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for i := range raw {
-			digest := sha256.Sum256(raw[i])
-			res, err := p.db.Exec(ctx, insertReceivedQuery, from, digest[:], int64(nowMillis()))
-			if err != nil {
-				return err
-			}
-			if n, err := res.RowsAffected(); err != nil {
-				return err
-			} else if n == 0 {
-				return errRepeated
-			}
-		}
-		for _, e := range events {
-			if err := p.queueEvent(ctx, room, "message", e.sender, e.data, e.ts); err != nil {
-				return err
-			}
-		}
-		return set.flush(ctx)
-	})
 }
 
 // checkFanoutRoom refuses a fan-out message for another group.
