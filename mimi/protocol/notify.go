@@ -79,18 +79,28 @@ func EncodeFanout(msgs []FanoutMessage) ([]byte, error) {
 
 // DecodeFanout parses a notify body: one or more concatenated FanoutMessages.
 func DecodeFanout(b []byte) ([]FanoutMessage, error) {
+	out, _, err := DecodeFanoutRaw(b)
+	return out, err
+}
+
+// DecodeFanoutRaw is DecodeFanout that also returns each message's bytes as they are in b (sub-slices of it), so
+// that a follower can recognise a repeated message by its digest without encoding it again.
+func DecodeFanoutRaw(b []byte) ([]FanoutMessage, [][]byte, error) {
 	r := codec.NewReader(b)
 	var out []FanoutMessage
+	var raw [][]byte
 	for !r.Empty() {
+		start := len(b) - r.Len()
 		var f FanoutMessage
 		f.UnmarshalMLS(r)
 		out = append(out, f)
+		raw = append(raw, b[start:len(b)-r.Len()])
 	}
 	if err := r.Finish(); err != nil {
-		return nil, fmt.Errorf("decoding notify body (message %d): %w", len(out)-1, err)
+		return nil, nil, fmt.Errorf("decoding notify body (message %d): %w", len(out)-1, err)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("decoding notify body: %w: empty", ErrWrongMessage)
+		return nil, nil, fmt.Errorf("decoding notify body: %w: empty", ErrWrongMessage)
 	}
-	return out, nil
+	return out, raw, nil
 }

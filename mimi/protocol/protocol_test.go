@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -368,6 +369,13 @@ func FuzzDecode(f *testing.F) {
 		&GroupInfoRequest{JoiningCode: []byte("x")},
 		&GroupInfoResponse{Status: GroupInfoSuccess},
 		&FanoutMessage{Message: v.welcome, RatchetTreeOption: &RatchetTreeOption{Representation: TreeFull, Tree: v.tree}},
+		&ConsentEntry{Operation: ConsentGrant, RequesterURI: "mimi://a/u/x", TargetURI: "mimi://b/u/y", RoomID: "mimi://a/r/z",
+			ClientKeyPackages: []*wire.KeyPackage{v.keyPackage.KeyPackage}, Extensions: []Component{{1, []byte{2}}, {3, nil}}},
+		&ConsentEntry{Operation: ConsentRequest, RequesterURI: "mimi://a/u/x", TargetURI: "mimi://b/u/y"},
+		&IdentifierRequest{Elements: []QueryElement{{Type: SearchHandle, Value: "im:y@b"}, {Type: SearchVCardField, Name: "ORG", Value: "b"}}},
+		&IdentifierResponse{Code: IdentifierSuccess, URIs: []string{"mimi://b/u/y"},
+			Profiles: []UserProfile{{StableURI: "mimi://b/u/y", Fields: []ProfileField{{Source: 7, Name: "given_name", Value: []byte("Y")}}}}},
+		&GroupInfoRatchetTreeTBE{GroupInfo: *v.groupInfo.GroupInfo, RatchetTreeOption: RatchetTreeOption{Representation: TreeFull, Tree: v.tree}},
 	} {
 		f.Add(codec.Marshal(m))
 	}
@@ -402,5 +410,87 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("fanout accepted %x but re-encodes to %x (%v)", b, out, err)
 			}
 		}
+		if msgs, raw, err := DecodeFanoutRaw(b); err == nil {
+			if len(raw) != len(msgs) || !bytes.Equal(bytes.Join(raw, nil), b) {
+				t.Fatalf("fanout spans of %x do not make up the body", b)
+			}
+			for i := range msgs {
+				if out, err := EncodeFanout(msgs[i : i+1]); err != nil || !bytes.Equal(out, raw[i]) {
+					t.Fatalf("fanout message %d of %x is not its span", i, b)
+				}
+			}
+		}
+		k, err := DecodeConsentEntry(b)
+		check("consent", k, err)
+		l, err := DecodeIdentifierRequest(b)
+		check("identifier request", l, err)
+		m, err := DecodeIdentifierResponse(b)
+		check("identifier response", m, err)
+		var tbe GroupInfoRatchetTreeTBE
+		if err := codec.Unmarshal(b, &tbe); err == nil {
+			if out := codec.Marshal(&tbe); !bytes.Equal(out, b) {
+				t.Fatalf("GroupInfoRatchetTreeTBE accepted %x but re-encodes to %x", b, out)
+			}
+		}
 	})
+}
+
+// FuzzParseDirectory: the directory parser never panics, and what it accepts lists the required endpoints as https
+// templates.
+func FuzzParseDirectory(f *testing.F) {
+	f.Add([]byte(`{"keyMaterial":"https://a/v1/keyMaterial/{targetUser}","update":"https://a/v1/update/{roomId}","notify":"https://a/v1/notify/{roomId}","submitMessage":"https://a/v1/submitMessage/{roomId}","groupInfo":"https://a/v1/groupInfo/{roomId}","identifierQuery":"https://a/v1/identifierQuery/{domain}"}`))
+	f.Add([]byte(`{"keyMaterial":"http://a"}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := ParseDirectory(b)
+		if err != nil {
+			return
+		}
+		for _, tmpl := range []string{d.KeyMaterial, d.Update, d.Notify, d.SubmitMessage, d.GroupInfo} {
+			if !strings.HasPrefix(tmpl, "https://") {
+				t.Fatalf("accepted %q with endpoint %q", b, tmpl)
+			}
+		}
+	})
+}
+
+// TestConsentAndIdentifierBodies: the consent and identifier-query bodies round-trip, and the decoders refuse what the
+// draft's structures do not allow.
+func TestConsentAndIdentifierBodies(t *testing.T) {
+	v := loadVectors(t)
+	grant := &ConsentEntry{Operation: ConsentGrant, RequesterURI: "mimi://a.example/u/alice", TargetURI: "mimi://b.example/u/bob",
+		RoomID: "mimi://a.example/r/r1", ClientKeyPackages: []*wire.KeyPackage{v.keyPackage.KeyPackage}}
+	b := roundTrip(t, "grant", grant, DecodeConsentEntry)
+	got, _ := DecodeConsentEntry(b)
+	if got.RoomID != grant.RoomID || len(got.ClientKeyPackages) != 1 {
+		t.Fatalf("grant decoded as %+v", got)
+	}
+	// A request carries no key packages: the same bytes with the operation changed leave the vector unread.
+	req := slices.Clone(b)
+	req[0] = byte(ConsentRequest)
+	if _, err := DecodeConsentEntry(req); err == nil {
+		t.Fatal("a request with a grant's key packages decoded")
+	}
+	roundTrip(t, "any-room request", &ConsentEntry{Operation: ConsentRequest, RequesterURI: "mimi://a.example/u/alice", TargetURI: "mimi://b.example/u/bob"}, DecodeConsentEntry)
+	q := &IdentifierRequest{Elements: []QueryElement{{Type: SearchHandle, Value: "im:bob@b.example"}, {Type: SearchOIDCStdClaim, Name: "family_name", Value: "B"}}}
+	roundTrip(t, "identifier request", q, DecodeIdentifierRequest)
+	roundTrip(t, "identifier response", &IdentifierResponse{Code: IdentifierSuccess, URIs: []string{"mimi://b.example/u/bob"}}, DecodeIdentifierResponse)
+	for name, body := range map[string][]byte{
+		"operation 4":                {4, 1, 'a', 1, 'b', 0, 0},
+		"empty requester":            {byte(ConsentRequest), 0, 1, 'b', 0, 0},
+		"present but empty room":     {byte(ConsentRequest), 1, 'a', 1, 'b', 1, 0, 0},
+		"unsorted extensions":        {byte(ConsentCancel), 1, 'a', 1, 'b', 0, 6, 0, 2, 0, 0, 1, 0},
+		"no query elements":          {0, 0},
+		"search type 9":              {3, 9, 1, 'x', 0},
+		"not-found with results":     {byte(IdentifierNotFound), 2, 1, 'u', 0, 0},
+		"profile field of source 1":  {0, 0, 6, 1, 'u', 3, 1, 0, 0, 0},
+		"identifier response code 5": {5, 0, 0, 0},
+	} {
+		_, e1 := DecodeConsentEntry(body)
+		_, e2 := DecodeIdentifierRequest(body)
+		_, e3 := DecodeIdentifierResponse(body)
+		if e1 == nil || e2 == nil || e3 == nil {
+			t.Errorf("%s (%x) decoded: consent %v, request %v, response %v", name, body, e1, e2, e3)
+		}
+	}
 }

@@ -118,6 +118,9 @@ func TestBadInput(t *testing.T) {
 		{"update", update, roomVars}, {"submitMessage", submit, roomVars}, {"notify", notify, roomVars},
 		{"groupInfo", func(d *protocol.Directory) string { return d.GroupInfo }, roomVars},
 		{"keyMaterial", func(d *protocol.Directory) string { return d.KeyMaterial }, map[string]string{"targetUser": alice}},
+		{"requestConsent", func(d *protocol.Directory) string { return d.RequestConsent }, map[string]string{"targetDomain": "a.example"}},
+		{"updateConsent", func(d *protocol.Directory) string { return d.UpdateConsent }, map[string]string{"requesterDomain": "a.example"}},
+		{"identifierQuery", func(d *protocol.Directory) string { return d.IdentifierQuery }, map[string]string{"domain": "a.example"}},
 	} {
 		for _, body := range [][]byte{nil, {0xff}, []byte("not a TLS structure at all"), {0x00, 0x01, 0x00, 0x02, 0x40}} {
 			status, resp := post(b, ep.url, ep.vars, body)
@@ -242,7 +245,113 @@ func TestBadInput(t *testing.T) {
 	if r := submitAnswer(&protocol.SubmitMessageRequest{AppMessage: oldEpoch, SendingURI: bob}); r.Code != protocol.SubmitEpochTooOld || r.CurrentEpoch != epochBefore {
 		t.Fatalf("message for an old epoch: %+v", r)
 	}
+	// A message sent as a user that is not in the room, and as one listed but with no client in the group.
+	erin, _ := b.register("erin", "phone")
+	if r := submitAnswer(&protocol.SubmitMessageRequest{AppMessage: *pm, SendingURI: erin}); r.Code != protocol.SubmitNotAllowed {
+		t.Fatalf("message sent as a non-member: %+v", r)
+	}
 	unchanged("bad submitMessage")
+
+	// groupInfo: a requester that is not in the room, one of another provider than the sender, and an unknown room.
+	groupInfoAnswer := func(from *node, id *group.Identity, roomID string) protocol.GroupInfoCode {
+		t.Helper()
+		_, pub, _ := from.p.suite.GenerateKeyPair()
+		req := &protocol.GroupInfoRequest{CipherSuite: 1, RequestingSignatureKey: id.SigPub, RequestingCredential: id.Credential, GroupInfoPublicKey: pub}
+		if err := req.Sign(from.p.suite, id.SigPriv); err != nil {
+			t.Fatal(err)
+		}
+		body, _ := req.Encode()
+		status, resp := post(from, func(d *protocol.Directory) string { return d.GroupInfo }, map[string]string{"roomId": roomID}, body)
+		if status != http.StatusOK {
+			t.Fatalf("groupInfo: HTTP %d %s", status, resp)
+		}
+		r, err := protocol.DecodeGroupInfoResponse(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Status
+	}
+	erin1, _ := b.p.RegisterUser(ctx, "erin", "laptop")
+	identity := func(nd *node, client string) *group.Identity {
+		t.Helper()
+		id, _, err := nd.p.identity(ctx, client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	if st := groupInfoAnswer(b, identity(b, erin1), room); st != protocol.GroupInfoNotAuthorized {
+		t.Fatalf("groupInfo for a non-member: status %d", st)
+	}
+	// b asks with the credential and key of cathy (of c): a provider may only ask for its own users.
+	_, cathy1 := c.register("cathy", "tablet")
+	if st := groupInfoAnswer(b, identity(c, cathy1), room); st != protocol.GroupInfoNotAuthorized {
+		t.Fatalf("groupInfo for another provider's user: status %d", st)
+	}
+	if st := groupInfoAnswer(b, identity(b, bob1), RoomURI("a.example", "nowhere")); st != protocol.GroupInfoNoSuchRoom {
+		t.Fatalf("groupInfo for an unknown room: status %d", st)
+	}
+	unchanged("bad groupInfo")
+
+	// keyMaterial through the hub: the room's policy does not let the observer add participants, and a provider may
+	// not ask in another provider's user's name.
+	kmStatus := func(from *node, requesterClient, requester, target string) int {
+		t.Helper()
+		id, _, err := from.p.identity(ctx, requesterClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := &protocol.KeyMaterialRequest{RequestingUser: requester, TargetUser: target, RoomID: room, AcceptableCiphersuites: []uint16{1},
+			RequesterSignatureKey: id.SigPub, RequesterCredential: id.Credential}
+		if err := req.Sign(from.p.suite, id.SigPriv); err != nil {
+			t.Fatal(err)
+		}
+		body, _ := req.Encode()
+		status, _ := post(from, func(d *protocol.Directory) string { return d.KeyMaterial }, map[string]string{"targetUser": target}, body)
+		return status
+	}
+	dave1, _ := b.p.clientIn(ctx, room, dave)
+	if st := kmStatus(b, dave1, dave, alice); st != http.StatusForbidden {
+		t.Fatalf("key material for the observer: HTTP %d", st)
+	}
+	if st := kmStatus(b, erin1, erin, alice); st != http.StatusForbidden {
+		t.Fatalf("key material for a non-member: HTTP %d", st)
+	}
+	if st := kmStatus(c, cathy1, bob, alice); st != http.StatusForbidden {
+		t.Fatalf("key material asked by c in bob's name: HTTP %d", st)
+	}
+	if n := a.count("mimi_key_package WHERE claimed"); n != 0 {
+		t.Fatalf("%d key packages claimed by refused requests", n)
+	}
+
+	// notify from the hub with a message of an old epoch: answered 201 (a message the followers cannot use must not
+	// block the room's queue), and no event, group state or epoch change at the follower.
+	ag, _ := a.p.loadGroup(ctx, room, alice1)
+	am, err := ag.Protect(text(t, alice, room, "from an old epoch"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldMsg := *am.PrivateMessage
+	oldMsg.Epoch--
+	am.PrivateMessage = &oldMsg
+	nb, err := protocol.EncodeFanout([]protocol.FanoutMessage{{Timestamp: nowMillis(), Message: *am}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobState := func() string {
+		var st []byte
+		if err := b.db.QueryRow(ctx, "SELECT state FROM mimi_client_group WHERE client_uri=$1", bob1).Scan(&st); err != nil {
+			t.Fatal(err)
+		}
+		return string(st)
+	}
+	stateBefore, bobEpoch := bobState(), epochBefore
+	if status, _, _, err := a.p.peers.post(ctx, "b.example", notify, roomVars, nb); err != nil || status != http.StatusCreated {
+		t.Fatalf("stale notify: %d %v", status, err)
+	}
+	if e, _ := b.epochAuth(room, bob1); e != bobEpoch || bobState() != stateBefore || b.count("mimi_inbox") != 0 {
+		t.Fatalf("stale notify changed bob's group (epoch %d) or queued %d events", e, b.count("mimi_inbox"))
+	}
 
 	// keyMaterial with a broken signature.
 	id, _, _ := b.p.identity(ctx, bob1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +16,10 @@ import (
 // batchRows bounds the fan-out messages concatenated into one notify request.
 const batchRows = 64
 
+// memRows bounds the rows a worker keeps in memory; past it (a follower down for long) it reads them from the
+// database again.
+const memRows = 10000
+
 // fanout delivers the hub's outbox: one worker per follower, one request in flight each, in outbox order, retried
 // with exponential backoff (or the follower's Retry-After) until the follower answers 201. Rows are deleted only
 // after that answer, and are sent as stored, so a restart repeats byte for byte what may already have arrived.
@@ -25,6 +30,18 @@ type fanout struct {
 	workers map[string]chan struct{}
 	status  map[string]*FollowerStatus
 	wg      sync.WaitGroup
+	// mem is, for a destination whose memOK is set, exactly its rows in mimi_outbox in order, so that its worker
+	// reads the database only after a start or a fall-back; gen counts the rows queued for it, so that a worker
+	// that found the table empty knows whether rows came meanwhile.
+	mem   map[string][]outboxRow
+	memOK map[string]bool
+	gen   map[string]uint64
+}
+
+// queuedRow is an outbox row just stored for dest.
+type queuedRow struct {
+	dest string
+	outboxRow
 }
 
 // FollowerStatus is the delivery state of one follower provider.
@@ -39,7 +56,8 @@ type FollowerStatus struct {
 }
 
 func newFanout(p *Provider) *fanout {
-	return &fanout{p: p, workers: map[string]chan struct{}{}, status: map[string]*FollowerStatus{}}
+	return &fanout{p: p, workers: map[string]chan struct{}{}, status: map[string]*FollowerStatus{},
+		mem: map[string][]outboxRow{}, memOK: map[string]bool{}, gen: map[string]uint64{}}
 }
 
 func (f *fanout) start(ctx context.Context) error {
@@ -83,31 +101,87 @@ func (f *fanout) kick(dests ...string) {
 	}
 }
 
+// enqueue hands rows the hub has just committed to their workers.
+func (f *fanout) enqueue(rows []queuedRow) {
+	f.mu.Lock()
+	var dests []string
+	for _, r := range rows {
+		f.gen[r.dest]++
+		if f.memOK[r.dest] {
+			if f.mem[r.dest] = append(f.mem[r.dest], r.outboxRow); len(f.mem[r.dest]) > memRows {
+				f.memOK[r.dest], f.mem[r.dest] = false, nil
+			}
+		}
+		if !slices.Contains(dests, r.dest) {
+			dests = append(dests, r.dest)
+		}
+	}
+	f.mu.Unlock()
+	f.kick(dests...)
+}
+
+// next is the next batch for dest: from memory, or from the table until the table is found empty.
+func (f *fanout) next(ctx context.Context, dest string) (rows []outboxRow, more, fromMem bool, err error) {
+	f.mu.Lock()
+	if f.memOK[dest] {
+		q := f.mem[dest]
+		n := 0
+		for n < len(q) && n < batchRows && q[n].room == q[0].room {
+			n++
+		}
+		f.mu.Unlock()
+		return q[:n:n], n < len(q), true, nil
+	}
+	gen := f.gen[dest]
+	f.mu.Unlock()
+	rows, more, err = f.head(ctx, dest)
+	if err == nil && len(rows) == 0 {
+		f.mu.Lock()
+		if f.gen[dest] == gen {
+			f.memOK[dest], f.mem[dest] = true, nil
+		}
+		f.mu.Unlock()
+	}
+	return rows, more, false, err
+}
+
+// done drops delivered rows from memory.
+func (f *fanout) done(dest string, n int) (more bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.memOK[dest] {
+		f.mem[dest] = f.mem[dest][n:]
+		return len(f.mem[dest]) > 0
+	}
+	return true
+}
+
 type outboxRow struct {
 	seq    int64
 	room   string
 	fanout []byte
 }
 
-// head reads the first rows queued for dest that belong to the room of the first one.
-func (f *fanout) head(ctx context.Context, dest string) ([]outboxRow, error) {
+// head reads the first rows queued for dest that belong to the room of the first one; more says whether rows may
+// follow them (the batch is full, or the next row is another room's).
+func (f *fanout) head(ctx context.Context, dest string) (out []outboxRow, more bool, err error) {
 	rows, err := f.p.db.Query(ctx, outboxHeadQuery, dest, batchRows)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer rows.Close()
-	var out []outboxRow
 	for rows.Next() {
 		var r outboxRow
 		if err := rows.Scan(&r.seq, &r.room, &r.fanout); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if len(out) > 0 && r.room != out[0].room {
+			more = true
 			break
 		}
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	return out, more || len(out) == batchRows, rows.Err()
 }
 
 func (f *fanout) worker(ctx context.Context, dest string, kick chan struct{}) {
@@ -115,7 +189,7 @@ func (f *fanout) worker(ctx context.Context, dest string, kick chan struct{}) {
 	log := zerolog.Ctx(ctx).With().Str("follower", dest).Logger()
 	backoff := f.p.cfg.RetryMin
 	for ctx.Err() == nil {
-		rows, err := f.head(ctx, dest)
+		rows, more, fromMem, err := f.next(ctx, dest)
 		if err == nil && len(rows) == 0 {
 			select {
 			case <-ctx.Done():
@@ -137,6 +211,17 @@ func (f *fanout) worker(ctx context.Context, dest string, kick chan struct{}) {
 			if _, err = f.p.db.Exec(ctx, deleteOutboxQuery, dest, last, rows[0].room); err == nil {
 				f.setStatus(dest, nil)
 				backoff = f.p.cfg.RetryMin
+				if fromMem {
+					more = f.done(dest, len(rows))
+				}
+				// Rows queued since the head was read kicked the worker; without a kick there is nothing to read.
+				if !more {
+					select {
+					case <-ctx.Done():
+						return
+					case <-kick:
+					}
+				}
 				continue
 			}
 		}

@@ -26,10 +26,18 @@ func sameEpoch(t *testing.T, room string, clients map[*node][]string) uint64 {
 	return epoch
 }
 
-// waitEpoch waits until a client reaches an epoch.
+// waitEpoch waits until a client reaches an epoch; a client whose Welcome has not arrived yet is not there yet.
 func (nd *node) waitEpoch(room, client string, epoch uint64) {
 	nd.t.Helper()
-	waitFor(nd.t, client+" to reach its epoch", func() bool { e, _ := nd.epochAuth(room, client); return e >= epoch })
+	waitFor(nd.t, client+" to reach its epoch", func() bool {
+		g, err := nd.p.loadGroup(testContext(nd.t), room, client)
+		if errors.Is(err, ErrNotInRoom) {
+			return false
+		} else if err != nil {
+			nd.t.Fatal(err)
+		}
+		return g.Epoch() >= epoch
+	})
 }
 
 // TestFlows runs the draft's example flows over HTTPS between three providers: a creates a room and adds Bob of b,

@@ -27,43 +27,45 @@ func (p *Provider) receiveNotify(ctx context.Context, from, room string, body []
 	if hubDomain != from {
 		return &httpError{403, fmt.Errorf("%w: %s does not hub %s", ErrPeerAuth, from, room)}
 	}
-	msgs, err := protocol.DecodeFanout(body)
+	msgs, raw, err := protocol.DecodeFanoutRaw(body)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
+	handshake := false
 	for i := range msgs {
 		if err := checkFanoutRoom(room, &msgs[i]); err != nil {
 			return err
 		}
+		handshake = handshake || msgs[i].Message.PrivateMessage == nil
 	}
 	lock := p.roomLock(room)
 	lock.Lock()
 	defer lock.Unlock()
 	err = p.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		// The clients' groups are loaded once for the whole body and stored once at its end.
-		set := &groupSet{p: p, room: room}
+		// The clients' groups come from the room's cache and are stored once at the end of the body.
+		set := newGroupSet(p, room, lock)
 		for i := range msgs {
-			enc, err := protocol.EncodeFanout(msgs[i : i+1])
+			// The digest goes in first: a repeat (answered 201, applied once) changes no row.
+			digest := sha256.Sum256(raw[i])
+			res, err := p.db.Exec(ctx, insertReceivedQuery, from, digest[:], int64(nowMillis()))
 			if err != nil {
-				return fmt.Errorf("%w: %w", ErrBadRequest, err)
-			}
-			digest := sha256.Sum256(enc)
-			var one int
-			err = p.db.QueryRow(ctx, getReceivedQuery, from, digest[:]).Scan(&one)
-			if err == nil {
-				continue // a repeat: answered 201, applied once
-			} else if !errors.Is(err, sql.ErrNoRows) {
 				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				continue
 			}
 			if err := p.apply(ctx, room, &msgs[i], applyOptions{set: set}); err != nil {
-				return err
-			}
-			if _, err := p.db.Exec(ctx, insertReceivedQuery, from, digest[:], int64(nowMillis())); err != nil {
 				return err
 			}
 		}
 		return set.flush(ctx)
 	})
+	// What failed may have changed cached groups; handshake messages may change the room's clients.
+	if err != nil || handshake {
+		lock.reset()
+	}
 	if err != nil {
 		return fmt.Errorf("applying notify for %s: %w", room, err)
 	}
@@ -105,58 +107,49 @@ type applyOptions struct {
 	set *groupSet
 }
 
-// groupSet is the local clients' groups in a room, loaded on first use and stored by flush (in the caller's
-// transaction), so that a notify body of many messages decodes and encodes each group once.
+// groupSet is the local clients' groups in a room (from the room's cache) that one transaction changes, stored by
+// flush in it, so that a notify body of many messages encodes each group once.
 type groupSet struct {
-	p       *Provider
-	room    string
-	clients []string
-	loaded  bool
-	groups  map[string]*group.Group
-	dirty   map[string]bool
+	p     *Provider
+	room  string
+	lr    *localRoom
+	dirty map[string]bool
+	// failed marks a client that could not process a message: its cached group may be half-changed.
+	failed bool
 }
 
-func (s *groupSet) list(ctx context.Context) ([]string, error) {
-	if !s.loaded {
-		clients, err := s.p.roomClients(ctx, s.room)
-		if err != nil {
-			return nil, err
-		}
-		s.clients, s.loaded = clients, true
-		s.groups, s.dirty = map[string]*group.Group{}, map[string]bool{}
-	}
-	return s.clients, nil
+// newGroupSet is the set of a room whose lock the caller holds.
+func newGroupSet(p *Provider, room string, lr *localRoom) *groupSet {
+	return &groupSet{p: p, room: room, lr: lr, dirty: map[string]bool{}}
 }
+
+func (s *groupSet) list(ctx context.Context) ([]string, error) { return s.lr.list(ctx, s.p, s.room) }
 
 func (s *groupSet) get(ctx context.Context, client string) (*group.Group, error) {
-	if g := s.groups[client]; g != nil {
-		return g, nil
-	}
-	g, err := s.p.loadGroup(ctx, s.room, client)
-	if err != nil {
-		return nil, err
-	}
-	s.groups[client] = g
-	return g, nil
+	return s.lr.group(ctx, s.p, s.room, client)
 }
 
 // remove forgets a client removed from the group, and its stored state.
 func (s *groupSet) remove(ctx context.Context, client string) error {
-	s.clients = slices.DeleteFunc(slices.Clone(s.clients), func(c string) bool { return c == client })
-	delete(s.groups, client)
+	s.lr.clients = slices.DeleteFunc(slices.Clone(s.lr.clients), func(c string) bool { return c == client })
+	delete(s.lr.groups, client)
 	delete(s.dirty, client)
 	_, err := s.p.db.Exec(ctx, deleteGroupQuery, s.room, client)
 	return err
 }
 
-// flush stores the changed groups and forgets everything (a Welcome may add clients).
+// flush stores the changed groups.
 func (s *groupSet) flush(ctx context.Context) error {
 	for c := range s.dirty {
-		if err := s.p.saveGroup(ctx, c, s.groups[c]); err != nil {
+		if err := s.p.saveGroup(ctx, c, s.lr.groups[c]); err != nil {
 			return err
 		}
 	}
-	*s = groupSet{p: s.p, room: s.room}
+	s.dirty = map[string]bool{}
+	if s.failed {
+		s.failed = false
+		s.lr.reset()
+	}
 	return nil
 }
 
@@ -164,7 +157,7 @@ func (s *groupSet) flush(ctx context.Context) error {
 func (p *Provider) apply(ctx context.Context, room string, fm *protocol.FanoutMessage, opts applyOptions) (err error) {
 	set := opts.set
 	if set == nil {
-		set = &groupSet{p: p, room: room}
+		set = newGroupSet(p, room, p.roomLock(room))
 		defer func() {
 			if err == nil {
 				err = set.flush(ctx)
@@ -175,6 +168,8 @@ func (p *Provider) apply(ctx context.Context, room string, fm *protocol.FanoutMe
 		if err := set.flush(ctx); err != nil {
 			return err
 		}
+		// The Welcome may add local clients to the room.
+		set.lr.reset()
 		return p.applyWelcome(ctx, room, fm)
 	}
 	log := zerolog.Ctx(ctx).With().Str("room", room).Logger()
@@ -201,6 +196,7 @@ func (p *Provider) apply(ctx context.Context, room string, fm *protocol.FanoutMe
 			// The hub checked what it accepted; a client that cannot follow (an old epoch's duplicate, say) must not
 			// block the room's queue. One that is behind the room re-joins.
 			log.Warn().Err(err).Str("client", client).Msg("Local client could not process fan-out message")
+			set.failed = true
 			if messageEpoch(&fm.Message) > g.Epoch() {
 				p.resyncLater(room, client)
 			}

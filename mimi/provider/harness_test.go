@@ -85,8 +85,22 @@ type recorder struct {
 	msgs     []Message
 	members  []Membership
 	failNext int
+	consents []Consent
 	// hook, if set, sees every message as it arrives (benchmarks time them).
 	hook func(Message)
+}
+
+func (r *recorder) OnConsent(_ context.Context, c Consent) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.consents = append(r.consents, c)
+	return nil
+}
+
+func (r *recorder) consentOps() []Consent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.consents)
 }
 
 func (r *recorder) OnMessage(_ context.Context, m Message) error {
@@ -163,6 +177,8 @@ type node struct {
 	rec    *recorder
 	cert   tls.Certificate
 	pgURI  string
+	// configure, if set, changes the provider's Config.
+	configure func(*Config)
 }
 
 func testContext(t testing.TB) context.Context {
@@ -172,7 +188,14 @@ func testContext(t testing.TB) context.Context {
 
 func (n *testNet) start(t testing.TB, domain string) *node {
 	t.Helper()
-	nd := &node{t: t, n: n, domain: domain, path: filepath.Join(t.TempDir(), domain+".db"), rec: &recorder{}, cert: n.ca.issue(t, domain)}
+	return n.startWith(t, domain, nil)
+}
+
+// startWith starts a provider whose Config configure changes (at every restart).
+func (n *testNet) startWith(t testing.TB, domain string, configure func(*Config)) *node {
+	t.Helper()
+	nd := &node{t: t, n: n, domain: domain, path: filepath.Join(t.TempDir(), domain+".db"), rec: &recorder{}, cert: n.ca.issue(t, domain),
+		configure: configure}
 	if n.postgres {
 		nd.pgURI = testpg.NewDatabaseT(t)
 	}
@@ -201,8 +224,12 @@ func (nd *node) restart() {
 	if port != "" {
 		listen = "127.0.0.1:" + port
 	}
-	p, err := New(ctx, Config{Domain: nd.domain, Listen: listen, TLS: &TLSConfig{Certificate: nd.cert, Roots: nd.n.ca.pool}, DB: db.Database,
-		Callbacks: nd.rec, Locate: nd.n.locate, Dial: nd.n.dial, RetryMin: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond})
+	cfg := Config{Domain: nd.domain, Listen: listen, TLS: &TLSConfig{Certificate: nd.cert, Roots: nd.n.ca.pool}, DB: db.Database,
+		Callbacks: nd.rec, Locate: nd.n.locate, Dial: nd.n.dial, RetryMin: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond}
+	if nd.configure != nil {
+		nd.configure(&cfg)
+	}
+	p, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

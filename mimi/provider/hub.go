@@ -48,6 +48,57 @@ type hubRoom struct {
 	groupInfo []byte
 	seq       int64
 	pending   []pendingProposal
+	// view is what submit checks against, derived from pg once per epoch.
+	view *hubView
+	// batch is the application messages accepted and waiting for one transaction (group commit); committing says
+	// a submitter is running those transactions, without mu; idle is signalled when it stops.
+	batch      []*accepted
+	committing bool
+	idle       *sync.Cond
+}
+
+// accepted is an application message the hub accepted, to store and then answer.
+type accepted struct {
+	ts    uint64
+	dests []string
+	body  []byte
+	done  chan error
+}
+
+func newHubRoom(uri string, pg *group.PublicGroup, groupInfo []byte) *hubRoom {
+	r := &hubRoom{uri: uri, pg: pg, groupInfo: groupInfo}
+	r.idle = sync.NewCond(&r.mu)
+	return r
+}
+
+// lockIdle locks the room once no batch of messages is being stored: what changes the epoch comes after them.
+func (r *hubRoom) lockIdle() {
+	r.mu.Lock()
+	for r.committing {
+		r.idle.Wait()
+	}
+}
+
+// hubView is a room's state and membership in one epoch.
+type hubView struct {
+	epoch   uint64
+	state   *RoomState
+	users   map[string]int
+	domains []string // sorted
+}
+
+// current is the room's view at its epoch (r.mu held).
+func (r *hubRoom) current() (*hubView, error) {
+	if r.view != nil && r.view.epoch == r.pg.Epoch() {
+		return r.view, nil
+	}
+	state, err := DecodeRoomState(r.pg.Context().Extensions)
+	if err != nil {
+		return nil, err
+	}
+	users, domains := clientsByUser(r.pg)
+	r.view = &hubView{epoch: r.pg.Epoch(), state: state, users: users, domains: sortedKeys(domains)}
+	return r.view, nil
 }
 
 func newHub(p *Provider) *hub { return &hub{p: p, rooms: map[string]*hubRoom{}} }
@@ -77,7 +128,7 @@ func (h *hub) create(ctx context.Context, room string, gi *wire.GroupInfo, rt wi
 		return err
 	}
 	h.mu.Lock()
-	h.rooms[room] = &hubRoom{uri: room, pg: pg, groupInfo: codec.Marshal(gi)}
+	h.rooms[room] = newHubRoom(room, pg, codec.Marshal(gi))
 	h.mu.Unlock()
 	return nil
 }
@@ -109,7 +160,7 @@ func (h *hub) room(ctx context.Context, uri string) (*hubRoom, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replaying %s: %w", uri, err)
 	}
-	r := &hubRoom{uri: uri, pg: pg, groupInfo: latest}
+	r := newHubRoom(uri, pg, latest)
 	rows, err := h.p.db.Query(ctx, hubLogQuery, uri)
 	if err != nil {
 		return nil, fmt.Errorf("replaying %s: %w", uri, err)
@@ -252,7 +303,7 @@ func (h *hub) update(ctx context.Context, from, room string, req *protocol.Updat
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
+	r.lockIdle()
 	defer r.mu.Unlock()
 	pm := req.ProposalOrCommit.PublicMessage
 	if !bytes.Equal(pm.Content.GroupID, []byte(room)) {
@@ -370,7 +421,9 @@ func (h *hub) update(ctx context.Context, from, room string, req *protocol.Updat
 		}
 	}
 	seq := r.seq
+	var queued []queuedRow
 	err = h.p.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		queued = queued[:0]
 		for i := range msgs {
 			seq++
 			if _, err := h.p.db.Exec(ctx, insertHubLogQuery, room, seq, int64(msgs[i].PublicMessage.Content.Epoch), codec.Marshal(&msgs[i]), int64(ts)); err != nil {
@@ -384,13 +437,13 @@ func (h *hub) update(ctx context.Context, from, room string, req *protocol.Updat
 		if pm.Content.ContentType == wire.ContentProposal {
 			fm.MoreProposals = req.MoreProposals
 		}
-		if err := h.queue(ctx, room, sortedKeys(dests), fm); err != nil {
+		if err := h.queue(ctx, room, sortedKeys(dests), fm, &queued); err != nil {
 			return err
 		}
 		if welcomeDests != nil {
 			wm := protocol.FanoutMessage{Timestamp: ts, Message: wire.MLSMessage{Welcome: req.Welcome},
 				RatchetTreeOption: &protocol.RatchetTreeOption{Representation: protocol.TreeFull, Tree: r.pg.Tree().RatchetTree()}}
-			if err := h.queue(ctx, room, sortedKeys(welcomeDests), wm); err != nil {
+			if err := h.queue(ctx, room, sortedKeys(welcomeDests), wm, &queued); err != nil {
 				return err
 			}
 		}
@@ -412,14 +465,14 @@ func (h *hub) update(ctx context.Context, from, room string, req *protocol.Updat
 		}
 		r.pending = append(r.pending, accepted...)
 	}
-	h.p.fanout.kick(sortedKeys(dests)...)
-	h.p.fanout.kick(sortedKeys(welcomeDests)...)
+	h.p.fanout.enqueue(queued)
 	zerolog.Ctx(ctx).Debug().Str("room", room).Str("from", from).Uint64("epoch", r.pg.Epoch()).Msg("Hub accepted update")
 	return &protocol.UpdateRoomResponse{Code: protocol.UpdateSuccess, AcceptedTimestamp: ts}, nil
 }
 
-// queue adds one fan-out message for each destination.
-func (h *hub) queue(ctx context.Context, room string, dests []string, fm protocol.FanoutMessage) error {
+// queue adds one fan-out message for each destination, and lists the rows in queued (for the fan-out workers, once
+// the transaction committed).
+func (h *hub) queue(ctx context.Context, room string, dests []string, fm protocol.FanoutMessage, queued *[]queuedRow) error {
 	if len(dests) == 0 {
 		return nil
 	}
@@ -427,10 +480,16 @@ func (h *hub) queue(ctx context.Context, room string, dests []string, fm protoco
 	if err != nil {
 		return err
 	}
+	return h.insertOutbox(ctx, room, dests, b, fm.Timestamp, queued)
+}
+
+func (h *hub) insertOutbox(ctx context.Context, room string, dests []string, body []byte, ts uint64, queued *[]queuedRow) error {
 	for _, d := range dests {
-		if _, err := h.p.db.Exec(ctx, insertOutboxQuery, d, room, b, int64(fm.Timestamp)); err != nil {
+		row := queuedRow{dest: d, outboxRow: outboxRow{room: room, fanout: body}}
+		if err := h.p.db.QueryRow(ctx, insertOutboxQuery, d, room, body, int64(ts)).Scan(&row.seq); err != nil {
 			return fmt.Errorf("queueing fan-out to %s: %w", d, err)
 		}
+		*queued = append(*queued, row)
 	}
 	return nil
 }
@@ -444,51 +503,101 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// submit handles an application message from provider from.
-func (h *hub) submit(ctx context.Context, from, room string, req *protocol.SubmitMessageRequest, also func(context.Context, uint64) error) (*protocol.SubmitMessageResponse, error) {
+// submit handles an application message from provider from. Messages accepted while another submitter stores a
+// batch are stored together in the next transaction (group commit); each is answered once its transaction
+// committed, in acceptance order.
+func (h *hub) submit(ctx context.Context, from, room string, req *protocol.SubmitMessageRequest) (*protocol.SubmitMessageResponse, error) {
 	r, err := h.room(ctx, room)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	pm := req.AppMessage.PrivateMessage
 	if !bytes.Equal(pm.GroupID, []byte(room)) {
 		return nil, fmt.Errorf("%w: message for group %q", ErrBadRequest, pm.GroupID)
 	}
+	r.mu.Lock()
 	if pm.Epoch != r.pg.Epoch() {
+		r.mu.Unlock()
 		return &protocol.SubmitMessageResponse{Code: protocol.SubmitEpochTooOld, CurrentEpoch: r.pg.Epoch()}, nil
 	}
 	d, err := ParseUser(req.SendingURI)
 	if err != nil || d != from {
+		r.mu.Unlock()
 		return &protocol.SubmitMessageResponse{Code: protocol.SubmitNotAllowed}, nil
 	}
-	state, err := DecodeRoomState(r.pg.Context().Extensions)
+	view, err := r.current()
 	if err != nil {
+		r.mu.Unlock()
 		return nil, err
 	}
-	users, domains := clientsByUser(r.pg)
-	if err := checkSend(state, req.SendingURI, users[req.SendingURI]); err != nil {
+	if err := checkSend(view.state, req.SendingURI, view.users[req.SendingURI]); err != nil {
+		r.mu.Unlock()
 		zerolog.Ctx(ctx).Debug().Err(err).Str("room", room).Msg("Hub refused message")
 		return &protocol.SubmitMessageResponse{Code: protocol.SubmitNotAllowed}, nil
 	}
-	delete(domains, from)
-	dests := sortedKeys(domains)
-	ts := nowMillis()
-	err = h.p.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := h.queue(ctx, room, dests, protocol.FanoutMessage{Timestamp: ts, Message: req.AppMessage}); err != nil {
-			return err
-		}
-		if also != nil {
-			return also(ctx, ts)
-		}
-		return nil
-	})
-	if err != nil {
+	a := &accepted{ts: nowMillis(), dests: slices.DeleteFunc(slices.Clone(view.domains), func(d string) bool { return d == from }), done: make(chan error, 1)}
+	if a.body, err = protocol.EncodeFanout([]protocol.FanoutMessage{{Timestamp: a.ts, Message: req.AppMessage}}); err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
+	r.batch = append(r.batch, a)
+	if !r.committing {
+		r.committing = true
+		// The batch is stored for every submitter in it: not under this request's cancellation.
+		h.storeBatches(context.WithoutCancel(ctx), r)
+		r.committing = false
+		r.idle.Broadcast()
+	}
+	r.mu.Unlock()
+	if err := <-a.done; err != nil {
 		return nil, fmt.Errorf("persisting accepted message in %s: %w", room, err)
 	}
-	h.p.fanout.kick(dests...)
-	return &protocol.SubmitMessageResponse{Code: protocol.SubmitAccepted, AcceptedTimestamp: ts}, nil
+	return &protocol.SubmitMessageResponse{Code: protocol.SubmitAccepted, AcceptedTimestamp: a.ts}, nil
+}
+
+// storeBatches stores r.batch, one transaction per batch, until none is left (r.mu held, released meanwhile).
+func (h *hub) storeBatches(ctx context.Context, r *hubRoom) {
+	for len(r.batch) > 0 {
+		batch := r.batch
+		r.batch = nil
+		r.mu.Unlock()
+		var queued []queuedRow
+		err := h.p.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+			queued = queued[:0]
+			for _, a := range batch {
+				if err := h.insertOutbox(ctx, r.uri, a.dests, a.body, a.ts, &queued); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			h.p.fanout.enqueue(queued)
+		}
+		for _, a := range batch {
+			a.done <- err
+		}
+		r.mu.Lock()
+	}
+}
+
+// mayAdd refuses (403, ErrNotAllowed) a key material request for a room hubbed here from a user the room's policy
+// does not let add participants.
+func (h *hub) mayAdd(ctx context.Context, room, user string) error {
+	r, err := h.room(ctx, room)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	view, err := r.current()
+	if err != nil {
+		return err
+	}
+	if !view.state.Can(user, CanAddParticipant) {
+		return &httpError{http.StatusForbidden, notAllowed("%s may not add participants to %s", user, room)}
+	}
+	return nil
 }
 
 // groupInfo answers a new client's request for the room's GroupInfo (to join by external commit): its user must be

@@ -185,14 +185,24 @@ func (p *Provider) serveKeyMaterial(ctx context.Context, from, target string, bo
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
+	if hubDomain == p.domain {
+		// The hub hands out key material for its rooms only to those the room's policy lets add participants.
+		if err := p.hub.mayAdd(ctx, req.RoomID, req.RequestingUser); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case targetDomain == p.domain:
+		if p.cfg.RequireConsent && reqDomain != p.domain {
+			if code, err := p.consentStatus(ctx, req.RequestingUser, target, req.RoomID); err != nil {
+				return nil, err
+			} else if code != protocol.UserSuccess {
+				return &protocol.KeyMaterialResponse{UserStatus: code, UserURI: target}, nil
+			}
+		}
 		return p.claimKeyMaterial(ctx, target)
 	case hubDomain == p.domain && from == reqDomain:
 		// The requester is in a room hubbed here: ask the target's provider on its behalf.
-		if _, err := p.hub.room(ctx, req.RoomID); err != nil {
-			return nil, err
-		}
 		return p.postKeyMaterial(ctx, targetDomain, req)
 	}
 	return &protocol.KeyMaterialResponse{UserStatus: protocol.UserUnknown, UserURI: target}, nil

@@ -24,6 +24,9 @@ import (
 // receivedKept is how long a follower remembers the notify messages it applied.
 const receivedKept = 7 * 24 * time.Hour
 
+// inboxBatch is how many events the callbacks get per read of mimi_inbox (its LIMIT).
+const inboxBatch = 64
+
 // Suite is the ciphersuite of the rooms this provider creates (the MLS mandatory-to-implement one).
 const Suite ciphersuite.ID = 1
 
@@ -49,6 +52,12 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// KeyPackages is how many KeyPackages each local client keeps published (default 4).
 	KeyPackages int
+	// RequireConsent makes keyMaterial for a local user, asked for by another provider's user, answer noConsent
+	// (or noConsentForThisRoom) unless the local user granted it (GrantConsent).
+	RequireConsent bool
+	// Findable says whether a local user may be found by identifierQuery (by exact handle or nick); nil lets every
+	// user be.
+	Findable func(ctx context.Context, user string) bool
 	// CatchUp is how long an operation refused for a wrong epoch waits for the hub's notify before retrying
 	// (default 10 s).
 	CatchUp time.Duration
@@ -115,8 +124,8 @@ type Provider struct {
 	listener net.Listener
 	baseURL  string
 
-	// roomLocks serialise what the follower side does in a room (commits, notify, sending).
-	roomLocks sync.Map // room URI → *sync.Mutex
+	// roomLocks serialise what the follower side does in a room (commits, notify, sending), and hold its cache.
+	roomLocks sync.Map // room URI → *localRoom
 	hub       *hub
 	fanout    *fanout
 	inboxKick chan struct{}
@@ -241,11 +250,6 @@ func (p *Provider) Close() error {
 	p.fanout.wait()
 	p.wg.Wait()
 	return err
-}
-
-func (p *Provider) roomLock(room string) *sync.Mutex {
-	m, _ := p.roomLocks.LoadOrStore(room, new(sync.Mutex))
-	return m.(*sync.Mutex)
 }
 
 func (p *Provider) groupConfig() group.Config {
@@ -397,7 +401,7 @@ func (p *Provider) inboxLoop(ctx context.Context) {
 
 func (p *Provider) drainInbox(ctx context.Context) error {
 	for {
-		rows, err := p.db.Query(ctx, inboxHeadQuery)
+		rows, err := p.db.Query(ctx, inboxHeadQuery, inboxBatch)
 		if err != nil {
 			return err
 		}
@@ -425,7 +429,13 @@ func (p *Provider) drainInbox(ctx context.Context) error {
 		for _, e := range evs {
 			if cb := p.cfg.Callbacks; cb != nil {
 				t := time.UnixMilli(e.hubTime)
-				if e.kind == "message" {
+				if isConsentKind(e.kind) {
+					if ccb, ok := cb.(ConsentCallbacks); ok {
+						if c, ok := consentEvent(e.kind, e.room, e.user, e.payload, t); ok {
+							cbErr = ccb.OnConsent(ctx, c)
+						}
+					}
+				} else if e.kind == "message" {
 					cbErr = cb.OnMessage(ctx, Message{Room: e.room, Sender: e.user, Content: e.payload, HubTime: t})
 				} else {
 					var role uint32
@@ -449,6 +459,10 @@ func (p *Provider) drainInbox(ctx context.Context) error {
 		}
 		if cbErr != nil {
 			return cbErr
+		}
+		// A short batch was all there was: what is stored after it kicks the loop.
+		if len(evs) < inboxBatch {
+			return nil
 		}
 	}
 }

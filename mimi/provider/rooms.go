@@ -58,13 +58,20 @@ func (p *Provider) CreateRoom(ctx context.Context, name, creator string, meta Ro
 	if err != nil {
 		return "", err
 	}
+	lock := p.roomLock(room)
+	lock.Lock()
+	lock.reset()
+	lock.Unlock()
 	p.kickInbox()
 	return room, nil
 }
 
 // clientIn is a local user's first client with a group in the room.
 func (p *Provider) clientIn(ctx context.Context, room, user string) (string, error) {
-	clients, err := p.roomClients(ctx, room)
+	lock := p.roomLock(room)
+	lock.Lock()
+	defer lock.Unlock()
+	clients, err := lock.list(ctx, p, room)
 	if err != nil {
 		return "", err
 	}
@@ -164,6 +171,8 @@ func (p *Provider) commitOnce(ctx context.Context, room, client string, build fu
 	lock := p.roomLock(room)
 	lock.Lock()
 	defer lock.Unlock()
+	// Commits are rare: they work on the stored state and leave the cache to be read again.
+	defer lock.reset()
 	g, err := p.loadGroup(ctx, room, client)
 	if err != nil {
 		return nil, err
@@ -297,6 +306,7 @@ func (p *Provider) Leave(ctx context.Context, room, user string) error {
 			if err := updateError(resp); err != nil {
 				return fmt.Errorf("leaving %s: %w", room, err)
 			}
+			p.kickInbox()
 			p.maybeCommitPending(ctx, room)
 			return nil
 		}
@@ -310,6 +320,7 @@ func (p *Provider) leaveOnce(ctx context.Context, room, user, client string) (*p
 	lock := p.roomLock(room)
 	lock.Lock()
 	defer lock.Unlock()
+	defer lock.reset()
 	g, err := p.loadGroup(ctx, room, client)
 	if err != nil {
 		return nil, err
@@ -409,7 +420,7 @@ func (p *Provider) sendOnce(ctx context.Context, room, user, client string, cont
 		return nil, err
 	}
 	if hubDomain == p.domain {
-		return p.hub.submit(ctx, p.domain, room, req, nil)
+		return p.hub.submit(ctx, p.domain, room, req)
 	}
 	return postToHub(ctx, p, hubDomain, room, "submitMessage", func(d *protocol.Directory) string { return d.SubmitMessage },
 		req, protocol.DecodeSubmitMessageResponse)
@@ -520,6 +531,7 @@ func (p *Provider) externalJoinOnce(ctx context.Context, room, client string, id
 	lock := p.roomLock(room)
 	lock.Lock()
 	defer lock.Unlock()
+	defer lock.reset()
 	opts := group.ExternalJoinOptions{RatchetTree: tbe.RatchetTreeOption.Tree}
 	if resync {
 		t, err := tree.FromRatchetTree(p.suite, tbe.RatchetTreeOption.Tree)
@@ -589,15 +601,17 @@ func (p *Provider) protect(ctx context.Context, room, client string, content []b
 	lock := p.roomLock(room)
 	lock.Lock()
 	defer lock.Unlock()
-	g, err := p.loadGroup(ctx, room, client)
+	g, err := lock.group(ctx, p, room, client)
 	if err != nil {
 		return nil, err
 	}
 	m, err := g.Protect(content, nil)
 	if err != nil {
+		lock.reset()
 		return nil, fmt.Errorf("encrypting: %w", err)
 	}
 	if err := p.saveGroup(ctx, client, g); err != nil {
+		lock.reset()
 		return nil, err
 	}
 	return m, nil

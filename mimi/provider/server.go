@@ -38,7 +38,7 @@ func (p *Provider) handler() http.Handler {
 		if err != nil {
 			return 0, nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
 		}
-		resp, err := p.hub.submit(ctx, from, r.PathValue("roomId"), req, nil)
+		resp, err := p.hub.submit(ctx, from, r.PathValue("roomId"), req)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -59,6 +59,20 @@ func (p *Provider) handler() http.Handler {
 	}))
 	mux.HandleFunc("POST /v1/keyMaterial/{targetUser}", p.endpoint(func(ctx context.Context, from string, r *http.Request, body []byte) (int, []byte, error) {
 		resp, err := p.serveKeyMaterial(ctx, from, r.PathValue("targetUser"), body)
+		if err != nil {
+			return 0, nil, err
+		}
+		b, err := resp.Encode()
+		return http.StatusOK, b, err
+	}))
+	mux.HandleFunc("POST /v1/requestConsent/{targetDomain}", p.endpoint(func(ctx context.Context, from string, r *http.Request, body []byte) (int, []byte, error) {
+		return http.StatusCreated, nil, p.receiveConsent(ctx, from, r.PathValue("targetDomain"), false, body)
+	}))
+	mux.HandleFunc("POST /v1/updateConsent/{requesterDomain}", p.endpoint(func(ctx context.Context, from string, r *http.Request, body []byte) (int, []byte, error) {
+		return http.StatusCreated, nil, p.receiveConsent(ctx, from, r.PathValue("requesterDomain"), true, body)
+	}))
+	mux.HandleFunc("POST /v1/identifierQuery/{domain}", p.endpoint(func(ctx context.Context, _ string, r *http.Request, body []byte) (int, []byte, error) {
+		resp, err := p.identifierQuery(ctx, r.PathValue("domain"), body)
 		if err != nil {
 			return 0, nil, err
 		}

@@ -42,20 +42,19 @@ const (
 	insertHubLogQuery  = `INSERT INTO mimi_hub_log (room_uri, seq, epoch, message, accepted_at) VALUES ($1, $2, $3, $4, $5)`
 	hubLogQuery        = `SELECT seq, message FROM mimi_hub_log WHERE room_uri=$1 ORDER BY seq`
 
-	insertOutboxQuery = `INSERT INTO mimi_outbox (destination, room_uri, fanout, created_at) VALUES ($1, $2, $3, $4)`
+	insertOutboxQuery = `INSERT INTO mimi_outbox (destination, room_uri, fanout, created_at) VALUES ($1, $2, $3, $4) RETURNING seq`
 	outboxDestsQuery  = `SELECT DISTINCT destination FROM mimi_outbox`
 	outboxHeadQuery   = `SELECT seq, room_uri, fanout FROM mimi_outbox WHERE destination=$1 ORDER BY seq LIMIT $2`
 	deleteOutboxQuery = `DELETE FROM mimi_outbox WHERE destination=$1 AND seq<=$2 AND room_uri=$3`
 	outboxCountQuery  = `SELECT destination, COUNT(*), MIN(created_at) FROM mimi_outbox GROUP BY destination`
 
-	getReceivedQuery = `SELECT 1 FROM mimi_received WHERE hub=$1 AND digest=$2`
 	// The digests only need to outlive the hub's retries; MLS refuses a message replayed later anyway (its epoch or
 	// its key generation is gone).
 	pruneReceivedQuery  = `DELETE FROM mimi_received WHERE received_at<$1`
-	insertReceivedQuery = `INSERT INTO mimi_received (hub, digest, received_at) VALUES ($1, $2, $3)`
+	insertReceivedQuery = `INSERT INTO mimi_received (hub, digest, received_at) VALUES ($1, $2, $3) ON CONFLICT (hub, digest) DO NOTHING`
 
 	insertInboxQuery = `INSERT INTO mimi_inbox (room_uri, kind, user_uri, payload, hub_time) VALUES ($1, $2, $3, $4, $5)`
-	inboxHeadQuery   = `SELECT seq, room_uri, kind, user_uri, payload, hub_time FROM mimi_inbox ORDER BY seq LIMIT 64`
+	inboxHeadQuery   = `SELECT seq, room_uri, kind, user_uri, payload, hub_time FROM mimi_inbox ORDER BY seq LIMIT $1`
 	deleteInboxQuery = `DELETE FROM mimi_inbox WHERE seq<=$1`
 )
 

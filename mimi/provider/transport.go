@@ -190,6 +190,11 @@ func directoryFor(base string) []byte {
 		Notify:        base + "/v1/notify/{roomId}",
 		SubmitMessage: base + "/v1/submitMessage/{roomId}",
 		GroupInfo:     base + "/v1/groupInfo/{roomId}",
+		// The draft's directory example names the consent paths' variables after users, its consent section after
+		// domains; a consent entry names both users, so the path carries the receiving provider's domain.
+		RequestConsent:  base + "/v1/requestConsent/{targetDomain}",
+		UpdateConsent:   base + "/v1/updateConsent/{requesterDomain}",
+		IdentifierQuery: base + "/v1/identifierQuery/{domain}",
 	}
 	b, _ := json.Marshal(d)
 	return b
