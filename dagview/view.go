@@ -48,6 +48,7 @@ var (
 	_ appservice.EventHandler       = (*View)(nil)
 	_ appservice.HandledRecorder    = (*View)(nil)
 	_ appservice.EventBatchPreparer = (*View)(nil)
+	_ appservice.RoomOrderer        = (*View)(nil)
 )
 
 // unmarkedEvents are a room's events the listener accepted whose delivered marks are not yet written: the last one
