@@ -47,10 +47,10 @@ func textEvent(eventID, body string) map[string]any {
 
 // fakeHomeserver answers the few client-server calls the view makes; unit tests only, the e2e tests use real ones.
 type fakeHomeserver struct {
-	lock     sync.Mutex
-	joins    int
-	state    []map[string]any
-	after    []map[string]any // what /messages returns after the /context token
+	lock  sync.Mutex
+	joins int
+	state []map[string]any
+	after []map[string]any // what /messages returns after the /context token
 	// before holds, per event, the events_before (newest first) that /context of it returns; none for the others.
 	before map[id.EventID][]map[string]any
 	// fetching, when set, is told when /messages is asked for what comes after the /context token, and that answer
