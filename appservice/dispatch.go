@@ -180,6 +180,13 @@ func (d *dispatcher) takeCatchUps(roomID id.RoomID) []chan catchUpResult {
 	return waiting
 }
 
+// failCatchUps answers the catch-ups still waiting for a room's worker that is stopping.
+func (d *dispatcher) failCatchUps(roomID id.RoomID) {
+	for _, result := range d.takeCatchUps(roomID) {
+		result <- catchUpResult{err: ErrNotStarted}
+	}
+}
+
 // order has the handler order the room's queue after seq after (RoomOrderer) and rewrites the queue to match. It
 // reports how many events it added to the queue and whether the queue changed; an error leaves the queue as it was.
 func (d *dispatcher) order(ctx context.Context, roomID id.RoomID, after int64, queued []*event.Event, full bool) (int, bool, error) {
@@ -286,6 +293,12 @@ func (d *dispatcher) idle(roomID id.RoomID, wake chan struct{}) bool {
 
 func (d *dispatcher) runRoom(roomID id.RoomID, wake chan struct{}) {
 	defer d.wg.Done()
+	// A worker that idles has no catch-up waiting (idle sees to it); one that stops with ctx leaves none waiting.
+	defer func() {
+		if d.ctx.Err() != nil {
+			d.failCatchUps(roomID)
+		}
+	}()
 	log := zerolog.Ctx(d.ctx).With().Stringer("room_id", roomID).Logger()
 	// The events handled are marked in few writes rather than one write each: in one statement for a stretch of
 	// them, written by the next event's handler in its own transaction or at the latest when the room goes quiet.

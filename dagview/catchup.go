@@ -3,6 +3,8 @@ package dagview
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -156,32 +158,52 @@ func (v *View) fetchMissed(ctx context.Context, roomID id.RoomID) ([]*event.Even
 	return missed, nil
 }
 
+// catchUpParallel is how many rooms CatchUpAll catches up at once: each waits for its room's worker, which may be
+// busy retrying an event, and one such room must not hold up the others.
+const catchUpParallel = 4
+
 // CatchUpAll runs CatchUp for every room the bot is joined to; a room that fails is logged and skipped.
 func (v *View) CatchUpAll(ctx context.Context) error {
 	rooms, err := v.Rooms(ctx)
 	if err != nil {
 		return err
 	}
-	total := 0
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, catchUpParallel)
 	for _, room := range rooms {
 		if !room.BotJoined {
 			continue
 		}
-		n, err := v.CatchUp(ctx, room.ID)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			zerolog.Ctx(ctx).Warn().Err(err).Stringer("room_id", room.ID).Msg("Failed to catch up room")
-			continue
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
 		}
-		total += n
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func(roomID id.RoomID) {
+			defer func() { <-slots; wg.Done() }()
+			n, err := v.CatchUp(ctx, roomID)
+			if err != nil {
+				if ctx.Err() == nil {
+					zerolog.Ctx(ctx).Warn().Err(err).Stringer("room_id", roomID).Msg("Failed to catch up room")
+				}
+				return
+			}
+			total.Add(int64(n))
+		}(room.ID)
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	level := zerolog.DebugLevel
-	if total > 0 {
+	if total.Load() > 0 {
 		level = zerolog.InfoLevel
 	}
-	zerolog.Ctx(ctx).WithLevel(level).Int("rooms", len(rooms)).Int("missed_events", total).Msg("Catch-up finished")
+	zerolog.Ctx(ctx).WithLevel(level).Int("rooms", len(rooms)).Int64("missed_events", total.Load()).Msg("Catch-up finished")
 	return nil
 }
 
