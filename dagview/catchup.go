@@ -48,11 +48,14 @@ func (v *View) CatchUp(ctx context.Context, roomID id.RoomID) (int, error) {
 }
 
 // OrderRoom gives the room worker the room's events in the homeserver's order (appservice.RoomOrderer). With full
-// set it is the catch-up's fetch; otherwise it checks the queued events against the room: the events just before
-// the first orderCheckSpan of them, back to one the stream holds, must all be queued. Those that are not (the
-// homeserver skipped them) come back in the room's order with the queued ones around them, to be queued first; when
-// nothing is missing, or the stream's last event is not within reach, nothing comes back and the events go as
-// pushed.
+// set it is the catch-up's fetch; otherwise it checks the queued events against the room: the events the homeserver
+// has just before the first orderCheckSpan of them (down to the stream's first event) must all be in the stream or
+// queued. Those that are not (the homeserver skipped them) come back in the room's order with the queued ones around
+// them, to be queued first; when nothing is missing, nothing comes back and the events go as pushed.
+//
+// The whole window is looked at, not only back to the first event the stream holds: where the DAG forked, an event
+// pushed after the skipped one can sit after it in the room's order (a ghost's message sent while alice's was left
+// behind), and a walk that stopped there would miss it.
 func (v *View) OrderRoom(ctx context.Context, roomID id.RoomID, queued []*event.Event, full bool) ([]*event.Event, error) {
 	if full {
 		return v.fetchMissed(ctx, roomID)
@@ -71,23 +74,29 @@ func (v *View) OrderRoom(ctx context.Context, roomID id.RoomID, queued []*event.
 	if err != nil {
 		return nil, fmt.Errorf("failed to get context of %s in %s: %w", anchor.ID, roomID, err)
 	}
-	// events_before is newest first; the walk stops at the first event the stream holds.
+	first, err := v.firstEventID(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	// events_before is newest first; what comes before the stream's first event was never the view's.
 	var before []*event.Event
-	missing, reached := 0, false
+	missing := 0
 	for _, evt := range around.EventsBefore {
+		if evt.ID == first {
+			break
+		}
 		if !isQueued[evt.ID] {
 			inStream, err := v.inStream(ctx, evt.ID)
 			if err != nil {
 				return nil, err
 			} else if inStream {
-				reached = true
-				break
+				continue
 			}
 			missing++
 		}
 		before = append(before, evt)
 	}
-	if !reached || missing == 0 {
+	if missing == 0 {
 		return nil, nil
 	}
 	inOrder := make([]*event.Event, 0, len(before)+1)
@@ -123,10 +132,22 @@ func (v *View) fetchMissed(ctx context.Context, roomID id.RoomID) ([]*event.Even
 	if err != nil {
 		return nil, fmt.Errorf("failed to get context of %s in %s: %w", room.LastEventID, roomID, err)
 	}
-	missed := make([]*event.Event, 0, len(around.EventsBefore)+len(around.EventsAfter))
-	// events_before is newest first.
-	for i := len(around.EventsBefore) - 1; i >= 0; i-- {
-		missed = append(missed, around.EventsBefore[i])
+	// events_before is newest first. Those before the stream's first event (the room's history before the bot was
+	// invited, never pushed) were never the view's: handed on now, they would put old state over the current one.
+	first, err := v.firstEventID(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	before := around.EventsBefore
+	for i, evt := range before {
+		if evt.ID == first {
+			before = before[:i]
+			break
+		}
+	}
+	missed := make([]*event.Event, 0, len(before)+len(around.EventsAfter))
+	for i := len(before) - 1; i >= 0; i-- {
+		missed = append(missed, before[i])
 	}
 	missed = append(missed, around.EventsAfter...)
 	from := around.End
