@@ -323,8 +323,9 @@ func (as *AppService) Stop() {
 	as.dispatcher.wg.Wait()
 }
 
-// Enqueue stores events that reached lmbridge other than by a transaction (catch-up through /messages) in the inbox,
-// skipping those already there, and hands them to the room workers. source is recorded in place of a txn ID.
+// Enqueue stores events that reached lmbridge other than by a transaction in the inbox, skipping those already there,
+// and hands them to the room workers. source is recorded in place of a txn ID. They are queued behind whatever the
+// inbox holds for their rooms; a catch-up, whose events may belong before those, goes through CatchUpRoom instead.
 func (as *AppService) Enqueue(ctx context.Context, source string, events []*event.Event) (int, error) {
 	stored := make([]storedEvent, 0, len(events))
 	for _, evt := range events {

@@ -150,8 +150,8 @@ func uninterruptible(ctx context.Context) context.Context {
 	return context.WithoutCancel(ctx)
 }
 
-// enqueue stores events that did not come in a transaction (catch-up through /messages); like store, it skips
-// events already in the inbox.
+// enqueue stores events that did not come in a transaction behind what is queued; like store, it skips events
+// already in the inbox.
 func (ib *inbox) enqueue(ctx context.Context, source string, events []storedEvent) (rooms []id.RoomID, newEvents int, err error) {
 	now := time.Now().UnixMilli()
 	ib.insertLock.Lock()
