@@ -504,3 +504,76 @@ func TestPermanentFailureIsRecordedAndRoomMovesOn(t *testing.T) {
 		t.Errorf("%d events left after pruning, want the failed one", n)
 	}
 }
+
+// orderingRecorder is a recorder that is also a RoomOrderer: a catch-up gives back inOrder.
+type orderingRecorder struct {
+	*recorder
+	inOrder []*event.Event
+}
+
+func (o *orderingRecorder) OrderRoom(ctx context.Context, roomID id.RoomID, queued []*event.Event, full bool) ([]*event.Event, error) {
+	if !full {
+		return nil, nil
+	}
+	return o.inOrder, nil
+}
+
+// A catch-up runs on the room's worker between two passes and queues what it found in the order it found it: events
+// queued already take their place in it (pushed out of order), events new to the inbox are added there, one handled
+// already is not handled again, and queued events the catch-up did not find keep coming after.
+func TestCatchUpRoomQueuesInTheHomeserversOrder(t *testing.T) {
+	rec := newRecorder()
+	room := id.RoomID("!r:hs.test")
+	decode := func(eventID id.EventID) *event.Event {
+		raw, _ := json.Marshal(msgEvent(room, eventID, string(eventID)))
+		evt, err := DecodeEvent(string(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evt
+	}
+	handler := &orderingRecorder{recorder: rec,
+		inOrder: []*event.Event{decode("$a"), decode("$c"), decode("$x"), decode("$b")}}
+	gate := make(chan struct{})
+	rec.block[room] = gate
+	tas := startTestAS(t, filepath.Join(t.TempDir(), "as.db"), handler, 1<<20)
+	if resp := tas.put(t, "1", txnBody(msgEvent(room, "$a", "a")), testHSToken, ""); resp.status != http.StatusOK {
+		t.Fatalf("PUT: %d %s", resp.status, resp.errcode)
+	}
+	waitFor(t, "the worker to take $a", func() bool { return tas.count(t, "appservice_event") == 1 })
+	time.Sleep(50 * time.Millisecond)
+	// While the worker is busy with $a, $b, $c and $d are queued in the order they were pushed.
+	if resp := tas.put(t, "2", txnBody(msgEvent(room, "$b", "b"), msgEvent(room, "$c", "c"), msgEvent(room, "$d", "d")), testHSToken, ""); resp.status != http.StatusOK {
+		t.Fatalf("PUT: %d %s", resp.status, resp.errcode)
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	caughtUp := make(chan result, 1)
+	go func() {
+		n, err := tas.CatchUpRoom(context.Background(), room)
+		caughtUp <- result{n, err}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	rec.lock.Lock()
+	delete(rec.block, room)
+	rec.lock.Unlock()
+	close(gate)
+	res := <-caughtUp
+	if res.err != nil || res.n != 1 {
+		t.Fatalf("CatchUpRoom: %d %v, want 1 new event ($x)", res.n, res.err)
+	}
+	waitFor(t, "five events", func() bool { return len(rec.roomEvents(room)) == 5 })
+	// A second catch-up finding the same finds nothing new and hands nothing on again.
+	if n, err := tas.CatchUpRoom(context.Background(), room); err != nil || n != 0 {
+		t.Fatalf("second CatchUpRoom: %d %v, want 0", n, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := fmt.Sprint(rec.roomEvents(room)); got != "[$a $c $x $b $d]" {
+		t.Errorf("handled %s, want [$a $c $x $b $d]", got)
+	}
+	if n := tas.count(t, "appservice_event"); n != 5 {
+		t.Errorf("%d inbox rows, want 5", n)
+	}
+}
