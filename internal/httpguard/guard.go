@@ -218,6 +218,14 @@ func (g *Guard) InFlight() int {
 	return g.requests
 }
 
+// InFlightFrom returns how many requests from addr count against MaxRequestsPerIP now: in flight and not
+// authenticated yet. A test waits on it rather than on time to know that a slow client holds its address's bound.
+func (g *Guard) InFlightFrom(addr netip.Addr) int {
+	g.lock.Lock()
+	defer g.lock.Unlock()
+	return g.perIP[addr.Unmap()]
+}
+
 func (g *Guard) admit(st *request) *Refusal {
 	g.lock.Lock()
 	defer g.lock.Unlock()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +178,54 @@ func TestRequestBoundsMoveFromAddressToOrigin(t *testing.T) {
 	}
 	if refused != 1 {
 		t.Errorf("%d of three unauthenticated requests from one address refused, want 1 (MaxRequestsPerIP 2)", refused)
+	}
+}
+
+// InFlightFrom counts an address's requests while they are in flight and not authenticated: not those of other
+// addresses, not one that authenticated, none once they are answered.
+func TestInFlightFromCountsTheAddressesUnauthenticatedRequests(t *testing.T) {
+	entered := make(chan string, 4)
+	release := make(chan struct{})
+	g, addr := serveGuarded(t, Limits{MaxRequestsPerIP: 8},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if origin := r.Header.Get("Origin-Name"); origin != "" {
+				_ = Authenticated(r, origin)
+			}
+			entered <- r.Header.Get("Origin-Name")
+			<-release
+		}))
+	from, other := netip.MustParseAddr("127.0.0.11"), netip.MustParseAddr("127.0.0.12")
+	send := func(origin string) net.Conn {
+		conn := dialFrom(t, from.String(), addr)
+		fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nOrigin-Name: %s\r\nConnection: close\r\n\r\n", origin)
+		return conn
+	}
+	conns := []net.Conn{send(""), send(""), send("a")}
+	for range conns {
+		select {
+		case <-entered:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the requests did not reach the handler")
+		}
+	}
+	if n := g.InFlightFrom(from); n != 2 {
+		t.Errorf("InFlightFrom(%s) with two unauthenticated requests and one authenticated in flight: %d, want 2", from, n)
+	}
+	if n := g.InFlightFrom(netip.AddrFrom16(from.As16())); n != 2 {
+		t.Errorf("InFlightFrom(%s), the IPv4-mapped form: %d, want 2", netip.AddrFrom16(from.As16()), n)
+	}
+	if n := g.InFlightFrom(other); n != 0 {
+		t.Errorf("InFlightFrom(%s), an address with no requests: %d, want 0", other, n)
+	}
+	close(release)
+	for i, conn := range conns {
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if data, err := io.ReadAll(conn); err != nil || !strings.HasPrefix(string(data), "HTTP/1.1 200") {
+			t.Fatalf("request %d once released: %q %v", i, data, err)
+		}
+	}
+	// The Guard uncounts a request before its answer is written.
+	if n := g.InFlightFrom(from); n != 0 {
+		t.Errorf("InFlightFrom(%s) once its requests are answered: %d, want 0", from, n)
 	}
 }

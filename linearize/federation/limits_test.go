@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,13 @@ import (
 // address.
 func serveLimited(t *testing.T, keys KeyLookup, handler Handler, limits httpguard.Limits) string {
 	t.Helper()
+	_, name := serveGuarded(t, keys, handler, limits)
+	return name
+}
+
+// serveGuarded is serveLimited that returns the listener's Guard too, for a test to wait on its state.
+func serveGuarded(t *testing.T, keys KeyLookup, handler Handler, limits httpguard.Limits) (*httpguard.Guard, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -33,15 +41,16 @@ func serveLimited(t *testing.T, keys KeyLookup, handler Handler, limits httpguar
 	name := ln.Addr().String()
 	srv := NewServer(name, NewKeyServer(name, mustKey(t)), keys, handler, testMaxRequestBytes)
 	ctx, cancel := context.WithCancel(context.Background())
+	guard := httpguard.New(ctx, "federation", limits)
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, ListenOptions{AllowPlainHTTP: true}, limits, srv) }()
+	go func() { done <- serve(ctx, ln, ListenOptions{AllowPlainHTTP: true}, guard, srv) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return name
+	return guard, name
 }
 
 // gateHandler holds every Send of one origin until release is closed.
@@ -175,28 +184,44 @@ func TestAddressOverItsBoundIsRefusedBeforeAuthentication(t *testing.T) {
 	good := federation.GenerateSigningKey()
 	keys := keysOf(map[string]*SigningKey{"good.example": good})
 	const perIP = 4
-	dest := serveLimited(t, keys, &recordingHandler{},
-		Limits(ListenOptions{MaxRequestsPerIP: perIP, MaxRequestsPerOrigin: 32, MaxRequestBytes: testMaxRequestBytes}))
+	limits := Limits(ListenOptions{MaxRequestsPerIP: perIP, MaxRequestsPerOrigin: 32, MaxRequestBytes: testMaxRequestBytes})
+	// The slow bodies must outlast the wait for them on a loaded machine; the read timeout has its own test.
+	limits.ReadTimeout = 5 * time.Minute
+	guard, dest := serveGuarded(t, keys, &recordingHandler{}, limits)
 	head := "PUT " + UnstablePrefix + "/send/slow HTTP/1.1\r\nHost: " + dest + "\r\n" +
 		`Authorization: X-Matrix origin="good.example",destination="` + dest + `",key="ed25519:a",sig="c2ln"` + "\r\n" +
 		"Content-Length: 100\r\n\r\n{"
-	for range perIP {
-		rawConn(t, dest, "127.0.0.3", head)
+	slow := make([]net.Conn, perIP)
+	for i := range perIP {
+		slow[i] = rawConn(t, dest, "127.0.0.3", head)
 	}
-	// The slow requests reach their handler in their own time; the refusal shows once they all have.
+	// The slow requests reach the guard in their own time. A request sent before they all have would take one of
+	// their places and have the last of them refused, and the address would never hold its bound with slow bodies.
+	from := netip.MustParseAddr("127.0.0.3")
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		status, fedErr, _, err := signedSend(t, good, "good.example", dest, "flood", "127.0.0.3", 30*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if status == http.StatusTooManyRequests && fedErr.ErrCode == ErrCodeLimitExceeded && fedErr.RetryAfterMS > 0 {
-			break
-		}
+	for guard.InFlightFrom(from) < perIP {
 		if time.Now().After(deadline) {
-			t.Fatalf("a request from an address with %d requests in flight: %d %+v, want 429 M_LIMIT_EXCEEDED", perIP, status, fedErr)
+			for i, conn := range slow {
+				_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+				if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err == nil {
+					t.Errorf("slow request %d was answered %d before its body arrived", i, resp.StatusCode)
+				}
+			}
+			t.Fatalf("%d of the %d slow requests in flight 30 s after they were sent", guard.InFlightFrom(from), perIP)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	status, fedErr, header, err := signedSend(t, good, "good.example", dest, "flood", from.String(), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != http.StatusTooManyRequests || fedErr.ErrCode != ErrCodeLimitExceeded || fedErr.RetryAfterMS <= 0 ||
+		header.Get("Retry-After") == "" {
+		t.Fatalf("a request from an address with %d requests in flight: %d %+v, Retry-After %q; want 429 M_LIMIT_EXCEEDED with retry_after_ms",
+			perIP, status, fedErr, header.Get("Retry-After"))
+	}
+	if n := guard.InFlightFrom(from); n != perIP {
+		t.Errorf("%d requests of the address in flight after the refusal, want its %d slow ones", n, perIP)
 	}
 	if status, fedErr, _, err := signedSend(t, good, "good.example", dest, "other", "127.0.0.4", 30*time.Second); err != nil || status != http.StatusOK {
 		t.Fatalf("a request from another address: %d %+v %v", status, fedErr, err)

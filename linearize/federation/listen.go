@@ -63,7 +63,7 @@ func checkListenConfig(cfg ListenOptions) error {
 // finished (for at most shutdownGrace, then their connections are closed), or when serving fails. The listener is
 // closed on return. Request contexts carry ctx's values (the logger).
 func Serve(ctx context.Context, ln net.Listener, cfg ListenOptions, handler http.Handler) error {
-	return serve(ctx, ln, cfg, Limits(cfg), handler)
+	return serve(ctx, ln, cfg, httpguard.New(ctx, "federation", Limits(cfg)), handler)
 }
 
 // Bounds of the federation listener (see Limits). A key document is a few KB and a /send transaction at most
@@ -104,12 +104,13 @@ func Limits(cfg ListenOptions) httpguard.Limits {
 	}
 }
 
-func serve(ctx context.Context, ln net.Listener, cfg ListenOptions, limits httpguard.Limits, handler http.Handler) error {
+// serve is Serve behind guard, which tests build with limits of their own and read the state of.
+func serve(ctx context.Context, ln net.Listener, cfg ListenOptions, guard *httpguard.Guard, handler http.Handler) error {
 	if err := checkListenConfig(cfg); err != nil {
 		_ = ln.Close()
 		return err
 	}
-	srv := httpguard.New(ctx, "federation", limits).Server(handler)
+	srv := guard.Server(handler)
 	srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 	fresh := trackFreshConns(srv)
 	if cfg.TLSCert != "" {
