@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -137,7 +138,7 @@ func TestConnectionCaps(t *testing.T) {
 func TestRequestBoundsMoveFromAddressToOrigin(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	_, addr := serveGuarded(t, Limits{MaxRequestsPerIP: 2, MaxRequestsPerOrigin: 1, RetryAfter: 2 * time.Second},
+	g, addr := serveGuarded(t, Limits{MaxRequestsPerIP: 2, MaxRequestsPerOrigin: 1, RetryAfter: 2 * time.Second},
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if origin := r.Header.Get("Origin-Name"); origin != "" {
 				var refusal *Refusal
@@ -148,31 +149,63 @@ func TestRequestBoundsMoveFromAddressToOrigin(t *testing.T) {
 			}
 			<-release
 		}))
+	const from = "127.0.0.10"
 	send := func(origin string) net.Conn {
-		conn := dialFrom(t, "127.0.0.10", addr)
+		conn := dialFrom(t, from, addr)
 		fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nOrigin-Name: %s\r\n\r\n", origin)
 		return conn
 	}
-	status := func(conn net.Conn) string {
-		_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	// status reads what a connection was answered within wait: "" for a request still held.
+	status := func(conn net.Conn, wait time.Duration) string {
+		_ = conn.SetReadDeadline(time.Now().Add(wait))
 		data, _ := io.ReadAll(conn)
 		return string(data)
 	}
-	// Three authenticated requests of three origins from one address: the address's bound of 2 no longer applies.
-	for _, origin := range []string{"a", "b", "c"} {
-		if got := status(send(origin)); got != "" {
-			t.Fatalf("request of origin %s answered %q, want it held", origin, got)
+	// waitFor waits on the guard's own counts rather than on timing, so that a loaded machine cannot reorder the
+	// requests that the bounds are about.
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (in flight %d, from %s %d)", what, g.InFlight(), from,
+					g.InFlightFrom(netip.MustParseAddr(from)))
+			}
 		}
 	}
-	if got := status(send("a")); !strings.Contains(got, "429") || !strings.Contains(got, "Retry-After: 2") ||
+	// Three authenticated requests of three origins from one address: the address's bound of 2 no longer applies.
+	held := make([]net.Conn, 0, 3)
+	for _, origin := range []string{"a", "b", "c"} {
+		held = append(held, send(origin))
+		n := len(held)
+		waitFor(fmt.Sprintf("%d authenticated requests held", n), func() bool {
+			return g.InFlight() == n && g.InFlightFrom(netip.MustParseAddr(from)) == 0
+		})
+	}
+	for i, conn := range held {
+		if got := status(conn, 100*time.Millisecond); got != "" {
+			t.Fatalf("request %d answered %q, want it held", i, got)
+		}
+	}
+	if got := status(send("a"), 30*time.Second); !strings.Contains(got, "429") || !strings.Contains(got, "Retry-After: 2") ||
 		!strings.Contains(got, `"errcode":"M_LIMIT_EXCEEDED"`) || !strings.Contains(got, `"retry_after_ms":2000`) {
 		t.Errorf("second request of origin a: %q, want 429 M_LIMIT_EXCEEDED with retry_after_ms", got)
 	}
 	// Unauthenticated ones count against the address: of three, one is refused.
 	conns := []net.Conn{send(""), send(""), send("")}
+	waitFor("two unauthenticated requests held", func() bool { return g.InFlightFrom(netip.MustParseAddr(from)) == 2 })
+	answers := make([]string, len(conns))
+	var wg sync.WaitGroup
+	for i, conn := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i] = status(conn, 2*time.Second)
+		}()
+	}
+	wg.Wait()
 	refused := 0
-	for _, conn := range conns {
-		if strings.Contains(status(conn), "429") {
+	for _, got := range answers {
+		if strings.Contains(got, "429") {
 			refused++
 		}
 	}
