@@ -309,6 +309,30 @@ func findDAG(ctx context.Context, t *testing.T, client *mautrix.Client, roomID i
 	return found
 }
 
+// joinInvitedRoom waits for the first room client is invited to and joins it. It syncs incrementally: Synapse
+// answers a repeated initial sync from a cache for a while.
+func joinInvitedRoom(ctx context.Context, t *testing.T, client *mautrix.Client, what string) id.RoomID {
+	t.Helper()
+	var room id.RoomID
+	since := ""
+	waitUntil(t, 60*time.Second, what, func() bool {
+		resp, err := client.SyncRequest(ctx, 1000, since, "", false, event.PresenceOnline)
+		if err != nil {
+			return false
+		}
+		since = resp.NextBatch
+		for roomID := range resp.Rooms.Invite {
+			room = roomID
+			return true
+		}
+		return false
+	})
+	if _, err := client.JoinRoomByID(ctx, room); err != nil {
+		t.Fatalf("failed to join %s: %v", room, err)
+	}
+	return room
+}
+
 func findLM(t *testing.T, peer *lmPeer, what string, pred func(*linearize.Event) bool) *linearize.Event {
 	t.Helper()
 	var found *linearize.Event
@@ -710,24 +734,7 @@ func testLinkedFromLM(ctx context.Context, t *testing.T, st *bridgeStack) {
 	if _, err = st.peer.InviteUser(ctx, roomID, frank, danaLM); err != nil {
 		t.Fatalf("failed to invite dana from LM: %v", err)
 	}
-	var portal id.RoomID
-	// Incremental syncs: Synapse answers a repeated initial sync from a cache for a while.
-	since := ""
-	waitUntil(t, 60*time.Second, "dana's invite to the portal", func() bool {
-		resp, err := dana.SyncRequest(ctx, 1000, since, "", false, event.PresenceOnline)
-		if err != nil {
-			return false
-		}
-		since = resp.NextBatch
-		for roomID := range resp.Rooms.Invite {
-			portal = roomID
-			return true
-		}
-		return false
-	})
-	if _, err = dana.JoinRoomByID(ctx, portal); err != nil {
-		t.Fatal(err)
-	}
+	portal := joinInvitedRoom(ctx, t, dana, "dana's invite to the portal")
 	findLM(t, st.peer, "dana's join through the hub", func(ev *linearize.Event) bool {
 		return ev.RoomID == roomID && ev.Type == "m.room.member" && ev.Sender == danaLM && lmContent(ev)["membership"] == "join"
 	})

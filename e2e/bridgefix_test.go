@@ -386,23 +386,7 @@ func testGhostProfileAtFirstJoin(t *testing.T, hubKind, partKind tesths.Kind) {
 	if _, err = fay.InviteUser(ctx, room2, &mautrix.ReqInviteUser{UserID: danGhost}); err != nil {
 		t.Fatal(err)
 	}
-	var portal id.RoomID
-	since := ""
-	waitUntil(t, 60*time.Second, "dan's invite to the portal", func() bool {
-		resp, err := dan.SyncRequest(ctx, 1000, since, "", false, event.PresenceOnline)
-		if err != nil {
-			return false
-		}
-		since = resp.NextBatch
-		for roomID := range resp.Rooms.Invite {
-			portal = roomID
-			return true
-		}
-		return false
-	})
-	if _, err = dan.JoinRoomByID(ctx, portal); err != nil {
-		t.Fatal(err)
-	}
+	portal := joinInvitedRoom(ctx, t, dan, "dan's invite to the portal")
 	checkFirstJoin(ctx, t, dan, portal, ghostOn(b, a, fay.UserID), "Fay from A", "")
 	checkFirstJoin(ctx, t, fay, room2, danGhost, "Dan from B", "")
 }

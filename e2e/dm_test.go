@@ -381,23 +381,7 @@ func TestBackfillOnLink(t *testing.T) {
 			if _, err = st.peer.InviteUser(ctx, invRoom, frank, danaLM); err != nil {
 				t.Fatal(err)
 			}
-			var portal id.RoomID
-			since := ""
-			waitUntil(t, 60*time.Second, "dana's invite to the portal", func() bool {
-				resp, err := dana.SyncRequest(ctx, 1000, since, "", false, event.PresenceOnline)
-				if err != nil {
-					return false
-				}
-				since = resp.NextBatch
-				for r := range resp.Rooms.Invite {
-					portal = r
-					return true
-				}
-				return false
-			})
-			if _, err = dana.JoinRoomByID(ctx, portal); err != nil {
-				t.Fatal(err)
-			}
+			portal := joinInvitedRoom(ctx, t, dana, "dana's invite to the portal")
 			var got []string
 			waitUntil(t, 60*time.Second, "the portal's history", func() bool {
 				got = got[:0]
