@@ -48,10 +48,6 @@ var (
 	ErrNotGhost = errors.New("user is not in the ghost namespace")
 	// ErrAlreadyStarted means Start was called twice.
 	ErrAlreadyStarted = errors.New("appservice already started")
-	// ErrNotStarted means the room workers are not running (before Start, or after the stop).
-	ErrNotStarted = errors.New("appservice not started")
-	// ErrNoOrderer means CatchUpRoom was called with an event handler that is not a RoomOrderer.
-	ErrNoOrderer = errors.New("event handler cannot order rooms")
 )
 
 // Params is what New needs.
@@ -147,8 +143,7 @@ func New(p Params) (*AppService, error) {
 	as.mux = as.newRouter()
 	as.inbox = &inbox{db: as.db}
 	as.sends = &sendLog{db: as.db}
-	as.dispatcher = &dispatcher{as: as, workers: make(map[id.RoomID]chan struct{}),
-		catchUps: make(map[id.RoomID][]chan catchUpResult)}
+	as.dispatcher = &dispatcher{as: as, workers: make(map[id.RoomID]chan struct{})}
 	as.live.Store(true)
 	return as, nil
 }
@@ -210,9 +205,6 @@ func (as *AppService) Start(ctx context.Context, handler EventHandler) error {
 	as.dispatcher.lock.Lock()
 	as.dispatcher.ctx = ctx
 	as.dispatcher.lock.Unlock()
-	// The homeserver retries what it could not push while lmbridge was away, and that recovery is when it can leave a
-	// transaction behind (see RoomOrderer).
-	as.dispatcher.checkOrderFor(orderCheckWindow)
 
 	rooms, err := as.inbox.pendingRooms(ctx)
 	if err != nil {
@@ -323,15 +315,17 @@ func (as *AppService) Stop() {
 	as.dispatcher.wg.Wait()
 }
 
-// Enqueue stores events that reached lmbridge other than by a transaction in the inbox, skipping those already there,
-// and hands them to the room workers. source is recorded in place of a txn ID. They are queued behind whatever the
-// inbox holds for their rooms; a catch-up, whose events may belong before those, goes through CatchUpRoom instead.
+// Enqueue stores events that reached lmbridge other than by a transaction (catch-up through /messages) in the inbox,
+// skipping those already there, and hands them to the room workers. source is recorded in place of a txn ID.
 func (as *AppService) Enqueue(ctx context.Context, source string, events []*event.Event) (int, error) {
 	stored := make([]storedEvent, 0, len(events))
 	for _, evt := range events {
-		raw, err := encodeEvent(evt)
+		cp := *evt
+		// Stored as the homeserver sent it, not as mautrix would re-encode the parsed content.
+		cp.Content = event.Content{VeryRaw: evt.Content.VeryRaw}
+		raw, err := json.Marshal(&cp)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("failed to marshal event %s: %w", evt.ID, err)
 		}
 		stored = append(stored, storedEvent{eventID: evt.ID, roomID: evt.RoomID, raw: raw})
 	}
@@ -343,28 +337,6 @@ func (as *AppService) Enqueue(ctx context.Context, source string, events []*even
 		as.dispatcher.notify(roomID)
 	}
 	return n, nil
-}
-
-// CatchUpRoom has the room's worker, between two passes over the room's queue, take from the handler (a RoomOrderer)
-// everything the homeserver holds after the handler's last event, and queue it in the homeserver's order, ahead of
-// queued events it does not hold (they came later); queued events it holds take their place in it. Running on the
-// worker, the catch-up cannot race the pushes: an event pushed while it fetches waits in the queue and is put after
-// the older events the catch-up found, instead of being handled before them. It returns how many events were new to
-// the inbox, once the worker has run it.
-func (as *AppService) CatchUpRoom(ctx context.Context, roomID id.RoomID) (int, error) {
-	return as.dispatcher.catchUp(ctx, roomID)
-}
-
-// encodeEvent encodes an event for the inbox as the homeserver sent it, not as mautrix would re-encode the parsed
-// content.
-func encodeEvent(evt *event.Event) (json.RawMessage, error) {
-	cp := *evt
-	cp.Content = event.Content{VeryRaw: evt.Content.VeryRaw}
-	raw, err := json.Marshal(&cp)
-	if err != nil {
-		return nil, fmt.Errorf("failed to marshal event %s: %w", evt.ID, err)
-	}
-	return raw, nil
 }
 
 // BotUserID is the bridge bot's user ID.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -43,21 +42,6 @@ type EventBatchPreparer interface {
 	PrepareEvents(ctx context.Context, events []*event.Event) (prepared int, err error)
 }
 
-// RoomOrderer is implemented by an EventHandler that can ask the homeserver for a room's order of events, which the
-// order of the pushes need not be: a homeserver that lost track of a transaction while the appservice was away
-// (Synapse can leave one behind as its recovery ends) pushes the events after it first, and the skipped ones turn up
-// later, by a retry or a catch-up. Waiting for them is not possible (nothing says they exist); putting them where they
-// belong while the newer ones are still queued is.
-//
-// OrderRoom returns a stretch of the room's events in the homeserver's order, for the room worker to queue before the
-// events queued after them (see AppService.CatchUpRoom): with full set, everything the room holds after the
-// handler's last event (a catch-up); otherwise only what is needed to check the queued events (the first of them,
-// decoded, in queue order), or nothing when they follow on from the handler's last event as they are. It runs on the
-// room's worker, so nothing of the room is handled meanwhile.
-type RoomOrderer interface {
-	OrderRoom(ctx context.Context, roomID id.RoomID, queued []*event.Event, full bool) ([]*event.Event, error)
-}
-
 // EventHandlerFunc adapts a function to EventHandler.
 type EventHandlerFunc func(ctx context.Context, evt *event.Event) error
 
@@ -84,12 +68,6 @@ const (
 	// room does not stay stuck behind one bad event for good.
 	maxHandleAttempts = 30
 	maxRetryDelay     = time.Minute
-	// orderCheckWindow is how long after a sign that the homeserver went through recovery (lmbridge's start, a
-	// transaction sent again) each pass of a room worker has the handler check the queue's order (RoomOrderer):
-	// that is when a homeserver leaves a transaction behind. A pass costs a request to the homeserver then.
-	orderCheckWindow = 2 * time.Minute
-	// orderCheckTimeout bounds a check, so that a homeserver that stopped answering does not hold up the room.
-	orderCheckTimeout = 10 * time.Second
 )
 
 // dispatcher runs one worker per room with pending events, so a slow room never holds up another.
@@ -99,28 +77,8 @@ type dispatcher struct {
 
 	lock    sync.Mutex
 	workers map[id.RoomID]chan struct{}
-	// catchUps holds, per room, the callers of AppService.CatchUpRoom waiting for the room's worker to run it.
-	catchUps map[id.RoomID][]chan catchUpResult
-	wg       sync.WaitGroup
-	ctx      context.Context
-	// checkOrderUntil is when the room workers stop checking the order of their queue (unix nanoseconds).
-	checkOrderUntil atomic.Int64
-}
-
-type catchUpResult struct {
-	added int
-	err   error
-}
-
-// checkOrderFor has the room workers check the order of what they handle for d from now on.
-func (d *dispatcher) checkOrderFor(window time.Duration) {
-	until := time.Now().Add(window).UnixNano()
-	for {
-		prev := d.checkOrderUntil.Load()
-		if prev >= until || d.checkOrderUntil.CompareAndSwap(prev, until) {
-			return
-		}
-	}
+	wg      sync.WaitGroup
+	ctx     context.Context
 }
 
 // notify wakes the worker of a room, starting one if the room has none.
@@ -131,11 +89,6 @@ func (d *dispatcher) notify(roomID id.RoomID) {
 		// Not started, or stopping: the events stay in the inbox for the next start.
 		return
 	}
-	d.wakeLocked(roomID)
-}
-
-// wakeLocked is notify with d.lock held.
-func (d *dispatcher) wakeLocked(roomID id.RoomID) {
 	if wake, ok := d.workers[roomID]; ok {
 		select {
 		case wake <- struct{}{}:
@@ -149,131 +102,6 @@ func (d *dispatcher) wakeLocked(roomID id.RoomID) {
 	go d.runRoom(roomID, wake)
 }
 
-// catchUp has the room's worker run a catch-up (RoomOrderer, full) between two passes and waits for it.
-func (d *dispatcher) catchUp(ctx context.Context, roomID id.RoomID) (int, error) {
-	if _, ok := d.handler.(RoomOrderer); !ok {
-		return 0, ErrNoOrderer
-	}
-	result := make(chan catchUpResult, 1)
-	d.lock.Lock()
-	if d.ctx == nil || d.ctx.Err() != nil {
-		d.lock.Unlock()
-		return 0, ErrNotStarted
-	}
-	d.catchUps[roomID] = append(d.catchUps[roomID], result)
-	d.wakeLocked(roomID)
-	d.lock.Unlock()
-	select {
-	case res := <-result:
-		return res.added, res.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-}
-
-// takeCatchUps returns the catch-ups waiting for the room's worker.
-func (d *dispatcher) takeCatchUps(roomID id.RoomID) []chan catchUpResult {
-	d.lock.Lock()
-	defer d.lock.Unlock()
-	waiting := d.catchUps[roomID]
-	delete(d.catchUps, roomID)
-	return waiting
-}
-
-// failCatchUps answers the catch-ups still waiting for a room's worker that is stopping.
-func (d *dispatcher) failCatchUps(roomID id.RoomID) {
-	for _, result := range d.takeCatchUps(roomID) {
-		result <- catchUpResult{err: ErrNotStarted}
-	}
-}
-
-// order has the handler order the room's queue after seq after (RoomOrderer) and rewrites the queue to match. It
-// reports how many events it added to the queue and whether the queue changed; an error leaves the queue as it was.
-func (d *dispatcher) order(ctx context.Context, roomID id.RoomID, after int64, queued []*event.Event, full bool) (int, bool, error) {
-	orderer, ok := d.handler.(RoomOrderer)
-	if !ok {
-		return 0, false, nil
-	}
-	inOrder, err := orderer.OrderRoom(ctx, roomID, queued, full)
-	if err != nil || len(inOrder) == 0 {
-		return 0, false, err
-	}
-	stored := make([]storedEvent, 0, len(inOrder))
-	for _, evt := range inOrder {
-		if evt.RoomID != roomID {
-			continue
-		}
-		raw, err := encodeEvent(evt)
-		if err != nil {
-			return 0, false, err
-		}
-		stored = append(stored, storedEvent{eventID: evt.ID, roomID: roomID, raw: raw})
-	}
-	source := "order-check"
-	if full {
-		source = "catchup"
-	}
-	added, changed, err := d.as.inbox.reorder(ctx, roomID, after, source, stored)
-	if err != nil {
-		return 0, false, err
-	}
-	if changed {
-		ids := make([]string, len(stored))
-		for i := range stored {
-			ids[i] = stored[i].eventID.String()
-		}
-		zerolog.Ctx(ctx).Debug().Bool("catch_up", full).Int("added", added).Strs("in_order", ids).
-			Msg("Queue put in the homeserver's order of the room")
-	}
-	if added > 0 {
-		// Events were missing: the homeserver may be leaving out more for a while.
-		d.checkOrderFor(orderCheckWindow)
-	}
-	return added, changed, nil
-}
-
-// runCatchUps answers the catch-ups waiting for the room's worker; false means ctx ended.
-func (d *dispatcher) runCatchUps(ctx context.Context, roomID id.RoomID, after int64) bool {
-	waiting := d.takeCatchUps(roomID)
-	if len(waiting) == 0 {
-		return true
-	}
-	added, _, err := d.order(ctx, roomID, after, nil, true)
-	for _, result := range waiting {
-		result <- catchUpResult{added: added, err: err}
-	}
-	return ctx.Err() == nil
-}
-
-// checkOrder has the handler check the order of a pass's events while the window of checkOrderFor lasts, and puts
-// the room's queue in order if it was not; true means the queue changed and the pass must be read again. A check
-// that fails (the homeserver does not answer) is logged and the events go as they are: late is better than stuck.
-func (d *dispatcher) checkOrder(ctx context.Context, roomID id.RoomID, after int64, decoded []*event.Event, decodeErrs []error) bool {
-	if time.Now().UnixNano() > d.checkOrderUntil.Load() {
-		return false
-	}
-	queued := make([]*event.Event, 0, len(decoded))
-	for i, evt := range decoded {
-		if decodeErrs[i] != nil {
-			break
-		}
-		queued = append(queued, evt)
-	}
-	if len(queued) == 0 {
-		return false
-	}
-	checkCtx, cancel := context.WithTimeout(ctx, orderCheckTimeout)
-	defer cancel()
-	_, changed, err := d.order(checkCtx, roomID, after, queued, false)
-	if err != nil {
-		if ctx.Err() == nil {
-			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to check the order of the room's events, handling them as pushed")
-		}
-		return false
-	}
-	return changed
-}
-
 // idle retires a room's worker unless it was woken meanwhile; the check runs under the lock notify takes, so an event
 // stored between the last read and the exit is never stranded.
 func (d *dispatcher) idle(roomID id.RoomID, wake chan struct{}) bool {
@@ -283,9 +111,6 @@ func (d *dispatcher) idle(roomID id.RoomID, wake chan struct{}) bool {
 	case <-wake:
 		return false
 	default:
-		if len(d.catchUps[roomID]) > 0 {
-			return false
-		}
 		delete(d.workers, roomID)
 		return true
 	}
@@ -293,12 +118,6 @@ func (d *dispatcher) idle(roomID id.RoomID, wake chan struct{}) bool {
 
 func (d *dispatcher) runRoom(roomID id.RoomID, wake chan struct{}) {
 	defer d.wg.Done()
-	// A worker that idles has no catch-up waiting (idle sees to it); one that stops with ctx leaves none waiting.
-	defer func() {
-		if d.ctx.Err() != nil {
-			d.failCatchUps(roomID)
-		}
-	}()
 	log := zerolog.Ctx(d.ctx).With().Stringer("room_id", roomID).Logger()
 	// The events handled are marked in few writes rather than one write each: in one statement for a stretch of
 	// them, written by the next event's handler in its own transaction or at the latest when the room goes quiet.
@@ -309,10 +128,6 @@ func (d *dispatcher) runRoom(roomID id.RoomID, wake chan struct{}) {
 	// read again.
 	var after int64
 	for {
-		if !d.runCatchUps(ctx, roomID, after) {
-			d.markHandled(ctx, &done)
-			return
-		}
 		events, err := d.as.inbox.pending(ctx, roomID, after, dispatchBatch)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -330,9 +145,6 @@ func (d *dispatcher) runRoom(roomID id.RoomID, wake chan struct{}) {
 		decodeErrs := make([]error, len(events))
 		for i := range events {
 			decoded[i], decodeErrs[i] = DecodeEvent(events[i].json)
-		}
-		if d.checkOrder(ctx, roomID, after, decoded, decodeErrs) {
-			continue
 		}
 		preparedUntil := 0
 		for i, ie := range events {

@@ -2,7 +2,6 @@ package appservice
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sync"
 	"time"
@@ -54,22 +53,6 @@ const (
 	`
 	markGivenUpQuery = `
 		UPDATE appservice_event SET handled_at=$2, attempts=attempts+1, last_error=$3 WHERE seq=$1
-	`
-	// The queue a room worker has not read yet (seq after its last), rewritten by reorder.
-	queuedEventsQuery = `
-		SELECT event_id, txn_id, received_at, event_json, attempts, last_error FROM appservice_event
-		WHERE room_id=$1 AND handled_at IS NULL AND seq>$2
-		ORDER BY seq
-	`
-	eventKnownQuery = `
-		SELECT EXISTS (SELECT 1 FROM appservice_event WHERE event_id=$1)
-	`
-	deleteQueuedEventsQuery = `
-		DELETE FROM appservice_event WHERE room_id=$1 AND handled_at IS NULL AND seq>$2
-	`
-	requeueEventQuery = `
-		INSERT INTO appservice_event (event_id, room_id, txn_id, received_at, event_json, attempts, last_error)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
 	`
 )
 
@@ -150,8 +133,8 @@ func uninterruptible(ctx context.Context) context.Context {
 	return context.WithoutCancel(ctx)
 }
 
-// enqueue stores events that did not come in a transaction behind what is queued; like store, it skips events
-// already in the inbox.
+// enqueue stores events that did not come in a transaction (catch-up through /messages); like store, it skips
+// events already in the inbox.
 func (ib *inbox) enqueue(ctx context.Context, source string, events []storedEvent) (rooms []id.RoomID, newEvents int, err error) {
 	now := time.Now().UnixMilli()
 	ib.insertLock.Lock()
@@ -172,91 +155,6 @@ func (ib *inbox) enqueue(ctx context.Context, source string, events []storedEven
 					seenRooms[evt.roomID] = struct{}{}
 					rooms = append(rooms, evt.roomID)
 				}
-			}
-		}
-		return nil
-	})
-	return
-}
-
-// queuedRow is an inbox row as reorder moves it: everything but its seq, which the move renews.
-type queuedRow struct {
-	eventID    id.EventID
-	txnID      string
-	receivedAt int64
-	json       string
-	attempts   int
-	lastError  sql.NullString
-}
-
-// reorder puts a room's queue in the homeserver's order of the room: inOrder is a stretch of the room's events in that
-// order, some of them perhaps queued already (pushed out of order, or pushed while the stretch was being fetched) and
-// some missing from the inbox altogether. The queue after seq after (what the room worker has not read yet) is
-// rewritten as inOrder's events that are not handled yet, then the queued events inOrder does not hold, in their old
-// order: those came after the stretch was fetched. An event the inbox handled already is not queued again. The rows
-// moved keep everything but their seq, and new seqs keep the whole queue after after, where the worker reads next.
-// It reports how many events it added and whether the queue changed at all.
-func (ib *inbox) reorder(ctx context.Context, roomID id.RoomID, after int64, source string, inOrder []storedEvent) (added int, changed bool, err error) {
-	now := time.Now().UnixMilli()
-	ib.insertLock.Lock()
-	defer ib.insertLock.Unlock()
-	err = ib.db.DoTxn(uninterruptible(ctx), nil, func(ctx context.Context) error {
-		added, changed = 0, false
-		rows, err := ib.db.Query(ctx, queuedEventsQuery, roomID, after)
-		queued, err := dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (qr queuedRow, err error) {
-			err = row.Scan(&qr.eventID, &qr.txnID, &qr.receivedAt, &qr.json, &qr.attempts, &qr.lastError)
-			return
-		}, err).AsList()
-		if err != nil {
-			return fmt.Errorf("failed to read the room's queue: %w", err)
-		}
-		byID := make(map[id.EventID]int, len(queued))
-		for i, qr := range queued {
-			byID[qr.eventID] = i
-		}
-		placed := make(map[id.EventID]bool, len(inOrder)+len(queued))
-		order := make([]queuedRow, 0, len(inOrder)+len(queued))
-		for _, evt := range inOrder {
-			if placed[evt.eventID] {
-				continue
-			}
-			if i, ok := byID[evt.eventID]; ok {
-				placed[evt.eventID] = true
-				order = append(order, queued[i])
-				continue
-			}
-			var known bool
-			if err := ib.db.QueryRow(ctx, eventKnownQuery, evt.eventID).Scan(&known); err != nil {
-				return fmt.Errorf("failed to look up event %s: %w", evt.eventID, err)
-			} else if known {
-				// Handled already, or read by the worker and not yet marked: either way not to be queued again.
-				continue
-			}
-			placed[evt.eventID] = true
-			order = append(order, queuedRow{eventID: evt.eventID, txnID: source, receivedAt: now, json: string(evt.raw)})
-			added++
-		}
-		for _, qr := range queued {
-			if !placed[qr.eventID] {
-				order = append(order, qr)
-			}
-		}
-		for i := range order {
-			if i >= len(queued) || order[i].eventID != queued[i].eventID {
-				changed = true
-				break
-			}
-		}
-		if !changed {
-			return nil
-		}
-		if _, err := ib.db.Exec(ctx, deleteQueuedEventsQuery, roomID, after); err != nil {
-			return fmt.Errorf("failed to take up the room's queue: %w", err)
-		}
-		for _, qr := range order {
-			if _, err := ib.db.Exec(ctx, requeueEventQuery, qr.eventID, roomID, qr.txnID, qr.receivedAt, qr.json,
-				qr.attempts, qr.lastError); err != nil {
-				return fmt.Errorf("failed to queue event %s: %w", qr.eventID, err)
 			}
 		}
 		return nil

@@ -189,23 +189,14 @@ func (as *AppService) putTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
 	if res.duplicate {
-		// The homeserver thought the first attempt failed, so it is going through its recovery, which is when it can
-		// leave a transaction behind.
-		as.dispatcher.checkOrderFor(orderCheckWindow)
 		log.Debug().Msg("Ignored repeated transaction")
 		return
 	}
-	if logEvt := log.Debug(); logEvt.Enabled() {
-		eventIDs := make([]string, len(txn.events))
-		for i := range txn.events {
-			eventIDs[i] = txn.events[i].eventID.String()
-		}
-		logEvt.Strs("event_ids", eventIDs).
-			Int("events", len(txn.events)).
-			Int("new_events", res.newEvents).
-			Int("ephemeral", txn.ephemeral).
-			Msg("Stored transaction")
-	}
+	log.Debug().
+		Int("events", len(txn.events)).
+		Int("new_events", res.newEvents).
+		Int("ephemeral", txn.ephemeral).
+		Msg("Stored transaction")
 	for _, roomID := range res.rooms {
 		as.dispatcher.notify(roomID)
 	}

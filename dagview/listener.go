@@ -9,10 +9,9 @@ import (
 // Listener is what the bridge implements to receive the DAG side.
 //
 // HandleDAGEvent is called once per event of every room the view tracks:
-//   - per room, one call at a time, in stream order: the order the homeserver pushed the events, except that events
-//     it skipped, when a catch-up or an order check (View.OrderRoom) finds them before the newer ones are handled,
-//     come in the homeserver's order of the room, ahead of them; different rooms are called concurrently, so a slow
-//     room does not hold up another;
+//   - per room, one call at a time, in stream order (the order the homeserver pushed the events, then the order
+//     catch-up found them after a gap); different rooms are called concurrently, so a slow room does not hold up
+//     another;
 //   - after the event has been appended to the room's stream and, for a state event, applied to the room's current
 //     state: View.State, View.StateEvents and View.Members called from inside HandleDAGEvent see the room as of
 //     this event;

@@ -41,12 +41,6 @@ const (
 		FROM dagview_room r LEFT JOIN dagview_event e ON e.event_id=$2
 		WHERE r.room_id=$1
 	`
-	firstEventQuery = `
-		SELECT event_id FROM dagview_event WHERE room_id=$1 ORDER BY position LIMIT 1
-	`
-	inStreamQuery = `
-		SELECT EXISTS (SELECT 1 FROM dagview_event WHERE event_id=$1)
-	`
 	getPositionQuery = `
 		SELECT position FROM dagview_room WHERE room_id=$1
 	`
@@ -210,26 +204,6 @@ func (v *View) Members(ctx context.Context, roomID id.RoomID) (map[id.UserID]eve
 		return nil, fmt.Errorf("failed to read members of %s: %w", roomID, err)
 	}
 	return members, nil
-}
-
-// firstEventID is the ID of the room's first event in the stream, or "" if it has none.
-func (v *View) firstEventID(ctx context.Context, roomID id.RoomID) (id.EventID, error) {
-	var eventID id.EventID
-	err := v.db.QueryRow(ctx, firstEventQuery, roomID).Scan(&eventID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	} else if err != nil {
-		return "", fmt.Errorf("failed to get the first event of %s: %w", roomID, err)
-	}
-	return eventID, nil
-}
-
-func (v *View) inStream(ctx context.Context, eventID id.EventID) (bool, error) {
-	var in bool
-	if err := v.db.QueryRow(ctx, inStreamQuery, eventID).Scan(&in); err != nil {
-		return false, fmt.Errorf("failed to look up %s in the stream: %w", eventID, err)
-	}
-	return in, nil
 }
 
 func (v *View) ensureRoom(ctx context.Context, roomID id.RoomID) (*Room, error) {

@@ -48,7 +48,6 @@ var (
 	_ appservice.EventHandler       = (*View)(nil)
 	_ appservice.HandledRecorder    = (*View)(nil)
 	_ appservice.EventBatchPreparer = (*View)(nil)
-	_ appservice.RoomOrderer        = (*View)(nil)
 )
 
 // unmarkedEvents are a room's events the listener accepted whose delivered marks are not yet written: the last one
@@ -145,8 +144,6 @@ func (v *View) deliver(ctx context.Context, evt *event.Event) error {
 			return fmt.Errorf("listener failed: %w", err)
 		}
 	}
-	// ctx carries the event ID: a line per event, at debug level, says when each reached the listener.
-	zerolog.Ctx(ctx).Debug().Msg("Event handled by the listener")
 	// A room's calls come one at a time, so nothing else changes the room's entry meanwhile; a new entry each time
 	// keeps the writers' CompareAndDelete from dropping an event they did not write.
 	var ids []id.EventID

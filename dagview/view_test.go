@@ -47,27 +47,14 @@ func textEvent(eventID, body string) map[string]any {
 
 // fakeHomeserver answers the few client-server calls the view makes; unit tests only, the e2e tests use real ones.
 type fakeHomeserver struct {
-	lock  sync.Mutex
-	joins int
-	state []map[string]any
-	after []map[string]any // what /messages returns after the /context token
-	// before holds, per event, the events_before (newest first) that /context of it returns; none for the others.
-	before map[id.EventID][]map[string]any
-	// fetching, when set, is told when /messages is asked for what comes after the /context token, and that answer
-	// waits for release.
-	fetching chan struct{}
-	release  chan struct{}
+	lock     sync.Mutex
+	joins    int
+	state    []map[string]any
+	after    []map[string]any // what /messages returns after the /context token
 	requests []string
 }
 
 func (f *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.lock.Lock()
-	fetching, release := f.fetching, f.release
-	f.lock.Unlock()
-	if fetching != nil && strings.HasSuffix(r.URL.Path, "/messages") && r.URL.Query().Get("from") == "tok-after" {
-		fetching <- struct{}{}
-		<-release
-	}
 	f.lock.Lock()
 	defer f.lock.Unlock()
 	f.requests = append(f.requests, r.Method+" "+r.URL.Path)
@@ -83,12 +70,7 @@ func (f *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && strings.HasSuffix(path, "/state"):
 		reply(f.state)
 	case r.Method == http.MethodGet && strings.Contains(path, "/context/"):
-		_, eventID, _ := strings.Cut(path, "/context/")
-		before := f.before[id.EventID(eventID)]
-		if before == nil {
-			before = []map[string]any{}
-		}
-		reply(map[string]any{"events_before": before, "events_after": []any{}, "end": "tok-after"})
+		reply(map[string]any{"events_after": []any{}, "end": "tok-after"})
 	case r.Method == http.MethodGet && strings.HasSuffix(path, "/messages"):
 		if r.URL.Query().Get("from") == "tok-after" {
 			reply(map[string]any{"chunk": f.after, "start": "tok-after", "end": "tok-end"})
@@ -330,16 +312,8 @@ func TestCatchUpQueuesMissedEventsAfterCursor(t *testing.T) {
 		textEvent("$m1", "one"),
 	)
 	f.waitDelivered(t, 2)
-	// The homeserver has $m1 again (already known), then two events lmbridge never received. Before the stream's
-	// first event it has the room's history from before the bot's join, which was never pushed and is not the view's.
-	f.hs.lock.Lock()
+	// The homeserver has $m1 again (already known), then two events lmbridge never received.
 	f.hs.after = []map[string]any{textEvent("$m1", "one"), textEvent("$missed1", "x"), textEvent("$missed2", "y")}
-	f.hs.before = map[id.EventID][]map[string]any{"$m1": {
-		stateEvent("$botjoin", "m.room.member", string(bot), bot, map[string]any{"membership": "join"}),
-		stateEvent("$oldname", "m.room.name", "", alice, map[string]any{"name": "Old"}),
-		textEvent("$history", "before the bot"),
-	}}
-	f.hs.lock.Unlock()
 	n, err := f.view.CatchUp(ctx, roomID)
 	if err != nil || n != 2 {
 		t.Fatalf("CatchUp: %d %v, want 2 new events", n, err)
@@ -355,86 +329,6 @@ func TestCatchUpQueuesMissedEventsAfterCursor(t *testing.T) {
 	room, _ := f.view.Room(ctx, roomID)
 	if room.LastEventID != "$missed2" || room.Position != 4 {
 		t.Errorf("cursor %d/%s, want 4/$missed2", room.Position, room.LastEventID)
-	}
-}
-
-// A homeserver can push an event before an older one it skipped (Synapse leaves a transaction behind when its
-// recovery ends as a new event comes in, and sends it at its next recovery): while lmbridge checks the order after its
-// start, the skipped event is fetched and handed on first, and the newer one after it, even when an event pushed in
-// between sits after the skipped one in the room's order (a chaos run had it so).
-func TestSkippedEventIsHandledBeforeNewerPushedOne(t *testing.T) {
-	f := newFixture(t)
-	ctx := zerolog.Nop().WithContext(context.Background())
-	f.push(t, "1",
-		stateEvent("$botjoin", "m.room.member", string(bot), bot, map[string]any{"membership": "join"}),
-		textEvent("$m1", "one"),
-	)
-	f.waitDelivered(t, 2)
-	// The room holds $m1, $m2, $g, $m3; the homeserver leaves $m2 behind and pushes $g (a ghost's message, sent at
-	// the same time as $m2, which the room orders after it), then $m3.
-	f.hs.lock.Lock()
-	f.hs.before = map[id.EventID][]map[string]any{
-		"$g":  {textEvent("$m1", "one"), stateEvent("$botjoin", "m.room.member", string(bot), bot, map[string]any{"membership": "join"})},
-		"$m3": {textEvent("$g", "ghost"), textEvent("$m2", "two"), textEvent("$m1", "one")},
-	}
-	f.hs.lock.Unlock()
-	f.push(t, "3", textEvent("$g", "ghost"))
-	f.waitDelivered(t, 3)
-	f.push(t, "4", textEvent("$m3", "three"))
-	f.waitDelivered(t, 4)
-	// Whatever was handled by now, a catch-up brings the rest.
-	if _, err := f.view.CatchUp(ctx, roomID); err != nil {
-		t.Fatal(err)
-	}
-	f.waitDelivered(t, 5)
-	time.Sleep(100 * time.Millisecond)
-	if got := fmt.Sprint(f.rec.events()); got != "[$botjoin $m1 $g $m2 $m3]" {
-		t.Errorf("listener got %s, want the skipped $m2 before $m3, each once", got)
-	}
-}
-
-// A catch-up that finds an event the homeserver skipped while it pushes a newer one during the fetch: the newer one
-// waits for the catch-up and comes after the older one, not before it.
-func TestCatchUpRacingAPushKeepsTheRoomsOrder(t *testing.T) {
-	f := newFixture(t)
-	ctx := zerolog.Nop().WithContext(context.Background())
-	f.push(t, "1",
-		stateEvent("$botjoin", "m.room.member", string(bot), bot, map[string]any{"membership": "join"}),
-		textEvent("$m1", "one"),
-	)
-	f.waitDelivered(t, 2)
-	f.hs.lock.Lock()
-	f.hs.after = []map[string]any{textEvent("$m2", "two"), textEvent("$m3", "three")}
-	f.hs.fetching, f.hs.release = make(chan struct{}), make(chan struct{})
-	f.hs.lock.Unlock()
-	type result struct {
-		n   int
-		err error
-	}
-	caughtUp := make(chan result, 1)
-	go func() {
-		n, err := f.view.CatchUp(ctx, roomID)
-		caughtUp <- result{n, err}
-	}()
-	select {
-	case <-f.hs.fetching:
-	case <-time.After(10 * time.Second):
-		t.Fatal("catch-up never asked for /messages")
-	}
-	// The homeserver pushes $m3 while the catch-up fetches; the room's worker has every chance to hand it on.
-	f.push(t, "2", textEvent("$m3", "three"))
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && len(f.rec.events()) < 3; {
-		time.Sleep(10 * time.Millisecond)
-	}
-	close(f.hs.release)
-	res := <-caughtUp
-	if res.err != nil || res.n != 1 {
-		t.Fatalf("CatchUp: %d %v, want 1 new event ($m3 was pushed)", res.n, res.err)
-	}
-	f.waitDelivered(t, 4)
-	time.Sleep(100 * time.Millisecond)
-	if got := fmt.Sprint(f.rec.events()); got != "[$botjoin $m1 $m2 $m3]" {
-		t.Errorf("listener got %s, want $m2 before $m3, each once", got)
 	}
 }
 

@@ -188,52 +188,9 @@ func runChaos(t *testing.T, kind tesths.Kind, v chaosVariant, seed int64) {
 		if c.lost != 0 || c.duplicated != 0 || c.reordered != 0 {
 			t.Errorf("%s: %d lost, %d duplicated, %d reordered of %d%s", c.what, c.lost, c.duplicated, c.reordered, total, c.detail())
 		}
-		if c.reordered != 0 && strings.HasPrefix(c.what, "LM: alice") {
-			r.logReorderEvidence(t, c.outOfOrd)
-		}
 	}
 	if problems := logProblems(r.b.LogPath, 1000); strings.Contains(problems, "panic") {
 		t.Errorf("lmbridge panicked:\n%s", problems)
-	}
-}
-
-// logReorderEvidence prints what lmbridge's log says of alice's messages that reached LM out of order, and of the
-// messages just before them: the transactions that brought them (or the catch-up or order check that queued them),
-// and when the listener got them.
-func (r *chaosRun) logReorderEvidence(t *testing.T, outOfOrder []int) {
-	byBody := make(map[string]id.EventID)
-	for _, evt := range r.synced.timeline(t) {
-		if evt.Sender == r.alice.UserID {
-			byBody[bodyOf(evt)] = evt.ID
-		}
-	}
-	data, err := os.ReadFile(r.b.LogPath)
-	if err != nil {
-		t.Log(err)
-		return
-	}
-	lines := strings.Split(string(data), "\n")
-	for _, n := range outOfOrder {
-		for _, k := range []int{n - 1, n, n + 1} {
-			body := fmt.Sprintf("m2l-%04d", k)
-			eventID := byBody[body]
-			if eventID == "" {
-				continue
-			}
-			t.Logf("lmbridge's log on %s (%s):", body, eventID)
-			shown := 0
-			for _, line := range lines {
-				if strings.Contains(line, string(eventID)) {
-					if len(line) > 600 {
-						line = line[:600] + "…"
-					}
-					t.Logf("    %s", line)
-					if shown++; shown == 12 {
-						break
-					}
-				}
-			}
-		}
 	}
 }
 
