@@ -39,10 +39,14 @@ const (
 
 // fetchAttempts and fetchBackoff bound how long an unreachable provider holds up the room's inbox with the message
 // that carries its file: then the message crosses as a notice saying so, as media does for LM.
-var (
+const (
 	fetchAttempts = 3
 	fetchBackoff  = time.Second
 )
+
+// aeadOverhead is what sealing adds to a file (the tag of each algorithm mimi/content implements): a file at the
+// limit still crosses, and Upload holds the plaintext to the limit.
+const aeadOverhead = 16
 
 var (
 	// ErrMediaRefused means a file that cannot cross for good (over the limit, unknown where it is hosted, refused by
@@ -155,7 +159,7 @@ func (r *Rooms) unsealMedia(ctx context.Context, sender remote.UserID, part *con
 	log := zerolog.Ctx(ctx).With().Str("external_url", part.URL).Logger()
 	var data []byte
 	for attempt := 1; ; attempt++ {
-		data, err = r.FetchExternal(ctx, part, r.media.MaxBytes())
+		data, err = r.FetchExternal(ctx, part, r.media.MaxBytes()+aeadOverhead)
 		if err == nil {
 			break
 		}
@@ -171,6 +175,10 @@ func (r *Rooms) unsealMedia(ctx context.Context, sender remote.UserID, part *con
 			return matrixcontent.Uploaded{}, ctx.Err()
 		case <-time.After(fetchBackoff * time.Duration(attempt)):
 		}
+	}
+	if int64(len(data)) > r.media.MaxBytes() {
+		return matrixcontent.Uploaded{}, fmt.Errorf("%w: %w: %d bytes, %d allowed", ErrMediaRefused, content.ErrExternalTooLarge,
+			len(data), r.media.MaxBytes())
 	}
 	filename := part.Filename
 	if filename == "" {

@@ -60,10 +60,10 @@ func (r *repo) uploadCount() int {
 }
 
 // mediaPair is a room hubbed by A with alice, and bob of B in it, each side with a media repository.
-func mediaPair(t *testing.T, maxB int64) (a, b *side, repoA, repoB *repo, room remote.RoomID, alice, bob remote.UserID) {
+func mediaPair(t *testing.T, maxB int64, postgres bool) (a, b *side, repoA, repoB *repo, room remote.RoomID, alice, bob remote.UserID) {
 	t.Helper()
 	repoA, repoB = newRepo("hs-a", 1<<20), newRepo("hs-b", maxB)
-	n := &testNet{ports: map[string]string{}, ca: testca.NewT(t), media: map[string]Media{"mimi-a.test": repoA, "mimi-b.test": repoB}}
+	n := &testNet{ports: map[string]string{}, ca: testca.NewT(t), postgres: postgres, media: map[string]Media{"mimi-a.test": repoA, "mimi-b.test": repoB}}
 	a, b = n.start(t, "mimi-a.test"), n.start(t, "mimi-b.test")
 	alice, bob = "@alice=hs-a:mimi-a.test", "@bob=hs-b:mimi-b.test"
 	room, err := a.r.NewRoom(a.ctx, alice, nil)
@@ -85,7 +85,16 @@ func mediaPair(t *testing.T, maxB int64) (a, b *side, repoA, repoB *repo, room r
 // TLS, and uploaded to B's homeserver as the sender with the same bytes; a file goes back the other way; a message
 // offered again is not fetched again.
 func TestAttachmentsCrossBothWays(t *testing.T) {
-	a, b, repoA, repoB, room, alice, bob := mediaPair(t, 1<<20)
+	testAttachments(t, false)
+}
+
+// TestAttachmentsCrossBothWaysOnPostgres is the same with both sides' tables on PostgreSQL.
+func TestAttachmentsCrossBothWaysOnPostgres(t *testing.T) {
+	testAttachments(t, true)
+}
+
+func testAttachments(t *testing.T, postgres bool) {
+	a, b, repoA, repoB, room, alice, bob := mediaPair(t, 1<<20, postgres)
 	ctx := a.ctx
 	png := append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte("pixels"), 500)...)
 	repoA.files["mxc://hs-a/cat"], repoA.types["mxc://hs-a/cat"] = png, "image/png"
@@ -182,7 +191,7 @@ func firstExternal(t *testing.T, m *content.Message) *content.ExternalPart {
 // client without a certificate or with one of another CA, an unknown ID, a hash that does not match, a file over the
 // limit (stated or not), a URL that is not https.
 func TestAttachmentFetchFailures(t *testing.T) {
-	a, b, repoA, _, room, alice, _ := mediaPair(t, 1<<20)
+	a, b, repoA, _, room, alice, _ := mediaPair(t, 1<<20, false)
 	ctx := a.ctx
 	file := bytes.Repeat([]byte("x"), 4000)
 	repoA.files["mxc://hs-a/f"] = file
@@ -204,13 +213,19 @@ func TestAttachmentFetchFailures(t *testing.T) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, "127.0.0.1:"+port)
 	}
-	roots := b.r.p.PeerClient().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	own := b.r.p.PeerClient().Transport.(*http.Transport).TLSClientConfig
 	other := testca.NewT(t)
+	clientWith := func(certs []tls.Certificate) *http.Client {
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial,
+			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: own.RootCAs, Certificates: certs}}}
+	}
+	// The same client with B's certificate fetches it: what fails below is the certificate alone.
+	if _, err := part.Fetch(ctx, clientWith(own.Certificates), 1<<20, time.Now()); err != nil {
+		t.Fatalf("fetch with B's certificate: %v", err)
+	}
 	for name, certs := range map[string][]tls.Certificate{"no client certificate": nil,
 		"certificate of another CA": {other.IssueT(t, "mimi-b.test")}} {
-		cli := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial,
-			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, Certificates: certs}}}
-		if _, err := part.Fetch(ctx, cli, 1<<20, time.Now()); !errors.Is(err, content.ErrFetch) {
+		if _, err := part.Fetch(ctx, clientWith(certs), 1<<20, time.Now()); !errors.Is(err, content.ErrFetch) {
 			t.Errorf("%s: fetch = %v, want ErrFetch", name, err)
 		}
 	}
@@ -250,7 +265,7 @@ func TestAttachmentFetchFailures(t *testing.T) {
 // TestAttachmentOverLimitBecomesANotice: a receiver whose limit the file is over posts a notice saying so instead of
 // the file, and uploads nothing.
 func TestAttachmentOverLimitBecomesANotice(t *testing.T) {
-	a, b, repoA, repoB, room, alice, _ := mediaPair(t, 1000)
+	a, b, repoA, repoB, room, alice, _ := mediaPair(t, 1000, false)
 	repoA.files["mxc://hs-a/big"] = bytes.Repeat([]byte("b"), 5000)
 	evID, err := a.r.SendRoomEvent(a.ctx, &remote.SendRequest{Room: room, Sender: alice, Type: "m.room.message",
 		Content: map[string]any{"msgtype": "m.file", "body": "big.bin", "url": "mxc://hs-a/big"}})
@@ -269,5 +284,20 @@ func TestAttachmentOverLimitBecomesANotice(t *testing.T) {
 	}
 	if repoB.uploadCount() != 0 {
 		t.Fatalf("%d uploads for a refused file", repoB.uploadCount())
+	}
+
+	// A file of exactly the limit crosses: sealing's tag does not count against it.
+	repoA.files["mxc://hs-a/edge"] = bytes.Repeat([]byte("e"), 1000)
+	evID, err = a.r.SendRoomEvent(a.ctx, &remote.SendRequest{Room: room, Sender: alice, Type: "m.room.message",
+		Content: map[string]any{"msgtype": "m.file", "body": "edge.bin", "url": "mxc://hs-a/edge"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the file at the limit on B", func() bool {
+		got = b.l.find(func(ev *remote.Event) bool { return ev.EventID == string(evID) })
+		return got != nil
+	})
+	if c := contentOf(got); c["msgtype"] != "m.file" || repoB.uploadCount() != 1 {
+		t.Fatalf("file at the limit on B: %s, %d uploads", got.Content, repoB.uploadCount())
 	}
 }
