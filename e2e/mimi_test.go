@@ -61,7 +61,7 @@ func (s *mimiSide) ask(ctx context.Context, t *testing.T, c *mautrix.Client, roo
 // on loopback, a throwaway CA), and no Matrix federation between them. alice on Dendrite links a room as a new MIMI
 // room (her bridge is its hub) and adds bob of the other provider; bob's bridge registers his MLS client when asked
 // for his key material and opens a portal for him. Then every content type crosses both ways (text, formatted text,
-// replies, reactions, edits, deletes, mentions), in order and once, also across a restart of either bridge, with
+// replies, reactions, edits, deletes, mentions, images), in order and once, also across a restart of either bridge, with
 // messages sent while it was down. Deletes go from Synapse's side only: Dendrite does not hand redactions to
 // application services.
 func TestMIMIBetweenTwoHomeservers(t *testing.T) {
@@ -270,6 +270,32 @@ func testMIMIBetween(t *testing.T, kindA, kindB tesths.Kind) {
 	onlyOnce(bob, portal, "alice's edit on B", editOf(aliceGhost, helloB.ID, "hello bob, edited"))
 	edit(bob, portal, replyB, "hi alice, edited")
 	onlyOnce(alice, roomA, "bob's edit on A", editOf(bobGhost, replyA.ID, "hi alice, edited"))
+
+	// Attachments both ways: an image each way (sealed external parts, served by the sender's bridge over mutual TLS
+	// and fetched by the other); the bytes a client downloads on the other side are the bytes sent, with the
+	// mimetype, size and name, under the receiver's homeserver.
+	imageFrom := func(sender id.UserID, name string) func(*event.Event) bool {
+		return func(evt *event.Event) bool {
+			return evt.Sender == sender && rawContent(evt)["msgtype"] == "m.image" && bodyOf(evt) == name
+		}
+	}
+	crosses := func(from *mautrix.Client, fromRoom id.RoomID, to *mautrix.Client, toRoom id.RoomID, ghost id.UserID, name string, seed uint64) {
+		t.Helper()
+		img := testPNG(t, 64, 48, seed)
+		uri := uploadT(ctx, t, from, img, "image/png", name)
+		sendText(ctx, t, from, fromRoom, map[string]any{"msgtype": "m.image", "body": name, "url": uri.String(),
+			"info": map[string]any{"mimetype": "image/png", "size": len(img), "w": 64, "h": 48}})
+		got := onlyOnce(to, toRoom, name+" on the other side", imageFrom(ghost, name))
+		c := rawContent(got)
+		info, _ := c["info"].(map[string]any)
+		if info["mimetype"] != "image/png" || info["size"] != float64(len(img)) {
+			t.Errorf("%s on the other side has info %v, want image/png of %d bytes", name, info, len(img))
+		}
+		local, _ := c["url"].(string)
+		sameFile(ctx, t, to, name+" on the other side", local, img, "image/png")
+	}
+	crosses(alice, roomA, bob, portal, aliceGhost, "alice-cat.png", 11)
+	crosses(bob, portal, alice, roomA, bobGhost, "bob-dog.png", 12)
 
 	// Deletes: Dendrite v0.13.8 never pushes a redaction to application services (see testBridge), so only the user
 	// on Synapse deletes: a reaction (an unlike in MIMI) and a message, and the other side sees both.

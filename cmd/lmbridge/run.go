@@ -75,7 +75,7 @@ func run(ctx context.Context, cfg *config.Config, reg *mautrixappservice.Registr
 		return fmt.Errorf("failed to serve media: %w", err)
 	}
 	// MIMI, when configured, is wired the same way: made before the bridge, started after it is the listener.
-	mimiRooms, err := newMIMI(ctx, cfg, db.Database)
+	mimiRooms, err := newMIMI(ctx, cfg, db.Database, files, users)
 	if err != nil {
 		return err
 	}

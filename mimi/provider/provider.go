@@ -65,6 +65,9 @@ type Config struct {
 	// register one (RegisterUser) and return nil, and the claim is made again; an error answers "unknown user". It
 	// lets an application such as a bridge make its users' clients on first use, when another provider adds them.
 	UnknownUser func(ctx context.Context, user string) error
+	// ExternalContent, when set, gives the object with an ID that ContentURL named, served to other providers (over
+	// mutual TLS) for the external parts of messages; ErrUnknownContent answers 404.
+	ExternalContent func(ctx context.Context, id string) ([]byte, error)
 }
 
 // Callbacks are how the application (the bridge) hears about a room. A callback that returns an error is called

@@ -21,6 +21,7 @@ func (p *Provider) handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(directoryFor(p.baseURL))
 	})
+	mux.HandleFunc("GET "+ExternalContentPath+"{id}", p.serveContent)
 	mux.HandleFunc("POST /v1/update/{roomId}", p.endpoint(func(ctx context.Context, from string, r *http.Request, body []byte) (int, []byte, error) {
 		req, err := protocol.DecodeUpdateRequest(body)
 		if err != nil {

@@ -50,7 +50,15 @@ func (c *callbacks) OnMessage(ctx context.Context, m provider.Message) error {
 		return nil
 	}
 	log = log.With().Str("mimi_message_id", mid.String()).Logger()
+	var mediaErr error
 	events, err := matrixcontent.ToMatrix(msg, matrixcontent.ToMatrixOptions{
+		ExternalMedia: func(part *content.ExternalPart) (matrixcontent.Uploaded, error) {
+			up, err := r.unsealMedia(ctx, sender, part)
+			if err != nil && mediaErr == nil {
+				mediaErr = err
+			}
+			return up, err
+		},
 		EventID: func(target content.MessageID) (id.EventID, bool) {
 			return id.EventID(EventIDOf(r.rootOf(ctx, target))), true
 		},
@@ -59,7 +67,15 @@ func (c *callbacks) OnMessage(ctx context.Context, m provider.Message) error {
 			return id.UserID(u), err == nil
 		},
 	})
-	if err != nil {
+	switch {
+	case mediaErr != nil && !errors.Is(mediaErr, ErrMediaRefused):
+		// The homeserver or the database did not answer: the inbox offers the message again.
+		return mediaErr
+	case mediaErr != nil && err != nil:
+		log.Warn().Err(mediaErr).Msg("MIMI message with a file that cannot be bridged, sending a notice instead")
+		events = []matrixcontent.Event{{Type: event.EventMessage, Content: &event.MessageEventContent{MsgType: event.MsgNotice,
+			Body: "⚠️ A file sent from MIMI could not be bridged: " + mediaErr.Error()}}}
+	case err != nil:
 		log.Warn().Err(err).Msg("MIMI message with nothing Matrix can show, dropping it")
 		return nil
 	}

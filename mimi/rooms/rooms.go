@@ -14,9 +14,14 @@
 // hub's order), membership as m.room.member events, and a local user's first join from another provider's Welcome
 // as an invite.
 //
-// Not carried: state events other than membership (room name and topic stay on their side), knocks, media
-// (attachments need a place to host external parts), and who removed a user when another provider did it (the
-// removal is shown as done by another member of the room).
+// Attachments (media.go): a Matrix file is downloaded from the homeserver, sealed as draft-ietf-mimi-content's
+// external content (AES-128-GCM, SHA-256 content hash), kept in mimi_rooms_media_out and served by the provider to
+// other providers over mutual TLS; another provider's external part is fetched over the same mutual TLS, verified,
+// decrypted and uploaded to the homeserver as the sender's ghost, once per URL and hash. A file that cannot cross
+// becomes a notice in the Matrix room (Matrix → MIMI: the bridge tells the Matrix sender).
+//
+// Not carried: state events other than membership (room name and topic stay on their side), knocks, and who removed
+// a user when another provider did it (the removal is shown as done by another member of the room).
 package rooms
 
 import (
@@ -59,6 +64,9 @@ type Config struct {
 	// IsLocalUser says whether a user of this provider (in Matrix form, @name:domain) stands for a Matrix user the
 	// bridge serves, so that another provider adding them registers their client on first use.
 	IsLocalUser func(remote.UserID) bool
+	// Media carries attachments: Matrix files become sealed external parts this provider serves, and other
+	// providers' external parts are fetched and uploaded to the homeserver. Nil refuses attachments.
+	Media Media
 }
 
 // Rooms is remote.Rooms over a MIMI provider.
@@ -67,6 +75,7 @@ type Rooms struct {
 	db      *dbutil.Database
 	domain  string
 	isLocal func(remote.UserID) bool
+	media   Media
 
 	lock     sync.RWMutex
 	listener remote.Listener
@@ -79,7 +88,7 @@ func New(ctx context.Context, cfg Config) (*Rooms, error) {
 	if cfg.Provider.DB == nil {
 		return nil, errors.New("mimi rooms: the provider needs a database")
 	}
-	r := &Rooms{domain: cfg.Provider.Domain, isLocal: cfg.IsLocalUser}
+	r := &Rooms{domain: cfg.Provider.Domain, isLocal: cfg.IsLocalUser, media: cfg.Media}
 	r.db = cfg.Provider.DB.Child("mimi_rooms_version", upgrades.Table, dbutil.ZeroLogger(*zerolog.Ctx(ctx)))
 	if err := r.db.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("upgrading MIMI bridge tables: %w", err)
@@ -87,6 +96,7 @@ func New(ctx context.Context, cfg Config) (*Rooms, error) {
 	pc := cfg.Provider
 	pc.Callbacks = &callbacks{r: r}
 	pc.UnknownUser = r.unknownUser
+	pc.ExternalContent = r.externalContent
 	p, err := provider.New(ctx, pc)
 	if err != nil {
 		return nil, err

@@ -82,6 +82,8 @@ type testNet struct {
 	ca    *testca.CA
 	// postgres puts each side in a database of its own on the shared PostgreSQL server instead of SQLite.
 	postgres bool
+	// media is each side's homeserver media repository (none without an entry).
+	media map[string]Media
 }
 
 func (n *testNet) start(t testing.TB, domain string) *side {
@@ -111,7 +113,7 @@ func (n *testNet) start(t testing.TB, domain string) *side {
 			return d.DialContext(ctx, network, "127.0.0.1:"+port)
 		},
 		RetryMin: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond}
-	r, err := New(ctx, Config{Provider: pc, IsLocalUser: func(u remote.UserID) bool { return strings.HasSuffix(string(u), ":"+domain) }})
+	r, err := New(ctx, Config{Provider: pc, Media: n.media[domain], IsLocalUser: func(u remote.UserID) bool { return strings.HasSuffix(string(u), ":"+domain) }})
 	if err != nil {
 		t.Fatal(err)
 	}

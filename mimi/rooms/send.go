@@ -213,6 +213,7 @@ func (r *Rooms) fromMatrix(ctx context.Context, room, sender string, req *remote
 			uri, err := UserURI(remote.UserID(u))
 			return uri, err == nil
 		},
+		Media: func(c *event.MessageEventContent) (*content.ExternalPart, error) { return r.sealMedia(ctx, c) },
 	}
 	var m *content.Message
 	reaction := false
@@ -238,7 +239,10 @@ func (r *Rooms) fromMatrix(ctx context.Context, room, sender string, req *remote
 	default:
 		err = fmt.Errorf("%w: %s", matrixcontent.ErrUnsupportedEvent, req.Type)
 	}
-	if err != nil {
+	var later *errMediaLater
+	if errors.As(err, &later) {
+		return nil, false, fmt.Errorf("mapping %s to MIMI: %w", req.Type, err)
+	} else if err != nil {
 		return nil, false, &remote.Mapped{Err: fmt.Errorf("mapping %s to MIMI: %w", req.Type, err), Also: []error{remote.ErrUnsupported}}
 	}
 	return m, reaction, nil
